@@ -1,0 +1,100 @@
+//! Runs the enabled widgets on their own schedules and turns samples into [`Record`]s.
+//!
+//! A widget that reports `Unsupported` is noted once at info level and not asked again. A
+//! widget error is logged once per distinct message (a broken `iw` does not fill the log every
+//! ten seconds) and its recovery is logged once too.
+
+use std::time::{Duration, Instant};
+
+use fleet_widgets::{find, CollectError, Host, Timestamp, Widget};
+
+use crate::config::WidgetConfig;
+use crate::record::Record;
+
+struct Scheduled {
+    widget: Box<dyn Widget>,
+    interval: Duration,
+    next_due: Instant,
+    unsupported: bool,
+    last_error: Option<String>,
+}
+
+/// The set of enabled widgets with their schedules.
+pub struct Collector {
+    widgets: Vec<Scheduled>,
+}
+
+impl Collector {
+    /// Build every enabled widget of `configs` (in registry order), all due now.
+    pub fn new(configs: &[WidgetConfig], now: Instant) -> Self {
+        let widgets = configs
+            .iter()
+            .filter(|c| c.enabled)
+            .filter_map(|c| find(c.name).map(|spec| (c, spec)))
+            .map(|(c, spec)| Scheduled {
+                widget: (spec.build)(&c.options),
+                interval: c.interval,
+                next_due: now,
+                unsupported: false,
+                last_error: None,
+            })
+            .collect();
+        Collector { widgets }
+    }
+
+    /// Names of the widgets that run (enabled and not found unsupported).
+    pub fn active(&self) -> Vec<&'static str> {
+        self.widgets.iter().filter(|w| !w.unsupported).map(|w| w.widget.name()).collect()
+    }
+
+    /// The earliest time a widget is due, `None` when nothing is left to run.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.widgets.iter().filter(|w| !w.unsupported).map(|w| w.next_due).min()
+    }
+
+    /// Run every widget due at `now` and reschedule it one interval later (skipping missed
+    /// slots after a sleep rather than bursting to catch up).
+    pub fn collect_due(&mut self, host: &dyn Host, now: Instant, ts: Timestamp) -> Vec<Record> {
+        let mut records = Vec::new();
+        for entry in self.widgets.iter_mut().filter(|w| !w.unsupported && w.next_due <= now) {
+            entry.next_due += entry.interval;
+            if entry.next_due <= now {
+                entry.next_due = now + entry.interval;
+            }
+            run_one(entry, host, ts, &mut records);
+        }
+        records
+    }
+
+    /// Run every active widget once, whatever its schedule (`once`, SIGUSR1).
+    pub fn collect_all(&mut self, host: &dyn Host, ts: Timestamp) -> Vec<Record> {
+        let mut records = Vec::new();
+        for entry in self.widgets.iter_mut().filter(|w| !w.unsupported) {
+            run_one(entry, host, ts, &mut records);
+        }
+        records
+    }
+}
+
+fn run_one(entry: &mut Scheduled, host: &dyn Host, ts: Timestamp, records: &mut Vec<Record>) {
+    let name = entry.widget.name();
+    match entry.widget.collect(host, ts) {
+        Ok(samples) => {
+            if entry.last_error.take().is_some() {
+                log::info!("widget {name} recovered");
+            }
+            records.extend(samples.into_iter().map(|s| Record::from_sample(s, ts)));
+        }
+        Err(CollectError::Unsupported(why)) => {
+            log::info!("widget {name} does not apply on this machine: {why}");
+            entry.unsupported = true;
+        }
+        Err(error) => {
+            let text = error.to_string();
+            if entry.last_error.as_deref() != Some(text.as_str()) {
+                log::warn!("widget {name}: {text}");
+                entry.last_error = Some(text);
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `fleet-agent keygen`: print a fresh key.
+
+use super::{usage_error, Command};
+use crate::cli::{print_error, Args, EXIT_OK, EXIT_RUNTIME};
+use crate::keys::Key32;
+
+/// Registry entry.
+pub static COMMAND: Command = Command {
+    name: "keygen",
+    help: "\
+Usage: fleet-agent keygen
+
+Print a new key: standard base64 of 32 bytes from the OS random number generator, and nothing
+else on stdout. Use it for `encryption_key` (shared with the server) or `FLEET_ENCRYPTION_KEY`.
+",
+    run,
+};
+
+fn run(args: Args) -> u8 {
+    if let Err(e) = args.finish() {
+        return usage_error("keygen", &e);
+    }
+    match Key32::generate() {
+        Ok(key) => {
+            println!("{}", key.to_base64().as_str());
+            EXIT_OK
+        }
+        Err(e) => {
+            print_error(&e);
+            EXIT_RUNTIME
+        }
+    }
+}

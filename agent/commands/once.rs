@@ -1,0 +1,63 @@
+//! `fleet-agent once`: collect every enabled widget once and print one JSON object.
+
+use std::time::Instant;
+
+use fleet_widgets::{SampleKind, Timestamp};
+use serde_json::{json, Value};
+
+use super::{load_config, usage_error, Command};
+use crate::cli::{Args, Common, EXIT_OK};
+use crate::collect::Collector;
+use crate::host::SystemHost;
+use crate::report::{widget_log_entry, LatestReport};
+
+/// Registry entry.
+pub static COMMAND: Command = Command {
+    name: "once",
+    help: "\
+Usage: fleet-agent once [--config FILE] [-v|-q]
+
+Collect every enabled widget once and print ONE JSON object to stdout:
+  {\"machine_id\", \"machine_info\": {…}, \"metrics\": {…}, \"widget_logs\": […]}
+the Atlas report plus the widget-log entries. Needs no config file (defaults apply). Nothing
+is sent or stored.
+",
+    run,
+};
+
+fn run(mut args: Args) -> u8 {
+    let common = match Common::take(&mut args) {
+        Ok(common) => common,
+        Err(e) => return usage_error("once", &e),
+    };
+    if let Err(e) = args.finish() {
+        return usage_error("once", &e);
+    }
+    let config = match load_config(&common) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    crate::log::init(common.log_level(config.log_level.min(log::LevelFilter::Warn)));
+    let host = SystemHost::new();
+    let mut collector = Collector::new(&config.widgets, Instant::now());
+    let records = collector.collect_all(&host, Timestamp::now());
+    println!("{}", once_json(&config.machine_id, &records));
+    EXIT_OK
+}
+
+/// The `once` object: the Atlas report plus `widget_logs`.
+pub fn once_json(machine_id: &str, records: &[crate::record::Record]) -> Value {
+    let mut report = LatestReport::new();
+    let mut logs = Vec::new();
+    for record in records {
+        report.update(record);
+        if record.kind == SampleKind::Log {
+            logs.push(widget_log_entry(record));
+        }
+    }
+    let mut body = report.to_json(machine_id);
+    if let Value::Object(map) = &mut body {
+        map.insert("widget_logs".to_string(), json!(logs));
+    }
+    body
+}

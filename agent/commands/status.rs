@@ -1,0 +1,45 @@
+//! `fleet-agent status`: what the agent knows about itself right now.
+
+use super::{load_config, usage_error, Command};
+use crate::cli::{Args, Common, EXIT_OK};
+
+/// Registry entry.
+pub static COMMAND: Command = Command {
+    name: "status",
+    help: "\
+Usage: fleet-agent status [--config FILE]
+
+Print the configuration in use (file, machine id, server, protocol, enabled widgets) and the
+state of the spool and the sender.
+",
+    run,
+};
+
+fn run(mut args: Args) -> u8 {
+    let common = match Common::take(&mut args) {
+        Ok(common) => common,
+        Err(e) => return usage_error("status", &e),
+    };
+    if let Err(e) = args.finish() {
+        return usage_error("status", &e);
+    }
+    let config = match load_config(&common) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let path = config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in defaults)".into());
+    println!("config:      {path}");
+    println!("machine_id:  {}", config.machine_id);
+    println!("server:      {}", config.server_url.as_deref().unwrap_or("(none)"));
+    println!("protocol:    {}", config.protocol.as_str());
+    println!("encryption:  {}", if config.encryption_key.is_some() { "on" } else { "off" });
+    println!("spool:       {}", config.spool.dir.display());
+    let enabled: Vec<String> = config
+        .widgets
+        .iter()
+        .filter(|w| w.enabled)
+        .map(|w| format!("{} ({}s)", w.name, w.interval.as_secs_f64()))
+        .collect();
+    println!("widgets:     {}", enabled.join(", "));
+    EXIT_OK
+}

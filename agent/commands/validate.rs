@@ -1,0 +1,38 @@
+//! `fleet-agent validate`: check a config file before starting (systemd `ExecStartPre=`).
+
+use super::{print_config_errors, usage_error, Command};
+use crate::cli::{Args, Common, EXIT_OK, EXIT_USAGE};
+use crate::config::Config;
+
+/// Registry entry.
+pub static COMMAND: Command = Command {
+    name: "validate",
+    help: "\
+Usage: fleet-agent validate [--config FILE]
+
+Check the config: prints `ok` and exits 0, or prints every error found (each naming the file
+and the field) and exits 2. Checks JSON syntax, unknown keys, key encoding, intervals, the
+machine id, widget options, and that a file holding a key is not readable by group or others.
+",
+    run,
+};
+
+fn run(mut args: Args) -> u8 {
+    let common = match Common::take(&mut args) {
+        Ok(common) => common,
+        Err(e) => return usage_error("validate", &e),
+    };
+    if let Err(e) = args.finish() {
+        return usage_error("validate", &e);
+    }
+    match Config::load(common.config_path().as_deref()) {
+        Ok(_) => {
+            println!("ok");
+            EXIT_OK
+        }
+        Err(errors) => {
+            print_config_errors(&errors);
+            EXIT_USAGE
+        }
+    }
+}

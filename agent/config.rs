@@ -1,0 +1,555 @@
+//! Configuration: a JSON file, a superset of the Atlas agent's `config.json`.
+//!
+//! Loading is two steps: parse the raw file strictly (unknown keys are errors naming the key),
+//! then resolve it into a validated [`Config`] (keys decoded, paths and intervals checked,
+//! environment overrides applied). Every field, its default and meaning is listed in the
+//! README's "Configuration" section; keep the two in sync.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleet_widgets::{WidgetOptions, ALL};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::keys::{Key32, SecretString};
+
+/// Environment variable that overrides `encryption_key`.
+pub const ENV_ENCRYPTION_KEY: &str = "FLEET_ENCRYPTION_KEY";
+/// Environment variable that overrides `api_key`.
+pub const ENV_API_KEY: &str = "FLEET_API_KEY";
+
+/// Default config file location on this OS.
+pub fn default_config_path() -> PathBuf {
+    if cfg!(target_os = "macos") {
+        PathBuf::from("/Library/Application Support/FleetAgent/config.json")
+    } else {
+        PathBuf::from("/etc/fleet-agent/config.json")
+    }
+}
+
+/// Default spool (state) directory on this OS.
+pub fn default_spool_dir() -> PathBuf {
+    if cfg!(target_os = "macos") {
+        PathBuf::from("/Library/Application Support/FleetAgent/spool")
+    } else {
+        PathBuf::from("/var/lib/fleet-agent")
+    }
+}
+
+/// Default collection interval, seconds (the Atlas agent's default).
+pub const DEFAULT_INTERVAL_S: f64 = 10.0;
+/// Default spool cap.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default spool segment size.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024;
+/// Longest accepted `machine_id`, bytes.
+pub const MAX_MACHINE_ID_BYTES: usize = 128;
+
+/// The config file exactly as written. Unknown keys are rejected by serde with the key's name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server_url: Option<String>,
+    api_key: Option<String>,
+    encryption_key: Option<String>,
+    verify_ssl: Option<bool>,
+    interval: Option<f64>,
+    machine_id: Option<String>,
+    protocol: Option<String>,
+    ca_file: Option<PathBuf>,
+    spool: Option<RawSpool>,
+    widgets: Option<Map<String, Value>>,
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    dir: Option<PathBuf>,
+    max_bytes: Option<u64>,
+    segment_bytes: Option<u64>,
+    fsync: Option<String>,
+}
+
+/// Which server protocol the sender speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The Atlas fleet server (`/api/fleet/report`, `/api/fleet/widget-logs`, v1 envelopes).
+    Atlas,
+    /// Sealed sequenced batches (`/api/v2/batches`).
+    V2,
+}
+
+impl Protocol {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Atlas => "atlas",
+            Protocol::V2 => "v2",
+        }
+    }
+}
+
+/// When the spool calls `fsync` (see the spool module for what each can lose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every record frame.
+    Always,
+    /// Once per `append` call (one collection cycle). The default.
+    Batch,
+    /// Never; the OS flushes when it likes.
+    Never,
+}
+
+/// Validated spool settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// Directory holding segments, keys and cursors.
+    pub dir: PathBuf,
+    /// Cap on the bytes of all segments; the oldest segment is dropped past it.
+    pub max_bytes: u64,
+    /// Size at which a segment is closed and a new one started.
+    pub segment_bytes: u64,
+    /// Durability policy.
+    pub fsync: FsyncPolicy,
+}
+
+/// One widget's validated settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WidgetConfig {
+    /// Registry name.
+    pub name: &'static str,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// How often it runs.
+    pub interval: Duration,
+    /// Widget-specific options (already validated by the widget).
+    pub options: WidgetOptions,
+}
+
+/// The validated configuration the agent runs with.
+pub struct Config {
+    /// The file it came from (`None` = built-in defaults).
+    pub path: Option<PathBuf>,
+    /// Base URL of the server, e.g. `https://fleet.example.com:8443`.
+    pub server_url: Option<String>,
+    /// Sent as `X-API-Key`.
+    pub api_key: Option<SecretString>,
+    /// Transport key; when set, nothing is sent in plaintext.
+    pub encryption_key: Option<Key32>,
+    /// Verify the server's TLS certificate (Atlas compatibility allows `false`, with a warning).
+    pub verify_ssl: bool,
+    /// Global collection interval (and the default of each widget).
+    pub interval: Duration,
+    /// This machine's identity on the server.
+    pub machine_id: String,
+    /// Server protocol.
+    pub protocol: Protocol,
+    /// Extra PEM CA bundle trusted beside the webpki roots.
+    pub ca_file: Option<PathBuf>,
+    /// Spool settings.
+    pub spool: SpoolConfig,
+    /// Every registry widget, enabled or not, in registry order.
+    pub widgets: Vec<WidgetConfig>,
+    /// Log verbosity.
+    pub log_level: log::LevelFilter,
+}
+
+/// A configuration problem. Every variant names the file (when there is one) and the field.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The file is not valid JSON or has an unknown key or a value of the wrong type.
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// serde's message (names the key and line).
+        message: String,
+    },
+    /// A field's value is not acceptable.
+    Field {
+        /// The file, or `None` for defaults/environment.
+        path: Option<PathBuf>,
+        /// The field, dotted (`spool.fsync`, `widgets.ping.targets`).
+        field: String,
+        /// What is wrong and what was found.
+        problem: String,
+    },
+    /// The file holds a secret but group or others can read it.
+    InsecureMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => write!(f, "reading config {}: {error}", path.display()),
+            ConfigError::Parse { path, message } => write!(f, "config {}: {message}", path.display()),
+            ConfigError::Field { path: Some(path), field, problem } => {
+                write!(f, "config {}: field `{field}`: {problem}", path.display())
+            }
+            ConfigError::Field { path: None, field, problem } => write!(f, "config: field `{field}`: {problem}"),
+            ConfigError::InsecureMode { path, mode } => write!(
+                f,
+                "config {} holds a key but has mode {mode:04o} (readable by group or others); run: chmod 600 {}",
+                path.display(),
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Where secrets that override the file come from (the process environment in production,
+/// a map in tests).
+pub trait Env {
+    /// The variable's value, if set and non-empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Load `path`, or the built-in defaults when `path` is `None`, applying the process
+    /// environment overrides. Returns every problem found, not just the first.
+    pub fn load(path: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+        Self::load_with_env(path, &ProcessEnv)
+    }
+
+    /// [`Config::load`] with an explicit environment.
+    pub fn load_with_env(path: Option<&Path>, env: &dyn Env) -> Result<Config, Vec<ConfigError>> {
+        let raw = match path {
+            None => RawConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| vec![ConfigError::Read { path: path.to_path_buf(), error }])?;
+                let raw: RawConfig = serde_json::from_str(&text)
+                    .map_err(|e| vec![ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() }])?;
+                if raw.api_key.is_some() || raw.encryption_key.is_some() {
+                    check_private(path).map_err(|e| vec![e])?;
+                }
+                raw
+            }
+        };
+        resolve(raw, path, env)
+    }
+}
+
+/// Refuse a secret-holding file readable by group or others.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|error| ConfigError::Read { path: path.to_path_buf(), error })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::InsecureMode { path: path.to_path_buf(), mode });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+/// Checks a machine id: non-empty, at most 128 bytes, no control characters.
+pub fn validate_machine_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if id.len() > MAX_MACHINE_ID_BYTES {
+        return Err(format!("is {} bytes long, at most {MAX_MACHINE_ID_BYTES} allowed", id.len()));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(format!("holds control character {c:?}"));
+    }
+    Ok(())
+}
+
+fn parse_interval(field: &str, seconds: f64) -> Result<Duration, String> {
+    if !seconds.is_finite() || !(0.05..=86_400.0).contains(&seconds) {
+        return Err(format!("must be between 0.05 and 86400 seconds, found {seconds}"));
+    }
+    let _ = field;
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut field_error = |field: &str, problem: String| {
+        errors.push(ConfigError::Field { path: path.map(Path::to_path_buf), field: field.to_string(), problem });
+    };
+
+    let server_url = raw.server_url.filter(|s| !s.is_empty());
+    if let Some(url) = &server_url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < "http://x".len() {
+            field_error("server_url", format!("must start with https:// or http://, found {url:?}"));
+        }
+    }
+
+    let api_key = env.var(ENV_API_KEY).or(raw.api_key).filter(|k| !k.is_empty()).map(SecretString::new);
+
+    let (key_text, key_field) = match env.var(ENV_ENCRYPTION_KEY) {
+        Some(text) => (Some(text), ENV_ENCRYPTION_KEY),
+        None => (raw.encryption_key.filter(|k| !k.is_empty()), "encryption_key"),
+    };
+    let encryption_key = match key_text {
+        None => None,
+        Some(text) => match Key32::from_base64(&text) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                field_error(key_field, e.to_string());
+                None
+            }
+        },
+    };
+
+    let interval_s = raw.interval.unwrap_or(DEFAULT_INTERVAL_S);
+    let interval = parse_interval("interval", interval_s).unwrap_or_else(|problem| {
+        field_error("interval", problem);
+        Duration::from_secs_f64(DEFAULT_INTERVAL_S)
+    });
+
+    let machine_id = match raw.machine_id {
+        Some(id) => id,
+        None => sysinfo_hostname(),
+    };
+    if let Err(problem) = validate_machine_id(&machine_id) {
+        field_error("machine_id", problem);
+    }
+
+    let protocol = match raw.protocol.as_deref() {
+        None | Some("atlas") => Protocol::Atlas,
+        Some("v2") => Protocol::V2,
+        Some(other) => {
+            field_error("protocol", format!("must be \"atlas\" or \"v2\", found {other:?}"));
+            Protocol::Atlas
+        }
+    };
+
+    if let Some(ca) = &raw.ca_file {
+        if !ca.is_file() {
+            field_error("ca_file", format!("{} is not a readable file", ca.display()));
+        }
+    }
+
+    let raw_spool = raw.spool.unwrap_or_default();
+    let fsync = match raw_spool.fsync.as_deref() {
+        None | Some("batch") => FsyncPolicy::Batch,
+        Some("always") => FsyncPolicy::Always,
+        Some("never") => FsyncPolicy::Never,
+        Some(other) => {
+            field_error("spool.fsync", format!("must be \"always\", \"batch\" or \"never\", found {other:?}"));
+            FsyncPolicy::Batch
+        }
+    };
+    let segment_bytes = raw_spool.segment_bytes.unwrap_or(DEFAULT_SEGMENT_BYTES);
+    if !(4096..=256 * 1024 * 1024).contains(&segment_bytes) {
+        field_error("spool.segment_bytes", format!("must be between 4096 and 268435456, found {segment_bytes}"));
+    }
+    let max_bytes = raw_spool.max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES);
+    if max_bytes < 2 * segment_bytes {
+        field_error(
+            "spool.max_bytes",
+            format!("must be at least twice spool.segment_bytes ({}), found {max_bytes}", 2 * segment_bytes),
+        );
+    }
+    let spool = SpoolConfig { dir: raw_spool.dir.unwrap_or_else(default_spool_dir), max_bytes, segment_bytes, fsync };
+
+    let widgets = resolve_widgets(raw.widgets.unwrap_or_default(), interval, &mut field_error);
+
+    let log_level = match raw.log_level.as_deref() {
+        None => log::LevelFilter::Info,
+        Some(text) => match text.parse::<log::LevelFilter>() {
+            Ok(level) => level,
+            Err(_) => {
+                field_error("log_level", format!("must be off, error, warn, info, debug or trace, found {text:?}"));
+                log::LevelFilter::Info
+            }
+        },
+    };
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Config {
+        path: path.map(Path::to_path_buf),
+        server_url,
+        api_key,
+        encryption_key,
+        verify_ssl: raw.verify_ssl.unwrap_or(true),
+        interval,
+        machine_id,
+        protocol,
+        ca_file: raw.ca_file,
+        spool,
+        widgets,
+        log_level,
+    })
+}
+
+fn resolve_widgets(
+    mut raw: Map<String, Value>,
+    global_interval: Duration,
+    field_error: &mut impl FnMut(&str, String),
+) -> Vec<WidgetConfig> {
+    let known: BTreeMap<&str, ()> = ALL.iter().map(|spec| (spec.name, ())).collect();
+    for name in raw.keys() {
+        if !known.contains_key(name.as_str()) {
+            let names: Vec<&str> = known.keys().copied().collect();
+            field_error(&format!("widgets.{name}"), format!("unknown widget (known: {})", names.join(", ")));
+        }
+    }
+    let mut widgets = Vec::new();
+    for spec in ALL {
+        let mut options = match raw.remove(spec.name) {
+            None => Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                field_error(&format!("widgets.{}", spec.name), format!("must be an object, found {other}"));
+                Map::new()
+            }
+        };
+        let enabled = match options.remove("enabled") {
+            None => spec.enabled_by_default,
+            Some(Value::Bool(b)) => b,
+            Some(other) => {
+                field_error(&format!("widgets.{}.enabled", spec.name), format!("must be true or false, found {other}"));
+                spec.enabled_by_default
+            }
+        };
+        let default_interval = spec.default_interval_s.map(Duration::from_secs).unwrap_or(global_interval);
+        let interval = match options.remove("interval") {
+            None => default_interval,
+            Some(value) => match value.as_f64().ok_or_else(|| format!("must be a number of seconds, found {value}")) {
+                Ok(seconds) => parse_interval("interval", seconds).unwrap_or_else(|problem| {
+                    field_error(&format!("widgets.{}.interval", spec.name), problem);
+                    default_interval
+                }),
+                Err(problem) => {
+                    field_error(&format!("widgets.{}.interval", spec.name), problem);
+                    default_interval
+                }
+            },
+        };
+        if let Err(problem) = (spec.validate)(&options) {
+            field_error(&format!("widgets.{}", spec.name), problem);
+        }
+        widgets.push(WidgetConfig { name: spec.name, enabled, interval, options });
+    }
+    widgets
+}
+
+fn sysinfo_hostname() -> String {
+    fleet_widgets::machine::hostname()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct MapEnv(Vec<(&'static str, &'static str)>);
+
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn resolve_json(json: &str, env: &MapEnv) -> Result<Config, Vec<ConfigError>> {
+        let raw: RawConfig = serde_json::from_str(json).expect("test json parses");
+        resolve(raw, Some(Path::new("/t/config.json")), env)
+    }
+
+    fn field_errors(result: Result<Config, Vec<ConfigError>>) -> Vec<String> {
+        match result {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .into_iter()
+                .filter_map(|e| match e {
+                    ConfigError::Field { field, .. } => Some(field),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let config = resolve_json("{}", &MapEnv(vec![])).map_err(|e| e.len()).expect("defaults are valid");
+        assert_eq!(config.interval, Duration::from_secs(10));
+        assert_eq!(config.protocol, Protocol::Atlas);
+        assert!(config.verify_ssl);
+        assert_eq!(config.spool.fsync, FsyncPolicy::Batch);
+        assert_eq!(config.widgets.len(), ALL.len());
+        assert!(!config.machine_id.is_empty());
+    }
+
+    #[test]
+    fn every_bad_field_is_named_at_once() {
+        let json = r#"{"encryption_key":"c2hvcnQ=","interval":0,"machine_id":"","protocol":"v9",
+            "spool":{"fsync":"sometimes"},"widgets":{"cpu":{"enabled":"yes"},"nope":{}},"log_level":"loud"}"#;
+        let fields = field_errors(resolve_json(json, &MapEnv(vec![])));
+        for expected in [
+            "encryption_key",
+            "interval",
+            "machine_id",
+            "protocol",
+            "spool.fsync",
+            "widgets.nope",
+            "widgets.cpu.enabled",
+            "log_level",
+        ] {
+            assert!(fields.iter().any(|f| f == expected), "{expected} not in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let env = MapEnv(vec![(ENV_ENCRYPTION_KEY, key), (ENV_API_KEY, "from-env")]);
+        let config = resolve_json(r#"{"api_key":"from-file","encryption_key":"bad"}"#, &env).map_err(|e| e.len());
+        let config = config.expect("env key replaces the bad file key");
+        assert_eq!(config.api_key.as_ref().map(SecretString::expose), Some("from-env"));
+        assert_eq!(config.encryption_key.as_ref().map(|k| k.as_bytes()[31]), Some(31));
+        let bad_env = MapEnv(vec![(ENV_ENCRYPTION_KEY, "!!")]);
+        assert_eq!(field_errors(resolve_json("{}", &bad_env)), vec![ENV_ENCRYPTION_KEY.to_string()]);
+    }
+
+    #[test]
+    fn machine_id_limits() {
+        assert!(validate_machine_id("laptop-42").is_ok());
+        assert!(validate_machine_id("").is_err());
+        assert!(validate_machine_id(&"x".repeat(129)).is_err());
+        assert!(validate_machine_id(&"x".repeat(128)).is_ok());
+        assert!(validate_machine_id("a\nb").is_err());
+    }
+}

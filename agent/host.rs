@@ -1,0 +1,226 @@
+//! The real [`Host`]: files under a root directory and commands run with a timeout and an
+//! output cap.
+//!
+//! Commands run with `LC_ALL=C` (parsers expect English, `.` decimals) and a `PATH` that
+//! includes the system directories where `ioreg`, `system_profiler`, `iw` and `ping` live,
+//! whatever the service manager's environment was. Output beyond the cap is read and dropped
+//! so a chatty command can neither block on a full pipe nor grow memory.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fleet_widgets::{CommandOutput, Host, HostError, Os};
+
+/// Default cap on each of stdout and stderr.
+pub const DEFAULT_OUTPUT_CAP: usize = 4 * 1024 * 1024;
+
+/// Search path for commands, independent of the caller's environment.
+const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Files, directories and commands of this machine.
+pub struct SystemHost {
+    root: PathBuf,
+    output_cap: usize,
+    root_user: bool,
+}
+
+impl SystemHost {
+    /// The machine itself (root `/`).
+    pub fn new() -> Self {
+        Self::with_root(PathBuf::from("/"))
+    }
+
+    /// Files are read under `root` (tests point this at a fake tree).
+    pub fn with_root(root: PathBuf) -> Self {
+        SystemHost { root, output_cap: DEFAULT_OUTPUT_CAP, root_user: effective_uid_is_root() }
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+}
+
+impl Default for SystemHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn io_error(action: &'static str, path: &Path, error: std::io::Error) -> HostError {
+    match error.kind() {
+        std::io::ErrorKind::NotFound => HostError::NotFound(path.display().to_string()),
+        std::io::ErrorKind::PermissionDenied => HostError::PermissionDenied(path.display().to_string()),
+        _ => HostError::Io { action, path: path.display().to_string(), message: error.to_string() },
+    }
+}
+
+/// Read `reader` to the end, keeping at most `cap` bytes; returns (text, truncated).
+fn read_capped(mut reader: impl Read, cap: usize) -> (String, bool) {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    let mut truncated = false;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                if n > room {
+                    truncated = true;
+                }
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    (String::from_utf8_lossy(&kept).into_owned(), truncated)
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+impl Host for SystemHost {
+    fn os(&self) -> Os {
+        Os::current()
+    }
+
+    fn read_file(&self, path: &str) -> Result<String, HostError> {
+        let full = self.resolve(path);
+        let file = std::fs::File::open(&full).map_err(|e| io_error("opening", &full, e))?;
+        let (text, _) = read_capped(file, self.output_cap);
+        Ok(text)
+    }
+
+    fn list_dir(&self, path: &str) -> Result<Vec<String>, HostError> {
+        let full = self.resolve(path);
+        let entries = std::fs::read_dir(&full).map_err(|e| io_error("listing", &full, e))?;
+        let mut names: Vec<String> =
+            entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn run(&self, argv: &[&str], timeout: Duration) -> Result<CommandOutput, HostError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(HostError::CommandNotFound(String::new()));
+        };
+        let line = argv.join(" ");
+        let mut child = Command::new(program)
+            .args(args)
+            .env("PATH", COMMAND_PATH)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => HostError::CommandNotFound(program.to_string()),
+                std::io::ErrorKind::PermissionDenied => HostError::PermissionDenied(program.to_string()),
+                _ => HostError::Io { action: "running", path: line.clone(), message: e.to_string() },
+            })?;
+        let cap = self.output_cap;
+        let stdout = child.stdout.take().map(|out| thread::spawn(move || read_capped(out, cap)));
+        let stderr = child.stderr.take().map(|err| thread::spawn(move || read_capped(err, cap)));
+        let status = wait_with_timeout(&mut child, timeout).map_err(|e| HostError::Io {
+            action: "waiting for",
+            path: line.clone(),
+            message: e.to_string(),
+        })?;
+        let join =
+            |handle: Option<thread::JoinHandle<(String, bool)>>| handle.and_then(|h| h.join().ok()).unwrap_or_default();
+        let (stdout, out_cut) = join(stdout);
+        let (stderr, err_cut) = join(stderr);
+        match status {
+            None => Err(HostError::Timeout { command: line, after: timeout }),
+            Some(status) => Ok(CommandOutput { status: status.code(), stdout, stderr, truncated: out_cut || err_cut }),
+        }
+    }
+
+    fn network_allowed(&self) -> bool {
+        true
+    }
+
+    fn is_root(&self) -> bool {
+        self.root_user
+    }
+}
+
+/// The effective uid from `/proc/self/status` (`Uid:` real effective saved fs).
+pub fn parse_effective_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// True when running as root. Linux reads `/proc/self/status`; elsewhere a file we create is
+/// owned by our effective uid, which avoids `unsafe` FFI for `geteuid`.
+fn effective_uid_is_root() -> bool {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        return parse_effective_uid(&status) == Some(0);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let probe = std::env::temp_dir().join(format!("fleet-agent-uid-{}", std::process::id()));
+        let uid = std::fs::File::create(&probe).and_then(|f| f.metadata()).map(|m| m.uid()).ok();
+        let _ = std::fs::remove_file(&probe);
+        uid == Some(0)
+    }
+    #[cfg(not(unix))]
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_commands_with_status_cap_and_timeout() {
+        let mut host = SystemHost::new();
+        let out = host.run(&["sh", "-c", "echo hi; echo err >&2; exit 3"], Duration::from_secs(5)).expect("runs");
+        assert_eq!((out.stdout.as_str(), out.stderr.as_str(), out.status), ("hi\n", "err\n", Some(3)));
+        host.output_cap = 10;
+        let out = host.run(&["sh", "-c", "head -c 100000 /dev/zero"], Duration::from_secs(5)).expect("runs");
+        assert!(out.truncated && out.stdout.len() == 10);
+        let started = Instant::now();
+        let slow = host.run(&["sleep", "5"], Duration::from_millis(200));
+        assert!(matches!(slow, Err(HostError::Timeout { .. })));
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(
+            host.run(&["no-such-program-xyz"], Duration::from_secs(1)).err(),
+            Some(HostError::CommandNotFound("no-such-program-xyz".into()))
+        );
+    }
+
+    #[test]
+    fn files_are_read_under_the_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("sys/x")).expect("mkdir");
+        std::fs::write(dir.path().join("sys/x/a"), "A").expect("write");
+        let host = SystemHost::with_root(dir.path().to_path_buf());
+        assert_eq!(host.read_file("/sys/x/a"), Ok("A".to_string()));
+        assert_eq!(host.list_dir("/sys/x"), Ok(vec!["a".to_string()]));
+        assert!(matches!(host.read_file("/nope"), Err(HostError::NotFound(_))));
+    }
+
+    #[test]
+    fn effective_uid_from_proc_status() {
+        let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n";
+        assert_eq!(parse_effective_uid(status), Some(0));
+        assert_eq!(parse_effective_uid("Uid: 5"), None);
+    }
+}

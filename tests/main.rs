@@ -1,0 +1,5 @@
+//! The package's one integration-test binary: each module exercises the real `fleet-agent`
+//! executable (or the library) the way a user or a server would.
+
+mod cli;
+mod support;
