@@ -46,3 +46,59 @@ impl Record {
         Timestamp::parse_rfc3339(&self.ts)
     }
 }
+
+/// Records the spool had to drop (cap reached, corrupt segment), reported upstream so loss is
+/// visible. Cumulative since the spool was created. Serialized inside v2 batch plaintexts:
+/// `{"count":N,"oldest":"…","newest":"…"}` (`oldest`/`newest` omitted when nothing was
+/// dropped). Do not rename fields: they are wire format.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dropped {
+    /// How many records were dropped.
+    pub count: u64,
+    /// Timestamp (RFC 3339) of the oldest dropped record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<String>,
+    /// Timestamp (RFC 3339) of the newest dropped record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<String>,
+}
+
+/// The plaintext of a v2 batch (DESIGN section 4), sealed by the envelope module:
+/// `{"machine_id":M,"seq":N,"sent_at":T,"records":[…],"dropped":{…}}`. Field ORDER is part of
+/// the test vectors (serde serializes in declaration order): do not reorder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// The sending machine; must equal the envelope's `machine_id`.
+    pub machine_id: String,
+    /// Batch sequence number; must equal the envelope's `seq`.
+    pub seq: u64,
+    /// When the batch was first built (RFC 3339 UTC).
+    pub sent_at: String,
+    /// The records, oldest first.
+    pub records: Vec<Record>,
+    /// Loss accounting from the spool.
+    pub dropped: Dropped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_body_serializes_in_the_test_vector_order() {
+        let body = BatchBody {
+            machine_id: "vec-01".into(),
+            seq: 7,
+            sent_at: "2026-11-22T00:00:00Z".into(),
+            records: vec![],
+            dropped: Dropped::default(),
+        };
+        let json = serde_json::to_string(&body).map_err(|e| e.to_string());
+        assert_eq!(
+            json.as_deref(),
+            Ok(r#"{"machine_id":"vec-01","seq":7,"sent_at":"2026-11-22T00:00:00Z","records":[],"dropped":{"count":0}}"#)
+        );
+    }
+}
