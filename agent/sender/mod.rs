@@ -1,0 +1,397 @@
+//! The sender: moves records from the spool to the server, sealed, and acks them.
+//!
+//! One call to [`Sender::push`] per loop turn, bounded by a deadline so collection keeps its
+//! schedule. Two protocols (DESIGN section 4):
+//!
+//! - **atlas**: every `min(interval, 30 s)` one `POST /api/fleet/report` with the newest
+//!   report (the server's heartbeat; a report that could not be sent is replaced by the next,
+//!   never queued), then the spool's widget-log records in `POST /api/fleet/widget-logs`
+//!   batches of at most 500 entries and 1 MiB. Metric records in the spool are represented by
+//!   the report, so they are acknowledged without being sent one by one.
+//! - **v2**: spool records in sealed batches (at most 500 records, 1 MiB) with a persisted,
+//!   strictly increasing `seq`; the batch is written to `inflight.json` before it is sent, so
+//!   after a crash it is resent with the same seq and content.
+//!
+//! Answers (see [`verdict`]): 2xx acks; 408/429/5xx/3xx and transport errors back off
+//! (exponential, full jitter, 1 s to 5 min, `Retry-After` honoured); `400 Decryption failed`
+//! keeps everything and retries every 5 min with one error naming the key id; 401/403/404/405
+//! likewise (a wrong API key or URL is not the payload's fault); another 4xx moves that
+//! payload, as sent, to `rejected/`, counts it and goes on. Nothing is dropped silently, and
+//! when a key is configured every body is sealed: there is no code path that sends plaintext
+//! with a key present.
+
+pub mod backoff;
+pub mod http;
+pub mod state;
+pub mod verdict;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fleet_widgets::{SampleKind, Timestamp};
+use serde_json::json;
+
+use crate::config::{Config, Protocol};
+use crate::envelope;
+use crate::keys::{Key32, SecretString};
+use crate::record::BatchBody;
+use crate::report::{widget_log_entry, LatestReport};
+use crate::spool::Spool;
+
+use backoff::{random_unit, Backoff};
+use http::{HttpClient, HttpError, HttpSettings};
+use state::{store_rejected, ErrorEvent, Inflight, SenderState};
+use verdict::{classify, Verdict};
+
+/// Most records in one request.
+pub const MAX_BATCH_RECORDS: usize = 500;
+/// Most plaintext bytes of records in one request: sealing adds base64 (4/3) and a small
+/// envelope, so the body stays under 1 MiB.
+pub const MAX_BATCH_PLAINTEXT: usize = 700 * 1024;
+/// Longest gap between two Atlas reports (the server's heartbeat expectation).
+pub const MAX_REPORT_INTERVAL: Duration = Duration::from_secs(30);
+/// Connect timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Whole-request timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why the sender could not be built.
+#[derive(Debug)]
+pub enum SenderError {
+    /// The HTTP client could not be configured (bad `ca_file`).
+    Http(HttpError),
+    /// The persisted state is unreadable.
+    State(String),
+}
+
+impl std::fmt::Display for SenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SenderError::Http(e) => write!(f, "configuring the HTTP client: {e}"),
+            SenderError::State(e) => write!(f, "sender state: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SenderError {}
+
+/// What one request came to, for the push loop.
+enum Step {
+    /// Delivered (or rejected for good and set aside): go on.
+    Continue,
+    /// Nothing more to send now.
+    Idle,
+    /// Backing off: stop for this turn.
+    Wait,
+}
+
+/// Pushes spooled records to one server.
+pub struct Sender {
+    client: HttpClient,
+    protocol: Protocol,
+    machine_id: String,
+    key: Option<Key32>,
+    kid: Option<String>,
+    spool_dir: PathBuf,
+    state: SenderState,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+    report_interval: Duration,
+    next_report: Instant,
+}
+
+impl Sender {
+    /// Build a sender for `config` (which must have a `server_url`), logging the start-up
+    /// warnings (plain HTTP, no key, TLS verification off).
+    pub fn new(config: &Config, server_url: &str, spool_dir: PathBuf) -> Result<Self, SenderError> {
+        if server_url.starts_with("http://") {
+            log::warn!("server_url uses plain http://: transport is not encrypted by TLS");
+        }
+        if !config.verify_ssl {
+            log::warn!("verify_ssl is false: the server's TLS certificate is NOT verified");
+        }
+        if config.encryption_key.is_none() {
+            log::warn!("no encryption_key: bodies are sent unsealed (protected by TLS only)");
+        }
+        let settings = HttpSettings {
+            ca_file: config.ca_file.as_deref(),
+            verify_tls: config.verify_ssl,
+            connect_timeout: CONNECT_TIMEOUT,
+            request_timeout: REQUEST_TIMEOUT,
+        };
+        let api_key = config.api_key.as_ref().map(|k| SecretString::new(k.expose().to_string()));
+        let client = HttpClient::new(server_url, api_key, &settings).map_err(SenderError::Http)?;
+        let mut state = SenderState::load(&spool_dir).map_err(SenderError::State)?;
+        state.server = Some(server_url.to_string());
+        state.protocol = config.protocol.as_str().to_string();
+        let key = config.encryption_key.as_ref().map(Key32::clone_secret);
+        let kid = key.as_ref().map(envelope::kid);
+        Ok(Sender {
+            client,
+            protocol: config.protocol,
+            machine_id: config.machine_id.clone(),
+            key,
+            kid,
+            spool_dir,
+            state,
+            backoff: Backoff::default(),
+            retry_at: None,
+            report_interval: config.interval.min(MAX_REPORT_INTERVAL),
+            next_report: Instant::now(),
+        })
+    }
+
+    /// The persisted state (for tests and `status`).
+    pub fn state(&self) -> &SenderState {
+        &self.state
+    }
+
+    /// When the sender next wants to run (`None`: whenever there is new data).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        match (self.retry_at, self.protocol) {
+            (Some(at), _) => Some(at),
+            (None, Protocol::Atlas) => Some(self.next_report),
+            (None, Protocol::V2) => None,
+        }
+    }
+
+    /// Send what can be sent before `deadline`. Errors are logged and recorded in the state,
+    /// never returned: the loop goes on collecting whatever happens here.
+    pub fn push(&mut self, spool: &mut Spool, report: &LatestReport, deadline: Instant) {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        if self.protocol == Protocol::Atlas && Instant::now() >= self.next_report && report.has_data() {
+            self.next_report = Instant::now() + self.report_interval;
+            if let Step::Wait = self.send_report(report) {
+                self.save_state();
+                return;
+            }
+        }
+        while Instant::now() < deadline {
+            let step = match self.protocol {
+                Protocol::Atlas => self.send_widget_logs(spool),
+                Protocol::V2 => self.send_v2_batch(spool),
+            };
+            match step {
+                Step::Continue => continue,
+                Step::Idle | Step::Wait => break,
+            }
+        }
+        self.save_state();
+    }
+
+    fn save_state(&mut self) {
+        self.state.retry_at = self.retry_at.map(|at| {
+            let wait = at.saturating_duration_since(Instant::now());
+            Timestamp(Timestamp::now().0 + wait.as_millis() as i64).to_rfc3339()
+        });
+        if let Err(e) = self.state.save(&self.spool_dir) {
+            log::error!("{e}");
+        }
+    }
+
+    fn seal_v1(&self, plaintext: &[u8]) -> Result<Vec<u8>, String> {
+        match &self.key {
+            Some(key) => envelope::seal_v1(key, plaintext).map_err(|e| e.to_string()),
+            None => Ok(plaintext.to_vec()),
+        }
+    }
+
+    fn send_report(&mut self, report: &LatestReport) -> Step {
+        let plaintext = report.to_json(&self.machine_id).to_string();
+        let body = match self.seal_v1(plaintext.as_bytes()) {
+            Ok(body) => body,
+            Err(e) => return self.local_failure(&format!("sealing the report: {e}")),
+        };
+        match self.post("/api/fleet/report", &body) {
+            Some(Verdict::Ack) => Step::Continue,
+            Some(Verdict::Reject { reason }) => {
+                self.reject("report", &body, &reason);
+                Step::Continue
+            }
+            _ => Step::Wait,
+        }
+    }
+
+    fn send_widget_logs(&mut self, spool: &mut Spool) -> Step {
+        let batch = match spool.read_from(spool.acked_cursor(), MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT) {
+            Ok(batch) => batch,
+            Err(e) => return self.local_failure(&format!("reading the spool: {e}")),
+        };
+        if batch.records.is_empty() {
+            return Step::Idle;
+        }
+        let logs: Vec<_> = batch.records.iter().filter(|r| r.kind == SampleKind::Log).map(widget_log_entry).collect();
+        if logs.is_empty() {
+            // Only metric records: the report carries them.
+            return self.ack(spool, batch.next, 0);
+        }
+        let count = logs.len() as u64;
+        let plaintext = json!({ "machine_id": self.machine_id, "logs": logs }).to_string();
+        let body = match self.seal_v1(plaintext.as_bytes()) {
+            Ok(body) => body,
+            Err(e) => return self.local_failure(&format!("sealing widget logs: {e}")),
+        };
+        match self.post("/api/fleet/widget-logs", &body) {
+            Some(Verdict::Ack) => self.ack(spool, batch.next, count),
+            Some(Verdict::Reject { reason }) => {
+                self.reject("widget-logs", &body, &reason);
+                self.ack(spool, batch.next, 0)
+            }
+            _ => Step::Wait,
+        }
+    }
+
+    fn send_v2_batch(&mut self, spool: &mut Spool) -> Step {
+        let inflight = match Inflight::load(&self.spool_dir) {
+            Ok(Some(inflight)) => inflight,
+            Ok(None) => match self.build_v2_batch(spool) {
+                Ok(Some(inflight)) => inflight,
+                Ok(None) => return Step::Idle,
+                Err(e) => return self.local_failure(&e),
+            },
+            Err(e) => return self.local_failure(&e),
+        };
+        match self.post("/api/v2/batches", inflight.body.as_bytes()) {
+            Some(Verdict::Ack) => self.finish_v2(spool, &inflight, inflight.records),
+            Some(Verdict::Reject { reason }) => {
+                self.reject(&format!("batch-{}", inflight.seq), inflight.body.as_bytes(), &reason);
+                self.finish_v2(spool, &inflight, 0)
+            }
+            _ => Step::Wait,
+        }
+    }
+
+    fn build_v2_batch(&mut self, spool: &mut Spool) -> Result<Option<Inflight>, String> {
+        let batch = spool
+            .read_from(spool.acked_cursor(), MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT)
+            .map_err(|e| format!("reading the spool: {e}"))?;
+        if batch.records.is_empty() {
+            return Ok(None);
+        }
+        let seq = self.state.next_seq;
+        let records = batch.records.len() as u64;
+        let body = BatchBody {
+            machine_id: self.machine_id.clone(),
+            seq,
+            sent_at: Timestamp::now().to_rfc3339(),
+            records: batch.records,
+            dropped: spool.stats().dropped,
+        };
+        let plaintext = serde_json::to_vec(&body).map_err(|e| format!("encoding batch {seq}: {e}"))?;
+        let sealed = match &self.key {
+            Some(key) => envelope::seal_v2(key, &self.machine_id, seq, &plaintext).map_err(|e| e.to_string())?,
+            None => plaintext,
+        };
+        let body = String::from_utf8(sealed).map_err(|_| format!("batch {seq} body is not UTF-8"))?;
+        let inflight = Inflight { seq, end: batch.next, records, body };
+        inflight.save(&self.spool_dir)?;
+        Ok(Some(inflight))
+    }
+
+    /// Acknowledged (or set aside): advance seq, ack the spool, forget the in-flight batch, in
+    /// that order, so a crash anywhere in between only causes a resend the receiver ignores.
+    fn finish_v2(&mut self, spool: &mut Spool, inflight: &Inflight, delivered: u64) -> Step {
+        self.state.next_seq = self.state.next_seq.max(inflight.seq + 1);
+        if let Err(e) = self.state.save(&self.spool_dir) {
+            return self.local_failure(&e);
+        }
+        if let Step::Wait = self.ack(spool, inflight.end, delivered) {
+            return Step::Wait;
+        }
+        match Inflight::clear(&self.spool_dir) {
+            Ok(()) => Step::Continue,
+            Err(e) => self.local_failure(&e),
+        }
+    }
+
+    fn ack(&mut self, spool: &mut Spool, cursor: crate::spool::Cursor, delivered: u64) -> Step {
+        match spool.ack(cursor) {
+            Ok(()) => {
+                self.state.sent_records += delivered;
+                Step::Continue
+            }
+            Err(e) => self.local_failure(&format!("acknowledging in the spool: {e}")),
+        }
+    }
+
+    fn reject(&mut self, what: &str, body: &[u8], reason: &str) {
+        self.state.rejected += 1;
+        match store_rejected(&self.spool_dir, what, body) {
+            Ok(path) => log::error!("server refused {what} for good ({reason}); kept in {}", path.display()),
+            Err(e) => log::error!("server refused {what} for good ({reason}); could not keep it: {e}"),
+        }
+    }
+
+    /// A local problem (disk, spool): record it and pause like a server failure.
+    fn local_failure(&mut self, message: &str) -> Step {
+        log::error!("{message}");
+        self.record_error(message);
+        self.retry_at = Some(Instant::now() + self.backoff.next_delay(random_unit(), None));
+        Step::Wait
+    }
+
+    fn record_error(&mut self, message: &str) {
+        self.state.consecutive_failures = self.backoff.failures();
+        self.state.last_error = Some(ErrorEvent { at: Timestamp::now().to_rfc3339(), message: message.to_string() });
+    }
+
+    /// POST and turn the outcome into a verdict, updating backoff and state. `None` for a
+    /// transport failure (already handled as a retry).
+    fn post(&mut self, path: &str, body: &[u8]) -> Option<Verdict> {
+        let verdict = match self.client.post_json(path, body) {
+            Ok(response) => classify(&response),
+            Err(e) => {
+                let message = format!("POST {}{path}: {e}", self.client.base_url());
+                let delay = self.backoff.next_delay(random_unit(), None);
+                log::warn!("{message}; retrying in {:.1}s", delay.as_secs_f64());
+                self.record_error(&message);
+                self.retry_at = Some(Instant::now() + delay);
+                return None;
+            }
+        };
+        match &verdict {
+            Verdict::Ack | Verdict::Reject { .. } => {
+                if self.backoff.failures() > 0 {
+                    log::info!("server {} reachable again", self.client.base_url());
+                }
+                self.backoff.reset();
+                self.retry_at = None;
+                self.state.consecutive_failures = 0;
+                self.state.last_success = Some(Timestamp::now().to_rfc3339());
+            }
+            Verdict::Retry { retry_after, reason } => {
+                let delay = self.backoff.next_delay(random_unit(), *retry_after);
+                let message = format!("POST {path}: {reason}");
+                log::warn!("{message}; retrying in {:.1}s", delay.as_secs_f64());
+                self.record_error(&message);
+                self.retry_at = Some(Instant::now() + delay);
+            }
+            Verdict::KeyMismatch => {
+                let delay = self.backoff.slow_delay();
+                let message = format!(
+                    "server could not decrypt with key id {} (400 Decryption failed): the server holds another \
+                     encryption_key; everything is kept, retrying in {}s",
+                    self.kid.as_deref().unwrap_or("(no key)"),
+                    delay.as_secs()
+                );
+                log::error!("{message}");
+                self.record_error(&message);
+                self.retry_at = Some(Instant::now() + delay);
+            }
+            Verdict::Misconfigured { reason } => {
+                let delay = self.backoff.slow_delay();
+                let message = format!(
+                    "POST {}{path}: {reason}: check api_key and server_url; everything is kept, retrying in {}s",
+                    self.client.base_url(),
+                    delay.as_secs()
+                );
+                log::error!("{message}");
+                self.record_error(&message);
+                self.retry_at = Some(Instant::now() + delay);
+            }
+        }
+        Some(verdict)
+    }
+}

@@ -1,0 +1,152 @@
+//! The sender's persistent state, `<spool.dir>/sender.json`, and the in-flight v2 batch,
+//! `<spool.dir>/inflight.json`. Both are written atomically (temp, fsync, rename, fsync dir).
+//!
+//! `sender.json`: `{"next_seq":N,"last_success":T|null,"last_error":{"at":T,"message":S}|null,
+//! "retry_at":T|null,"consecutive_failures":N,"rejected":N,"sent_records":N,"server":S|null,
+//! "protocol":S}`. `status` reads it; it holds no secret and no payload.
+//!
+//! `inflight.json`: `{"seq":N,"end":{"segment":S,"index":I},"records":N,"body":S}` where
+//! `body` is the request body exactly as sent (the sealed v2 envelope when a key is configured),
+//! so a batch that was sent but not acknowledged is resent after a restart with the SAME seq
+//! and content, and the receiver stores it once.
+
+use std::path::{Path, PathBuf};
+
+use fleet_widgets::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_atomic;
+use crate::spool::Cursor;
+
+/// File name of the sender state inside the spool directory.
+pub const STATE_FILE: &str = "sender.json";
+/// File name of the in-flight v2 batch inside the spool directory.
+pub const INFLIGHT_FILE: &str = "inflight.json";
+/// Folder (inside the spool directory) for payloads a server refused for good.
+pub const REJECTED_DIR: &str = "rejected";
+
+/// A dated error message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEvent {
+    /// When (RFC 3339 UTC).
+    pub at: String,
+    /// What went wrong (no secrets, no payload).
+    pub message: String,
+}
+
+/// What `status` shows and what must survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SenderState {
+    /// Sequence number of the next new v2 batch.
+    pub next_seq: u64,
+    /// Last acknowledged request (RFC 3339 UTC).
+    pub last_success: Option<String>,
+    /// Last failure.
+    pub last_error: Option<ErrorEvent>,
+    /// Next attempt not before (RFC 3339 UTC), when backing off.
+    pub retry_at: Option<String>,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Payloads moved to `rejected/`.
+    pub rejected: u64,
+    /// Records acknowledged by the server since the spool was created.
+    pub sent_records: u64,
+    /// The server it sends to.
+    pub server: Option<String>,
+    /// `atlas` or `v2`.
+    pub protocol: String,
+}
+
+impl Default for SenderState {
+    fn default() -> Self {
+        SenderState {
+            // Start from the clock, not 1: if this file is ever lost, new batches still get
+            // numbers the receiver has not seen, instead of being discarded as duplicates.
+            next_seq: Timestamp::now().0.max(1) as u64,
+            last_success: None,
+            last_error: None,
+            retry_at: None,
+            consecutive_failures: 0,
+            rejected: 0,
+            sent_records: 0,
+            server: None,
+            protocol: String::new(),
+        }
+    }
+}
+
+impl SenderState {
+    /// Read the state from `spool_dir`; a missing file gives a fresh state, a corrupt one is
+    /// an error naming it (the seq must not silently restart).
+    pub fn load(spool_dir: &Path) -> Result<Self, String> {
+        let path = spool_dir.join(STATE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SenderState::default()),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Persist durably.
+    pub fn save(&self, spool_dir: &Path) -> Result<(), String> {
+        let path = spool_dir.join(STATE_FILE);
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        write_atomic(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+}
+
+/// A v2 batch that has been built (and maybe sent) but not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inflight {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Spool cursor just past its last record (acked on success).
+    pub end: Cursor,
+    /// How many records it carries.
+    pub records: u64,
+    /// The exact request body.
+    pub body: String,
+}
+
+impl Inflight {
+    fn path(spool_dir: &Path) -> PathBuf {
+        spool_dir.join(INFLIGHT_FILE)
+    }
+
+    /// The in-flight batch, if any.
+    pub fn load(spool_dir: &Path) -> Result<Option<Self>, String> {
+        let path = Self::path(spool_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Persist durably (before the first send).
+    pub fn save(&self, spool_dir: &Path) -> Result<(), String> {
+        let path = Self::path(spool_dir);
+        let bytes = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        write_atomic(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
+    /// Forget it (after the ack is durable).
+    pub fn clear(spool_dir: &Path) -> Result<(), String> {
+        match std::fs::remove_file(Self::path(spool_dir)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("removing {}: {e}", Self::path(spool_dir).display())),
+        }
+    }
+}
+
+/// Keep a refused payload (as sent: sealed when a key is configured) in `rejected/`.
+pub fn store_rejected(spool_dir: &Path, name: &str, body: &[u8]) -> Result<PathBuf, String> {
+    let dir = spool_dir.join(REJECTED_DIR);
+    crate::fsutil::create_private_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{}-{name}.json", Timestamp::now().0));
+    write_atomic(&path, body).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(path)
+}
