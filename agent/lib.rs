@@ -9,6 +9,7 @@ pub mod cli;
 pub mod collect;
 pub mod commands;
 pub mod config;
+pub mod envelope;
 pub mod host;
 pub mod keys;
 pub mod log;
