@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod host;
 pub mod keys;
 pub mod log;
+pub mod receiver;
 pub mod record;
 pub mod report;
 pub mod run;
