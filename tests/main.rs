@@ -3,4 +3,5 @@
 
 mod cli;
 mod envelope;
+mod receiver;
 mod support;

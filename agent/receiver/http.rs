@@ -18,7 +18,7 @@ use serde_json::json;
 /// Largest request head accepted (request line + headers).
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Most headers accepted in one request.
-const MAX_HEADERS: usize = 64;
+pub const MAX_HEADERS: usize = 64;
 
 /// A client connection, plain TCP or TLS over TCP.
 pub enum Conn {
