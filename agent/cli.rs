@@ -80,17 +80,22 @@ impl Args {
 
     /// Remove `--name VALUE` or `--name=VALUE`; the last one wins.
     pub fn value(&mut self, name: &str) -> Result<Option<String>, UsageError> {
-        let mut found = None;
+        Ok(self.values(name)?.pop())
+    }
+
+    /// Remove every `--name VALUE` / `--name=VALUE`, in order (a flag that may repeat).
+    pub fn values(&mut self, name: &str) -> Result<Vec<String>, UsageError> {
+        let mut found = Vec::new();
         let mut i = 0;
         while i < self.rest.len() {
             if self.rest[i] == name {
                 if i + 1 >= self.rest.len() {
                     return Err(UsageError(format!("{name} needs a value")));
                 }
-                found = Some(self.rest.remove(i + 1));
+                found.push(self.rest.remove(i + 1));
                 self.rest.remove(i);
             } else if let Some(v) = self.rest[i].strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
-                found = Some(v.to_string());
+                found.push(v.to_string());
                 self.rest.remove(i);
             } else {
                 i += 1;

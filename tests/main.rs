@@ -2,4 +2,6 @@
 //! executable (or the library) the way a user or a server would.
 
 mod cli;
+mod envelope;
+mod receiver;
 mod support;

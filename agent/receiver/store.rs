@@ -1,0 +1,733 @@
+//! The receiver's on-disk store: append-only JSON Lines per machine, fsynced before any 200.
+//!
+//! # Layout
+//!
+//! ```text
+//! STORE/                              mode 0700
+//!   <machine dir>/                    mode 0700, one per machine (name: see below)
+//!     reports.jsonl                   v1 reports             (mode 0600)
+//!     widget-logs.jsonl               v1 widget-log entries  (mode 0600)
+//!     records.jsonl                   v2 records and batch commit lines (mode 0600)
+//! ```
+//!
+//! The machine dir name is the `machine_id` with every byte outside `A-Z a-z 0-9 - _ .` (and a
+//! leading `.`) written as `%XX` (uppercase hex), so `mac-01` is stored in `mac-01/` and
+//! `a b` in `a%20b/`. Machine ids are 1..=80 bytes without control characters (the receiver
+//! answers 400 otherwise), so a dir name never exceeds 240 bytes.
+//!
+//! # Lines
+//!
+//! One compact JSON object per line, `\n`-terminated, fields in this order (readers should not
+//! depend on the order):
+//!
+//! ```text
+//! {"received_at":T,"machine_id":M,"kind":"report","e2ee":B,"report":{machine_id, machine_info, metrics, …}}
+//! {"received_at":T,"machine_id":M,"kind":"widget-log","e2ee":B,"log":{timestamp, level, widget_type, message, data}}
+//! {"received_at":T,"machine_id":M,"kind":"record","seq":N,"index":I,"record":{ts, widget, kind, level, message, data}}
+//! {"received_at":T,"machine_id":M,"kind":"batch","seq":N,"kid":K,"sent_at":S,"records":COUNT,"dropped":{count, oldest?, newest?}}
+//! ```
+//!
+//! `received_at` is the receiver's clock (RFC 3339 UTC, milliseconds); `e2ee` says whether the
+//! body was sealed; `kid` is absent in plaintext (test) mode.
+//!
+//! # Exactly-once for v2 (`records.jsonl`)
+//!
+//! A v2 batch is written as ONE `write` of its record lines followed by its `batch` line (the
+//! commit mark), then `fsync`, then the 200 goes out. On open, the receiver reads every
+//! `records.jsonl`, rebuilds the set of committed `(machine_id, seq)` from the `batch` lines and
+//! truncates anything after the last `batch` line (a group torn by a crash; it was never
+//! acknowledged, so the sender still holds it and will resend it). So a batch is either stored
+//! once with its commit line or not at all, across restarts and `kill -9`. Readers that look at
+//! the files of a store no receiver has reopened since a crash should likewise ignore record
+//! lines after the last `batch` line ([`read_records`] does).
+//!
+//! v1 files get the same one-write-then-fsync treatment; on open a torn last line (no `\n`) is
+//! cut off. v1 has no sequence numbers, so a v1 resend after a lost answer is stored again,
+//! exactly as the Atlas server does.
+//!
+//! Writes to one machine's files are serialized by a per-machine mutex, so lines from
+//! concurrent requests never interleave; different machines write in parallel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fleet_widgets::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::record::{BatchBody, Dropped, Record};
+
+/// File of v1 reports.
+pub const REPORTS_FILE: &str = "reports.jsonl";
+/// File of v1 widget-log entries.
+pub const WIDGET_LOGS_FILE: &str = "widget-logs.jsonl";
+/// File of v2 records and batch commit lines.
+pub const RECORDS_FILE: &str = "records.jsonl";
+/// Longest accepted machine id, in bytes.
+pub const MAX_MACHINE_ID: usize = 80;
+
+/// A store operation that failed, with the path it was working on.
+#[derive(Debug)]
+pub enum StoreError {
+    /// A file system call failed.
+    Io {
+        /// What was being done.
+        doing: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The machine id cannot name a store directory (empty, too long, control characters).
+    MachineId(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { doing, path, source } => write!(f, "{doing} {}: {source}", path.display()),
+            StoreError::MachineId(why) => write!(f, "invalid machine_id: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io { source, .. } => Some(source),
+            StoreError::MachineId(_) => None,
+        }
+    }
+}
+
+fn io_error<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { doing, path: path.to_path_buf(), source }
+}
+
+/// Check that a machine id can be stored: 1..=80 bytes, no control characters.
+pub fn check_machine_id(machine_id: &str) -> Result<(), StoreError> {
+    if machine_id.is_empty() {
+        return Err(StoreError::MachineId("empty".into()));
+    }
+    if machine_id.len() > MAX_MACHINE_ID {
+        return Err(StoreError::MachineId(format!("{} bytes, at most {MAX_MACHINE_ID}", machine_id.len())));
+    }
+    if machine_id.chars().any(char::is_control) {
+        return Err(StoreError::MachineId("contains control characters".into()));
+    }
+    Ok(())
+}
+
+/// The directory name of a machine id (see the module docs).
+pub fn dir_name(machine_id: &str) -> String {
+    let mut out = String::with_capacity(machine_id.len());
+    for (i, b) in machine_id.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The machine id of a directory name, if it is one [`dir_name`] makes.
+pub fn machine_id_of(dir: &str) -> Option<String> {
+    let bytes = dir.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let id = String::from_utf8(out).ok()?;
+    (dir_name(&id) == dir).then_some(id)
+}
+
+/// A set of u64 kept as disjoint inclusive ranges: seqs arrive mostly in order, so the seen set
+/// of a machine stays a handful of ranges however long it runs.
+#[derive(Debug, Default, Clone)]
+pub struct SeqSet {
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl SeqSet {
+    /// True if `seq` is in the set.
+    pub fn contains(&self, seq: u64) -> bool {
+        self.ranges.range(..=seq).next_back().is_some_and(|(_, &end)| seq <= end)
+    }
+
+    /// Add `seq`, merging with neighbouring ranges.
+    pub fn insert(&mut self, seq: u64) {
+        if self.contains(seq) {
+            return;
+        }
+        let mut start = seq;
+        let mut end = seq;
+        if let Some((&s, &e)) = self.ranges.range(..seq).next_back() {
+            if e.checked_add(1) == Some(seq) {
+                start = s;
+                self.ranges.remove(&s);
+            }
+        }
+        if let Some(next) = seq.checked_add(1) {
+            if let Some(e) = self.ranges.remove(&next) {
+                end = e;
+            }
+        }
+        self.ranges.insert(start, end);
+    }
+
+    /// Number of disjoint ranges (memory use).
+    pub fn ranges(&self) -> usize {
+        self.ranges.len()
+    }
+}
+
+/// What happened to a v2 batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Stored now, with this many records.
+    Stored(usize),
+    /// This `(machine_id, seq)` was stored before: nothing written.
+    Duplicate,
+}
+
+#[derive(Serialize)]
+struct ReportLine<'a> {
+    received_at: &'a str,
+    machine_id: &'a str,
+    kind: &'static str,
+    e2ee: bool,
+    report: &'a Value,
+}
+
+#[derive(Serialize)]
+struct LogLine<'a> {
+    received_at: &'a str,
+    machine_id: &'a str,
+    kind: &'static str,
+    e2ee: bool,
+    log: &'a Value,
+}
+
+#[derive(Serialize)]
+struct RecordLine<'a> {
+    received_at: &'a str,
+    machine_id: &'a str,
+    kind: &'static str,
+    seq: u64,
+    index: usize,
+    record: &'a Record,
+}
+
+#[derive(Serialize)]
+struct BatchLine<'a> {
+    received_at: &'a str,
+    machine_id: &'a str,
+    kind: &'static str,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kid: Option<&'a str>,
+    sent_at: &'a str,
+    records: usize,
+    dropped: &'a Dropped,
+}
+
+/// Just enough of any line to rebuild state.
+#[derive(Deserialize)]
+struct LineHead {
+    kind: String,
+    #[serde(default)]
+    seq: Option<u64>,
+}
+
+struct MachineState {
+    dir: PathBuf,
+    seen: SeqSet,
+}
+
+/// An open store: per-machine state behind per-machine locks.
+pub struct Store {
+    root: PathBuf,
+    machines: Mutex<HashMap<String, Arc<Mutex<MachineState>>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked mid-write leaves nothing half-updated in memory that matters: the
+    // files are the truth and are repaired on open.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn create_dir(path: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(io_error("creating directory", path))
+}
+
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path).and_then(|d| d.sync_all()).map_err(io_error("syncing directory", path))
+}
+
+/// Append `bytes` in one write and fsync.
+fn append_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error("opening for append", path))?;
+    file.write_all(bytes).map_err(io_error("appending to", path))?;
+    file.sync_data().map_err(io_error("syncing", path))
+}
+
+/// Cut `path` back to `len` bytes and fsync.
+fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
+    let file = OpenOptions::new().write(true).open(path).map_err(io_error("opening to repair", path))?;
+    file.set_len(len).map_err(io_error("truncating torn tail of", path))?;
+    file.sync_all().map_err(io_error("syncing", path))
+}
+
+/// Visit every complete line of `path` (missing file: no lines); returns the byte length of the
+/// complete lines. `visit` gets each line's bytes (without `\n`) and its end offset.
+fn scan_lines(path: &Path, mut visit: impl FnMut(&[u8], u64)) -> Result<(u64, u64), StoreError> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(io_error("opening", path)(e)),
+    };
+    let total = file.metadata().map_err(io_error("reading metadata of", path))?.len();
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io_error("reading", path))?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        offset += n as u64;
+        visit(&line[..n - 1], offset);
+    }
+    Ok((offset, total))
+}
+
+fn now() -> String {
+    Timestamp::now().to_rfc3339()
+}
+
+impl Store {
+    /// Open (or create) a store: repair torn tails and rebuild the seen `(machine_id, seq)` set.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        create_dir(root)?;
+        let mut machines = HashMap::new();
+        let entries = fs::read_dir(root).map_err(io_error("listing", root))?;
+        for entry in entries {
+            let entry = entry.map_err(io_error("listing", root))?;
+            let Some(machine_id) = entry.file_name().to_str().and_then(machine_id_of) else {
+                continue;
+            };
+            let dir = entry.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let seen = recover_machine(&dir)?;
+            machines.insert(machine_id, Arc::new(Mutex::new(MachineState { dir, seen })));
+        }
+        Ok(Store { root: root.to_path_buf(), machines: Mutex::new(machines) })
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn machine(&self, machine_id: &str) -> Result<Arc<Mutex<MachineState>>, StoreError> {
+        check_machine_id(machine_id)?;
+        let mut machines = lock(&self.machines);
+        if let Some(state) = machines.get(machine_id) {
+            return Ok(Arc::clone(state));
+        }
+        let dir = self.root.join(dir_name(machine_id));
+        create_dir(&dir)?;
+        sync_dir(&self.root)?;
+        let state = Arc::new(Mutex::new(MachineState { dir, seen: SeqSet::default() }));
+        machines.insert(machine_id.to_string(), Arc::clone(&state));
+        Ok(state)
+    }
+
+    /// Store one v1 report, durably.
+    pub fn append_report(&self, machine_id: &str, report: &Value, e2ee: bool) -> Result<(), StoreError> {
+        let state = self.machine(machine_id)?;
+        let state = lock(&state);
+        let received_at = now();
+        let line = ReportLine { received_at: &received_at, machine_id, kind: "report", e2ee, report };
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        append_durably(&state.dir.join(REPORTS_FILE), &bytes)
+    }
+
+    /// Store v1 widget-log entries, durably; how many.
+    pub fn append_widget_logs(&self, machine_id: &str, logs: &[Value], e2ee: bool) -> Result<usize, StoreError> {
+        let state = self.machine(machine_id)?;
+        let state = lock(&state);
+        let received_at = now();
+        let mut bytes = Vec::new();
+        for log in logs {
+            let line = LogLine { received_at: &received_at, machine_id, kind: "widget-log", e2ee, log };
+            bytes.extend(serde_json::to_vec(&line).unwrap_or_default());
+            bytes.push(b'\n');
+        }
+        if !bytes.is_empty() {
+            append_durably(&state.dir.join(WIDGET_LOGS_FILE), &bytes)?;
+        }
+        Ok(logs.len())
+    }
+
+    /// Store a v2 batch exactly once (see the module docs).
+    pub fn append_batch(&self, batch: &BatchBody, kid: Option<&str>) -> Result<BatchOutcome, StoreError> {
+        let machine_id = batch.machine_id.as_str();
+        let state = self.machine(machine_id)?;
+        let mut state = lock(&state);
+        if state.seen.contains(batch.seq) {
+            return Ok(BatchOutcome::Duplicate);
+        }
+        let received_at = now();
+        let mut bytes = Vec::new();
+        for (index, record) in batch.records.iter().enumerate() {
+            let line =
+                RecordLine { received_at: &received_at, machine_id, kind: "record", seq: batch.seq, index, record };
+            bytes.extend(serde_json::to_vec(&line).unwrap_or_default());
+            bytes.push(b'\n');
+        }
+        let commit = BatchLine {
+            received_at: &received_at,
+            machine_id,
+            kind: "batch",
+            seq: batch.seq,
+            kid,
+            sent_at: &batch.sent_at,
+            records: batch.records.len(),
+            dropped: &batch.dropped,
+        };
+        bytes.extend(serde_json::to_vec(&commit).unwrap_or_default());
+        bytes.push(b'\n');
+        let path = state.dir.join(RECORDS_FILE);
+        if let Err(e) = append_durably(&path, &bytes) {
+            // The group may be partly on disk without being committed; cut it off now so a retry
+            // of this batch (not yet acknowledged) cannot store its records twice.
+            let _ = recover_records(&path);
+            return Err(e);
+        }
+        state.seen.insert(batch.seq);
+        Ok(BatchOutcome::Stored(batch.records.len()))
+    }
+}
+
+/// Repair one machine dir; its committed seqs.
+fn recover_machine(dir: &Path) -> Result<SeqSet, StoreError> {
+    for name in [REPORTS_FILE, WIDGET_LOGS_FILE] {
+        let path = dir.join(name);
+        let (complete, total) = scan_lines(&path, |_, _| {})?;
+        if total > complete {
+            log::warn!("cutting a torn last line ({} bytes) off {}", total - complete, path.display());
+            truncate(&path, complete)?;
+        }
+    }
+    recover_records(&dir.join(RECORDS_FILE))
+}
+
+/// Rebuild the seen set of a `records.jsonl` and cut everything after its last commit line.
+fn recover_records(path: &Path) -> Result<SeqSet, StoreError> {
+    let mut seen = SeqSet::default();
+    let mut committed = 0u64;
+    let (_, total) = scan_lines(path, |line, end| {
+        if let Ok(head) = serde_json::from_slice::<LineHead>(line) {
+            if head.kind == "batch" {
+                if let Some(seq) = head.seq {
+                    seen.insert(seq);
+                    committed = end;
+                }
+            }
+        }
+    })?;
+    if total > committed {
+        log::warn!(
+            "cutting {} bytes of an uncommitted batch off {} (it was never acknowledged)",
+            total - committed,
+            path.display()
+        );
+        truncate(path, committed)?;
+    }
+    Ok(seen)
+}
+
+/// One stored line, parsed.
+fn parse_lines(path: &Path) -> Result<Vec<Map<String, Value>>, StoreError> {
+    let mut out = Vec::new();
+    scan_lines(path, |line, _| {
+        if let Ok(Value::Object(map)) = serde_json::from_slice(line) {
+            out.push(map);
+        }
+    })?;
+    Ok(out)
+}
+
+/// The committed lines of a machine's `records.jsonl` (`record` and `batch` lines, in order;
+/// lines after the last `batch` line are ignored, see the module docs).
+pub fn read_records(store: &Path, machine_id: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
+    let mut lines = parse_lines(&store.join(dir_name(machine_id)).join(RECORDS_FILE))?;
+    let committed = lines.iter().rposition(|l| l.get("kind").and_then(Value::as_str) == Some("batch"));
+    lines.truncate(committed.map_or(0, |i| i + 1));
+    Ok(lines)
+}
+
+/// The lines of one of a machine's v1 files ([`REPORTS_FILE`] or [`WIDGET_LOGS_FILE`]).
+pub fn read_v1(store: &Path, machine_id: &str, file: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
+    parse_lines(&store.join(dir_name(machine_id)).join(file))
+}
+
+/// What the store holds for one widget of one machine.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WidgetSummary {
+    /// Metrics key or widget type (`cpu`, `ping`, …).
+    pub widget: String,
+    /// `widget-log` (v1 widget logs) or the v2 record kind (`metric`, `machine_info`, `log`).
+    pub kind: String,
+    /// How many stored.
+    pub count: u64,
+    /// The latest stored one (the `log` or `record` object).
+    pub sample: Value,
+}
+
+/// What the store holds for one machine.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MachineSummary {
+    /// The machine id.
+    pub machine_id: String,
+    /// Latest `received_at` of anything stored.
+    pub last_seen: Option<String>,
+    /// v1 reports stored.
+    pub report_count: u64,
+    /// v1 widget-log entries stored.
+    pub widget_log_count: u64,
+    /// v2 batches stored.
+    pub batch_count: u64,
+    /// v2 records stored.
+    pub record_count: u64,
+    /// `metrics` of the latest v1 report, else the latest v2 metric records by widget name.
+    pub latest_metrics: Value,
+    /// Per widget: count and latest sample, sorted by widget name then kind.
+    pub widgets: Vec<WidgetSummary>,
+}
+
+fn later(current: &mut Option<String>, candidate: Option<&Value>) {
+    if let Some(ts) = candidate.and_then(Value::as_str) {
+        if current.as_deref().is_none_or(|c| ts > c) {
+            *current = Some(ts.to_string());
+        }
+    }
+}
+
+/// Summarize one machine.
+pub fn machine(store: &Path, machine_id: &str) -> Result<MachineSummary, StoreError> {
+    let mut summary = MachineSummary {
+        machine_id: machine_id.to_string(),
+        last_seen: None,
+        report_count: 0,
+        widget_log_count: 0,
+        batch_count: 0,
+        record_count: 0,
+        latest_metrics: Value::Null,
+        widgets: Vec::new(),
+    };
+    let mut widgets: BTreeMap<(String, String), WidgetSummary> = BTreeMap::new();
+    let mut add = |widget: &str, kind: &str, sample: &Value| {
+        let entry = widgets.entry((widget.to_string(), kind.to_string())).or_insert_with(|| WidgetSummary {
+            widget: widget.to_string(),
+            kind: kind.to_string(),
+            count: 0,
+            sample: Value::Null,
+        });
+        entry.count += 1;
+        entry.sample = sample.clone();
+    };
+    let mut v1_metrics = None;
+    for line in read_v1(store, machine_id, REPORTS_FILE)? {
+        summary.report_count += 1;
+        later(&mut summary.last_seen, line.get("received_at"));
+        v1_metrics = line.get("report").and_then(|r| r.get("metrics")).cloned();
+    }
+    for line in read_v1(store, machine_id, WIDGET_LOGS_FILE)? {
+        summary.widget_log_count += 1;
+        later(&mut summary.last_seen, line.get("received_at"));
+        if let Some(log) = line.get("log") {
+            add(log.get("widget_type").and_then(Value::as_str).unwrap_or("?"), "widget-log", log);
+        }
+    }
+    let mut v2_metrics = Map::new();
+    for line in read_records(store, machine_id)? {
+        later(&mut summary.last_seen, line.get("received_at"));
+        match line.get("kind").and_then(Value::as_str) {
+            Some("batch") => summary.batch_count += 1,
+            Some("record") => {
+                summary.record_count += 1;
+                let Some(record) = line.get("record") else { continue };
+                let widget = record.get("widget").and_then(Value::as_str).unwrap_or("?");
+                let kind = record.get("kind").and_then(Value::as_str).unwrap_or("?");
+                if kind == "metric" {
+                    v2_metrics.insert(widget.to_string(), record.get("data").cloned().unwrap_or(Value::Null));
+                }
+                add(widget, kind, record);
+            }
+            _ => {}
+        }
+    }
+    summary.latest_metrics = v1_metrics.unwrap_or(Value::Object(v2_metrics));
+    summary.widgets = widgets.into_values().collect();
+    Ok(summary)
+}
+
+/// Summaries of every machine in the store, sorted by machine id (empty if the store does not
+/// exist yet). Reads the files: usable with or without a running receiver.
+pub fn machines(store: &Path) -> Result<Vec<MachineSummary>, StoreError> {
+    machine_ids(store)?.iter().map(|id| machine(store, id)).collect()
+}
+
+/// One widget-log row of the export (v1 widget logs and v2 `log` records alike).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogRow {
+    /// 1-based position in the export.
+    pub id: u64,
+    /// The machine (the CSV's `Serial Number` column).
+    pub machine_id: String,
+    /// As sent (v1: naive local time; v2: RFC 3339 UTC).
+    pub timestamp: String,
+    /// `info`, `warning`, `error`.
+    pub level: String,
+    /// `ping`, `wifi`, `speedtest`, ….
+    pub widget_type: String,
+    /// The message.
+    pub message: String,
+    /// The values.
+    pub data: Value,
+}
+
+/// Every widget-log row, optionally filtered by widget type and machine id; machines in id
+/// order, each machine's v1 rows then v2 rows, in arrival order.
+pub fn widget_logs(
+    store: &Path,
+    widget_type: Option<&str>,
+    machine_id: Option<&str>,
+) -> Result<Vec<LogRow>, StoreError> {
+    let text = |v: &Value, field: &str| v.get(field).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut rows = Vec::new();
+    for summary_id in machine_ids(store)? {
+        if machine_id.is_some_and(|m| m != summary_id) {
+            continue;
+        }
+        let mut push = |timestamp: String, level: String, widget: String, message: String, data: Value| {
+            if widget_type.is_none_or(|w| w == widget) {
+                let id = rows.len() as u64 + 1;
+                rows.push(LogRow {
+                    id,
+                    machine_id: summary_id.clone(),
+                    timestamp,
+                    level,
+                    widget_type: widget,
+                    message,
+                    data,
+                });
+            }
+        };
+        for line in read_v1(store, &summary_id, WIDGET_LOGS_FILE)? {
+            let Some(log) = line.get("log") else { continue };
+            let data = log.get("data").cloned().unwrap_or(Value::Null);
+            push(text(log, "timestamp"), text(log, "level"), text(log, "widget_type"), text(log, "message"), data);
+        }
+        for line in read_records(store, &summary_id)? {
+            let Some(record) = line.get("record") else { continue };
+            if record.get("kind").and_then(Value::as_str) != Some("log") {
+                continue;
+            }
+            let data = record.get("data").cloned().unwrap_or(Value::Null);
+            push(text(record, "ts"), text(record, "level"), text(record, "widget"), text(record, "message"), data);
+        }
+    }
+    Ok(rows)
+}
+
+/// Every machine id in the store, sorted (empty if the store does not exist yet).
+pub fn machine_ids(store: &Path) -> Result<Vec<String>, StoreError> {
+    let entries = match fs::read_dir(store) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("listing", store)(e)),
+    };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_error("listing", store))?;
+        if let Some(id) = entry.file_name().to_str().and_then(machine_id_of) {
+            if entry.path().is_dir() {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_names_round_trip() {
+        for id in ["mac-01", "a b", ".hidden", "..", "x/../y", "münchen", "a%b", "A.b_c"] {
+            let dir = dir_name(id);
+            assert!(!dir.contains('/') && dir != "." && dir != ".." && !dir.starts_with('.'), "{dir}");
+            assert_eq!(machine_id_of(&dir).as_deref(), Some(id));
+        }
+        assert_eq!(dir_name("mac-01"), "mac-01");
+        assert_eq!(dir_name("a b"), "a%20b");
+        assert_eq!(machine_id_of("a%2x"), None);
+        assert_eq!(machine_id_of("a%62"), None, "not canonical: b would be written plain");
+    }
+
+    #[test]
+    fn seq_set_merges_ranges() {
+        let mut set = SeqSet::default();
+        for seq in [5, 3, 4, 10, 0, u64::MAX, 6] {
+            set.insert(seq);
+        }
+        for seq in [0, 3, 4, 5, 6, 10, u64::MAX] {
+            assert!(set.contains(seq), "{seq}");
+        }
+        for seq in [1, 2, 7, 9, 11, u64::MAX - 1] {
+            assert!(!set.contains(seq), "{seq}");
+        }
+        assert_eq!(set.ranges(), 4);
+        for seq in 0..1000 {
+            set.insert(seq);
+        }
+        assert_eq!(set.ranges(), 2);
+    }
+
+    #[test]
+    fn machine_ids_are_checked() {
+        assert!(check_machine_id("mac-01").is_ok());
+        assert!(check_machine_id("").is_err());
+        assert!(check_machine_id(&"x".repeat(81)).is_err());
+        assert!(check_machine_id("a\nb").is_err());
+    }
+}

@@ -1,0 +1,762 @@
+//! The bundled receiver over real HTTP on 127.0.0.1: started in-process with
+//! `Receiver::start`, and once as the real `fleet-agent receive` binary.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use fleet_agent::envelope;
+use fleet_agent::keys::Key32;
+use fleet_agent::receiver::store::{self, RECORDS_FILE, REPORTS_FILE, WIDGET_LOGS_FILE};
+use fleet_agent::receiver::{Limits, Receiver, ReceiverConfig};
+use fleet_agent::record::{BatchBody, Dropped, Record};
+use fleet_widgets::{Level, SampleKind};
+use serde_json::{json, Value};
+
+use crate::support;
+
+const API_KEY: &str = "test-api-key";
+
+fn key(first: u8) -> Key32 {
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = first.wrapping_add(i as u8);
+    }
+    Key32::from_bytes(bytes)
+}
+
+fn config(store: &Path, keys: Vec<Key32>) -> ReceiverConfig {
+    ReceiverConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        api_key: Some(API_KEY.to_string()),
+        encryption_keys: keys,
+        store: store.to_path_buf(),
+        tls: None,
+        workers: 2,
+    }
+}
+
+fn fast_limits() -> Limits {
+    Limits { read_timeout: Duration::from_millis(400), body_deadline: Duration::from_secs(2), ..Limits::default() }
+}
+
+fn start(store: &Path, keys: Vec<Key32>) -> Receiver {
+    Receiver::start_with_limits(config(store, keys), fast_limits()).expect("receiver starts")
+}
+
+fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+struct Answer {
+    status: u16,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("answer is JSON ({e}): {}", self.body))
+    }
+}
+
+fn post_with(agent: &ureq::Agent, url: &str, path: &str, api_key: Option<&str>, body: &[u8]) -> Answer {
+    let mut request = agent.post(format!("{url}{path}")).header("Content-Type", "application/json");
+    if let Some(k) = api_key {
+        request = request.header("X-API-Key", k);
+    }
+    let mut response = request.send(body).expect("request completes");
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().expect("body");
+    Answer { status, body }
+}
+
+fn post(url: &str, path: &str, body: &[u8]) -> Answer {
+    post_with(&client(), url, path, Some(API_KEY), body)
+}
+
+fn get(url: &str, path: &str, api_key: Option<&str>) -> Answer {
+    let mut request = client().get(format!("{url}{path}"));
+    if let Some(k) = api_key {
+        request = request.header("X-API-Key", k);
+    }
+    let mut response = request.call().expect("request completes");
+    let status = response.status().as_u16();
+    let body = response.body_mut().with_config().limit(50 * 1024 * 1024).read_to_string().expect("body");
+    Answer { status, body }
+}
+
+fn report_json(machine_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "machine_id": machine_id,
+        "machine_info": {"hostname": "h"},
+        "metrics": {"cpu": {"percent": 12.5}, "memory": {"percent": 40.0}, "disk": {"percent": 70.0}},
+    }))
+    .expect("json")
+}
+
+fn logs_json(machine_id: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "machine_id": machine_id,
+        "logs": [
+            {"timestamp": "2026-11-22T13:00:00", "level": "info", "widget_type": "ping", "message": message,
+             "data": {"latency": 12.5, "packet_loss": 0, "target": "1.1.1.1"}},
+            {"timestamp": "2026-11-22T13:00:10", "level": "warning", "widget_type": "wifi", "message": "weak",
+             "data": {"rssi": -80}},
+        ],
+    }))
+    .expect("json")
+}
+
+fn record(widget: &str, kind: SampleKind, n: u64) -> Record {
+    Record {
+        ts: format!("2026-11-22T13:00:{:02}.000Z", n % 60),
+        widget: widget.into(),
+        kind,
+        level: Level::Info,
+        message: format!("{widget} #{n}"),
+        data: json!({"n": n}),
+    }
+}
+
+fn batch_json(machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
+    let body = BatchBody {
+        machine_id: machine_id.into(),
+        seq,
+        sent_at: "2026-11-22T13:00:00Z".into(),
+        records: (0..records as u64)
+            .map(|n| {
+                record(
+                    if n % 2 == 0 { "cpu" } else { "ping" },
+                    if n % 2 == 0 { SampleKind::Metric } else { SampleKind::Log },
+                    n,
+                )
+            })
+            .collect(),
+        dropped: Dropped::default(),
+    };
+    serde_json::to_vec(&body).expect("json")
+}
+
+fn sealed_batch(k: &Key32, machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
+    envelope::seal_v2(k, machine_id, seq, &batch_json(machine_id, seq, records)).expect("seal")
+}
+
+/// Every line of every store file parses as a JSON object; (line count per file name).
+fn check_store_intact(store: &Path) -> Vec<(String, usize)> {
+    let mut counts = Vec::new();
+    for id in store::machine_ids(store).expect("list") {
+        for file in [REPORTS_FILE, WIDGET_LOGS_FILE, RECORDS_FILE] {
+            let path = store.join(store::dir_name(&id)).join(file);
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            assert!(text.is_empty() || text.ends_with('\n'), "{} ends with a complete line", path.display());
+            for line in text.lines() {
+                let value: Value = serde_json::from_str(line).expect("stored line parses");
+                assert_eq!(value["machine_id"], json!(id));
+            }
+            let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+            counts.push((format!("{id}/{file}"), text.lines().count()));
+        }
+    }
+    counts
+}
+
+fn stored_seqs(store_dir: &Path, machine_id: &str) -> Vec<u64> {
+    store::read_records(store_dir, machine_id)
+        .expect("read")
+        .iter()
+        .filter(|l| l["kind"] == "batch")
+        .map(|l| l["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+#[test]
+fn v1_report_and_widget_logs_are_opened_and_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    let url = rx.url();
+    let body = envelope::seal_v1(&key(0), &report_json("mac-01")).expect("seal");
+    let answer = post(&url, "/api/fleet/report", &body);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json()["status"], "ok");
+    assert_eq!(answer.json()["e2ee_verified"], true);
+    let body = envelope::seal_v1(&key(0), &logs_json("mac-01", "fine")).expect("seal");
+    let answer = post(&url, "/api/fleet/widget-logs", &body);
+    assert_eq!((answer.status, answer.json()["logs_stored"].clone()), (200, json!(2)), "{}", answer.body);
+
+    let reports = store::read_v1(dir.path(), "mac-01", REPORTS_FILE).expect("read");
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["kind"], "report");
+    assert_eq!(reports[0]["report"]["metrics"]["cpu"]["percent"], 12.5);
+    let logs = store::read_v1(dir.path(), "mac-01", WIDGET_LOGS_FILE).expect("read");
+    assert_eq!(
+        logs.iter().map(|l| l["log"]["widget_type"].clone()).collect::<Vec<_>>(),
+        [json!("ping"), json!("wifi")]
+    );
+    assert!(logs.iter().all(|l| l["kind"] == "widget-log" && l["received_at"].is_string()));
+    check_store_intact(dir.path());
+
+    let machines = get(&url, "/api/fleet/machines", Some(API_KEY));
+    assert_eq!(machines.status, 200);
+    let list = &machines.json()["machines"];
+    assert_eq!(list[0]["machine_id"], "mac-01");
+    assert_eq!(list[0]["report_count"], 1);
+    assert_eq!(list[0]["latest_metrics"]["memory"]["percent"], 40.0);
+    rx.shutdown();
+}
+
+#[test]
+fn v2_batch_is_stored_once_even_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    let first = sealed_batch(&key(0), "mac-02", 1, 3);
+    let answer = post(&rx.url(), "/api/v2/batches", &first);
+    assert_eq!((answer.status, answer.json()), (200, json!({"status": "ok", "stored": 3})));
+    let answer = post(&rx.url(), "/api/v2/batches", &first);
+    assert_eq!((answer.status, answer.json()), (200, json!({"status": "ok", "duplicate": true})));
+    // A fresh seal of the same (machine, seq) is a duplicate too: the key is the pair, not the bytes.
+    let again = sealed_batch(&key(0), "mac-02", 1, 3);
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &again).json()["duplicate"], true);
+    rx.shutdown();
+
+    let rx = start(dir.path(), vec![key(0)]);
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &first).json()["duplicate"], true);
+    let answer = post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "mac-02", 2, 0));
+    assert_eq!(answer.json(), json!({"status": "ok", "stored": 0}));
+    rx.shutdown();
+
+    assert_eq!(stored_seqs(dir.path(), "mac-02"), [1, 2]);
+    let lines = store::read_records(dir.path(), "mac-02").expect("read");
+    let records: Vec<&serde_json::Map<String, Value>> = lines.iter().filter(|l| l["kind"] == "record").collect();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[2]["record"]["message"], "cpu #2");
+    assert_eq!(records[2]["seq"], 1);
+    assert_eq!(lines.last().map(|l| l["kid"].clone()), Some(json!(envelope::kid(&key(0)))));
+    let summary = store::machine(dir.path(), "mac-02").expect("summary");
+    assert_eq!((summary.batch_count, summary.record_count), (2, 3));
+    assert_eq!(summary.latest_metrics, json!({"cpu": {"n": 2}}));
+    assert_eq!(
+        summary.widgets.iter().map(|w| (w.widget.as_str(), w.count)).collect::<Vec<_>>(),
+        [("cpu", 2), ("ping", 1)]
+    );
+    check_store_intact(dir.path());
+}
+
+#[test]
+fn rotation_opens_with_any_configured_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(1), key(0)]);
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "m", 1, 1)).status, 200);
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(1), "m", 2, 1)).status, 200);
+    let v1 = envelope::seal_v1(&key(0), &report_json("m")).expect("seal");
+    assert_eq!(post(&rx.url(), "/api/fleet/report", &v1).status, 200);
+    rx.shutdown();
+}
+
+#[test]
+fn wrong_or_missing_api_key_is_401_and_health_needs_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    let body = envelope::seal_v1(&key(0), &report_json("m")).expect("seal");
+    for api_key in [None, Some("wrong"), Some("test-api-kez"), Some("")] {
+        for path in ["/api/fleet/report", "/api/fleet/widget-logs", "/api/v2/batches"] {
+            let answer = post_with(&client(), &rx.url(), path, api_key, &body);
+            assert_eq!(answer.status, 401, "{path} {api_key:?}");
+            assert!(answer.json()["error"].is_string());
+        }
+        assert_eq!(get(&rx.url(), "/api/fleet/machines", api_key).status, 401);
+        assert_eq!(get(&rx.url(), "/api/fleet/widget-logs?format=csv", api_key).status, 401);
+    }
+    let health = get(&rx.url(), "/api/health", None);
+    assert_eq!((health.status, health.json()["status"].clone()), (200, json!("ok")));
+    assert!(store::machine_ids(dir.path()).expect("list").is_empty(), "nothing stored");
+    rx.shutdown();
+}
+
+#[test]
+fn plaintext_is_refused_with_a_key_and_accepted_in_test_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    for (path, body) in [
+        ("/api/fleet/report", report_json("m")),
+        ("/api/fleet/widget-logs", logs_json("m", "x")),
+        ("/api/v2/batches", batch_json("m", 1, 1)),
+    ] {
+        let answer = post(&rx.url(), path, &body);
+        assert_eq!(answer.status, 400, "{path}");
+        assert!(
+            answer.json()["error"].as_str().is_some_and(|e| e.starts_with("plaintext body refused")),
+            "{}",
+            answer.body
+        );
+    }
+    assert!(store::machine_ids(dir.path()).expect("list").is_empty());
+    rx.shutdown();
+
+    let plain_dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(plain_dir.path(), vec![]);
+    let answer = post(&rx.url(), "/api/fleet/report", &report_json("m"));
+    assert_eq!((answer.status, answer.json()["e2ee_verified"].clone()), (200, json!(false)));
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &batch_json("m", 4, 2)).json()["stored"], 2);
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &batch_json("m", 4, 2)).json()["duplicate"], true);
+    // Test mode cannot open sealed bodies: a clear 400, not a silent store.
+    let sealed = envelope::seal_v1(&key(0), &report_json("m")).expect("seal");
+    let answer = post(&rx.url(), "/api/fleet/report", &sealed);
+    assert_eq!(answer.status, 400);
+    assert!(answer.body.contains("no encryption key"), "{}", answer.body);
+    rx.shutdown();
+}
+
+fn flip_ciphertext(body: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut value: Value = serde_json::from_slice(body).expect("json");
+    let mut raw = b64.decode(value["ciphertext"].as_str().expect("ciphertext")).expect("b64");
+    raw[0] ^= 0x80;
+    value["ciphertext"] = json!(b64.encode(raw));
+    serde_json::to_vec(&value).expect("json")
+}
+
+#[test]
+fn tampered_or_foreign_ciphertext_is_decryption_failed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    let cases = [
+        ("/api/fleet/report", flip_ciphertext(&envelope::seal_v1(&key(0), &report_json("m")).expect("seal"))),
+        ("/api/fleet/report", envelope::seal_v1(&key(7), &report_json("m")).expect("seal")),
+        ("/api/fleet/widget-logs", flip_ciphertext(&envelope::seal_v1(&key(0), &logs_json("m", "x")).expect("seal"))),
+        ("/api/v2/batches", flip_ciphertext(&sealed_batch(&key(0), "m", 1, 1))),
+        ("/api/v2/batches", sealed_batch(&key(7), "m", 1, 1)),
+    ];
+    for (path, body) in cases {
+        let answer = post(&rx.url(), path, &body);
+        assert_eq!((answer.status, answer.body.as_str()), (400, r#"{"error":"Decryption failed"}"#), "{path}");
+    }
+    // Replaying a v2 body under another seq or machine in the envelope fails the AAD.
+    let mut moved: Value = serde_json::from_slice(&sealed_batch(&key(0), "m", 1, 1)).expect("json");
+    moved["seq"] = json!(2);
+    let answer = post(&rx.url(), "/api/v2/batches", &serde_json::to_vec(&moved).expect("json"));
+    assert_eq!(answer.body, r#"{"error":"Decryption failed"}"#);
+    assert!(store::machine_ids(dir.path()).expect("list").is_empty());
+    rx.shutdown();
+}
+
+#[test]
+fn every_bad_input_gets_a_named_4xx() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    let k = key(0);
+    let seal = |plain: &[u8]| envelope::seal_v1(&k, plain).expect("seal");
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let v2_mismatch = envelope::seal_v2(&k, "m", 5, &batch_json("m", 6, 1)).expect("seal");
+    let v2_other_machine = envelope::seal_v2(&k, "m", 5, &batch_json("n", 5, 1)).expect("seal");
+    let long_id = "x".repeat(81);
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        ("malformed JSON", "/api/fleet/report", b"{\"encrypted\":tr".to_vec(), "not a JSON object"),
+        ("JSON array", "/api/v2/batches", b"[1,2]".to_vec(), "not a JSON object"),
+        ("non-UTF-8", "/api/fleet/report", vec![0xff, 0xfe, b'{', 0x80], "not a JSON object"),
+        ("deep nesting", "/api/fleet/widget-logs", deep.into_bytes(), "not a JSON object"),
+        ("bad base64", "/api/fleet/report", br#"{"encrypted":true,"version":"1","nonce":"@@@@","ciphertext":"AAAA"}"#.to_vec(), "`nonce`"),
+        ("short nonce", "/api/fleet/report", br#"{"encrypted":true,"version":"1","nonce":"AAAA","ciphertext":"AAAAAAAAAAAAAAAAAAAAAA=="}"#.to_vec(), "`nonce`"),
+        ("nonce wrong type", "/api/fleet/report", br#"{"encrypted":true,"version":"1","nonce":12,"ciphertext":"AAAA"}"#.to_vec(), "`nonce`"),
+        ("missing ciphertext", "/api/fleet/report", br#"{"encrypted":true,"version":"1","nonce":"AAECAwQFBgcICQoL"}"#.to_vec(), "`ciphertext`"),
+        ("v2 at v1 endpoint", "/api/fleet/report", sealed_batch(&k, "m", 1, 0), "version"),
+        ("huge seq", "/api/v2/batches", br#"{"encrypted":true,"version":"2","kid":"d1c81e9b5253ca4a","machine_id":"m","seq":123456789012345678901234567890,"nonce":"AAECAwQFBgcICQoL","ciphertext":"AAAAAAAAAAAAAAAAAAAAAA=="}"#.to_vec(), "`seq`"),
+        ("string seq", "/api/v2/batches", br#"{"encrypted":true,"version":"2","kid":"d1c81e9b5253ca4a","machine_id":"m","seq":"1","nonce":"AAECAwQFBgcICQoL","ciphertext":"AAAAAAAAAAAAAAAAAAAAAA=="}"#.to_vec(), "`seq`"),
+        ("v2 seq mismatch", "/api/v2/batches", v2_mismatch, "do not match"),
+        ("v2 machine mismatch", "/api/v2/batches", v2_other_machine, "do not match"),
+        ("v2 plaintext not a batch", "/api/v2/batches", envelope::seal_v2(&k, "m", 1, b"{\"x\":1}").expect("seal"), "not a valid batch"),
+        ("report without metrics", "/api/fleet/report", seal(br#"{"machine_id":"m","machine_info":{}}"#), "`metrics`"),
+        ("report metrics not object", "/api/fleet/report", seal(br#"{"machine_id":"m","machine_info":{},"metrics":[]}"#), "`metrics`"),
+        ("report machine_id number", "/api/fleet/report", seal(br#"{"machine_id":7,"machine_info":{},"metrics":{}}"#), "`machine_id`"),
+        ("report machine_id too long", "/api/fleet/report", seal(format!(r#"{{"machine_id":"{long_id}","machine_info":{{}},"metrics":{{}}}}"#).as_bytes()), "machine_id"),
+        ("report machine_id empty", "/api/fleet/report", seal(br#"{"machine_id":"","machine_info":{},"metrics":{}}"#), "machine_id"),
+        ("decrypted not JSON", "/api/fleet/report", seal(b"hello"), "decrypted payload"),
+        ("logs not array", "/api/fleet/widget-logs", seal(br#"{"machine_id":"m","logs":{}}"#), "`logs`"),
+        ("log entry not object", "/api/fleet/widget-logs", seal(br#"{"machine_id":"m","logs":[1]}"#), "logs[0]"),
+        ("log entry missing level", "/api/fleet/widget-logs", seal(br#"{"machine_id":"m","logs":[{"timestamp":"t","widget_type":"ping","message":"","data":{}}]}"#), "`level`"),
+        ("log entry missing data", "/api/fleet/widget-logs", seal(br#"{"machine_id":"m","logs":[{"timestamp":"t","level":"info","widget_type":"ping","message":""}]}"#), "`data`"),
+    ];
+    for (name, path, body, needle) in cases {
+        let answer = post(&rx.url(), path, &body);
+        assert_eq!(answer.status, 400, "{name}: {}", answer.body);
+        let error = answer.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(error.contains(needle), "{name}: {error:?} should mention {needle:?}");
+    }
+    // Protocol-level errors, sent raw.
+    let raw_cases: [(&str, String, u16); 6] = [
+        ("chunked body", format!("POST /api/v2/batches HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 411),
+        ("no length", format!("POST /api/v2/batches HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\n\r\n"), 411),
+        ("bad length", format!("POST /api/v2/batches HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nContent-Length: 1x\r\n\r\n"), 400),
+        ("garbage request line", "\x00\x01 nonsense\r\n\r\n".to_string(), 400),
+        ("unknown path", "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), 404),
+        ("wrong method", "GET /api/v2/batches HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), 405),
+    ];
+    for (name, request, status) in raw_cases {
+        let (got, body) = raw_exchange(rx.local_addr(), request.as_bytes());
+        assert_eq!(got, status, "{name}: {body}");
+        assert!(serde_json::from_str::<Value>(&body).is_ok_and(|v| v["error"].is_string()), "{name}: {body}");
+    }
+    let huge_head = format!("GET /api/health HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(20_000));
+    assert_eq!(raw_exchange(rx.local_addr(), huge_head.as_bytes()).0, 431);
+    assert!(store::machine_ids(dir.path()).expect("list").is_empty(), "nothing stored by any bad input");
+    rx.shutdown();
+}
+
+/// Send raw bytes, read the whole answer: (status, body).
+fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let _ = stream.write_all(request);
+    read_answer(&mut stream)
+}
+
+fn read_answer(stream: &mut TcpStream) -> (u16, String) {
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn oversized_body_is_413_without_being_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    for path in ["/api/fleet/report", "/api/fleet/widget-logs", "/api/v2/batches"] {
+        // Only the head is sent: an answer proves the receiver did not wait for the 11 MiB.
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nContent-Length: {}\r\n\r\n",
+            11 * 1024 * 1024
+        );
+        let mut stream = TcpStream::connect(rx.local_addr()).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream.write_all(head.as_bytes()).expect("write");
+        stream.write_all(&[b'x'; 1000]).expect("write");
+        let (status, body) = read_answer(&mut stream);
+        assert_eq!(status, 413, "{path}: {body}");
+        assert!(body.contains("exceeds the limit"), "{body}");
+    }
+    // And a real client sending a real oversized body gets the 413 too.
+    let big = vec![b' '; 10 * 1024 * 1024 + 1];
+    let answer = client()
+        .post(format!("{}/api/fleet/report", rx.url()))
+        .header("X-API-Key", API_KEY)
+        .send(&big[..])
+        .map(|r| r.status().as_u16());
+    // The receiver closes after its answer; the client may see the 413 or a reset while writing.
+    assert!(matches!(answer, Ok(413) | Err(_)), "{answer:?}");
+    let upload = format!("POST /__up HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 2u64 << 30);
+    assert_eq!(raw_exchange(rx.local_addr(), upload.as_bytes()).0, 413);
+    assert!(store::machine_ids(dir.path()).expect("list").is_empty());
+    rx.shutdown();
+}
+
+#[test]
+fn slow_client_times_out_and_others_are_still_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    // A head that never ends, and a body that never comes.
+    let mut slow_head = TcpStream::connect(rx.local_addr()).expect("connect");
+    slow_head.write_all(b"POST /api/v2/batches HTTP/1.1\r\nHost: x\r\n").expect("write");
+    let mut slow_body = TcpStream::connect(rx.local_addr()).expect("connect");
+    let head =
+        format!("POST /api/v2/batches HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nContent-Length: 100\r\n\r\n{{");
+    slow_body.write_all(head.as_bytes()).expect("write");
+    for stream in [&mut slow_head, &mut slow_body] {
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let (status, body) = read_answer(stream);
+        assert_eq!(status, 408, "{body}");
+        assert!(body.contains("timed out"), "{body}");
+    }
+    assert_eq!(get(&rx.url(), "/api/health", None).status, 200);
+    rx.shutdown();
+}
+
+#[test]
+fn csv_and_json_export_with_filters_and_quoting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    let tricky = "loss, then \"recovered\"\nsecond line";
+    let body = envelope::seal_v1(&key(0), &logs_json("mac-a", tricky)).expect("seal");
+    assert_eq!(post(&rx.url(), "/api/fleet/widget-logs", &body).status, 200);
+    let body = envelope::seal_v1(&key(0), &logs_json("mac-b", "plain")).expect("seal");
+    assert_eq!(post(&rx.url(), "/api/fleet/widget-logs", &body).status, 200);
+    // v2 log records are exported too (metrics are not).
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "mac-c", 1, 2)).status, 200);
+
+    let csv = get(&rx.url(), "/api/fleet/widget-logs?format=csv&widget_type=ping&machine_id=mac-a", Some(API_KEY));
+    assert_eq!(csv.status, 200);
+    assert_eq!(
+        csv.body,
+        "ID,Serial Number,Timestamp,Level,Widget Type,Message,Data\r\n\
+         1,mac-a,2026-11-22T13:00:00,info,ping,\"loss, then \"\"recovered\"\"\nsecond line\",\
+         \"{\"\"latency\"\":12.5,\"\"packet_loss\"\":0,\"\"target\"\":\"\"1.1.1.1\"\"}\"\r\n"
+    );
+    let all = get(&rx.url(), "/api/fleet/widget-logs?format=json", Some(API_KEY)).json();
+    assert_eq!(all["count"], 5);
+    let rows = all["logs"].as_array().expect("logs");
+    assert_eq!(rows[0]["message"], tricky);
+    assert_eq!(rows[4]["machine_id"], "mac-c");
+    assert_eq!(rows[4]["widget_type"], "ping");
+    assert_eq!(rows[4]["message"], "ping #1");
+    let wifi = get(&rx.url(), "/api/fleet/widget-logs?format=csv&widget_type=wifi", Some(API_KEY));
+    assert_eq!(wifi.body.lines().count(), 3, "header + one wifi row per v1 machine");
+    assert_eq!(get(&rx.url(), "/api/fleet/widget-logs?format=xml", Some(API_KEY)).status, 400);
+    rx.shutdown();
+}
+
+#[test]
+fn speedtest_endpoints_stream_and_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    for path in ["/speedtest/down?bytes=1000000", "/__down?bytes=1000000"] {
+        let mut response = client().get(format!("{}{path}", rx.url())).call().expect("download");
+        let bytes = response.body_mut().with_config().limit(2_000_000).read_to_vec().expect("body");
+        assert_eq!(bytes.len(), 1_000_000, "{path}");
+    }
+    let capped = client().get(format!("{}/__down?bytes=99999999999999", rx.url())).call().expect("download");
+    assert_eq!(capped.headers().get("content-length").and_then(|v| v.to_str().ok()), Some("1073741824"));
+    drop(capped);
+    assert_eq!(get(&rx.url(), "/__down?bytes=-1", None).status, 400);
+    for path in ["/speedtest/up", "/__up"] {
+        let upload = vec![7u8; 3_000_000];
+        let answer = post_with(&client(), &rx.url(), path, None, &upload);
+        assert_eq!(answer.json(), json!({"status": "ok", "bytes": 3_000_000}), "{path}");
+    }
+    rx.shutdown();
+}
+
+#[test]
+fn concurrent_batches_for_one_machine_never_interleave() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = config(dir.path(), vec![key(0)]);
+    config.workers = 4;
+    let rx = Receiver::start_with_limits(config, fast_limits()).expect("start");
+    let url = rx.url();
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            let url = url.clone();
+            scope.spawn(move || {
+                let agent = client();
+                for seq in 0..20u64 {
+                    // Threads overlap on seqs, so many requests are duplicates racing each other.
+                    let seq = (seq + t * 10) % 40;
+                    let body = sealed_batch(&key(0), "busy", seq, 30);
+                    let answer = post_with(&agent, &url, "/api/v2/batches", Some(API_KEY), &body);
+                    assert_eq!(answer.status, 200, "{}", answer.body);
+                }
+            });
+        }
+    });
+    rx.shutdown();
+    let mut seqs = stored_seqs(dir.path(), "busy");
+    let stored = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), stored, "no seq stored twice");
+    let lines = store::read_records(dir.path(), "busy").expect("read");
+    assert_eq!(lines.len(), stored * 31);
+    // Each batch's 30 record lines come right before its commit line.
+    for group in lines.chunks(31) {
+        let seq = &group[30]["seq"];
+        assert!(group[..30].iter().enumerate().all(|(i, l)| &l["seq"] == seq && l["index"] == i), "interleaved");
+    }
+    check_store_intact(dir.path());
+}
+
+#[test]
+fn torn_tails_from_a_crash_are_cut_on_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "m", 1, 2)).status, 200);
+    assert_eq!(
+        post(&rx.url(), "/api/fleet/report", &envelope::seal_v1(&key(0), &report_json("m")).expect("seal")).status,
+        200
+    );
+    rx.shutdown();
+    // Simulate a kill -9 in the middle of storing seq 2 (record lines without their commit
+    // line, the last one torn) and of a report.
+    let machine = dir.path().join("m");
+    let mut records = std::fs::OpenOptions::new().append(true).open(machine.join(RECORDS_FILE)).expect("open");
+    records
+        .write_all(b"{\"received_at\":\"x\",\"machine_id\":\"m\",\"kind\":\"record\",\"seq\":2,\"index\":0,\"record\":{}}\n{\"recei")
+        .expect("write");
+    let mut reports = std::fs::OpenOptions::new().append(true).open(machine.join(REPORTS_FILE)).expect("open");
+    reports.write_all(b"{\"received_at\":\"x\",\"mach").expect("write");
+
+    let rx = start(dir.path(), vec![key(0)]);
+    check_store_intact(dir.path());
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "m", 2, 2)).json()["stored"], 2);
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "m", 1, 2)).json()["duplicate"], true);
+    rx.shutdown();
+    let lines = store::read_records(dir.path(), "m").expect("read");
+    assert_eq!(lines.iter().filter(|l| l["kind"] == "record").count(), 4);
+    assert_eq!(stored_seqs(dir.path(), "m"), [1, 2]);
+    assert_eq!(store::read_v1(dir.path(), "m", REPORTS_FILE).expect("read").len(), 1);
+}
+
+/// A small deterministic PRNG (xorshift64*), so the fuzz test is reproducible from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut body = seed.to_vec();
+    for _ in 0..=rng.below(4) {
+        match rng.below(6) {
+            0 if !body.is_empty() => {
+                let i = rng.below(body.len());
+                body[i] ^= 1 << rng.below(8);
+            }
+            1 if !body.is_empty() => {
+                let cut = rng.below(body.len());
+                body.truncate(cut);
+            }
+            2 => {
+                let i = rng.below(body.len() + 1);
+                let junk: Vec<u8> = (0..rng.below(16)).map(|_| rng.next() as u8).collect();
+                body.splice(i..i, junk);
+            }
+            3 if !body.is_empty() => {
+                let i = rng.below(body.len());
+                let j = i + rng.below(body.len() - i);
+                body.drain(i..j);
+            }
+            4 => {
+                let i = rng.below(body.len() + 1);
+                let token: &[u8] =
+                    [&b"null"[..], b"1e999", b"-1", b"\"\\u0000\"", b"[[[[", b"{}", b"\xff", b"99999999999999999999"]
+                        [rng.below(8)];
+                body.splice(i..i, token.iter().copied());
+            }
+            _ => body = (0..rng.below(200)).map(|_| rng.next() as u8).collect(),
+        }
+    }
+    body
+}
+
+#[test]
+fn fuzzed_bodies_never_crash_it_or_damage_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    let url = rx.url();
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("/api/fleet/report", envelope::seal_v1(&key(0), &report_json("fz")).expect("seal")),
+        ("/api/fleet/widget-logs", envelope::seal_v1(&key(0), &logs_json("fz", "m")).expect("seal")),
+        ("/api/v2/batches", sealed_batch(&key(0), "fz", 1, 3)),
+        ("/api/fleet/report", report_json("fz")),
+        ("/api/v2/batches", batch_json("fz", 9, 1)),
+    ];
+    for (path, body) in &seeds[..3] {
+        assert_eq!(post(&url, path, body).status, 200);
+    }
+    let mut expected: std::collections::BTreeMap<String, usize> = check_store_intact(dir.path()).into_iter().collect();
+    let mut rng = Rng(0x5eed_f1ee_7a6e_0004);
+    let agent = client();
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while sent < 2000 && started.elapsed() < Duration::from_secs(10) {
+        let (seed_path, seed) = &seeds[rng.below(seeds.len())];
+        // Mostly the seed's own endpoint, sometimes another one.
+        let path = if rng.below(4) == 0 { seeds[rng.below(3)].0 } else { seed_path };
+        let body = mutate(&mut rng, seed);
+        let answer = post_with(&agent, &url, path, Some(API_KEY), &body);
+        match answer.status {
+            // v1 has no sequence numbers: a mutation that leaves the sealed body valid (say,
+            // whitespace between tokens) is a replay the Atlas protocol stores again.
+            200 if path == "/api/fleet/report" => {
+                assert_eq!(answer.json()["e2ee_verified"], true, "{}", answer.body);
+                *expected.entry(format!("fz/{REPORTS_FILE}")).or_default() += 1;
+            }
+            200 if path == "/api/fleet/widget-logs" => {
+                assert_eq!(answer.json()["e2ee_verified"], true, "{}", answer.body);
+                *expected.entry(format!("fz/{WIDGET_LOGS_FILE}")).or_default() += 2;
+            }
+            200 => assert_eq!(answer.json()["duplicate"], true, "only a replay may pass: {}", answer.body),
+            400 | 411 | 413 => assert!(answer.json()["error"].is_string(), "{}", answer.body),
+            other => panic!("unexpected status {other}: {}", answer.body),
+        }
+        sent += 1;
+    }
+    assert!(sent >= 500, "sent only {sent} bodies");
+    assert_eq!(get(&url, "/api/health", None).status, 200);
+    rx.shutdown();
+    let after: std::collections::BTreeMap<String, usize> = check_store_intact(dir.path()).into_iter().collect();
+    assert_eq!(after, expected, "stored files hold exactly what was acknowledged");
+}
+
+#[test]
+fn https_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("certificate");
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key");
+    let mut config = config(&dir.path().join("store"), vec![key(0)]);
+    config.tls = Some((cert_path, key_path));
+    let rx = Receiver::start_with_limits(config, fast_limits()).expect("start");
+    assert!(rx.url().starts_with("https://127.0.0.1:"), "{}", rx.url());
+
+    let root = ureq::tls::Certificate::from_der(certified.cert.der()).to_owned();
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[root])).build();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();
+    let answer = post_with(&agent, &rx.url(), "/api/v2/batches", Some(API_KEY), &sealed_batch(&key(0), "tls", 1, 2));
+    assert_eq!((answer.status, answer.json()), (200, json!({"status": "ok", "stored": 2})));
+    // A client that does not trust the certificate cannot talk to it.
+    assert!(client().get(format!("{}/api/health", rx.url())).call().is_err());
+    rx.shutdown();
+    assert_eq!(stored_seqs(&dir.path().join("store"), "tls"), [1]);
+}
+
+#[test]
+fn the_real_binary_listens_stores_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_dir = dir.path().join("store");
+    let mut child = support::agent()
+        .args(["receive", "--listen", "127.0.0.1:0", "--store", support::s(&store_dir), "--api-key", API_KEY])
+        .args(["--encryption-key", support::TEST_KEY_B64])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn receive");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("listening line");
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let answer = post(url, "/api/v2/batches", &sealed_batch(&key(0), "bin", 1, 1));
+    assert_eq!(answer.json(), json!({"status": "ok", "stored": 1}));
+    let answer = post(url, "/api/fleet/report", &envelope::seal_v1(&key(0), &report_json("bin")).expect("seal"));
+    assert_eq!(answer.status, 200);
+
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("rest of stdout");
+    assert_eq!(rest, "", "exactly one line on stdout");
+    assert_eq!(stored_seqs(&store_dir, "bin"), [1]);
+}
