@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::support::{agent, run, s, stderr, stdout, write_config, TEST_KEY_B64};
+use crate::support::{agent, run, s, stderr, stdout, write_config, SAFE_WIDGETS, TEST_KEY_B64};
 
 #[test]
 fn version_and_help() {
@@ -39,7 +39,7 @@ fn keygen_prints_32_random_bytes() {
 #[test]
 fn once_prints_the_report_with_typed_fields() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "c.json", r#"{"machine_id":"test-mid"}"#, 0o644);
+    let config = write_config(dir.path(), "c.json", &format!(r#"{{"machine_id":"test-mid",{SAFE_WIDGETS}}}"#), 0o644);
     let out = run(&["once", "--config", s(&config)]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let body: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
@@ -164,7 +164,7 @@ fn run_stops_on_sigterm_within_a_second() {
     let config = write_config(
         dir.path(),
         "c.json",
-        &format!(r#"{{"machine_id":"t","interval":1,"spool":{{"dir":"{}"}}}}"#, s(&spool)),
+        &format!(r#"{{"machine_id":"t","interval":1,"spool":{{"dir":"{}"}},{SAFE_WIDGETS}}}"#, s(&spool)),
         0o600,
     );
     let mut child = agent()
