@@ -23,6 +23,7 @@ pub mod memory;
 pub mod network;
 pub mod ping;
 pub mod processes;
+pub mod speedtest;
 pub mod system;
 
 pub use error::{CollectError, ParseError};
@@ -81,6 +82,7 @@ pub static ALL: &[&WidgetSpec] = &[
     &processes::SPEC,
     &system::SPEC,
     &ping::SPEC,
+    &speedtest::SPEC,
 ];
 
 /// Look a widget up by its registry name.
