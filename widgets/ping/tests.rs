@@ -286,3 +286,17 @@ fn icmp_sockets_that_cannot_open_fall_through_without_hanging() {
     // Under replay no socket is ever opened.
     assert_eq!(measure(&FixtureHost::new(Os::Linux), &config, "127.0.0.1"), Err("no method available".to_string()));
 }
+
+#[test]
+fn live_ipv6_loopback_when_the_machine_has_it() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    }
+    let config = fast_config(&["::1"]);
+    let m = measure(&LiveHost, &config, "::1").expect("some method works");
+    eprintln!("live ::1 ping: {}", m.to_json("::1"));
+    if matches!(m.method, Method::Icmp | Method::IcmpRaw) {
+        assert_eq!((m.sent, m.received), (3, 3), "ICMPv6 echo replies are matched");
+    }
+}
