@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::support::{agent, run, s, stderr, stdout, write_config, TEST_KEY_B64};
+use crate::support::{agent, run, s, stderr, stdout, write_config, SAFE_WIDGETS, TEST_KEY_B64};
 
 #[test]
 fn version_and_help() {
@@ -39,7 +39,7 @@ fn keygen_prints_32_random_bytes() {
 #[test]
 fn once_prints_the_report_with_typed_fields() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "c.json", r#"{"machine_id":"test-mid"}"#, 0o644);
+    let config = write_config(dir.path(), "c.json", &format!(r#"{{"machine_id":"test-mid",{SAFE_WIDGETS}}}"#), 0o644);
     let out = run(&["once", "--config", s(&config)]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let body: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
@@ -67,14 +67,23 @@ fn once_prints_the_report_with_typed_fields() {
     assert!(m["processes"]["top_cpu"].as_array().is_some_and(|a| a.len() <= 5));
     assert!(m["system"]["uptime"].is_u64());
     assert!(m.get("battery").is_some(), "battery is null or an object");
-    assert!(body["widget_logs"].is_array());
+    let logs = body["widget_logs"].as_array().expect("widget_logs");
+    let ping = logs.iter().find(|l| l["widget_type"] == "ping").expect("a ping entry");
+    assert_eq!(ping["data"]["target"], "127.0.0.1");
+    assert!(logs.iter().all(|l| l["widget_type"] != "speedtest"), "speedtest disabled by SAFE_WIDGETS");
 }
 
 #[test]
 fn once_works_without_any_config() {
-    let out = agent().args(["once"]).env("HOME", "/nonexistent").output().expect("runs");
     // With no --config, the OS default path is used only if it exists; on CI it does not.
+    // `once` itself is run with a config holding nothing but SAFE_WIDGETS: the default widgets
+    // would ping 1.1.1.1 and run a speed test against speed.cloudflare.com.
     if !std::path::Path::new("/etc/fleet-agent/config.json").exists() {
+        let out = agent().args(["validate"]).env("HOME", "/nonexistent").output().expect("runs");
+        assert_eq!((out.status.code(), stdout(&out).trim()), (Some(0), "ok"), "stderr: {}", stderr(&out));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(dir.path(), "c.json", &format!("{{{SAFE_WIDGETS}}}"), 0o644);
+        let out = agent().args(["once", "--config", s(&config)]).env("HOME", "/nonexistent").output().expect("runs");
         assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
         let body: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
         assert!(body["machine_id"].as_str().is_some_and(|id| !id.is_empty()));
@@ -164,7 +173,7 @@ fn run_stops_on_sigterm_within_a_second() {
     let config = write_config(
         dir.path(),
         "c.json",
-        &format!(r#"{{"machine_id":"t","interval":1,"spool":{{"dir":"{}"}}}}"#, s(&spool)),
+        &format!(r#"{{"machine_id":"t","interval":1,"spool":{{"dir":"{}"}},{SAFE_WIDGETS}}}"#, s(&spool)),
         0o600,
     );
     let mut child = agent()

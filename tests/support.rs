@@ -48,3 +48,8 @@ pub const TEST_KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
+
+/// A `"widgets"` member to put in every config a test runs `once` or `run` with: ping only
+/// loopback (one request), never a speedtest. Keeps tests fast and off outside hosts.
+pub const SAFE_WIDGETS: &str =
+    r#""widgets":{"ping":{"targets":["127.0.0.1"],"count":1},"speedtest":{"enabled":false}}"#;

@@ -21,7 +21,9 @@ pub mod disk;
 pub mod machine;
 pub mod memory;
 pub mod network;
+pub mod ping;
 pub mod processes;
+pub mod speedtest;
 pub mod system;
 
 pub use error::{CollectError, ParseError};
@@ -71,8 +73,17 @@ pub fn no_options(options: &WidgetOptions) -> Result<(), String> {
 
 /// Every widget, in the order they run within a cycle. Do not reorder without reason: the
 /// machine-info widget runs first so a report always has it.
-pub static ALL: &[&WidgetSpec] =
-    &[&machine::SPEC, &cpu::SPEC, &memory::SPEC, &disk::SPEC, &network::SPEC, &processes::SPEC, &system::SPEC];
+pub static ALL: &[&WidgetSpec] = &[
+    &machine::SPEC,
+    &cpu::SPEC,
+    &memory::SPEC,
+    &disk::SPEC,
+    &network::SPEC,
+    &processes::SPEC,
+    &system::SPEC,
+    &ping::SPEC,
+    &speedtest::SPEC,
+];
 
 /// Look a widget up by its registry name.
 pub fn find(name: &str) -> Option<&'static WidgetSpec> {

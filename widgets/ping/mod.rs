@@ -1,0 +1,363 @@
+//! `ping`: reachability and round-trip latency to a few targets, one widget-log entry per
+//! target per run.
+//!
+//! Methods, first that works: unprivileged ICMP echo (`SOCK_DGRAM`), RAW ICMP (root or
+//! `CAP_NET_RAW`), the system `ping -c N <target>` (output parsed by [`parse::parse_ping`]),
+//! TCP connect time to port 443. Sockets are used only when [`Host::network_allowed`]; under
+//! replay only the `ping` command's captured output is used. See `README.md`.
+
+pub mod icmp;
+pub mod parse;
+pub mod probe;
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::{CollectError, Host, Level, Sample, Timestamp, Widget, WidgetOptions, WidgetSpec};
+use parse::PingOutput;
+use probe::{IcmpSocket, Timing};
+
+/// Registry entry.
+pub static SPEC: WidgetSpec = WidgetSpec {
+    name: "ping",
+    summary: "Packet loss, latency and jitter to configured targets (ICMP, else `ping`, else TCP)",
+    enabled_by_default: true,
+    default_interval_s: None,
+    validate: |options| PingConfig::from_options(options).map(|_| ()),
+    build: |options| Box::new(PingWidget { config: PingConfig::from_options(options).unwrap_or_default() }),
+};
+
+/// How a target was measured (the `method` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Unprivileged ICMP echo (`SOCK_DGRAM`).
+    Icmp,
+    /// RAW ICMP socket.
+    IcmpRaw,
+    /// The system `ping` command.
+    Command,
+    /// TCP connect time.
+    Tcp,
+}
+
+impl Method {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Icmp => "icmp",
+            Method::IcmpRaw => "icmp_raw",
+            Method::Command => "command",
+            Method::Tcp => "tcp",
+        }
+    }
+
+    /// Every method, in the order they are tried.
+    pub const ALL: [Method; 4] = [Method::Icmp, Method::IcmpRaw, Method::Command, Method::Tcp];
+}
+
+/// The widget's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PingConfig {
+    /// Hosts or IP addresses (option `targets`, default `["1.1.1.1"]`).
+    pub targets: Vec<String>,
+    /// Echo requests per target (option `count`, default 5, 1..=100).
+    pub count: u16,
+    /// Seconds to wait for each reply (option `timeout_s`, default 2, at most 30).
+    pub timeout: Duration,
+    /// Port for the TCP fallback (option `tcp_port`, default 443).
+    pub tcp_port: u16,
+    /// Time between requests (1 s, as `ping` does; shorter in tests).
+    pub interval: Duration,
+    /// Methods to try, in order (all by default; tests force one).
+    pub methods: Vec<Method>,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        PingConfig {
+            targets: vec!["1.1.1.1".to_string()],
+            count: 5,
+            timeout: Duration::from_secs(2),
+            tcp_port: 443,
+            interval: Duration::from_secs(1),
+            methods: Method::ALL.to_vec(),
+        }
+    }
+}
+
+/// Most targets one run may have, to keep a run short.
+const MAX_TARGETS: usize = 16;
+
+impl PingConfig {
+    /// Read and validate the `widgets.ping` options; the error names the offending key.
+    pub fn from_options(options: &WidgetOptions) -> Result<PingConfig, String> {
+        let mut config = PingConfig::default();
+        for (key, value) in options {
+            match key.as_str() {
+                "targets" => {
+                    let list = value.as_array().ok_or("`targets` must be a list of host names or addresses")?;
+                    if list.is_empty() || list.len() > MAX_TARGETS {
+                        return Err(format!("`targets` must have 1 to {MAX_TARGETS} entries"));
+                    }
+                    config.targets = list
+                        .iter()
+                        .map(|t| t.as_str().filter(|t| valid_target(t)).map(str::to_string))
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or(
+                            "`targets` entries must be host names or IP addresses (no spaces, not starting with `-`)",
+                        )?;
+                }
+                "count" => {
+                    config.count = value
+                        .as_u64()
+                        .filter(|c| (1..=100).contains(c))
+                        .map(|c| c as u16)
+                        .ok_or("`count` must be an integer from 1 to 100")?;
+                }
+                "timeout_s" => {
+                    let secs =
+                        value.as_f64().filter(|s| *s > 0.0 && *s <= 30.0).ok_or("`timeout_s` must be in (0, 30]")?;
+                    config.timeout = Duration::from_secs_f64(secs);
+                }
+                "tcp_port" => {
+                    config.tcp_port = value
+                        .as_u64()
+                        .filter(|p| (1..=65535).contains(p))
+                        .map(|p| p as u16)
+                        .ok_or("`tcp_port` must be a port number")?;
+                }
+                other => return Err(format!("unknown option `{other}`")),
+            }
+        }
+        Ok(config)
+    }
+
+    fn timing(&self) -> Timing {
+        Timing { count: self.count, interval: self.interval, timeout: self.timeout }
+    }
+}
+
+/// A host name or address safe to pass to `ping` as one argument.
+fn valid_target(target: &str) -> bool {
+    !target.is_empty()
+        && target.len() <= 253
+        && !target.starts_with('-')
+        && target.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '%'))
+}
+
+/// The result for one target, whatever the method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// How it was measured.
+    pub method: Method,
+    /// Requests sent.
+    pub sent: u64,
+    /// Answers received (duplicates not counted).
+    pub received: u64,
+    /// Loss in percent.
+    pub packet_loss: f64,
+    /// Average round trip, ms (`None` when nothing was received).
+    pub avg_ms: Option<f64>,
+    /// Minimum round trip, ms.
+    pub min_ms: Option<f64>,
+    /// Maximum round trip, ms.
+    pub max_ms: Option<f64>,
+    /// Mean absolute difference of consecutive round trips, ms (`None` when the individual
+    /// round trips are unknown, e.g. `ping -q` output, or nothing was received).
+    pub jitter_ms: Option<f64>,
+}
+
+impl Measurement {
+    /// From per-request round trips (`None` = lost).
+    pub fn from_rtts(method: Method, rtts: &[Option<f64>]) -> Measurement {
+        let got: Vec<f64> = rtts.iter().flatten().copied().collect();
+        let sent = rtts.len() as u64;
+        let received = got.len() as u64;
+        let lost = sent - received;
+        Measurement {
+            method,
+            sent,
+            received,
+            packet_loss: if sent == 0 { 100.0 } else { lost as f64 * 100.0 / sent as f64 },
+            avg_ms: (!got.is_empty()).then(|| got.iter().sum::<f64>() / got.len() as f64),
+            min_ms: got.iter().copied().reduce(f64::min),
+            max_ms: got.iter().copied().reduce(f64::max),
+            jitter_ms: jitter(&got),
+        }
+    }
+
+    /// From parsed `ping` command output.
+    pub fn from_command(out: &PingOutput) -> Measurement {
+        let received = out.received > 0;
+        Measurement {
+            method: Method::Command,
+            sent: out.transmitted,
+            received: out.received,
+            packet_loss: out.packet_loss,
+            avg_ms: out.avg_ms.filter(|_| received),
+            min_ms: out.min_ms.filter(|_| received),
+            max_ms: out.max_ms.filter(|_| received),
+            jitter_ms: jitter(&out.rtts_ms).filter(|_| received),
+        }
+    }
+
+    /// The widget-log data for `target`.
+    pub fn to_json(&self, target: &str) -> Value {
+        json!({
+            "target": target,
+            "method": self.method.as_str(),
+            "sent": self.sent,
+            "received": self.received,
+            "packet_loss": round3(self.packet_loss),
+            "latency": self.avg_ms.map(round3),
+            "min": self.min_ms.map(round3),
+            "max": self.max_ms.map(round3),
+            "jitter": self.jitter_ms.map(round3),
+        })
+    }
+}
+
+/// Mean absolute difference of consecutive round trips; 0 for one, `None` for none.
+pub fn jitter(rtts: &[f64]) -> Option<f64> {
+    match rtts.len() {
+        0 => None,
+        1 => Some(0.0),
+        n => Some(rtts.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (n - 1) as f64),
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
+/// Resolve `target` to one address (IPv4 preferred), giving up after `timeout`: the system
+/// resolver has no timeout of its own, so it runs on a helper thread that is abandoned if slow.
+pub fn resolve(target: &str, timeout: Duration) -> Result<IpAddr, String> {
+    if let Ok(ip) = target.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let (tx, rx) = mpsc::channel();
+    let name = target.to_string();
+    std::thread::Builder::new()
+        .name("ping-resolve".to_string())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), 0).to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+        })
+        .map_err(|e| format!("resolving {target}: {e}"))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) => addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .map(|a| a.ip())
+            .ok_or_else(|| format!("resolving {target}: no address")),
+        Ok(Err(e)) => Err(format!("resolving {target}: {e}")),
+        Err(_) => Err(format!("resolving {target}: timed out after {} ms", timeout.as_millis())),
+    }
+}
+
+/// Measure one target with the first method that works; `Err` lists why each one failed.
+pub fn measure(host: &dyn Host, config: &PingConfig, target: &str) -> Result<Measurement, String> {
+    let timing = config.timing();
+    let mut errors: Vec<String> = Vec::new();
+    let mut address: Option<Result<IpAddr, String>> = None;
+    let mut addr = |errors: &mut Vec<String>| -> Option<IpAddr> {
+        let resolved = address.get_or_insert_with(|| resolve(target, config.timeout));
+        match resolved {
+            Ok(ip) => Some(*ip),
+            Err(e) => {
+                if !errors.contains(e) {
+                    errors.push(e.clone());
+                }
+                None
+            }
+        }
+    };
+    for method in &config.methods {
+        match method {
+            Method::Icmp | Method::IcmpRaw => {
+                if !host.network_allowed() {
+                    continue;
+                }
+                let Some(ip) = addr(&mut errors) else { continue };
+                let kind = if *method == Method::Icmp { IcmpSocket::Dgram } else { IcmpSocket::Raw };
+                match probe::icmp_echo(ip, kind, timing) {
+                    Ok(rtts) => return Ok(Measurement::from_rtts(*method, &rtts)),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            Method::Command => {
+                let count = config.count.to_string();
+                let limit = timing.bound() + Duration::from_secs(5);
+                match host.run(&["ping", "-c", &count, target], limit) {
+                    Ok(out) => {
+                        let text = format!("{}\n{}", out.stdout, out.stderr);
+                        match parse::parse_ping(&text) {
+                            Ok(parsed) => return Ok(Measurement::from_command(&parsed)),
+                            Err(e) => errors.push(format!("parsing output of ping: {e}")),
+                        }
+                    }
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            Method::Tcp => {
+                if !host.network_allowed() {
+                    continue;
+                }
+                let Some(ip) = addr(&mut errors) else { continue };
+                let rtts = probe::tcp_connect(SocketAddr::new(ip, config.tcp_port), timing);
+                return Ok(Measurement::from_rtts(Method::Tcp, &rtts));
+            }
+        }
+    }
+    if errors.is_empty() {
+        errors.push("no method available".to_string());
+    }
+    Err(errors.join("; "))
+}
+
+/// The sample for one target: info, warning at 100 % loss, error (with `error`) when no method
+/// worked.
+pub fn sample_for(target: &str, result: &Result<Measurement, String>) -> Sample {
+    match result {
+        Ok(m) => {
+            let level = if m.received == 0 { Level::Warning } else { Level::Info };
+            Sample::log("ping", level, "ping", m.to_json(target))
+        }
+        Err(error) => Sample::log(
+            "ping",
+            Level::Error,
+            "ping",
+            json!({
+                "target": target, "method": null, "sent": 0, "received": 0, "packet_loss": null,
+                "latency": null, "min": null, "max": null, "jitter": null, "error": error,
+            }),
+        ),
+    }
+}
+
+/// Pings each configured target in turn.
+pub struct PingWidget {
+    /// Settings.
+    pub config: PingConfig,
+}
+
+impl Widget for PingWidget {
+    fn name(&self) -> &'static str {
+        SPEC.name
+    }
+
+    fn collect(&mut self, host: &dyn Host, _now: Timestamp) -> Result<Vec<Sample>, CollectError> {
+        Ok(self.config.targets.iter().map(|t| sample_for(t, &measure(host, &self.config, t))).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;
