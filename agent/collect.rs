@@ -14,6 +14,7 @@ use crate::record::Record;
 struct Scheduled {
     widget: Box<dyn Widget>,
     interval: Duration,
+    jitter: Duration,
     next_due: Instant,
     unsupported: bool,
     last_error: Option<String>,
@@ -34,7 +35,8 @@ impl Collector {
             .map(|(c, spec)| Scheduled {
                 widget: (spec.build)(&c.options),
                 interval: c.interval,
-                next_due: now,
+                jitter: c.jitter,
+                next_due: now + random_fraction(c.jitter),
                 unsupported: false,
                 last_error: None,
             })
@@ -61,6 +63,7 @@ impl Collector {
             if entry.next_due <= now {
                 entry.next_due = now + entry.interval;
             }
+            entry.next_due += random_fraction(entry.jitter);
             run_one(entry, host, ts, &mut records);
         }
         records
@@ -74,6 +77,14 @@ impl Collector {
         }
         records
     }
+}
+
+/// A uniformly random duration in `[0, max)`.
+fn random_fraction(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    max.mul_f64(crate::sender::backoff::random_unit())
 }
 
 fn run_one(entry: &mut Scheduled, host: &dyn Host, ts: Timestamp, records: &mut Vec<Record>) {

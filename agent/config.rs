@@ -126,6 +126,8 @@ pub struct WidgetConfig {
     pub enabled: bool,
     /// How often it runs.
     pub interval: Duration,
+    /// Up to this much random delay is added to every run (including the first).
+    pub jitter: Duration,
     /// Widget-specific options (already validated by the widget).
     pub options: WidgetOptions,
 }
@@ -460,10 +462,23 @@ fn resolve_widgets(
                 }
             },
         };
+        let jitter = match options.remove("jitter") {
+            None => Duration::from_secs(spec.default_jitter_s),
+            Some(value) => match value.as_f64().filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s)) {
+                Some(seconds) => Duration::from_secs_f64(seconds),
+                None => {
+                    field_error(
+                        &format!("widgets.{}.jitter", spec.name),
+                        format!("must be a number of seconds between 0 and 86400, found {value}"),
+                    );
+                    Duration::from_secs(spec.default_jitter_s)
+                }
+            },
+        };
         if let Err(problem) = (spec.validate)(&options) {
             field_error(&format!("widgets.{}", spec.name), problem);
         }
-        widgets.push(WidgetConfig { name: spec.name, enabled, interval, options });
+        widgets.push(WidgetConfig { name: spec.name, enabled, interval, jitter, options });
     }
     widgets
 }

@@ -57,6 +57,9 @@ pub struct WidgetSpec {
     pub enabled_by_default: bool,
     /// Default interval in seconds when the config gives none (`None` = the global interval).
     pub default_interval_s: Option<u64>,
+    /// Default random delay, in seconds, added to each scheduled run (0 = none), so a fleet's
+    /// heavy measurements (speedtest) do not all start at the same moment.
+    pub default_jitter_s: u64,
     /// Check widget-specific options; the error names the offending key.
     pub validate: fn(&WidgetOptions) -> Result<(), String>,
     /// Build the widget from its (already validated) options.

@@ -14,6 +14,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     summary: "CPU percent since the last cycle, per core, load averages, core counts",
     enabled_by_default: true,
     default_interval_s: None,
+    default_jitter_s: 0,
     validate: no_options,
     build: |_| Box::new(CpuWidget::default()),
 };

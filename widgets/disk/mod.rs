@@ -16,6 +16,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     summary: "Root filesystem total/used/free (bytes) and percent; cumulative read/write bytes",
     enabled_by_default: true,
     default_interval_s: None,
+    default_jitter_s: 0,
     validate: no_options,
     build: |_| Box::new(DiskWidget::default()),
 };

@@ -24,6 +24,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     summary: "Hostname, OS, CPU/memory sizes, boot time, local IP, disks, serial, model",
     enabled_by_default: true,
     default_interval_s: Some(3600),
+    default_jitter_s: 0,
     validate: no_options,
     build: |_| Box::new(MachineWidget),
 };

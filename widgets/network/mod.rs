@@ -12,6 +12,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     summary: "Bytes/packets sent and received, errors: cumulative, summed over non-loopback interfaces",
     enabled_by_default: true,
     default_interval_s: None,
+    default_jitter_s: 0,
     validate: no_options,
     build: |_| Box::new(NetworkWidget::default()),
 };

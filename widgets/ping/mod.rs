@@ -26,6 +26,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     summary: "Packet loss, latency and jitter to configured targets (ICMP, else `ping`, else TCP)",
     enabled_by_default: true,
     default_interval_s: None,
+    default_jitter_s: 0,
     validate: |options| PingConfig::from_options(options).map(|_| ()),
     build: |options| Box::new(PingWidget { config: PingConfig::from_options(options).unwrap_or_default() }),
 };

@@ -19,6 +19,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     summary: "Process count; top 5 by CPU and by memory (pid, name, cpu %, memory %, user)",
     enabled_by_default: true,
     default_interval_s: None,
+    default_jitter_s: 0,
     validate: no_options,
     build: |_| Box::new(ProcessesWidget::default()),
 };

@@ -22,6 +22,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     summary: "Download/upload Mbps, idle and loaded latency (HTTP, Ookla CLI or networkQuality)",
     enabled_by_default: true,
     default_interval_s: Some(21600),
+    default_jitter_s: 1800,
     validate: |options| SpeedtestConfig::from_options(options).map(|_| ()),
     build: |options| Box::new(SpeedtestWidget::new(SpeedtestConfig::from_options(options).unwrap_or_default())),
 };

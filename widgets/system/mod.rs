@@ -11,6 +11,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     summary: "Uptime (s) and boot time (Unix s)",
     enabled_by_default: true,
     default_interval_s: None,
+    default_jitter_s: 0,
     validate: no_options,
     build: |_| Box::new(SystemWidget),
 };
