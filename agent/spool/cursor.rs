@@ -65,11 +65,11 @@ pub fn load_cursor(dir: &Path) -> Result<Option<Cursor>, SpoolError> {
     }
 }
 
-/// Durably replace `dir/cursor.json`.
-pub fn store_cursor(dir: &Path, cursor: Cursor) -> Result<(), SpoolError> {
+/// Replace `dir/cursor.json` (durably unless the policy is `never`).
+pub fn store_cursor(dir: &Path, cursor: Cursor, durable: bool) -> Result<(), SpoolError> {
     let file = CursorFile { version: STATE_VERSION, segment: cursor.segment, index: cursor.index };
     let bytes = serde_json::to_vec(&file).map_err(|e| SpoolError::Encode { index: 0, message: e.to_string() })?;
-    fsio::write_atomic(&dir.join(CURSOR_FILE), &bytes)
+    fsio::write_atomic(&dir.join(CURSOR_FILE), &bytes, durable)
 }
 
 /// The persisted dropped-records ledger.
@@ -129,12 +129,12 @@ pub fn load_ledger(dir: &Path) -> Result<Ledger, SpoolError> {
     }
 }
 
-/// Durably replace `dir/dropped.json`.
-pub fn store_ledger(dir: &Path, ledger: &Ledger) -> Result<(), SpoolError> {
+/// Replace `dir/dropped.json` (durably unless the policy is `never`).
+pub fn store_ledger(dir: &Path, ledger: &Ledger, durable: bool) -> Result<(), SpoolError> {
     let mut ledger = ledger.clone();
     ledger.version = STATE_VERSION;
     let bytes = serde_json::to_vec(&ledger).map_err(|e| SpoolError::Encode { index: 0, message: e.to_string() })?;
-    fsio::write_atomic(&dir.join(DROPPED_FILE), &bytes)
+    fsio::write_atomic(&dir.join(DROPPED_FILE), &bytes, durable)
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, SpoolError> {
@@ -153,7 +153,7 @@ mod tests {
     fn state_files_round_trip_and_refuse_unknown_versions() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(matches!(load_cursor(dir.path()), Ok(None)));
-        store_cursor(dir.path(), Cursor { segment: 12, index: 40 }).expect("store");
+        store_cursor(dir.path(), Cursor { segment: 12, index: 40 }, true).expect("store");
         let text = std::fs::read_to_string(dir.path().join(CURSOR_FILE)).expect("read");
         assert_eq!(text, r#"{"version":1,"segment":12,"index":40}"#);
         assert_eq!(load_cursor(dir.path()).ok().flatten(), Some(Cursor { segment: 12, index: 40 }));
@@ -167,7 +167,7 @@ mod tests {
         ledger.add(3, Some(Timestamp(2000)), Some(Timestamp(5000)));
         ledger.add(2, Some(Timestamp(1000)), None);
         ledger.through_segment = 4;
-        store_ledger(dir.path(), &ledger).expect("store");
+        store_ledger(dir.path(), &ledger, false).expect("store");
         let back = load_ledger(dir.path()).expect("load");
         assert_eq!(back, ledger);
         assert_eq!(back.to_dropped().count, 5);

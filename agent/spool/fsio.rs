@@ -21,9 +21,9 @@ pub fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(SpoolError::io("syncing directory", dir))
 }
 
-/// Replace `path` with `bytes` atomically and durably, mode 0600: write `path.tmp`, fsync,
-/// rename over `path`, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+/// Replace `path` with `bytes` atomically, mode 0600: write `path.tmp`, fsync, rename over
+/// `path`, fsync the directory (the fsyncs only if `durable`).
+pub fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), SpoolError> {
     let tmp = tmp_path(path);
     let mut file = OpenOptions::new()
         .write(true)
@@ -33,10 +33,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
         .open(&tmp)
         .map_err(SpoolError::io("creating", &tmp))?;
     file.write_all(bytes).map_err(SpoolError::io("writing", &tmp))?;
-    file.sync_all().map_err(SpoolError::io("syncing", &tmp))?;
+    if durable {
+        file.sync_all().map_err(SpoolError::io("syncing", &tmp))?;
+    }
     drop(file);
     fs::rename(&tmp, path).map_err(SpoolError::io("renaming into place", path))?;
-    sync_dir(parent(path))
+    if durable {
+        sync_dir(parent(path))?;
+    }
+    Ok(())
 }
 
 /// `path` with `.tmp` appended to its file name.
@@ -55,8 +60,8 @@ pub fn parent(path: &Path) -> &Path {
 }
 
 /// Move `file` into `dir` under its own name, or `name.1`, `name.2`, … if taken: never
-/// overwrites. Both directories are fsynced. Returns the new path.
-pub fn move_aside(file: &Path, dir: &Path) -> Result<PathBuf, SpoolError> {
+/// overwrites. Both directories are fsynced if `durable`. Returns the new path.
+pub fn move_aside(file: &Path, dir: &Path, durable: bool) -> Result<PathBuf, SpoolError> {
     create_private_dir(dir)?;
     let name = file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     let mut target = dir.join(&name);
@@ -68,8 +73,10 @@ pub fn move_aside(file: &Path, dir: &Path) -> Result<PathBuf, SpoolError> {
         target = dir.join(numbered);
     }
     fs::rename(file, &target).map_err(SpoolError::io("moving to quarantine", file))?;
-    sync_dir(dir)?;
-    sync_dir(parent(file))?;
+    if durable {
+        sync_dir(dir)?;
+        sync_dir(parent(file))?;
+    }
     Ok(target)
 }
 

@@ -204,9 +204,10 @@ impl Spool {
         }
         let mut ledger = cursor::load_ledger(&dir)?;
         let acked = cursor::load_cursor(&dir)?.unwrap_or_default();
-        let recovered = recovery::recover(&dir, &master, &mut ledger, acked)?;
+        let durable = config.fsync != FsyncPolicy::Never;
+        let recovered = recovery::recover(&dir, &master, &mut ledger, acked, durable)?;
         if recovered.ledger_changed {
-            cursor::store_ledger(&dir, &ledger)?;
+            cursor::store_ledger(&dir, &ledger, durable)?;
         }
         let mut spool = Spool {
             dir,
@@ -329,7 +330,7 @@ impl Spool {
                                 at.index
                             );
                             self.ledger.add(1, None, None);
-                            cursor::store_ledger(&self.dir, &self.ledger)?;
+                            cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
                         }
                     }
                     batch.next = pos;
@@ -360,7 +361,7 @@ impl Spool {
         if beyond {
             return Err(SpoolError::CursorBeyondEnd { cursor });
         }
-        cursor::store_cursor(&self.dir, cursor)?;
+        cursor::store_cursor(&self.dir, cursor, self.durable())?;
         self.acked = cursor;
         self.collect_garbage()?;
         self.refresh_oldest();
@@ -393,6 +394,11 @@ impl Spool {
             Some(writer) => writer.sync(),
             None => Ok(()),
         }
+    }
+
+    /// Whether state changes are fsynced (every policy but `never`).
+    fn durable(&self) -> bool {
+        self.fsync != FsyncPolicy::Never
     }
 
     /// Write `pending` to the live segment (and fsync unless `never`). On failure the segment
@@ -491,7 +497,7 @@ impl Spool {
                 self.ledger.add(lost, oldest, seg.last_ts);
             }
             self.ledger.through_segment = self.ledger.through_segment.max(seg.id);
-            cursor::store_ledger(&self.dir, &self.ledger)?;
+            cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
             let path = self.dir.join(segment::file_name(seg.id));
             std::fs::remove_file(&path).map_err(SpoolError::io("removing segment over the cap", &path))?;
             log::warn!(
@@ -521,7 +527,7 @@ impl Spool {
             self.writer = None;
         }
         let path = self.dir.join(segment::file_name(id));
-        let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR))?;
+        let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR), self.durable())?;
         let lost = unacked_in(id, seg.records, self.acked);
         log::error!(
             "spool: segment {} became unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
@@ -529,7 +535,7 @@ impl Spool {
             to.display()
         );
         self.ledger.add(lost, seg.first_ts, seg.last_ts);
-        cursor::store_ledger(&self.dir, &self.ledger)?;
+        cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
         self.forget(id);
         self.refresh_oldest();
         Ok(())

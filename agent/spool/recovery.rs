@@ -142,32 +142,27 @@ pub fn scan(path: &Path, id: u64, master: Option<&MasterKey>) -> Result<SegmentS
         good_after_bad: 0,
         unchecked: 0,
     };
-    let header = match header {
+    let state = match header {
         Ok(h) if h.segment_id != id => {
-            scan.header = HeaderState::Bad(format!("header names segment {}, file name {id}", h.segment_id));
-            return Ok(scan);
+            Err(HeaderState::Bad(format!("header names segment {}, file name {id}", h.segment_id)))
         }
-        Ok(h) => h,
+        Ok(h) => match master.map(|m| m.open_segment(&h)) {
+            None => Err(HeaderState::NoKey),
+            Some(Ok(cipher)) => Ok(cipher),
+            Some(Err(UnwrapError::OtherKey)) => Err(HeaderState::OtherKey),
+            Some(Err(UnwrapError::Corrupt)) => Err(HeaderState::Bad("wrapped data key does not authenticate".into())),
+        },
         Err(HeaderError::Version(v)) => {
             scan.header = HeaderState::UnknownVersion(v);
             return Ok(scan);
         }
-        Err(e) => {
-            scan.header = HeaderState::Bad(e.to_string());
-            return Ok(scan);
-        }
+        Err(e) => Err(HeaderState::Bad(e.to_string())),
     };
-    let cipher = match master.map(|m| m.open_segment(&header)) {
-        None => Err(HeaderState::NoKey),
-        Some(Ok(cipher)) => Ok(cipher),
-        Some(Err(UnwrapError::OtherKey)) => Err(HeaderState::OtherKey),
-        Some(Err(UnwrapError::Corrupt)) => Err(HeaderState::Bad("wrapped data key does not authenticate".into())),
-    };
-    match cipher {
+    match state {
         Ok(cipher) => reader.set_cipher(cipher),
         Err(state) => {
             scan.header = state;
-            // Count frames without checking them (for the dropped ledger and the report).
+            // Count the frames without checking them (for the dropped ledger and the report).
             while reader.next(false)? == Step::Record {
                 scan.unchecked += 1;
             }
@@ -266,7 +261,13 @@ pub struct Recovered {
 /// Bring `dir` to a consistent state: drop our temp files and leftovers of an interrupted cap
 /// drop, truncate torn tails, quarantine unreadable segments (counting their unacked records
 /// in `ledger`), delete empty ones. Refuses (changing nothing more) on an unknown version.
-pub fn recover(dir: &Path, master: &MasterKey, ledger: &mut Ledger, acked: Cursor) -> Result<Recovered, SpoolError> {
+pub fn recover(
+    dir: &Path,
+    master: &MasterKey,
+    ledger: &mut Ledger,
+    acked: Cursor,
+    durable: bool,
+) -> Result<Recovered, SpoolError> {
     remove_temp_files(dir)?;
     let mut ids = list_segments(dir)?;
     let max_id = max_id_seen(dir, &ids).max(ledger.through_segment).max(acked.segment);
@@ -307,7 +308,7 @@ pub fn recover(dir: &Path, master: &MasterKey, ledger: &mut Ledger, acked: Curso
                 (HeaderState::Bad(reason), _) => reason.clone(),
                 _ => "unreadable".into(),
             };
-            let to = fsio::move_aside(&scan.path, &dir.join(QUARANTINE_DIR))?;
+            let to = fsio::move_aside(&scan.path, &dir.join(QUARANTINE_DIR), durable)?;
             let lost = unacked_in(scan.id, scan.record_count(), acked);
             log::error!(
                 "spool: segment {} is unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
@@ -350,7 +351,7 @@ pub fn recover(dir: &Path, master: &MasterKey, ledger: &mut Ledger, acked: Curso
             dir.join(QUARANTINE_DIR).display()
         );
     }
-    if removed_any {
+    if removed_any && durable {
         fsio::sync_dir(dir)?;
     }
     Ok(Recovered { segments, max_id, ledger_changed })
