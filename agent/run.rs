@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::host::SystemHost;
 use crate::record::Record;
 use crate::signals::Signals;
+use crate::spool::{Spool, SpoolError};
 
 /// Longest single sleep, so a clock change cannot stall the loop for long.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -25,17 +26,32 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 pub enum RunError {
     /// Installing signal handlers failed.
     Signals(std::io::Error),
+    /// The spool could not be opened (the error names the file or directory).
+    Spool {
+        /// The configured spool directory.
+        dir: PathBuf,
+        /// What went wrong.
+        error: SpoolError,
+    },
 }
 
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RunError::Signals(e) => write!(f, "installing signal handlers: {e}"),
+            RunError::Spool { dir, .. } => write!(f, "opening the spool in {}", dir.display()),
         }
     }
 }
 
-impl std::error::Error for RunError {}
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Signals(e) => Some(e),
+            RunError::Spool { error, .. } => Some(error),
+        }
+    }
+}
 
 /// The running agent: configuration, widgets and where records go.
 pub struct Agent {
@@ -44,18 +60,24 @@ pub struct Agent {
     common: Common,
     collector: Collector,
     host: SystemHost,
+    /// Where every cycle's records go (opened by `run`).
+    spool: Option<Spool>,
 }
 
 impl Agent {
     /// Build the agent from a loaded config.
     pub fn new(config: Config, config_path: Option<PathBuf>, common: Common) -> Self {
         let collector = Collector::new(&config.widgets, Instant::now());
-        Agent { config, config_path, common, collector, host: SystemHost::new() }
+        Agent { config, config_path, common, collector, host: SystemHost::new(), spool: None }
     }
 
     /// Run until SIGTERM/SIGINT.
     pub fn run(&mut self) -> Result<(), RunError> {
         let mut signals = Signals::install().map_err(RunError::Signals)?;
+        // Spool: open (and recover) before the first collection.
+        let spool = Spool::open(&self.config.spool)
+            .map_err(|error| RunError::Spool { dir: self.config.spool.dir.clone(), error })?;
+        self.spool = Some(spool);
         log::info!(
             "started: machine_id {}, {} widgets ({}), interval {}s",
             self.config.machine_id,
@@ -82,6 +104,10 @@ impl Agent {
                 .min(MAX_SLEEP);
             signals.sleep(wait);
         }
+        // Spool: make everything collected durable before exiting (matters under `fsync: never`).
+        if let Some(Err(e)) = self.spool.as_mut().map(Spool::sync) {
+            log::error!("spool: final sync: {e}");
+        }
         log::info!("stopping");
         Ok(())
     }
@@ -89,6 +115,12 @@ impl Agent {
     fn deliver(&mut self, records: Vec<Record>) {
         for record in &records {
             log::debug!("collected {} ({} bytes of data)", record.widget, record.data.to_string().len());
+        }
+        // Spool: every cycle's records are appended (one fsync per cycle under `batch`).
+        if let (Some(spool), false) = (self.spool.as_mut(), records.is_empty()) {
+            if let Err(e) = spool.append(&records) {
+                log::error!("spool: storing {} records: {e}", records.len());
+            }
         }
     }
 

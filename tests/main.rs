@@ -4,4 +4,5 @@
 mod cli;
 mod envelope;
 mod receiver;
+mod spool;
 mod support;

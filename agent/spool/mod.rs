@@ -1,0 +1,620 @@
+//! The encrypted spool: durable, bounded, crash-safe local storage of [`Record`]s, sealed at
+//! rest (DESIGN section 5).
+//!
+//! Every collected record is appended here first; the sender reads the oldest unacknowledged
+//! records, ships them, and acknowledges them, after which they are deleted. Nothing readable
+//! is ever written: each record is sealed with AES-256-GCM under its segment's random data
+//! key, and the data key is wrapped by the spool master key (`master.key`, never leaves the
+//! machine, separate from the transport key).
+//!
+//! # Directory
+//!
+//! ```text
+//! <spool.dir>/                      mode 0700
+//!   master.key                      0600  base64(32 random bytes) + "\n"   (see keys.rs)
+//!   spool.lock                      0600  empty; held with flock by the open Spool
+//!   00000000000000000001.seg        segments, append-only, oldest = lowest id
+//!   00000000000000000002.seg
+//!   cursor.json                     ack position   (see cursor.rs)
+//!   dropped.json                    dropped-records ledger
+//!   quarantine/                     unreadable segments, moved here, never deleted
+//!   (anything else)                 someone else's (the sender's files): never touched
+//! ```
+//!
+//! # On-disk format, version 1
+//!
+//! A segment is a header followed by frames. All integers are little-endian unless noted.
+//! Do not reorder, resize or reuse any field: bump [`format::VERSION`] instead. An unknown
+//! version is refused with an error naming the file, and the file is never overwritten.
+//!
+//! ```text
+//! segment header (88 bytes)
+//!   0   8   magic "FLEETSPL"
+//!   8   1   format version = 1
+//!   9   3   reserved, zero
+//!   12  8   segment id u64 (equals the file name)
+//!   20  8   master key id (first 8 bytes of SHA-256("fleet-agent/spool-kid" || master key))
+//!   28  12  wrap nonce (random)
+//!   40  48  data key (32) sealed with AES-256-GCM under the master key, + tag (16);
+//!           AAD = header bytes 0..28 (magic, version, reserved, segment id, key id)
+//!
+//! record frame (20 + n bytes; n = JSON length + 16)
+//!   0   4   body length n, u32
+//!   4   4   !n (bitwise NOT of the length): tells a flipped length from a torn tail
+//!   8   12  nonce = 00 00 00 00 || record index u64 big-endian
+//!   20  n   AES-256-GCM(data key, nonce, record JSON) ciphertext || 16-byte tag;
+//!           AAD = "FLEETSPL" || version (1) || segment id u64 || record index u64  (25 bytes)
+//! ```
+//!
+//! Test vector (from `format.rs` tests): the frame header of record 2 with a 48-byte body is
+//! `30000000 cfffffff 000000000000000000000002`.
+//!
+//! Binding the segment id and index into the AAD (and the nonce) means a frame cannot be
+//! reordered, duplicated or moved to another segment without failing authentication.
+//! Overhead: 88 bytes per segment and 36 bytes per record.
+//!
+//! Departure from DESIGN section 5 (`len | nonce | ciphertext`): the frame carries the
+//! length's complement. Without it a bit flip that enlarges a middle frame's length would
+//! look like a torn tail and recovery would truncate good records after it; with it, the flip
+//! is recognised as corruption and the segment is quarantined instead.
+//!
+//! # Nonces
+//!
+//! Counter nonces (the record index) under a per-segment random data key. A data key is used
+//! by exactly one writer, in one process lifetime, with a strictly increasing index: every
+//! open starts a new segment, and a segment whose write failed is never appended to again (a
+//! torn frame's nonce is never reused for different plaintext). So no (key, nonce) pair
+//! repeats. Data-key wraps use random 96-bit nonces under the master key: one wrap per
+//! segment keeps the count many orders of magnitude below the 2^32 bound of NIST SP 800-38D.
+//!
+//! # Durability (`spool.fsync`)
+//!
+//! - `always`: fsync after every record. Loses nothing that `append` returned for, at one
+//!   fsync per record.
+//! - `batch` (default): one fsync per `append` call (one collection cycle). A crash loses at
+//!   most the call in progress, which never returned.
+//! - `never`: the OS writes back when it likes (typically within 30 s). A power loss can lose
+//!   the last seconds of records; a process crash (kill -9) loses nothing, since the data is
+//!   in the page cache.
+//!
+//! New segment names, cursor and ledger replacements are fsynced (file and directory) under
+//! `always` and `batch`.
+//!
+//! # Recovery on open
+//!
+//! Every segment is walked frame by frame and authenticated (one frame in memory at a time):
+//! - a torn tail (short frame, a zero-filled tail, or a last frame that does not
+//!   authenticate) is truncated back to the last good record and logged with the bytes cut;
+//! - a bad frame with data after it, a bad header, or a segment written under another (or a
+//!   missing) master key: the segment is moved to `quarantine/` (never deleted) and its
+//!   unacknowledged records are counted as dropped;
+//! - an unknown format version: `open` fails naming the file, changing nothing.
+//!
+//! # Bounds
+//!
+//! Past `spool.max_bytes` the oldest whole segment is deleted; its unacknowledged records are
+//! added to the persistent dropped ledger (count, oldest and newest time) before the file is
+//! removed. Memory is one frame plus one batch, independent of the backlog.
+
+mod cursor;
+mod error;
+pub mod format;
+mod fsio;
+mod inspect;
+pub mod keys;
+mod recovery;
+mod segment;
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use fleet_widgets::Timestamp;
+
+pub use cursor::Cursor;
+pub use error::SpoolError;
+pub use inspect::{inspect, verify, VerifyReport};
+pub use recovery::{HeaderState, Problem, SegmentScan, QUARANTINE_DIR};
+
+use crate::config::{FsyncPolicy, SpoolConfig};
+use crate::record::{Dropped, Record};
+use cursor::Ledger;
+use format::{FRAME_OVERHEAD, HEADER_LEN, MAX_RECORD_BYTES};
+use keys::MasterKey;
+use recovery::{record_ts, unacked_in, SegmentInfo};
+use segment::{FrameReader, SegmentWriter, Step};
+
+/// Name of the lock file.
+pub const LOCK_FILE: &str = "spool.lock";
+
+/// Records read by [`Spool::read_from`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadBatch {
+    /// The records, oldest first.
+    pub records: Vec<Record>,
+    /// The position after the last returned record (ack this once they are delivered).
+    /// When `records` is empty, the cursor given: nothing is unacknowledged beyond it.
+    pub next: Cursor,
+}
+
+/// What the spool holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Bytes in segment files.
+    pub bytes: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Records not yet acknowledged.
+    pub unacked_records: u64,
+    /// Records dropped so far (cap, corruption, unreadable segments).
+    pub dropped: Dropped,
+    /// Time of the oldest unacknowledged record.
+    pub oldest: Option<Timestamp>,
+    /// Time of the newest unacknowledged record.
+    pub newest: Option<Timestamp>,
+}
+
+struct ReadState {
+    segment: u64,
+    frames: FrameReader,
+}
+
+/// An open spool directory. One per directory (a lock file enforces it).
+pub struct Spool {
+    dir: PathBuf,
+    fsync: FsyncPolicy,
+    segment_bytes: u64,
+    max_bytes: u64,
+    master: MasterKey,
+    _lock: File,
+    segments: VecDeque<SegmentInfo>,
+    writer: Option<SegmentWriter>,
+    next_id: u64,
+    acked: Cursor,
+    ledger: Ledger,
+    reader: Option<ReadState>,
+    oldest_unacked: Option<Timestamp>,
+}
+
+impl Spool {
+    /// Open (creating if needed) the spool in `config.dir`: the directory (0700), the master
+    /// key (0600, atomically), then recovery (see the module docs). Fails on I/O errors, an
+    /// unreadable master key file, an unknown segment version, or if another process has the
+    /// spool open.
+    pub fn open(config: &SpoolConfig) -> Result<Spool, SpoolError> {
+        let dir = config.dir.clone();
+        fsio::create_private_dir(&dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(SpoolError::io("opening lock", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked { path: lock_path }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(SpoolError::io("locking", lock_path)(e)),
+        }
+        let (master, created) = MasterKey::load_or_create(&dir)?;
+        if created {
+            log::info!("spool: created a new master key in {}", dir.join(keys::MASTER_KEY_FILE).display());
+        }
+        let mut ledger = cursor::load_ledger(&dir)?;
+        let acked = cursor::load_cursor(&dir)?.unwrap_or_default();
+        let durable = config.fsync != FsyncPolicy::Never;
+        let recovered = recovery::recover(&dir, &master, &mut ledger, acked, durable)?;
+        if recovered.ledger_changed {
+            cursor::store_ledger(&dir, &ledger, durable)?;
+        }
+        let mut spool = Spool {
+            dir,
+            fsync: config.fsync,
+            segment_bytes: config.segment_bytes,
+            max_bytes: config.max_bytes,
+            master,
+            _lock: lock,
+            segments: recovered.segments.into(),
+            writer: None,
+            next_id: recovered.max_id.saturating_add(1),
+            acked,
+            ledger,
+            reader: None,
+            oldest_unacked: None,
+        };
+        spool.collect_garbage()?;
+        spool.refresh_oldest();
+        let stats = spool.stats();
+        log::info!(
+            "spool {}: {} segments, {} bytes, {} unacknowledged records, {} dropped so far",
+            spool.dir.display(),
+            stats.segments,
+            stats.bytes,
+            stats.unacked_records,
+            stats.dropped.count
+        );
+        Ok(spool)
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Append `records` (sealed, in order). Under `batch` one fsync covers the call; under
+    /// `always` every record is fsynced. On error nothing stored before is lost, a prefix of
+    /// `records` may have been stored (reading shows exactly which), and the next call starts
+    /// a fresh segment, so it works again once the cause (a full disk) is gone.
+    pub fn append(&mut self, records: &[Record]) -> Result<(), SpoolError> {
+        let mut encoded = Vec::with_capacity(records.len());
+        for (index, record) in records.iter().enumerate() {
+            let json = serde_json::to_vec(record).map_err(|e| SpoolError::Encode { index, message: e.to_string() })?;
+            if json.len() > MAX_RECORD_BYTES {
+                return Err(SpoolError::RecordTooLarge { index, bytes: json.len() });
+            }
+            encoded.push((json, record.timestamp()));
+        }
+        let mut pending = Pending::default();
+        for (json, ts) in &encoded {
+            let frame_len = (FRAME_OVERHEAD + json.len()) as u64;
+            if let Some(writer) = &self.writer {
+                let used = writer.len() + pending.bytes.len() as u64;
+                let has_records = writer.next_index() + pending.count > 0;
+                if has_records && used + frame_len > self.segment_bytes {
+                    self.commit(&mut pending)?;
+                    self.close_writer()?;
+                }
+            }
+            if self.writer.is_none() {
+                self.start_segment()?;
+            }
+            let Some(writer) = &self.writer else {
+                return Err(SpoolError::Seal);
+            };
+            writer.cipher().seal_frame(writer.next_index() + pending.count, json, &mut pending.bytes)?;
+            pending.count += 1;
+            pending.first_ts = pending.first_ts.or(*ts);
+            pending.last_ts = ts.or(pending.last_ts);
+            if self.fsync == FsyncPolicy::Always {
+                self.commit(&mut pending)?;
+            }
+        }
+        self.commit(&mut pending)?;
+        if let Err(e) = self.enforce_cap() {
+            // The records are stored; the cap is retried on the next append.
+            log::error!("spool: enforcing the size cap: {e}");
+        }
+        if self.oldest_unacked.is_none() {
+            self.refresh_oldest();
+        }
+        Ok(())
+    }
+
+    /// Up to `max_records` unacknowledged-or-not records starting at `cursor`, at most
+    /// `max_bytes` of JSON (but always at least one record if any is available). A cursor in a
+    /// segment that no longer exists continues at the next existing record. Streams frame by
+    /// frame: only the returned batch is held in memory.
+    pub fn read_from(&mut self, cursor: Cursor, max_records: usize, max_bytes: usize) -> Result<ReadBatch, SpoolError> {
+        let mut batch = ReadBatch { records: Vec::new(), next: cursor };
+        let mut bytes = 0usize;
+        let mut pos = cursor;
+        while batch.records.len() < max_records {
+            let Some(at) = self.locate(pos) else { break };
+            let Some(seg) = self.segments.iter().find(|s| s.id == at.segment).cloned() else { break };
+            let ready = self.position_reader(&seg, at.index)?;
+            let Some(state) = self.reader.as_mut().filter(|_| ready) else {
+                if !batch.records.is_empty() {
+                    break;
+                }
+                self.quarantine_live(seg.id, "segment header is no longer readable")?;
+                continue;
+            };
+            if let Some(len) = state.frames.peek_plaintext_len()? {
+                if !batch.records.is_empty() && bytes + len as usize > max_bytes {
+                    break;
+                }
+            }
+            match state.frames.next(true)? {
+                Step::Record => {
+                    bytes += state.frames.buf.len();
+                    pos = Cursor { segment: at.segment, index: at.index + 1 };
+                    match serde_json::from_slice::<Record>(&state.frames.buf) {
+                        Ok(record) => batch.records.push(record),
+                        Err(e) => {
+                            // Authentic but not a record we understand: count it, go on.
+                            log::error!(
+                                "spool: segment {} record {}: not a record ({e}); dropped",
+                                at.segment,
+                                at.index
+                            );
+                            self.ledger.add(1, None, None);
+                            cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
+                        }
+                    }
+                    batch.next = pos;
+                }
+                other => {
+                    if !batch.records.is_empty() {
+                        break;
+                    }
+                    let why = match other {
+                        Step::Torn(reason) | Step::Bad { reason, .. } => reason,
+                        _ => "segment ends early".into(),
+                    };
+                    self.quarantine_live(seg.id, &format!("record {}: {why}", at.index))?;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Acknowledge everything before `cursor` (durably: `cursor.json`), then delete segments
+    /// that are fully acknowledged. A cursor at or before the current ack is ignored.
+    pub fn ack(&mut self, cursor: Cursor) -> Result<(), SpoolError> {
+        if cursor <= self.acked {
+            return Ok(());
+        }
+        let beyond = cursor.segment >= self.next_id
+            || self.segments.iter().any(|s| s.id == cursor.segment && cursor.index > s.records);
+        if beyond {
+            return Err(SpoolError::CursorBeyondEnd { cursor });
+        }
+        cursor::store_cursor(&self.dir, cursor, self.durable())?;
+        self.acked = cursor;
+        self.collect_garbage()?;
+        self.refresh_oldest();
+        Ok(())
+    }
+
+    /// Where unacknowledged data starts (read from here).
+    pub fn acked_cursor(&self) -> Cursor {
+        self.acked
+    }
+
+    /// Sizes, counts and times.
+    pub fn stats(&self) -> SpoolStats {
+        let unacked_records = self.segments.iter().map(|s| unacked_in(s.id, s.records, self.acked)).sum();
+        let newest =
+            self.segments.iter().rev().find(|s| unacked_in(s.id, s.records, self.acked) > 0).and_then(|s| s.last_ts);
+        SpoolStats {
+            bytes: self.segments.iter().map(|s| s.bytes).sum(),
+            segments: self.segments.len() as u64,
+            unacked_records,
+            dropped: self.ledger.to_dropped(),
+            oldest: if unacked_records > 0 { self.oldest_unacked } else { None },
+            newest,
+        }
+    }
+
+    /// fsync the live segment now (at shutdown, and under `never` when wanted).
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        match &mut self.writer {
+            Some(writer) => writer.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether state changes are fsynced (every policy but `never`).
+    fn durable(&self) -> bool {
+        self.fsync != FsyncPolicy::Never
+    }
+
+    /// Write `pending` to the live segment (and fsync unless `never`). On failure the segment
+    /// is cut back and closed for good.
+    fn commit(&mut self, pending: &mut Pending) -> Result<(), SpoolError> {
+        if pending.count == 0 {
+            return Ok(());
+        }
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(SpoolError::Seal);
+        };
+        let (len, next_index) = (writer.len(), writer.next_index());
+        let sync = self.fsync != FsyncPolicy::Never;
+        let result =
+            writer.write(&pending.bytes, pending.count).and_then(|()| if sync { writer.sync() } else { Ok(()) });
+        if let Err(e) = result {
+            if let Err(undo) = writer.roll_back(len, next_index) {
+                log::error!("spool: undoing a failed write: {undo}");
+            }
+            let id = writer.id();
+            self.writer = None;
+            if next_index == 0 {
+                self.remove_segment(id);
+            }
+            *pending = Pending::default();
+            return Err(e);
+        }
+        let (id, bytes, records) = (writer.id(), writer.len(), writer.next_index());
+        if let Some(seg) = self.segments.iter_mut().find(|s| s.id == id) {
+            seg.bytes = bytes;
+            seg.records = records;
+            seg.first_ts = seg.first_ts.or(pending.first_ts);
+            seg.last_ts = pending.last_ts.or(seg.last_ts);
+        }
+        *pending = Pending::default();
+        Ok(())
+    }
+
+    fn start_segment(&mut self) -> Result<(), SpoolError> {
+        let id = self.next_id;
+        let writer = SegmentWriter::create(&self.dir, id, &self.master, self.fsync != FsyncPolicy::Never)?;
+        self.next_id += 1;
+        self.segments.push_back(SegmentInfo {
+            id,
+            bytes: HEADER_LEN as u64,
+            records: 0,
+            first_ts: None,
+            last_ts: None,
+        });
+        self.writer = Some(writer);
+        Ok(())
+    }
+
+    fn close_writer(&mut self) -> Result<(), SpoolError> {
+        self.writer = None;
+        self.collect_garbage()
+    }
+
+    /// Delete closed segments that are fully acknowledged.
+    fn collect_garbage(&mut self) -> Result<(), SpoolError> {
+        let live = self.writer.as_ref().map(SegmentWriter::id);
+        let mut removed = false;
+        while let Some(seg) = self.segments.front() {
+            if Some(seg.id) == live || unacked_in(seg.id, seg.records, self.acked) > 0 {
+                break;
+            }
+            let path = self.dir.join(segment::file_name(seg.id));
+            std::fs::remove_file(&path).map_err(SpoolError::io("removing acknowledged segment", &path))?;
+            log::debug!("spool: removed acknowledged segment {}", path.display());
+            let id = seg.id;
+            self.forget(id);
+            removed = true;
+        }
+        if removed && self.fsync != FsyncPolicy::Never {
+            fsio::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Drop oldest closed segments while over the cap, counting their unacknowledged records.
+    fn enforce_cap(&mut self) -> Result<(), SpoolError> {
+        let live = self.writer.as_ref().map(SegmentWriter::id);
+        let mut dropped_any = false;
+        while self.segments.iter().map(|s| s.bytes).sum::<u64>() > self.max_bytes {
+            let Some(seg) = self.segments.front().cloned() else { break };
+            if Some(seg.id) == live {
+                break;
+            }
+            let lost = unacked_in(seg.id, seg.records, self.acked);
+            let oldest = if seg.id == self.acked.segment && self.acked.index > 0 {
+                self.ts_at(&seg, self.acked.index).or(seg.first_ts)
+            } else {
+                seg.first_ts
+            };
+            if lost > 0 {
+                self.ledger.add(lost, oldest, seg.last_ts);
+            }
+            self.ledger.through_segment = self.ledger.through_segment.max(seg.id);
+            cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
+            let path = self.dir.join(segment::file_name(seg.id));
+            std::fs::remove_file(&path).map_err(SpoolError::io("removing segment over the cap", &path))?;
+            log::warn!(
+                "spool: over its cap of {} bytes; dropped segment {} with {lost} unacknowledged records",
+                self.max_bytes,
+                path.display()
+            );
+            self.forget(seg.id);
+            dropped_any = true;
+        }
+        if dropped_any {
+            if self.fsync != FsyncPolicy::Never {
+                fsio::sync_dir(&self.dir)?;
+            }
+            self.refresh_oldest();
+        }
+        Ok(())
+    }
+
+    /// Move a live segment found damaged while reading to quarantine and count its
+    /// unacknowledged records as dropped.
+    fn quarantine_live(&mut self, id: u64, why: &str) -> Result<(), SpoolError> {
+        let Some(seg) = self.segments.iter().find(|s| s.id == id).cloned() else {
+            return Ok(());
+        };
+        if self.writer.as_ref().map(SegmentWriter::id) == Some(id) {
+            self.writer = None;
+        }
+        let path = self.dir.join(segment::file_name(id));
+        let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR), self.durable())?;
+        let lost = unacked_in(id, seg.records, self.acked);
+        log::error!(
+            "spool: segment {} became unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
+            path.display(),
+            to.display()
+        );
+        self.ledger.add(lost, seg.first_ts, seg.last_ts);
+        cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
+        self.forget(id);
+        self.refresh_oldest();
+        Ok(())
+    }
+
+    /// Remove an (empty) segment file after a failed first write.
+    fn remove_segment(&mut self, id: u64) {
+        let path = self.dir.join(segment::file_name(id));
+        if let Err(e) = std::fs::remove_file(&path) {
+            log::warn!("spool: removing empty segment {}: {e}", path.display());
+        }
+        self.forget(id);
+    }
+
+    fn forget(&mut self, id: u64) {
+        self.segments.retain(|s| s.id != id);
+        if self.reader.as_ref().is_some_and(|r| r.segment == id) {
+            self.reader = None;
+        }
+    }
+
+    /// The first readable position at or after `pos`.
+    fn locate(&self, pos: Cursor) -> Option<Cursor> {
+        self.segments.iter().find_map(|s| match s.id.cmp(&pos.segment) {
+            std::cmp::Ordering::Less => None,
+            std::cmp::Ordering::Equal => (pos.index < s.records).then_some(pos),
+            std::cmp::Ordering::Greater => (s.records > 0).then_some(Cursor { segment: s.id, index: 0 }),
+        })
+    }
+
+    /// Put the cached reader at record `index` of `seg`. `Ok(false)` if the segment's header
+    /// or frames before `index` are no longer readable.
+    fn position_reader(&mut self, seg: &SegmentInfo, index: u64) -> Result<bool, SpoolError> {
+        let reusable = self.reader.as_ref().is_some_and(|r| r.segment == seg.id && r.frames.index() <= index);
+        if !reusable {
+            self.reader = None;
+            let path = self.dir.join(segment::file_name(seg.id));
+            let (mut frames, header) = segment::open(&path, Some(seg.bytes))?;
+            let Ok(header) = header else { return Ok(false) };
+            let Ok(cipher) = self.master.open_segment(&header) else { return Ok(false) };
+            frames.set_cipher(cipher);
+            self.reader = Some(ReadState { segment: seg.id, frames });
+        }
+        let Some(state) = self.reader.as_mut() else { return Ok(false) };
+        state.frames.set_end(seg.bytes);
+        let skip = index - state.frames.index();
+        Ok(state.frames.skip(skip)? == Step::Record)
+    }
+
+    /// The time of record `index` of `seg` (one frame decrypted), if readable.
+    fn ts_at(&mut self, seg: &SegmentInfo, index: u64) -> Option<Timestamp> {
+        if !self.position_reader(seg, index).ok()? {
+            return None;
+        }
+        let state = self.reader.as_mut()?;
+        match state.frames.peek() {
+            Ok(Step::Record) => record_ts(&state.frames.buf),
+            _ => None,
+        }
+    }
+
+    fn refresh_oldest(&mut self) {
+        let first = self.segments.iter().find(|s| unacked_in(s.id, s.records, self.acked) > 0).cloned();
+        self.oldest_unacked = match first {
+            None => None,
+            Some(seg) if seg.id == self.acked.segment && self.acked.index > 0 => self.ts_at(&seg, self.acked.index),
+            Some(seg) => seg.first_ts,
+        };
+    }
+}
+
+/// Sealed frames not yet written.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    count: u64,
+    first_ts: Option<Timestamp>,
+    last_ts: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests;

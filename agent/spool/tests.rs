@@ -1,0 +1,206 @@
+//! Unit tests of the spool facade (file-level corruption tests live in `tests/spool.rs`).
+
+use fleet_widgets::{Level, SampleKind};
+use serde_json::json;
+
+use super::*;
+
+fn config(dir: &Path, segment_bytes: u64, max_bytes: u64, fsync: FsyncPolicy) -> SpoolConfig {
+    SpoolConfig { dir: dir.to_path_buf(), max_bytes, segment_bytes, fsync }
+}
+
+fn record(n: i64) -> Record {
+    Record {
+        ts: Timestamp(1_763_800_000_000 + n * 1000).to_rfc3339(),
+        widget: "cpu".into(),
+        kind: SampleKind::Metric,
+        level: Level::Info,
+        message: String::new(),
+        data: json!({ "n": n, "pad": "x".repeat(200) }),
+    }
+}
+
+fn records(range: std::ops::Range<i64>) -> Vec<Record> {
+    range.map(record).collect()
+}
+
+fn read_all(spool: &mut Spool, from: Cursor) -> (Vec<Record>, Cursor) {
+    let mut out = Vec::new();
+    let mut at = from;
+    loop {
+        let batch = spool.read_from(at, 7, usize::MAX).expect("read");
+        if batch.records.is_empty() {
+            return (out, at);
+        }
+        out.extend(batch.records);
+        at = batch.next;
+    }
+}
+
+fn read_unacked(spool: &mut Spool) -> (Vec<Record>, Cursor) {
+    let from = spool.acked_cursor();
+    read_all(spool, from)
+}
+
+fn segment_files(dir: &Path) -> Vec<u64> {
+    recovery::list_segments(dir).expect("list")
+}
+
+#[test]
+fn append_read_ack_and_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096, 1 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..40)).expect("append");
+    let (got, end) = read_unacked(&mut spool);
+    assert_eq!(got, records(0..40));
+    assert!(segment_files(dir.path()).len() > 2, "rotated at 4 KiB");
+    let stats = spool.stats();
+    assert_eq!(stats.unacked_records, 40);
+    assert_eq!(stats.oldest, record(0).timestamp());
+    assert_eq!(stats.newest, record(39).timestamp());
+
+    // Ack half, reopen: the ack and the rest survive; fully acked segments are gone.
+    let half = spool.read_from(Cursor::default(), 20, usize::MAX).expect("read").next;
+    spool.ack(half).expect("ack");
+    assert_eq!(spool.stats().oldest, record(20).timestamp());
+    drop(spool);
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(spool.acked_cursor(), half);
+    let (rest, _) = read_unacked(&mut spool);
+    assert_eq!(rest, records(20..40));
+    assert_eq!(spool.stats().unacked_records, 20);
+    assert!(segment_files(dir.path()).iter().all(|id| *id >= half.segment));
+
+    // Appends after reopen go to a new segment and read after the old ones.
+    spool.append(&records(40..45)).expect("append");
+    let (rest, _) = read_unacked(&mut spool);
+    assert_eq!(rest, records(20..45));
+    spool.ack(end).expect("ack old end");
+    let (tail, last) = read_unacked(&mut spool);
+    assert_eq!(tail, records(40..45));
+    spool.ack(last).expect("ack all");
+    assert_eq!(spool.stats().unacked_records, 0);
+    assert_eq!(spool.stats().oldest, None);
+    assert_eq!(segment_files(dir.path()).len(), 1, "only the live segment remains");
+    drop(spool);
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(spool.stats().segments, 0, "a fully acked closed segment is deleted on open");
+    assert!(spool.ack(Cursor { segment: u64::MAX, index: 0 }).is_err());
+}
+
+#[test]
+fn max_bytes_and_max_records_bound_a_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spool = Spool::open(&config(dir.path(), 1 << 20, 4 << 20, FsyncPolicy::Never)).expect("open");
+    spool.append(&records(0..10)).expect("append");
+    let one = serde_json::to_vec(&record(0)).expect("json").len();
+    let batch = spool.read_from(Cursor::default(), 100, 1).expect("read");
+    assert_eq!(batch.records.len(), 1, "at least one record even over max_bytes");
+    let batch = spool.read_from(batch.next, 100, 3 * one + 2).expect("read");
+    assert_eq!(batch.records, records(1..4));
+    let batch = spool.read_from(batch.next, 2, usize::MAX).expect("read");
+    assert_eq!(batch.records, records(4..6));
+    assert_eq!(batch.next.index, 6);
+    let empty = spool.read_from(Cursor { segment: batch.next.segment, index: 10 }, 5, usize::MAX).expect("read");
+    assert!(empty.records.is_empty());
+    assert_eq!(empty.next, Cursor { segment: batch.next.segment, index: 10 });
+    // A cursor before every existing segment starts at the oldest record.
+    let from_zero = spool.read_from(Cursor { segment: 0, index: 99 }, 1, usize::MAX).expect("read");
+    assert_eq!(from_zero.records, records(0..1));
+}
+
+#[test]
+fn cap_drops_oldest_segments_with_exact_accounting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096, 3 * 4096, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    let mut written = 0i64;
+    for _ in 0..30 {
+        spool.append(&records(written..written + 3)).expect("append");
+        written += 3;
+        assert!(spool.stats().bytes <= cfg.max_bytes, "{} > cap", spool.stats().bytes);
+    }
+    let stats = spool.stats();
+    let (kept, _) = read_unacked(&mut spool);
+    assert_eq!(stats.unacked_records as usize, kept.len());
+    assert_eq!(stats.dropped.count as usize + kept.len(), written as usize, "every record is kept or counted");
+    let first_kept = kept.first().and_then(Record::timestamp).expect("kept some");
+    assert_eq!(kept, records(written - kept.len() as i64..written), "the newest are kept, in order");
+    assert_eq!(stats.dropped.oldest, Some(record(0).ts.clone()));
+    assert_eq!(stats.dropped.newest, Some(Timestamp(first_kept.0 - 1000).to_rfc3339()));
+    drop(spool);
+    let spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(spool.stats().dropped, stats.dropped, "the ledger persists");
+}
+
+#[test]
+fn cap_counts_only_unacked_records_of_a_partly_acked_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096, 2 * 4096, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..10)).expect("append");
+    let part = spool.read_from(Cursor::default(), 4, usize::MAX).expect("read");
+    spool.ack(part.next).expect("ack");
+    let mut n = 10;
+    while spool.stats().dropped.count == 0 {
+        spool.append(&records(n..n + 1)).expect("append");
+        n += 1;
+        assert!(n < 200, "cap never reached");
+    }
+    let dropped = spool.stats().dropped;
+    assert_eq!(dropped.oldest, Some(record(4).ts.clone()), "acked records are not counted as dropped");
+    let (kept, _) = read_unacked(&mut spool);
+    assert_eq!(dropped.count as usize + kept.len() + 4, n as usize);
+}
+
+#[test]
+fn full_disk_keeps_what_was_stored_and_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20, 4 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..5)).expect("append");
+    if let Some(w) = spool.writer.as_mut() {
+        w.fail_after = Some(100);
+    }
+    let err = spool.append(&records(5..10)).expect_err("disk full");
+    assert!(err.is_io_kind(std::io::ErrorKind::StorageFull), "{err}");
+    assert!(err.to_string().contains("writing segment"), "{err}");
+    let (got, _) = read_all(&mut spool, Cursor::default());
+    assert_eq!(got, records(0..5), "nothing stored before is lost, nothing half-written is read");
+    spool.append(&records(10..12)).expect("works again once space returns");
+    let (got, _) = read_all(&mut spool, Cursor::default());
+    assert_eq!(got, [records(0..5), records(10..12)].concat());
+    drop(spool);
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    let (got, _) = read_all(&mut spool, Cursor::default());
+    assert_eq!(got, [records(0..5), records(10..12)].concat());
+}
+
+#[test]
+fn a_second_open_is_refused_and_strangers_are_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096, 1 << 20, FsyncPolicy::Always);
+    std::fs::write(dir.path().join("sender.json"), "{}").expect("write");
+    std::fs::create_dir(dir.path().join("rejected")).expect("mkdir");
+    let mut spool = Spool::open(&cfg).expect("open");
+    assert!(matches!(Spool::open(&cfg), Err(SpoolError::Locked { .. })));
+    spool.append(&records(0..3)).expect("append");
+    let all = spool.read_from(Cursor::default(), 10, usize::MAX).expect("read");
+    spool.ack(all.next).expect("ack");
+    drop(spool);
+    let _spool = Spool::open(&cfg).expect("reopen after close");
+    assert!(dir.path().join("sender.json").exists());
+    assert!(dir.path().join("rejected").is_dir());
+}
+
+#[test]
+fn oversized_records_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spool = Spool::open(&config(dir.path(), 4096, 1 << 20, FsyncPolicy::Batch)).expect("open");
+    let mut big = record(1);
+    big.data = json!("y".repeat(MAX_RECORD_BYTES));
+    let err = spool.append(&[record(0), big]).expect_err("too large");
+    assert!(matches!(err, SpoolError::RecordTooLarge { index: 1, .. }), "{err}");
+    assert_eq!(spool.stats().unacked_records, 0);
+}

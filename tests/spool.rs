@@ -1,0 +1,501 @@
+//! The spool against damaged files, a lost key, a model, real `kill -9`s and a search for
+//! plaintext. Library-level tests use `fleet_agent::spool` directly; the crash and
+//! no-plaintext tests run the real binary.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fleet_agent::config::{FsyncPolicy, SpoolConfig};
+use fleet_agent::record::Record;
+use fleet_agent::spool::{Cursor, Spool, SpoolError};
+use fleet_widgets::{Level, SampleKind, Timestamp};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
+use serde_json::json;
+
+use crate::support::{agent, s, stderr, write_config};
+
+fn config(dir: &Path, segment_bytes: u64) -> SpoolConfig {
+    SpoolConfig { dir: dir.to_path_buf(), max_bytes: 1 << 30, segment_bytes, fsync: FsyncPolicy::Batch }
+}
+
+/// Same, with `fsync: never`, for tests that open hundreds of spools and do not test durability
+/// against power loss (a process crash loses nothing under any policy).
+fn config_never(dir: &Path, segment_bytes: u64) -> SpoolConfig {
+    SpoolConfig { fsync: FsyncPolicy::Never, ..config(dir, segment_bytes) }
+}
+
+fn record(n: u64) -> Record {
+    Record {
+        ts: Timestamp(1_763_800_000_000 + n as i64).to_rfc3339(),
+        widget: "wifi".into(),
+        kind: SampleKind::Log,
+        level: Level::Info,
+        message: format!("reading {n}"),
+        data: json!({ "n": n, "ssid": "canary-network" }),
+    }
+}
+
+fn records(range: std::ops::Range<u64>) -> Vec<Record> {
+    range.map(record).collect()
+}
+
+fn read_all(spool: &mut Spool) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut at = spool.acked_cursor();
+    loop {
+        let batch = spool.read_from(at, 50, usize::MAX).expect("read");
+        if batch.records.is_empty() {
+            return out;
+        }
+        out.extend(batch.records);
+        at = batch.next;
+    }
+}
+
+/// `*.seg` files in `dir`, ascending.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut list: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    list.sort();
+    list
+}
+
+fn quarantined(dir: &Path) -> Vec<PathBuf> {
+    match fs::read_dir(dir.join("quarantine")) {
+        Ok(entries) => entries.map(|e| e.expect("entry").path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A spool dir holding one segment with `n` records; returns the segment path and the offset
+/// where the last record's frame starts.
+fn one_segment(dir: &Path, n: u64) -> (PathBuf, u64) {
+    let mut spool = Spool::open(&config(dir, 1 << 20)).expect("open");
+    spool.append(&records(0..n - 1)).expect("append");
+    let segment = segments(dir).pop().expect("a segment");
+    let last_start = fs::metadata(&segment).expect("meta").len();
+    spool.append(&records(n - 1..n)).expect("append");
+    (segment, last_start)
+}
+
+/// Copy the files (not directories) of `from` into a fresh temp dir.
+fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().expect("tempdir");
+    for entry in fs::read_dir(from).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            fs::copy(&path, to.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    to
+}
+
+#[test]
+fn round_trip_and_reopen_after_clean_close() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("spool");
+    let cfg = config(&dir, 4096);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..25)).expect("append");
+    spool.sync().expect("sync");
+    assert_eq!(spool.dir(), dir);
+    drop(spool);
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(read_all(&mut spool), records(0..25));
+    let stats = spool.stats();
+    assert_eq!(stats.unacked_records, 25);
+    assert!(stats.segments >= 2, "rotated: {stats:?}");
+    assert_eq!(stats.dropped.count, 0);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&dir).expect("meta").permissions().mode() & 0o777, 0o700);
+    let key = fs::metadata(dir.join("master.key")).expect("meta");
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn torn_tail_at_every_byte_of_the_last_record() {
+    let origin = tempfile::tempdir().expect("tempdir");
+    let (segment, last_start) = one_segment(origin.path(), 3);
+    let full = fs::metadata(&segment).expect("meta").len();
+    let name = segment.file_name().expect("name").to_owned();
+    for cut in last_start..full {
+        let dir = copy_dir(origin.path());
+        let seg = dir.path().join(&name);
+        fs::OpenOptions::new().write(true).open(&seg).expect("open").set_len(cut).expect("truncate");
+        let mut spool = Spool::open(&config(dir.path(), 1 << 20)).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        assert_eq!(read_all(&mut spool), records(0..2), "cut at {cut}");
+        assert_eq!(fs::metadata(&seg).expect("meta").len(), last_start, "torn tail truncated (cut {cut})");
+        assert!(quarantined(dir.path()).is_empty(), "a torn tail is not corruption (cut {cut})");
+        spool.append(&records(10..11)).expect("append after recovery");
+        assert_eq!(read_all(&mut spool), [records(0..2), records(10..11)].concat());
+    }
+}
+
+#[test]
+fn a_zero_filled_tail_is_torn_not_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (segment, _) = one_segment(dir.path(), 2);
+    let len = fs::metadata(&segment).expect("meta").len();
+    fs::OpenOptions::new().write(true).open(&segment).expect("open").set_len(len + 300).expect("extend");
+    let mut spool = Spool::open(&config(dir.path(), 1 << 20)).expect("open");
+    assert_eq!(read_all(&mut spool), records(0..2));
+    assert_eq!(fs::metadata(&segment).expect("meta").len(), len);
+}
+
+#[test]
+fn a_flipped_bit_in_every_byte_is_detected() {
+    let origin = tempfile::tempdir().expect("tempdir");
+    let (segment, last_start) = one_segment(origin.path(), 3);
+    let original = fs::read(&segment).expect("read");
+    let name = segment.file_name().expect("name").to_owned();
+    for at in 0..original.len() {
+        let dir = copy_dir(origin.path());
+        let mut bytes = original.clone();
+        bytes[at] ^= 1 << (at % 8);
+        fs::write(dir.path().join(&name), &bytes).expect("write");
+        let mut spool = match Spool::open(&config_never(dir.path(), 1 << 20)) {
+            Ok(spool) => spool,
+            Err(SpoolError::UnknownVersion { path, version }) => {
+                assert_eq!(at, 8, "only the version byte reads as another version");
+                assert_eq!(version, 1 ^ 1);
+                assert_eq!(fs::read(&path).expect("read"), bytes, "never overwritten");
+                continue;
+            }
+            Err(e) => panic!("byte {at}: {e}"),
+        };
+        let got = read_all(&mut spool);
+        let moved = quarantined(dir.path());
+        if moved.is_empty() {
+            // Only damage to the last record's body may look like a torn tail; it is cut off.
+            assert!(at as u64 >= last_start + 20, "byte {at}: damage before the last body must quarantine");
+            assert_eq!(got, records(0..2), "byte {at}");
+        } else {
+            assert!(got.is_empty(), "byte {at}: nothing is read from a quarantined segment");
+            assert_eq!(moved.len(), 1);
+            assert_eq!(fs::read(&moved[0]).expect("read"), bytes, "byte {at}: quarantined as found");
+            let dropped = spool.stats().dropped.count;
+            assert!((1..=3).contains(&dropped), "byte {at}: dropped {dropped}");
+        }
+    }
+}
+
+#[test]
+fn wrong_or_missing_master_key_quarantines_and_goes_on() {
+    for missing in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), 4096);
+        let mut spool = Spool::open(&cfg).expect("open");
+        spool.append(&records(0..30)).expect("append");
+        drop(spool);
+        let before: Vec<(PathBuf, Vec<u8>)> =
+            segments(dir.path()).into_iter().map(|p| (p.clone(), fs::read(&p).expect("read"))).collect();
+        let key = dir.path().join("master.key");
+        if missing {
+            fs::remove_file(&key).expect("remove key");
+        } else {
+            fs::write(&key, format!("{}\n", crate::support::TEST_KEY_B64)).expect("replace key");
+        }
+        let mut spool = Spool::open(&cfg).expect("open with another key");
+        assert!(read_all(&mut spool).is_empty());
+        assert_eq!(spool.stats().dropped.count, 30, "unreadable records are counted");
+        let moved = quarantined(dir.path());
+        assert_eq!(moved.len(), before.len(), "every segment moved aside");
+        for (path, bytes) in &before {
+            let aside = dir.path().join("quarantine").join(path.file_name().expect("name"));
+            assert_eq!(&fs::read(aside).expect("kept"), bytes, "never changed or deleted");
+        }
+        spool.append(&records(100..103)).expect("goes on with a new segment");
+        assert_eq!(read_all(&mut spool), records(100..103));
+        let new_ids = segments(dir.path());
+        assert!(new_ids.iter().all(|p| !before.iter().any(|(b, _)| b == p)), "new segment ids never reuse old ones");
+    }
+}
+
+#[test]
+fn unknown_version_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (segment, _) = one_segment(dir.path(), 2);
+    let mut bytes = fs::read(&segment).expect("read");
+    bytes[8] = 9;
+    fs::write(&segment, &bytes).expect("write");
+    let err = Spool::open(&config(dir.path(), 1 << 20)).err().expect("refused");
+    assert!(matches!(err, SpoolError::UnknownVersion { version: 9, .. }), "{err}");
+    assert!(err.to_string().contains(s(&segment)), "{err}");
+    assert_eq!(fs::read(&segment).expect("read"), bytes, "left untouched");
+}
+
+#[test]
+fn a_cursor_into_a_vanished_segment_continues_at_the_oldest_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..30)).expect("append");
+    drop(spool);
+    let first = segments(dir.path()).remove(0);
+    fs::remove_file(&first).expect("remove");
+    let mut spool = Spool::open(&cfg).expect("open");
+    let all = read_all(&mut spool);
+    let batch = spool.read_from(Cursor { segment: 1, index: 3 }, 1, usize::MAX).expect("read");
+    assert_eq!(batch.records.first(), all.first());
+    assert_eq!(all.last(), records(29..30).last());
+}
+
+// ---------------------------------------------------------------------------------------
+// Model-based property test: the spool behaves like an in-memory queue across random
+// appends, reads, acks, clean reopens and crashes that tear the last append.
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u8),
+    Read(u8),
+    Ack,
+    Reopen,
+    /// Append this many records, then die with the newest segment cut at this fraction
+    /// (per mille) of the bytes that append added to it.
+    CrashDuringAppend(u8, u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u8..6).prop_map(Op::Append),
+        3 => (1u8..12).prop_map(Op::Read),
+        2 => Just(Op::Ack),
+        1 => Just(Op::Reopen),
+        1 => ((1u8..6), (0u16..=1000)).prop_map(|(n, cut)| Op::CrashDuringAppend(n, cut)),
+    ]
+}
+
+struct Model {
+    /// Surviving, unacked records in order.
+    queue: VecDeque<Record>,
+    /// How many of `queue` the reader has consumed.
+    read: usize,
+    next_n: u64,
+}
+
+fn frame_len(record: &Record) -> u64 {
+    36 + serde_json::to_vec(record).expect("json").len() as u64
+}
+
+fn run_model(ops: &[Op]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_never(dir.path(), 4096);
+    let mut spool = Some(Spool::open(&cfg).expect("open"));
+    let mut model = Model { queue: VecDeque::new(), read: 0, next_n: 0 };
+    let mut cursor = Cursor::default();
+    for op in ops {
+        let live = spool.as_mut().expect("open spool");
+        match op {
+            Op::Append(n) => {
+                let batch = records(model.next_n..model.next_n + u64::from(*n));
+                model.next_n += u64::from(*n);
+                live.append(&batch).expect("append");
+                model.queue.extend(batch);
+            }
+            Op::Read(n) => {
+                let batch = live.read_from(cursor, usize::from(*n), usize::MAX).expect("read");
+                let expected: Vec<Record> =
+                    model.queue.iter().skip(model.read).take(usize::from(*n)).cloned().collect();
+                assert_eq!(batch.records, expected);
+                model.read += expected.len();
+                cursor = batch.next;
+            }
+            Op::Ack => {
+                live.ack(cursor).expect("ack");
+                model.queue.drain(..model.read);
+                model.read = 0;
+                assert_eq!(live.stats().unacked_records, model.queue.len() as u64);
+            }
+            Op::Reopen => {
+                drop(spool.take());
+                spool = Some(Spool::open(&cfg).expect("reopen"));
+                cursor = spool.as_ref().expect("open").acked_cursor();
+                model.read = 0;
+            }
+            Op::CrashDuringAppend(n, per_mille) => {
+                let newest_before = segments(dir.path()).pop();
+                let len_before = newest_before.as_ref().map_or(0, |p| fs::metadata(p).expect("meta").len());
+                let batch = records(model.next_n..model.next_n + u64::from(*n));
+                model.next_n += u64::from(*n);
+                live.append(&batch).expect("append");
+                drop(spool.take()); // the process dies: no sync, no cleanup
+                let newest = segments(dir.path()).pop().expect("a segment");
+                let len_after = fs::metadata(&newest).expect("meta").len();
+                let base = if Some(&newest) == newest_before.as_ref() { len_before } else { 88 };
+                // Which of this append's records went to the newest segment.
+                let mut in_newest = 0;
+                let mut size = 0;
+                while size < len_after - base {
+                    in_newest += 1;
+                    size += frame_len(&batch[batch.len() - in_newest]);
+                }
+                assert_eq!(size, len_after - base, "frame sizes add up");
+                let cut = base + (len_after - base) * u64::from(*per_mille) / 1000;
+                fs::OpenOptions::new().write(true).open(&newest).expect("open").set_len(cut).expect("cut");
+                let mut survive = batch.len() - in_newest;
+                let mut end = base;
+                for record in &batch[batch.len() - in_newest..] {
+                    end += frame_len(record);
+                    if end <= cut {
+                        survive += 1;
+                    }
+                }
+                model.queue.extend(batch.into_iter().take(survive));
+                spool = Some(Spool::open(&cfg).expect("reopen after crash"));
+                cursor = spool.as_ref().expect("open").acked_cursor();
+                model.read = 0;
+            }
+        }
+    }
+    let live = spool.as_mut().expect("open");
+    let expected: Vec<Record> = model.queue.iter().cloned().collect();
+    assert_eq!(read_all(live), expected, "final contents");
+    assert_eq!(live.stats().unacked_records, expected.len() as u64);
+    assert_eq!(live.stats().dropped.count, 0, "nothing is ever dropped below the cap");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn spool_matches_a_queue_model(ops in proptest::collection::vec(op(), 1..40)) {
+        run_model(&ops);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The real binary: kill -9 in a loop, and no plaintext on disk.
+
+/// A config for `run`: fast interval, only cheap widgets, spool in `dir/spool`.
+fn run_config(dir: &Path, machine_id: &str, cheap_only: bool) -> PathBuf {
+    let mut widgets = serde_json::Map::new();
+    for spec in fleet_widgets::ALL {
+        let expensive = ["processes", "machine_info", "ping", "speedtest"].contains(&spec.name);
+        if expensive && (cheap_only || spec.name != "machine_info") {
+            widgets.insert(spec.name.to_string(), json!({ "enabled": false }));
+        }
+        if spec.name == "machine_info" && !cheap_only {
+            widgets.insert(spec.name.to_string(), json!({ "enabled": true, "interval": 0.05 }));
+        }
+    }
+    let body = json!({
+        "machine_id": machine_id,
+        "interval": 0.05,
+        "spool": { "dir": dir.join("spool"), "fsync": "batch" },
+        "widgets": widgets,
+        "log_level": "warn",
+    });
+    write_config(dir, "config.json", &body.to_string(), 0o600)
+}
+
+/// Read everything in the spool with the library (this also runs recovery, as `run` would).
+fn spooled(dir: &Path) -> Vec<Record> {
+    let mut spool = Spool::open(&config(&dir.join("spool"), 1 << 20)).expect("open after kill");
+    read_all(&mut spool)
+}
+
+#[test]
+fn kill_9_loop_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = run_config(dir.path(), "kill-loop", true);
+    let mut seen: Vec<Record> = Vec::new();
+    let started = Instant::now();
+    for i in 0..20u64 {
+        let mut child = agent()
+            .args(["run", "--config", s(&config)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run starts");
+        // Kill at varying points: during start-up, recovery, collection or a write.
+        std::thread::sleep(Duration::from_millis(40 + (i * 37) % 260));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let now = spooled(dir.path());
+        assert!(now.len() >= seen.len(), "iteration {i}: records lost ({} < {})", now.len(), seen.len());
+        assert_eq!(&now[..seen.len()], &seen[..], "iteration {i}: earlier records changed");
+        seen = now;
+        assert!(started.elapsed() < Duration::from_secs(40), "loop bounded");
+    }
+    assert!(seen.len() > 20, "records were collected: {}", seen.len());
+    let mut keys = HashSet::new();
+    let mut last = Timestamp(0);
+    for record in &seen {
+        assert!(keys.insert((record.ts.clone(), record.widget.clone())), "duplicate {} {}", record.ts, record.widget);
+        let ts = record.timestamp().expect("our timestamp");
+        assert!(ts >= last, "timestamps never go back: {} after {}", record.ts, last.to_rfc3339());
+        last = ts;
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_plaintext_under_the_spool_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let machine_id = "canary-machine-7f3a9c";
+    let config = run_config(dir.path(), machine_id, false);
+    let child = agent()
+        .args(["run", "--config", s(&config)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    std::thread::sleep(Duration::from_millis(1200));
+    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    let out = child.wait_with_output().expect("exits");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let records = spooled(dir.path());
+    assert!(records.iter().any(|r| r.widget == "machine_info"), "machine_info was spooled");
+    let hostname = fleet_widgets::machine::hostname();
+    let mut needles: Vec<Vec<u8>> = vec![machine_id.as_bytes().to_vec()];
+    if hostname.len() >= 4 {
+        needles.push(hostname.into_bytes());
+    }
+    for record in &records {
+        needles.push(serde_json::to_vec(record).expect("json"));
+        let data = record.data.to_string();
+        if data.len() >= 8 {
+            needles.push(data.into_bytes());
+        }
+    }
+    let mut files = Vec::new();
+    files_under(&dir.path().join("spool"), &mut files);
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "seg")), "{files:?}");
+    for file in files {
+        let bytes = fs::read(&file).expect("read");
+        for needle in &needles {
+            assert!(
+                !contains(&bytes, needle),
+                "{} holds plaintext {:?}",
+                file.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+}
