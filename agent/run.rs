@@ -4,7 +4,15 @@
 //! until the next widget is due or a signal arrives. SIGTERM/SIGINT end the loop after the
 //! current step; SIGHUP reloads the config (a bad new config is logged and the old one kept);
 //! SIGUSR1 runs every widget now.
+//!
+//! Records go to the spool first (durable), then the sender pushes from the spool within a
+//! deadline: the time until the next widget is due, so sending never delays collection by
+//! more than one request's timeout. When the spool cannot take records (disk full), they are
+//! held in memory up to [`PENDING_MAX_RECORDS`] (oldest dropped past that, counted and logged)
+//! and written as soon as the disk accepts them again. On SIGTERM the loop stops, the spool is
+//! fsynced and one last push is tried for at most [`FINAL_PUSH`].
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,11 +23,17 @@ use crate::collect::Collector;
 use crate::config::Config;
 use crate::host::SystemHost;
 use crate::record::Record;
+use crate::report::LatestReport;
+use crate::sender::{Sender, SenderError};
 use crate::signals::Signals;
 use crate::spool::{Spool, SpoolError};
 
 /// Longest single sleep, so a clock change cannot stall the loop for long.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Records held in memory while the spool refuses writes (disk full).
+pub const PENDING_MAX_RECORDS: usize = 10_000;
+/// Time allowed for the last push at shutdown.
+pub const FINAL_PUSH: Duration = Duration::from_secs(3);
 
 /// Why the loop could not start or had to stop.
 #[derive(Debug)]
@@ -33,6 +47,8 @@ pub enum RunError {
         /// What went wrong.
         error: SpoolError,
     },
+    /// The sender could not be set up (bad `ca_file`, unreadable sender state).
+    Sender(SenderError),
 }
 
 impl std::fmt::Display for RunError {
@@ -40,6 +56,7 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::Signals(e) => write!(f, "installing signal handlers: {e}"),
             RunError::Spool { dir, .. } => write!(f, "opening the spool in {}", dir.display()),
+            RunError::Sender(e) => write!(f, "{e}"),
         }
     }
 }
@@ -49,43 +66,64 @@ impl std::error::Error for RunError {
         match self {
             RunError::Signals(e) => Some(e),
             RunError::Spool { error, .. } => Some(error),
+            RunError::Sender(e) => Some(e),
         }
     }
 }
 
-/// The running agent: configuration, widgets and where records go.
+/// The running agent: configuration, widgets, the spool and the sender.
 pub struct Agent {
     config: Config,
     config_path: Option<PathBuf>,
     common: Common,
     collector: Collector,
     host: SystemHost,
-    /// Where every cycle's records go (opened by `run`).
     spool: Option<Spool>,
+    sender: Option<Sender>,
+    report: LatestReport,
+    pending: VecDeque<Record>,
+    pending_dropped: u64,
+    spool_error: Option<String>,
 }
 
 impl Agent {
-    /// Build the agent from a loaded config.
+    /// Build the agent from a loaded config (nothing is opened until [`Agent::run`]).
     pub fn new(config: Config, config_path: Option<PathBuf>, common: Common) -> Self {
         let collector = Collector::new(&config.widgets, Instant::now());
-        Agent { config, config_path, common, collector, host: SystemHost::new(), spool: None }
+        Agent {
+            config,
+            config_path,
+            common,
+            collector,
+            host: SystemHost::new(),
+            spool: None,
+            sender: None,
+            report: LatestReport::new(),
+            pending: VecDeque::new(),
+            pending_dropped: 0,
+            spool_error: None,
+        }
     }
 
     /// Run until SIGTERM/SIGINT.
     pub fn run(&mut self) -> Result<(), RunError> {
+        self.run_until(None)
+    }
+
+    /// Run until SIGTERM/SIGINT or until `limit` has passed (`demo`).
+    pub fn run_until(&mut self, limit: Option<Instant>) -> Result<(), RunError> {
         let mut signals = Signals::install().map_err(RunError::Signals)?;
-        // Spool: open (and recover) before the first collection.
-        let spool = Spool::open(&self.config.spool)
-            .map_err(|error| RunError::Spool { dir: self.config.spool.dir.clone(), error })?;
-        self.spool = Some(spool);
+        self.open()?;
         log::info!(
-            "started: machine_id {}, {} widgets ({}), interval {}s",
+            "started: machine_id {}, {} widgets ({}), interval {}s, server {} ({})",
             self.config.machine_id,
             self.collector.active().len(),
             self.collector.active().join(", "),
-            self.config.interval.as_secs_f64()
+            self.config.interval.as_secs_f64(),
+            self.config.server_url.as_deref().unwrap_or("none: spooling only"),
+            self.config.protocol.as_str(),
         );
-        while !signals.terminating() {
+        while !signals.terminating() && limit.is_none_or(|at| Instant::now() < at) {
             if signals.take_reload() {
                 self.reload();
             }
@@ -95,31 +133,99 @@ impl Agent {
             } else {
                 self.collector.collect_due(&self.host, Instant::now(), Timestamp::now())
             };
-            self.deliver(records);
-            let wait = self
-                .collector
-                .next_due()
-                .map(|due| due.saturating_duration_since(Instant::now()))
-                .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
-            signals.sleep(wait);
+            self.store(records);
+            let next_collection = self.collector.next_due().unwrap_or_else(|| Instant::now() + MAX_SLEEP);
+            let deadline = limit.map_or(next_collection, |at| at.min(next_collection));
+            self.push(deadline);
+            let mut wake = next_collection;
+            if let Some(at) = self.sender.as_ref().and_then(Sender::next_wakeup) {
+                wake = wake.min(at);
+            }
+            if let Some(at) = limit {
+                wake = wake.min(at);
+            }
+            signals.sleep(wake.saturating_duration_since(Instant::now()).min(MAX_SLEEP));
         }
-        // Spool: make everything collected durable before exiting (matters under `fsync: never`).
-        if let Some(Err(e)) = self.spool.as_mut().map(Spool::sync) {
-            log::error!("spool: final sync: {e}");
-        }
-        log::info!("stopping");
+        self.shutdown();
         Ok(())
     }
 
-    fn deliver(&mut self, records: Vec<Record>) {
+    fn open(&mut self) -> Result<(), RunError> {
+        let spool = Spool::open(&self.config.spool)
+            .map_err(|error| RunError::Spool { dir: self.config.spool.dir.clone(), error })?;
+        self.sender = self.build_sender(spool.dir().to_path_buf()).map_err(RunError::Sender)?;
+        self.spool = Some(spool);
+        Ok(())
+    }
+
+    fn build_sender(&self, spool_dir: PathBuf) -> Result<Option<Sender>, SenderError> {
+        match self.config.server_url.as_deref() {
+            Some(url) => Sender::new(&self.config, url, spool_dir).map(Some),
+            None => {
+                log::warn!("no server_url: records are kept in the spool and not sent");
+                Ok(None)
+            }
+        }
+    }
+
+    fn push(&mut self, deadline: Instant) {
+        if let (Some(sender), Some(spool)) = (self.sender.as_mut(), self.spool.as_mut()) {
+            sender.push(spool, &self.report, deadline);
+        }
+    }
+
+    /// SIGTERM: make the spool durable, then one last push with a short deadline.
+    fn shutdown(&mut self) {
+        log::info!("stopping");
+        self.store(Vec::new());
+        if let Some(Err(e)) = self.spool.as_mut().map(Spool::sync) {
+            log::error!("spool: final sync: {e}");
+        }
+        self.push(Instant::now() + FINAL_PUSH);
+        if !self.pending.is_empty() {
+            log::error!("{} records could not be written to the spool and are lost at exit", self.pending.len());
+        }
+    }
+
+    /// Append records to the spool; while it refuses (disk full), hold them in memory, bounded.
+    fn store(&mut self, records: Vec<Record>) {
         for record in &records {
             log::debug!("collected {} ({} bytes of data)", record.widget, record.data.to_string().len());
+            self.report.update(record);
         }
-        // Spool: every cycle's records are appended (one fsync per cycle under `batch`).
-        if let (Some(spool), false) = (self.spool.as_mut(), records.is_empty()) {
-            if let Err(e) = spool.append(&records) {
-                log::error!("spool: storing {} records: {e}", records.len());
+        self.pending.extend(records);
+        while self.pending.len() > PENDING_MAX_RECORDS {
+            self.pending.pop_front();
+            self.pending_dropped += 1;
+        }
+        let Some(spool) = self.spool.as_mut() else { return };
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch: Vec<Record> = self.pending.iter().cloned().collect();
+        match spool.append(&batch) {
+            Ok(()) => {
+                self.pending.clear();
+                if self.spool_error.take().is_some() {
+                    log::info!("spool: writing again ({} held records stored)", batch.len());
+                }
+                if self.pending_dropped > 0 {
+                    log::error!(
+                        "spool: {} records were dropped from memory while it was failing",
+                        self.pending_dropped
+                    );
+                    self.pending_dropped = 0;
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if self.spool_error.as_deref() != Some(text.as_str()) {
+                    log::error!(
+                        "spool: storing {} records: {text}; holding up to {PENDING_MAX_RECORDS} in memory",
+                        batch.len()
+                    );
+                    self.spool_error = Some(text);
+                }
             }
         }
     }
@@ -128,8 +234,17 @@ impl Agent {
         match Config::load(self.config_path.as_deref()) {
             Ok(config) => {
                 crate::log::set_level(self.common.log_level(config.log_level));
-                self.collector = Collector::new(&config.widgets, Instant::now());
-                self.config = config;
+                if config.spool != self.config.spool {
+                    log::warn!("SIGHUP: spool settings changed; they take effect at the next restart");
+                }
+                let old = std::mem::replace(&mut self.config, config);
+                let spool_dir = self.spool.as_ref().map(|s| s.dir().to_path_buf()).unwrap_or(old.spool.dir.clone());
+                match self.build_sender(spool_dir) {
+                    Ok(sender) => self.sender = sender,
+                    Err(e) => log::error!("SIGHUP: keeping the old sender: {e}"),
+                }
+                self.config.spool = old.spool;
+                self.collector = Collector::new(&self.config.widgets, Instant::now());
                 log::info!("SIGHUP: configuration reloaded");
             }
             Err(errors) => {

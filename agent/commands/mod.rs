@@ -1,6 +1,7 @@
 //! One file per command; [`ALL`] is the registry the CLI dispatches on. Adding a command is a
 //! file here and one line in `ALL`.
 
+mod demo;
 mod keygen;
 mod once;
 mod receive;
@@ -22,8 +23,15 @@ pub struct Command {
 }
 
 /// Every command.
-pub static ALL: &[&Command] =
-    &[&run::COMMAND, &once::COMMAND, &keygen::COMMAND, &validate::COMMAND, &status::COMMAND, &receive::COMMAND];
+pub static ALL: &[&Command] = &[
+    &run::COMMAND,
+    &once::COMMAND,
+    &demo::COMMAND,
+    &keygen::COMMAND,
+    &validate::COMMAND,
+    &status::COMMAND,
+    &receive::COMMAND,
+];
 
 /// Look a command up by name.
 pub fn find(name: &str) -> Option<&'static Command> {

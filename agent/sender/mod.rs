@@ -168,14 +168,15 @@ impl Sender {
                 return;
             }
         }
-        while Instant::now() < deadline {
+        // At least one request per turn, even when collection overran its slot.
+        loop {
             let step = match self.protocol {
                 Protocol::Atlas => self.send_widget_logs(spool),
                 Protocol::V2 => self.send_v2_batch(spool),
             };
             match step {
-                Step::Continue => continue,
-                Step::Idle | Step::Wait => break,
+                Step::Continue if Instant::now() < deadline => continue,
+                _ => break,
             }
         }
         self.save_state();

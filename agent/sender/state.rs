@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use fleet_widgets::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomic;
+use crate::spool::fsio::{create_private_dir, write_atomic};
 use crate::spool::Cursor;
 
 /// File name of the sender state inside the spool directory.
@@ -92,7 +92,7 @@ impl SenderState {
     pub fn save(&self, spool_dir: &Path) -> Result<(), String> {
         let path = spool_dir.join(STATE_FILE);
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        write_atomic(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+        write_atomic(&path, &bytes, true).map_err(|e| e.to_string())
     }
 }
 
@@ -129,7 +129,7 @@ impl Inflight {
     pub fn save(&self, spool_dir: &Path) -> Result<(), String> {
         let path = Self::path(spool_dir);
         let bytes = serde_json::to_vec(self).map_err(|e| e.to_string())?;
-        write_atomic(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+        write_atomic(&path, &bytes, true).map_err(|e| e.to_string())
     }
 
     /// Forget it (after the ack is durable).
@@ -145,8 +145,8 @@ impl Inflight {
 /// Keep a refused payload (as sent: sealed when a key is configured) in `rejected/`.
 pub fn store_rejected(spool_dir: &Path, name: &str, body: &[u8]) -> Result<PathBuf, String> {
     let dir = spool_dir.join(REJECTED_DIR);
-    crate::fsutil::create_private_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    create_private_dir(&dir).map_err(|e| e.to_string())?;
     let path = dir.join(format!("{}-{name}.json", Timestamp::now().0));
-    write_atomic(&path, body).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    write_atomic(&path, body, true).map_err(|e| e.to_string())?;
     Ok(path)
 }

@@ -99,7 +99,7 @@
 mod cursor;
 mod error;
 pub mod format;
-mod fsio;
+pub(crate) mod fsio;
 mod inspect;
 pub mod keys;
 mod recovery;
