@@ -17,8 +17,11 @@ inline_paths() {
   awk -v env="$env" '
     /^\. "\$\(dirname "\$0"\)\/[.\/]*paths\.env"$/ {
       print "# packaging/paths.env, inlined at build time:"
-      while ((getline line < env) > 0) if (line ~ /^[A-Z_]+="[^"]*"$/) print line
+      print "# shellcheck disable=SC2034 # not every script uses every path"
+      print "{"
+      while ((getline line < env) > 0) if (line ~ /^[A-Z_]+="[^"]*"$/) print "  " line
       close(env)
+      print "}"
       found = 1
       next
     }

@@ -2,10 +2,11 @@
 # Build the fleet-agent .deb with dpkg-deb (no build-time crate to compile; dpkg is on every
 # Debian-family machine). Prints the path of the .deb on its last line.
 #
-# Usage: packaging/linux/build-deb.sh [--binary FILE] [--out DIR]
-#   --binary FILE  the fleet-agent to package (default: target/release/fleet-agent;
-#                  build it with `cargo build --release --locked`)
-#   --out DIR      where the .deb goes (default: target/debian)
+# Usage: packaging/linux/build-deb.sh [--binary FILE] [--out DIR] [--compression TYPE]
+#   --binary FILE       the fleet-agent to package (default: target/release/fleet-agent;
+#                       build it with `cargo build --release --locked`)
+#   --out DIR           where the .deb goes (default: target/debian)
+#   --compression TYPE  dpkg-deb -Z: xz (default), gzip, zstd or none (tests, debug binaries)
 # Environment: FLEET_DEB_MAINTAINER overrides the Maintainer field.
 #
 # Contents (tests/packaging.rs checks exactly these, with these modes, root:root):
@@ -24,15 +25,20 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 binary="$repo/target/release/fleet-agent"
 out="$repo/target/debian"
+compression=xz
 while [ $# -gt 0 ]; do
   case "$1" in
-    --binary | --out)
+    --binary | --out | --compression)
       [ $# -ge 2 ] || { echo "error: $1 needs a value" >&2; exit 2; }
-      if [ "$1" = --binary ]; then binary=$2; else out=$2; fi
+      case "$1" in
+        --binary) binary=$2 ;;
+        --out) out=$2 ;;
+        *) compression=$2 ;;
+      esac
       shift
       ;;
     -h | --help)
-      sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+      awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
       exit 0
       ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -97,5 +103,5 @@ CONTROL
 
 mkdir -p "$out"
 deb="$out/${FLEET_NAME}_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$pkg" "$deb" >/dev/null
+dpkg-deb --root-owner-group "-Z$compression" --build "$pkg" "$deb" >/dev/null
 echo "$deb"
