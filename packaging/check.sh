@@ -11,6 +11,8 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/paths.env
 . "$(dirname "$0")/paths.env"
 
+# useradd and dpkg's helpers live in sbin, which a CI environment's PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 

@@ -81,10 +81,9 @@ const MACOS_SCRIPTS: &[&str] = &[
     "packaging/macos/scripts/postinstall",
 ];
 
+/// Whether `tool` is on [`sbin_path`] (the PATH every tool is run with).
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false)
+    std::env::split_paths(&sbin_path()).any(|dir| dir.join(tool).is_file())
 }
 
 fn tools_required() -> bool {
@@ -461,8 +460,8 @@ fn config_template_keys_are_in_the_readme_table() {
 fn unit_condition_starts_only_with_a_server_url() {
     let unit = read("systemd/fleet-agent.service");
     let condition = unit_value(&unit, "ExecCondition");
-    // ExecCondition=/bin/grep -Eq "<ERE with \" escapes>" <config>
-    let quoted = condition.strip_prefix("/bin/grep -Eq \"").expect("grep -Eq \"…\"");
+    // ExecCondition=+/bin/grep -Eq "<ERE with \" escapes>" <config>
+    let quoted = condition.strip_prefix("+/bin/grep -Eq \"").expect("+/bin/grep -Eq \"…\"");
     let ere = quoted.rsplit_once("\" ").expect("closing quote").0.replace("\\\"", "\"");
     assert_eq!(format!("'{ere}'"), SERVER_URL_ERE, "the unit and the scripts use one pattern");
     for rel in ["packaging/linux/debian/postinst", "packaging/linux/install.sh", "packaging/macos/scripts/postinstall"]
