@@ -3,6 +3,7 @@
 
 mod cli;
 mod envelope;
+mod packaging;
 mod receiver;
 mod spool;
 mod support;

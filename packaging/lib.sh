@@ -1,0 +1,34 @@
+# Helpers shared by the packaging build scripts (bash 3.2+, so macOS's /bin/bash works).
+# Sourced, not run: `. "$(dirname "$0")/../lib.sh"`.
+# shellcheck shell=bash
+
+# The version in the root Cargo.toml ([package] version), e.g. 0.1.0.
+cargo_version() {
+  sed -n 's/^version = "\([^"]*\)".*/\1/p' "$1/Cargo.toml" | head -n 1
+}
+
+# inline_paths SRC DEST PATHS_ENV: copy the script SRC to DEST with its one line
+#   . "$(dirname "$0")/…/paths.env"
+# replaced by the NAME="value" lines of PATHS_ENV, so the shipped copy needs nothing beside it
+# (a .deb postrm runs after the package's files are gone; a .pkg's uninstall.sh runs alone).
+# Fails when SRC has no such line.
+inline_paths() {
+  local src=$1 dest=$2 env=$3
+  awk -v env="$env" '
+    /^\. "\$\(dirname "\$0"\)\/[.\/]*paths\.env"$/ {
+      print "# packaging/paths.env, inlined at build time:"
+      print "# shellcheck disable=SC2034 # not every script uses every path"
+      print "{"
+      while ((getline line < env) > 0) if (line ~ /^[A-Z_]+="[^"]*"$/) print "  " line
+      close(env)
+      print "}"
+      found = 1
+      next
+    }
+    { print }
+    END { if (!found) exit 3 }
+  ' "$src" >"$dest" || {
+    echo "error: $src has no \`. \"\$(dirname \"\$0\")/…/paths.env\"\` line to inline" >&2
+    return 1
+  }
+}
