@@ -98,7 +98,9 @@ mod tests {
         let json = serde_json::to_string(&body).map_err(|e| e.to_string());
         assert_eq!(
             json.as_deref(),
-            Ok(r#"{"machine_id":"vec-01","seq":7,"sent_at":"2026-11-22T00:00:00Z","records":[],"dropped":{"count":0}}"#)
+            Ok(
+                r#"{"machine_id":"vec-01","seq":7,"sent_at":"2026-11-22T00:00:00Z","records":[],"dropped":{"count":0}}"#
+            )
         );
     }
 }

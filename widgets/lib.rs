@@ -16,6 +16,10 @@ pub mod time;
 
 pub mod units;
 
+#[cfg(test)]
+mod golden;
+
+pub mod battery;
 pub mod cpu;
 pub mod disk;
 pub mod machine;
@@ -71,8 +75,16 @@ pub fn no_options(options: &WidgetOptions) -> Result<(), String> {
 
 /// Every widget, in the order they run within a cycle. Do not reorder without reason: the
 /// machine-info widget runs first so a report always has it.
-pub static ALL: &[&WidgetSpec] =
-    &[&machine::SPEC, &cpu::SPEC, &memory::SPEC, &disk::SPEC, &network::SPEC, &processes::SPEC, &system::SPEC];
+pub static ALL: &[&WidgetSpec] = &[
+    &machine::SPEC,
+    &cpu::SPEC,
+    &memory::SPEC,
+    &disk::SPEC,
+    &network::SPEC,
+    &processes::SPEC,
+    &system::SPEC,
+    &battery::SPEC,
+];
 
 /// Look a widget up by its registry name.
 pub fn find(name: &str) -> Option<&'static WidgetSpec> {

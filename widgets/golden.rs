@@ -1,0 +1,120 @@
+//! Test helpers shared by the widgets' fixture tests: golden files and robustness loops.
+//!
+//! Every fixture `widgets/<widget>/testdata/<name>.txt` has a golden file
+//! `<name>.txt.expected.json` beside it holding what the widget's parser makes of it (a value
+//! or `{"error": "<ParseError display>"}`). Run the tests with `FLEET_UPDATE_GOLDEN=1` to
+//! (re)write the golden files, then review the diff: they are the asserted values.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::host::strip_fixture_header;
+
+/// The suffix of golden files.
+pub const GOLDEN_SUFFIX: &str = ".expected.json";
+
+fn testdata(widget: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(widget).join("testdata")
+}
+
+/// Every fixture of `widget` as (file name, content without the source header), sorted.
+pub fn fixtures(widget: &str) -> Vec<(String, String)> {
+    let dir = testdata(widget);
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.ends_with(GOLDEN_SUFFIX) && !name.ends_with(".md"))
+        .map(|name| {
+            let text = std::fs::read_to_string(dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(text.starts_with("# source:"), "{name}: fixture must keep its source header");
+            let body = strip_fixture_header(&text).to_string();
+            (name, body)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The content of one fixture (header stripped).
+pub fn fixture(widget: &str, name: &str) -> String {
+    let path = testdata(widget).join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    strip_fixture_header(&text).to_string()
+}
+
+/// Compare `render(name, body)` for every fixture of `widget` with its golden file. `render`
+/// returns `None` for a file it has no parser for, which fails the test (every fixture must
+/// be covered). All mismatches are reported at once.
+pub fn check_golden(widget: &str, render: impl Fn(&str, &str) -> Option<Value>) {
+    let update = std::env::var_os("FLEET_UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for (name, body) in fixtures(widget) {
+        let Some(actual) = render(&name, &body) else {
+            failures.push(format!("{name}: no parser handles this fixture"));
+            continue;
+        };
+        let golden = testdata(widget).join(format!("{name}{GOLDEN_SUFFIX}"));
+        if update {
+            let text = serde_json::to_string_pretty(&actual).unwrap_or_default() + "\n";
+            std::fs::write(&golden, text).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
+            continue;
+        }
+        let expected: Value = match std::fs::read_to_string(&golden) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", golden.display())),
+            Err(_) => {
+                failures.push(format!("{name}: missing {name}{GOLDEN_SUFFIX}"));
+                continue;
+            }
+        };
+        if expected != actual {
+            failures.push(format!(
+                "{name}:\n  expected {}\n  actual   {}",
+                serde_json::to_string(&expected).unwrap_or_default(),
+                serde_json::to_string(&actual).unwrap_or_default()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "golden mismatches:\n{}", failures.join("\n"));
+}
+
+/// A parse result as golden JSON: the value, or `{"error": "<display>"}`.
+pub fn result_json<T: serde::Serialize>(result: Result<T, crate::ParseError>) -> Value {
+    match result {
+        Ok(value) => serde_json::to_value(value).unwrap_or(Value::Null),
+        Err(error) => serde_json::json!({ "error": error.to_string() }),
+    }
+}
+
+/// Feed `parse` hostile inputs: empty, garbage, another locale, 10 MB, and every prefix (on
+/// a char boundary) of every fixture of `widget`. The parsers must return, never panic; the
+/// results are discarded.
+pub fn check_robust(widget: &str, extra_inputs: &[&str], parse: impl Fn(&str)) {
+    let garbage = [
+        "",
+        "\n\n\n",
+        "\u{0}\u{1}\u{fffd}\u{fffd}",
+        "=====\n::::\n\"\" = \n<<<>>>\n",
+        "{\"a\": [1, {\"b\": null}]}",
+        "-InternalBattery-0\t%; ; : remaining\n",
+        "Connected to (on )\n\tfreq: \n\tsignal: dBm\n",
+        "Inter-| sta-|\n face |\n wlan0: x y z\n",
+        "     agrCtlRSSI: -x\n        channel: ,\n",
+        "<?xml version=\"1.0\"?><plist><array><dict><key>BatteryInstalled</key><integer>x</integer>",
+        "Jetzt wird Strom bezogen von: 'Batteriebetrieb'\n -InternalBattery-0\t89 %; wird entladen; 4:47 verbleibend\n",
+        "    RSSI                 : -55 dBm\n    Canal                : 36 (80 MHz)\n",
+    ];
+    for input in garbage.iter().chain(extra_inputs) {
+        parse(input);
+    }
+    let big = "POWER_SUPPLY_CAPACITY=50\n     agrCtlRSSI: -50\n\"CycleCount\" = 5\n".repeat(10 * 1024 * 1024 / 60);
+    parse(&big);
+    for (_, body) in fixtures(widget) {
+        for (end, _) in body.char_indices() {
+            parse(&body[..end]);
+        }
+        parse(&body);
+        parse(&body.replace('\n', "\r\n"));
+    }
+}
