@@ -27,6 +27,7 @@ pub mod memory;
 pub mod network;
 pub mod processes;
 pub mod system;
+pub mod wifi;
 
 pub use error::{CollectError, ParseError};
 pub use host::{CommandOutput, FixtureHost, Host, HostError, Os};
@@ -84,6 +85,7 @@ pub static ALL: &[&WidgetSpec] = &[
     &processes::SPEC,
     &system::SPEC,
     &battery::SPEC,
+    &wifi::SPEC,
 ];
 
 /// Look a widget up by its registry name.

@@ -626,12 +626,16 @@ mod tests {
 
     #[test]
     fn parsers_never_panic() {
-        check_robust(W, &[], |input| {
-            let _ = parse_pmset_batt(input);
-            let _ = parse_ioreg_battery(input);
-            let _ = parse_power_supply_uevent(input);
-            let _ = parse_online(input);
-        });
+        check_robust(
+            W,
+            |input| {
+                let _ = parse_pmset_batt(input);
+                let _ = parse_ioreg_battery(input);
+                let _ = parse_power_supply_uevent(input);
+                let _ = parse_online(input);
+            },
+            render,
+        );
     }
 
     #[test]
