@@ -6,8 +6,9 @@
 //! thin reader (one command or file through `Host`) and a pure parser `fn(&str) -> Result<T,
 //! ParseError>` that is compiled and tested everywhere.
 //!
-//! Adding a widget is one folder under `src/` and one line in [`ALL`]; a conventions test
-//! checks the folder has a `README.md` and `testdata/` and is listed in the registry.
+//! Adding a widget is one folder under `widgets/` and one line in [`ALL`]; a conventions test
+//! (`conventions.rs`) checks the folder has a `README.md` and `testdata/` and is listed in the
+//! registry and in the root README's widget table.
 
 pub mod error;
 pub mod host;
@@ -16,6 +17,8 @@ pub mod time;
 
 pub mod units;
 
+#[cfg(test)]
+mod conventions;
 #[cfg(test)]
 mod golden;
 
