@@ -13,6 +13,7 @@ pub mod host;
 pub mod keys;
 pub mod log;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod signals;

@@ -2,4 +2,5 @@
 //! executable (or the library) the way a user or a server would.
 
 mod cli;
+mod replay;
 mod support;
