@@ -110,6 +110,13 @@ pub fn check_robust(
         "<?xml version=\"1.0\"?><plist><array><dict><key>BatteryInstalled</key><integer>x</integer>",
         "Jetzt wird Strom bezogen von: 'Batteriebetrieb'\n -InternalBattery-0\t89 %; wird entladen; 4:47 verbleibend\n",
         "    RSSI                 : -55 dBm\n    Canal                : 36 (80 MHz)\n",
+        // Out-of-range numbers must not overflow arithmetic.
+        "Now drawing from 'Battery Power'\n -InternalBattery-0\t50%; discharging; 99999999999:99999999999 remaining\n",
+        "\"AvgTimeToEmpty\" = 18446744073709551615\n\"AvgTimeToFull\" = 18446744073709551615\n\"CurrentCapacity\" = 18446744073709551615\n\"MaxCapacity\" = 101\n\"DesignCapacity\" = 1\n\"Temperature\" = 18446744073709551615\n\"ExternalConnected\" = No\n",
+        "POWER_SUPPLY_STATUS=Charging\nPOWER_SUPPLY_ENERGY_NOW=18446744073709551615\nPOWER_SUPPLY_ENERGY_FULL=1\nPOWER_SUPPLY_ENERGY_FULL_DESIGN=0\nPOWER_SUPPLY_POWER_NOW=1\nPOWER_SUPPLY_TEMP=-9223372036854775808\nPOWER_SUPPLY_CURRENT_NOW=18446744073709551615\nPOWER_SUPPLY_VOLTAGE_NOW=18446744073709551615\n",
+        "WIFI\n    Op Mode : STA\n    SSID : x\n    RSSI : 2147483647 dBm\n    Noise : -2147483648 dBm\n    Channel : 4294967295 (4294967295 MHz)\n    Tx Rate : 1e400 Mbps\n",
+        "     agrCtlRSSI: 255\n    agrCtlNoise: -255\n          state: running\n        channel: 999999999999,-1\n",
+        "Connected to 00:11:22:33:44:55 (on wlan0)\n\tfreq: 1e308\n\tsignal: -255 dBm\n\ttx bitrate: -1 MBit/s 99999999999MHz\n",
     ];
     for input in garbage {
         parse_any(input);

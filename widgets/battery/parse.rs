@@ -85,7 +85,7 @@ fn parse_pmset_battery_line(line: &str) -> Result<PmsetBattery, ParseError> {
         .split_whitespace()
         .next()
         .and_then(|t| t.split_once(':'))
-        .and_then(|(h, m)| Some(h.parse::<u64>().ok()? * 3600 + m.parse::<u64>().ok()? * 60));
+        .and_then(|(h, m)| Some(u64::from(h.parse::<u32>().ok()?) * 3600 + u64::from(m.parse::<u32>().ok()?) * 60));
     let present = tail.split("present:").nth(1).and_then(|p| match p.trim() {
         "true" => Some(true),
         "false" => Some(false),
@@ -491,7 +491,7 @@ pub fn from_macos(pmset: Option<&PmsetBatt>, ioreg: Option<&IoregBattery>) -> Op
         Some(s) => s == "discharging",
         None => plugged == Some(false),
     };
-    let known = |m: u64| (m != IOREG_UNKNOWN_MINUTES && m > 0).then_some(m * 60);
+    let known = |m: u64| m.checked_mul(60).filter(|_| m != IOREG_UNKNOWN_MINUTES && m > 0);
     let remaining = line.and_then(|l| l.remaining_s).filter(|s| *s > 0);
     let time_left = if discharging {
         remaining.or_else(|| ioreg.and_then(|io| io.avg_time_to_empty_min).and_then(known))
@@ -518,7 +518,11 @@ pub fn from_macos(pmset: Option<&PmsetBatt>, ioreg: Option<&IoregBattery>) -> Op
         cycle_count: ioreg.and_then(|io| io.cycle_count),
         health_percent,
         condition: ioreg.and_then(|_| condition(None, permanent_failure, health_percent)),
-        temperature_c: ioreg.and_then(|io| io.temperature_centi_c).map(|t| round1(t as f64 / 100.0)),
+        // An unsigned reading above 100 °C is a wrapped negative or garbage: unknown.
+        temperature_c: ioreg
+            .and_then(|io| io.temperature_centi_c)
+            .filter(|t| *t <= 10_000)
+            .map(|t| round1(t as f64 / 100.0)),
         source: source.to_string(),
     })
 }
@@ -629,9 +633,11 @@ mod tests {
         check_robust(
             W,
             |input| {
-                let _ = parse_pmset_batt(input);
-                let _ = parse_ioreg_battery(input);
-                let _ = parse_power_supply_uevent(input);
+                let pmset = parse_pmset_batt(input).ok();
+                let ioreg = parse_ioreg_battery(input).ok();
+                let _ = from_macos(pmset.as_ref(), ioreg.as_ref());
+                let _ = from_macos(None, ioreg.as_ref());
+                let _ = parse_power_supply_uevent(input).map(|ps| from_linux(&[ps]));
                 let _ = parse_online(input);
             },
             render,

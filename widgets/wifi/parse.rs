@@ -134,14 +134,14 @@ impl WifiInfo {
 
     /// Signal-to-noise ratio in dB, when both are known.
     pub fn snr(&self) -> Option<i32> {
-        Some(self.rssi? - self.noise?)
+        Some(self.rssi?.saturating_sub(self.noise?))
     }
 
     /// 0..100 from RSSI: -100 dBm or weaker is 0, -50 dBm or stronger is 100, linear between
     /// (the common `2 × (RSSI + 100)` mapping). `None` when not connected or RSSI unknown.
     pub fn quality_score(&self) -> Option<u8> {
         let rssi = self.rssi.filter(|_| self.connected)?;
-        Some((2 * (rssi + 100)).clamp(0, 100) as u8)
+        Some((2 * (i64::from(rssi) + 100)).clamp(0, 100) as u8)
     }
 
     fn set_ssid(&mut self, raw: &str) {
@@ -170,9 +170,9 @@ pub fn normalize_mac(text: &str) -> Option<String> {
     Some(octets.join(":"))
 }
 
-/// `-55 dBm` (or `-55`) to -55.
+/// `-55 dBm` (or `-55`) to -55; values outside ±255 are not dBm readings.
 fn dbm(text: &str) -> Option<i32> {
-    text.trim().trim_end_matches("dBm").trim().parse().ok()
+    text.trim().trim_end_matches("dBm").trim().parse().ok().filter(|v| (-255..=255).contains(v))
 }
 
 /// `145.0 Mbps`, `173.3 MBit/s`, `650` to Mbps.
@@ -658,12 +658,13 @@ mod tests {
         check_robust(
             W,
             |input| {
-                let _ = parse_wdutil_info(input);
-                let _ = parse_airport_info(input);
-                let _ = parse_sp_airport(input);
+                let derived = |info: Result<WifiInfo, ParseError>| info.map(|i| (i.snr(), i.quality_score()));
+                let _ = derived(parse_wdutil_info(input));
+                let _ = derived(parse_airport_info(input));
+                let _ = derived(parse_sp_airport(input).and_then(|i| i.ok_or(ParseError::Empty)));
                 let _ = parse_proc_net_wireless(input);
                 let _ = parse_iw_dev(input);
-                let _ = parse_iw_link(input);
+                let _ = derived(parse_iw_link(input));
             },
             render,
         );
