@@ -532,10 +532,59 @@ fn hours_to_seconds(amount: u64, rate: u64) -> Option<u64> {
     (rate > 0).then(|| (amount as f64 / rate as f64 * 3600.0).round() as u64)
 }
 
-/// Build the reading from the first system battery of `supplies` (in directory order) and
-/// the adapters among them. `None` when there is no system battery.
+/// Several system batteries (ThinkPads with `BAT0` and `BAT1`) as one: energies, charges
+/// and rates summed (a sum is unknown when any part is), charging if any charges, else
+/// discharging if any discharges; cycle count the highest, temperature and health the
+/// first battery's.
+fn combine(batteries: &[&PowerSupply]) -> Option<PowerSupply> {
+    let (first, rest) = batteries.split_first()?;
+    if rest.is_empty() {
+        return Some((*first).clone());
+    }
+    let sum = |field: fn(&PowerSupply) -> Option<u64>| -> Option<u64> {
+        batteries.iter().map(|b| field(b)).try_fold(0u64, |acc, v| acc.checked_add(v?))
+    };
+    let any_status = |status: &str| batteries.iter().any(|b| b.status.as_deref() == Some(status));
+    let status = if any_status("Charging") {
+        Some("Charging".to_string())
+    } else if any_status("Discharging") {
+        Some("Discharging".to_string())
+    } else {
+        first.status.clone()
+    };
+    let mut combined = PowerSupply {
+        name: Some(batteries.iter().filter_map(|b| b.name.as_deref()).collect::<Vec<_>>().join("+")),
+        kind: Some("Battery".to_string()),
+        status,
+        present: Some(true),
+        energy_now: sum(|b| b.energy_now),
+        energy_full: sum(|b| b.energy_full),
+        energy_full_design: sum(|b| b.energy_full_design),
+        charge_now: sum(|b| b.charge_now),
+        charge_full: sum(|b| b.charge_full),
+        charge_full_design: sum(|b| b.charge_full_design),
+        power_now: sum(|b| b.power_now),
+        current_now: sum(|b| b.current_now),
+        voltage_now: first.voltage_now,
+        cycle_count: batteries.iter().filter_map(|b| b.cycle_count).max(),
+        temp_deci_c: first.temp_deci_c,
+        health: first.health.clone(),
+        ..PowerSupply::default()
+    };
+    // Without summable amounts, the mean of the reported percentages.
+    if combined.energy_full.is_none() && combined.charge_full.is_none() {
+        let caps: Vec<u64> = batteries.iter().filter_map(|b| b.capacity).collect();
+        combined.capacity = (!caps.is_empty()).then(|| caps.iter().sum::<u64>() / caps.len() as u64);
+    }
+    Some(combined)
+}
+
+/// Build the reading from the system batteries of `supplies` (combined when there are
+/// several) and the adapters among them. `None` when there is no system battery.
 pub fn from_linux(supplies: &[PowerSupply]) -> Option<BatteryReading> {
-    let bat = supplies.iter().find(|s| s.is_system_battery())?;
+    let batteries: Vec<&PowerSupply> = supplies.iter().filter(|s| s.is_system_battery()).collect();
+    let combined = combine(&batteries)?;
+    let bat = &combined;
     let status = bat.status.as_deref().unwrap_or("Unknown");
     let adapters: Vec<bool> = supplies.iter().filter(|s| s.is_adapter()).filter_map(|s| s.online).collect();
     let plugged = if adapters.is_empty() {
@@ -777,6 +826,19 @@ mod tests {
             (Some(83.3), Some("Normal"), Some(31.5))
         );
         assert_eq!(from_linux(&supplies[..1]), None, "a mouse battery is not the system battery");
+    }
+
+    #[test]
+    fn linux_two_batteries_are_combined() {
+        let read = |name: &str| parse_power_supply_uevent(&fixture(W, name)).expect("parses");
+        let bat0 = read("sys-class-power_supply-BAT0-uevent--thinkpad-energy-discharging-procfs.txt");
+        let mut bat1 = read("sys-class-power_supply-BAT0-uevent--thinkpad-energy-discharging-81pct-node_exporter.txt");
+        bat1.name = Some("BAT1".into());
+        let r = from_linux(&[bat0, bat1]).expect("reading");
+        // (40730000 + 36580000) / (47390000 + 45070000) µWh; (47390000 + 45070000) / 95040000
+        // design; 77310000 µWh at 10066000 µW = 7.68 h.
+        assert_eq!((r.percent, r.health_percent, r.time_left), (83.6, Some(97.3), Some(27649)));
+        assert_eq!((r.plugged, r.charging), (Some(false), Some(false)));
     }
 
     #[test]
