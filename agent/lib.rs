@@ -16,6 +16,7 @@ pub mod keys;
 pub mod log;
 pub mod receiver;
 pub mod record;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod sender;

@@ -5,5 +5,6 @@ mod cli;
 mod envelope;
 mod packaging;
 mod receiver;
+mod replay;
 mod spool;
 mod support;

@@ -6,8 +6,9 @@
 //! thin reader (one command or file through `Host`) and a pure parser `fn(&str) -> Result<T,
 //! ParseError>` that is compiled and tested everywhere.
 //!
-//! Adding a widget is one folder under `src/` and one line in [`ALL`]; a conventions test
-//! checks the folder has a `README.md` and `testdata/` and is listed in the registry.
+//! Adding a widget is one folder under `widgets/` and one line in [`ALL`]; a conventions test
+//! (`conventions.rs`) checks the folder has a `README.md` and `testdata/` and is listed in the
+//! registry and in the root README's widget table.
 
 pub mod error;
 pub mod host;
@@ -16,6 +17,12 @@ pub mod time;
 
 pub mod units;
 
+#[cfg(test)]
+mod conventions;
+#[cfg(test)]
+mod golden;
+
+pub mod battery;
 pub mod cpu;
 pub mod disk;
 pub mod machine;
@@ -25,6 +32,7 @@ pub mod ping;
 pub mod processes;
 pub mod speedtest;
 pub mod system;
+pub mod wifi;
 
 pub use error::{CollectError, ParseError};
 pub use host::{CommandOutput, FixtureHost, Host, HostError, Os};
@@ -84,6 +92,8 @@ pub static ALL: &[&WidgetSpec] = &[
     &network::SPEC,
     &processes::SPEC,
     &system::SPEC,
+    &battery::SPEC,
+    &wifi::SPEC,
     &ping::SPEC,
     &speedtest::SPEC,
 ];

@@ -1,12 +1,13 @@
 //! `fleet-agent once`: collect every enabled widget once and print one JSON object.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use fleet_widgets::{SampleKind, Timestamp};
+use fleet_widgets::{Host, SampleKind, Timestamp};
 use serde_json::{json, Value};
 
 use super::{load_config, usage_error, Command};
-use crate::cli::{Args, Common, EXIT_OK};
+use crate::cli::{print_error, Args, Common, EXIT_OK, EXIT_USAGE};
 use crate::collect::Collector;
 use crate::host::SystemHost;
 use crate::report::{widget_log_entry, LatestReport};
@@ -15,12 +16,16 @@ use crate::report::{widget_log_entry, LatestReport};
 pub static COMMAND: Command = Command {
     name: "once",
     help: "\
-Usage: fleet-agent once [--config FILE] [-v|-q]
+Usage: fleet-agent once [--config FILE] [--replay DIR] [-v|-q]
 
 Collect every enabled widget once and print ONE JSON object to stdout:
   {\"machine_id\", \"machine_info\": {…}, \"metrics\": {…}, \"widget_logs\": […]}
 the Atlas report plus the widget-log entries. Needs no config file (defaults apply). Nothing
 is sent or stored.
+
+  --replay DIR   run the widgets against captured outputs: DIR/replay.json maps commands
+                 and files to files in DIR (see the README, \"Replay\"). sysinfo widgets
+                 still read this machine; no network measurement is made.
 ",
     run,
 };
@@ -28,6 +33,10 @@ is sent or stored.
 fn run(mut args: Args) -> u8 {
     let common = match Common::take(&mut args) {
         Ok(common) => common,
+        Err(e) => return usage_error("once", &e),
+    };
+    let replay = match args.value("--replay") {
+        Ok(replay) => replay.map(PathBuf::from),
         Err(e) => return usage_error("once", &e),
     };
     if let Err(e) = args.finish() {
@@ -38,9 +47,20 @@ fn run(mut args: Args) -> u8 {
         Err(code) => return code,
     };
     crate::log::init(common.log_level(config.log_level.min(log::LevelFilter::Warn)));
-    let host = SystemHost::new();
+    // Under replay every widget (machine_info's serial, model and computer name included)
+    // reads the captured outputs; sysinfo widgets still read this machine.
+    let host: Box<dyn Host> = match replay {
+        None => Box::new(SystemHost::new()),
+        Some(dir) => match crate::replay::load(&dir) {
+            Ok(host) => Box::new(host),
+            Err(e) => {
+                print_error(&e);
+                return EXIT_USAGE;
+            }
+        },
+    };
     let mut collector = Collector::new(&config.widgets, Instant::now());
-    let records = collector.collect_all(&host, Timestamp::now());
+    let records = collector.collect_all(host.as_ref(), Timestamp::now());
     println!("{}", once_json(&config.machine_id, &records));
     EXIT_OK
 }
