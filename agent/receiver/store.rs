@@ -279,8 +279,9 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path).and_then(|d| d.sync_all()).map_err(io_error("syncing directory", path))
 }
 
-/// Append `bytes` in one write and fsync.
+/// Append `bytes` in one write and fsync (and the directory too when the file is new).
 fn append_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let new = !path.exists();
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -288,7 +289,11 @@ fn append_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .open(path)
         .map_err(io_error("opening for append", path))?;
     file.write_all(bytes).map_err(io_error("appending to", path))?;
-    file.sync_data().map_err(io_error("syncing", path))
+    file.sync_data().map_err(io_error("syncing", path))?;
+    match path.parent() {
+        Some(dir) if new => sync_dir(dir),
+        _ => Ok(()),
+    }
 }
 
 /// Cut `path` back to `len` bytes and fsync.
