@@ -477,29 +477,54 @@ fn recover_records(path: &Path) -> Result<SeqSet, StoreError> {
     Ok(seen)
 }
 
-/// One stored line, parsed.
-fn parse_lines(path: &Path) -> Result<Vec<Map<String, Value>>, StoreError> {
-    let mut out = Vec::new();
-    scan_lines(path, |line, _| {
+/// Visit every line of a v1 file that parses as a JSON object (streaming).
+pub fn visit_v1(
+    store: &Path,
+    machine_id: &str,
+    file: &str,
+    mut visit: impl FnMut(Map<String, Value>),
+) -> Result<(), StoreError> {
+    scan_lines(&store.join(dir_name(machine_id)).join(file), |line, _| {
         if let Ok(Value::Object(map)) = serde_json::from_slice(line) {
-            out.push(map);
+            visit(map);
         }
     })?;
-    Ok(out)
+    Ok(())
 }
 
-/// The committed lines of a machine's `records.jsonl` (`record` and `batch` lines, in order;
-/// lines after the last `batch` line are ignored, see the module docs).
+/// Visit the committed lines of a machine's `records.jsonl` in order: each batch's `record`
+/// lines, then its `batch` line. Lines after the last `batch` line are skipped (see the module
+/// docs). Streaming: holds at most one batch in memory.
+pub fn visit_records(
+    store: &Path,
+    machine_id: &str,
+    mut visit: impl FnMut(Map<String, Value>),
+) -> Result<(), StoreError> {
+    let mut pending = Vec::new();
+    scan_lines(&store.join(dir_name(machine_id)).join(RECORDS_FILE), |line, _| {
+        if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) {
+            let commit = map.get("kind").and_then(Value::as_str) == Some("batch");
+            pending.push(map);
+            if commit {
+                pending.drain(..).for_each(&mut visit);
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// The committed lines of a machine's `records.jsonl`, collected (see [`visit_records`]).
 pub fn read_records(store: &Path, machine_id: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
-    let mut lines = parse_lines(&store.join(dir_name(machine_id)).join(RECORDS_FILE))?;
-    let committed = lines.iter().rposition(|l| l.get("kind").and_then(Value::as_str) == Some("batch"));
-    lines.truncate(committed.map_or(0, |i| i + 1));
+    let mut lines = Vec::new();
+    visit_records(store, machine_id, |line| lines.push(line))?;
     Ok(lines)
 }
 
-/// The lines of one of a machine's v1 files ([`REPORTS_FILE`] or [`WIDGET_LOGS_FILE`]).
+/// The lines of one of a machine's v1 files ([`REPORTS_FILE`] or [`WIDGET_LOGS_FILE`]), collected.
 pub fn read_v1(store: &Path, machine_id: &str, file: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
-    parse_lines(&store.join(dir_name(machine_id)).join(file))
+    let mut lines = Vec::new();
+    visit_v1(store, machine_id, file, |line| lines.push(line))?;
+    Ok(lines)
 }
 
 /// What the store holds for one widget of one machine.
@@ -568,26 +593,26 @@ pub fn machine(store: &Path, machine_id: &str) -> Result<MachineSummary, StoreEr
         entry.sample = sample.clone();
     };
     let mut v1_metrics = None;
-    for line in read_v1(store, machine_id, REPORTS_FILE)? {
+    visit_v1(store, machine_id, REPORTS_FILE, |line| {
         summary.report_count += 1;
         later(&mut summary.last_seen, line.get("received_at"));
         v1_metrics = line.get("report").and_then(|r| r.get("metrics")).cloned();
-    }
-    for line in read_v1(store, machine_id, WIDGET_LOGS_FILE)? {
+    })?;
+    visit_v1(store, machine_id, WIDGET_LOGS_FILE, |line| {
         summary.widget_log_count += 1;
         later(&mut summary.last_seen, line.get("received_at"));
         if let Some(log) = line.get("log") {
             add(log.get("widget_type").and_then(Value::as_str).unwrap_or("?"), "widget-log", log);
         }
-    }
+    })?;
     let mut v2_metrics = Map::new();
-    for line in read_records(store, machine_id)? {
+    visit_records(store, machine_id, |line| {
         later(&mut summary.last_seen, line.get("received_at"));
         match line.get("kind").and_then(Value::as_str) {
             Some("batch") => summary.batch_count += 1,
             Some("record") => {
                 summary.record_count += 1;
-                let Some(record) = line.get("record") else { continue };
+                let Some(record) = line.get("record") else { return };
                 let widget = record.get("widget").and_then(Value::as_str).unwrap_or("?");
                 let kind = record.get("kind").and_then(Value::as_str).unwrap_or("?");
                 if kind == "metric" {
@@ -597,7 +622,7 @@ pub fn machine(store: &Path, machine_id: &str) -> Result<MachineSummary, StoreEr
             }
             _ => {}
         }
-    }
+    })?;
     summary.latest_metrics = v1_metrics.unwrap_or(Value::Object(v2_metrics));
     summary.widgets = widgets.into_values().collect();
     Ok(summary)
@@ -628,48 +653,56 @@ pub struct LogRow {
     pub data: Value,
 }
 
-/// Every widget-log row, optionally filtered by widget type and machine id; machines in id
-/// order, each machine's v1 rows then v2 rows, in arrival order.
+/// Most rows one export returns (the rest is left out and `truncated` set).
+pub const MAX_EXPORT_ROWS: usize = 100_000;
+
+/// Every widget-log row (at most `max_rows`), optionally filtered by widget type and machine
+/// id; machines in id order, each machine's v1 rows then v2 `log` records, in arrival order.
+/// The flag is true when rows were left out.
 pub fn widget_logs(
     store: &Path,
     widget_type: Option<&str>,
     machine_id: Option<&str>,
-) -> Result<Vec<LogRow>, StoreError> {
+    max_rows: usize,
+) -> Result<(Vec<LogRow>, bool), StoreError> {
     let text = |v: &Value, field: &str| v.get(field).and_then(Value::as_str).unwrap_or("").to_string();
     let mut rows = Vec::new();
-    for summary_id in machine_ids(store)? {
-        if machine_id.is_some_and(|m| m != summary_id) {
+    let mut truncated = false;
+    for id in machine_ids(store)? {
+        if machine_id.is_some_and(|m| m != id) {
             continue;
         }
-        let mut push = |timestamp: String, level: String, widget: String, message: String, data: Value| {
-            if widget_type.is_none_or(|w| w == widget) {
-                let id = rows.len() as u64 + 1;
-                rows.push(LogRow {
-                    id,
-                    machine_id: summary_id.clone(),
-                    timestamp,
-                    level,
-                    widget_type: widget,
-                    message,
-                    data,
-                });
+        let mut push = |entry: &Value, ts: &str, widget: &str| {
+            let widget_type_of = text(entry, widget);
+            if widget_type.is_some_and(|w| w != widget_type_of) {
+                return;
             }
+            if rows.len() >= max_rows {
+                truncated = true;
+                return;
+            }
+            rows.push(LogRow {
+                id: rows.len() as u64 + 1,
+                machine_id: id.clone(),
+                timestamp: text(entry, ts),
+                level: text(entry, "level"),
+                widget_type: widget_type_of,
+                message: text(entry, "message"),
+                data: entry.get("data").cloned().unwrap_or(Value::Null),
+            });
         };
-        for line in read_v1(store, &summary_id, WIDGET_LOGS_FILE)? {
-            let Some(log) = line.get("log") else { continue };
-            let data = log.get("data").cloned().unwrap_or(Value::Null);
-            push(text(log, "timestamp"), text(log, "level"), text(log, "widget_type"), text(log, "message"), data);
-        }
-        for line in read_records(store, &summary_id)? {
-            let Some(record) = line.get("record") else { continue };
-            if record.get("kind").and_then(Value::as_str) != Some("log") {
-                continue;
+        visit_v1(store, &id, WIDGET_LOGS_FILE, |line| {
+            if let Some(log) = line.get("log") {
+                push(log, "timestamp", "widget_type");
             }
-            let data = record.get("data").cloned().unwrap_or(Value::Null);
-            push(text(record, "ts"), text(record, "level"), text(record, "widget"), text(record, "message"), data);
-        }
+        })?;
+        visit_records(store, &id, |line| {
+            if let Some(record) = line.get("record").filter(|r| r.get("kind").and_then(Value::as_str) == Some("log")) {
+                push(record, "ts", "widget");
+            }
+        })?;
     }
-    Ok(rows)
+    Ok((rows, truncated))
 }
 
 /// Every machine id in the store, sorted (empty if the store does not exist yet).
