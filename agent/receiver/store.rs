@@ -37,9 +37,15 @@
 //! `records.jsonl`, rebuilds the set of committed `(machine_id, seq)` from the `batch` lines and
 //! truncates anything after the last `batch` line (a group torn by a crash; it was never
 //! acknowledged, so the sender still holds it and will resend it). So a batch is either stored
-//! once with its commit line or not at all, across restarts and `kill -9`. Readers that look at
-//! the files of a store no receiver has reopened since a crash should likewise ignore record
-//! lines after the last `batch` line ([`read_records`] does).
+//! once with its commit line or not at all, across restarts and `kill -9`. While running, the
+//! receiver remembers each file's length after its last good append; if an append fails, the
+//! file is cut back before anything else is written (and again before the next append if that
+//! undo failed too), so a failed group never sits between two good ones.
+//!
+//! Readers: a batch's records are the `records` (count) lines right before its `batch` line.
+//! Record lines not followed by their commit line (the tail of a store no receiver has reopened
+//! since a crash) were never acknowledged and must be ignored; [`visit_records`] and
+//! [`read_records`] do this.
 //!
 //! v1 files get the same one-write-then-fsync treatment; on open a torn last line (no `\n`) is
 //! cut off. v1 has no sequence numbers, so a v1 resend after a lost answer is stored again,
@@ -254,9 +260,21 @@ struct LineHead {
     seq: Option<u64>,
 }
 
+/// The three files of a machine dir, in the order of [`MachineState::lens`].
+const FILES: [&str; 3] = [REPORTS_FILE, WIDGET_LOGS_FILE, RECORDS_FILE];
+
 struct MachineState {
     dir: PathBuf,
     seen: SeqSet,
+    /// Length of each of [`FILES`] after the last good append: anything beyond is a failed
+    /// append's leftover and is cut before the next write.
+    lens: [u64; 3],
+}
+
+impl MachineState {
+    fn append(&mut self, file: usize, bytes: &[u8]) -> Result<(), StoreError> {
+        append_durably(&self.dir.join(FILES[file]), bytes, &mut self.lens[file])
+    }
 }
 
 /// An open store: per-machine state behind per-machine locks.
@@ -280,7 +298,12 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Append `bytes` in one write and fsync (and the directory too when the file is new).
-fn append_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+///
+/// `good_len` is the file's length after the last successful append. A longer file holds the
+/// leftover of an append that failed (disk full, I/O error) and whose undo failed too: it is
+/// cut off first, so a half-written group can never merge with the next one. On failure the
+/// file is cut back again and the error returned (nothing was acknowledged).
+fn append_durably(path: &Path, bytes: &[u8], good_len: &mut u64) -> Result<(), StoreError> {
     let new = !path.exists();
     let mut file = OpenOptions::new()
         .create(true)
@@ -288,8 +311,25 @@ fn append_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .mode(0o600)
         .open(path)
         .map_err(io_error("opening for append", path))?;
-    file.write_all(bytes).map_err(io_error("appending to", path))?;
-    file.sync_data().map_err(io_error("syncing", path))?;
+    let len = file.metadata().map_err(io_error("reading metadata of", path))?.len();
+    if len > *good_len {
+        log::warn!("cutting {} bytes left by a failed append off {}", len - *good_len, path.display());
+        file.set_len(*good_len).map_err(io_error("truncating a failed append off", path))?;
+    } else if len < *good_len {
+        log::warn!("{} is {} bytes shorter than written: changed by someone else", path.display(), *good_len - len);
+        *good_len = len;
+    }
+    let written = file
+        .write_all(bytes)
+        .map_err(io_error("appending to", path))
+        .and_then(|()| file.sync_data().map_err(io_error("syncing", path)));
+    if let Err(e) = written {
+        if let Err(undo) = file.set_len(*good_len).and_then(|()| file.sync_data()) {
+            log::error!("cannot cut {} back to {} bytes after a failed append: {undo}", path.display(), *good_len);
+        }
+        return Err(e);
+    }
+    *good_len += bytes.len() as u64;
     match path.parent() {
         Some(dir) if new => sync_dir(dir),
         _ => Ok(()),
@@ -346,8 +386,8 @@ impl Store {
             if !dir.is_dir() {
                 continue;
             }
-            let seen = recover_machine(&dir)?;
-            machines.insert(machine_id, Arc::new(Mutex::new(MachineState { dir, seen })));
+            let (seen, lens) = recover_machine(&dir)?;
+            machines.insert(machine_id, Arc::new(Mutex::new(MachineState { dir, seen, lens })));
         }
         Ok(Store { root: root.to_path_buf(), machines: Mutex::new(machines) })
     }
@@ -366,7 +406,7 @@ impl Store {
         let dir = self.root.join(dir_name(machine_id));
         create_dir(&dir)?;
         sync_dir(&self.root)?;
-        let state = Arc::new(Mutex::new(MachineState { dir, seen: SeqSet::default() }));
+        let state = Arc::new(Mutex::new(MachineState { dir, seen: SeqSet::default(), lens: [0; 3] }));
         machines.insert(machine_id.to_string(), Arc::clone(&state));
         Ok(state)
     }
@@ -374,18 +414,18 @@ impl Store {
     /// Store one v1 report, durably.
     pub fn append_report(&self, machine_id: &str, report: &Value, e2ee: bool) -> Result<(), StoreError> {
         let state = self.machine(machine_id)?;
-        let state = lock(&state);
+        let mut state = lock(&state);
         let received_at = now();
         let line = ReportLine { received_at: &received_at, machine_id, kind: "report", e2ee, report };
         let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
         bytes.push(b'\n');
-        append_durably(&state.dir.join(REPORTS_FILE), &bytes)
+        state.append(0, &bytes)
     }
 
     /// Store v1 widget-log entries, durably; how many.
     pub fn append_widget_logs(&self, machine_id: &str, logs: &[Value], e2ee: bool) -> Result<usize, StoreError> {
         let state = self.machine(machine_id)?;
-        let state = lock(&state);
+        let mut state = lock(&state);
         let received_at = now();
         let mut bytes = Vec::new();
         for log in logs {
@@ -394,7 +434,7 @@ impl Store {
             bytes.push(b'\n');
         }
         if !bytes.is_empty() {
-            append_durably(&state.dir.join(WIDGET_LOGS_FILE), &bytes)?;
+            state.append(1, &bytes)?;
         }
         Ok(logs.len())
     }
@@ -427,33 +467,32 @@ impl Store {
         };
         bytes.extend(serde_json::to_vec(&commit).unwrap_or_default());
         bytes.push(b'\n');
-        let path = state.dir.join(RECORDS_FILE);
-        if let Err(e) = append_durably(&path, &bytes) {
-            // The group may be partly on disk without being committed; cut it off now so a retry
-            // of this batch (not yet acknowledged) cannot store its records twice.
-            let _ = recover_records(&path);
-            return Err(e);
-        }
+        state.append(2, &bytes)?;
         state.seen.insert(batch.seq);
         Ok(BatchOutcome::Stored(batch.records.len()))
     }
 }
 
-/// Repair one machine dir; its committed seqs.
-fn recover_machine(dir: &Path) -> Result<SeqSet, StoreError> {
-    for name in [REPORTS_FILE, WIDGET_LOGS_FILE] {
+/// Repair one machine dir: its committed seqs and the good length of each of [`FILES`].
+fn recover_machine(dir: &Path) -> Result<(SeqSet, [u64; 3]), StoreError> {
+    let mut lens = [0u64; 3];
+    for (i, name) in FILES[..2].iter().enumerate() {
         let path = dir.join(name);
         let (complete, total) = scan_lines(&path, |_, _| {})?;
         if total > complete {
             log::warn!("cutting a torn last line ({} bytes) off {}", total - complete, path.display());
             truncate(&path, complete)?;
         }
+        lens[i] = complete;
     }
-    recover_records(&dir.join(RECORDS_FILE))
+    let (seen, committed) = recover_records(&dir.join(RECORDS_FILE))?;
+    lens[2] = committed;
+    Ok((seen, lens))
 }
 
-/// Rebuild the seen set of a `records.jsonl` and cut everything after its last commit line.
-fn recover_records(path: &Path) -> Result<SeqSet, StoreError> {
+/// Rebuild the seen set of a `records.jsonl` and cut everything after its last commit line;
+/// the set and the file's new length.
+fn recover_records(path: &Path) -> Result<(SeqSet, u64), StoreError> {
     let mut seen = SeqSet::default();
     let mut committed = 0u64;
     let (_, total) = scan_lines(path, |line, end| {
@@ -474,7 +513,7 @@ fn recover_records(path: &Path) -> Result<SeqSet, StoreError> {
         );
         truncate(path, committed)?;
     }
-    Ok(seen)
+    Ok((seen, committed))
 }
 
 /// Visit every line of a v1 file that parses as a JSON object (streaming).
@@ -503,10 +542,15 @@ pub fn visit_records(
     let mut pending = Vec::new();
     scan_lines(&store.join(dir_name(machine_id)).join(RECORDS_FILE), |line, _| {
         if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) {
-            let commit = map.get("kind").and_then(Value::as_str) == Some("batch");
-            pending.push(map);
-            if commit {
-                pending.drain(..).for_each(&mut visit);
+            if map.get("kind").and_then(Value::as_str) == Some("batch") {
+                // A batch's records are the lines right before its commit line; anything older
+                // in `pending` is the leftover of an append that failed (never acknowledged).
+                let count = map.get("records").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let leftover = pending.len().saturating_sub(count);
+                pending.drain(..).skip(leftover).for_each(&mut visit);
+                visit(map);
+            } else {
+                pending.push(map);
             }
         }
     })?;
@@ -759,6 +803,58 @@ mod tests {
             set.insert(seq);
         }
         assert_eq!(set.ranges(), 2);
+    }
+
+    fn batch(seq: u64, records: usize) -> BatchBody {
+        let record = Record {
+            ts: "2026-11-22T13:00:00.000Z".into(),
+            widget: "ping".into(),
+            kind: fleet_widgets::SampleKind::Log,
+            level: fleet_widgets::Level::Info,
+            message: String::new(),
+            data: Value::Null,
+        };
+        BatchBody {
+            machine_id: "m".into(),
+            seq,
+            sent_at: "2026-11-22T13:00:00Z".into(),
+            records: vec![record; records],
+            dropped: Dropped::default(),
+        }
+    }
+
+    #[test]
+    fn leftover_of_a_failed_append_is_cut_before_the_next_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(store.append_batch(&batch(1, 2), None).ok(), Some(BatchOutcome::Stored(2)));
+        // What a failed append whose undo also failed leaves behind: lines without a commit, torn.
+        let path = dir.path().join("m").join(RECORDS_FILE);
+        let mut file = OpenOptions::new().append(true).open(&path).expect("open");
+        file.write_all(b"{\"kind\":\"record\",\"seq\":2,\"index\":0}\n{\"kind\":\"rec").expect("write");
+        assert_eq!(store.append_batch(&batch(2, 1), None).ok(), Some(BatchOutcome::Stored(1)));
+        assert_eq!(store.append_batch(&batch(2, 1), None).ok(), Some(BatchOutcome::Duplicate));
+        let text = fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{text}");
+    }
+
+    #[test]
+    fn readers_skip_uncommitted_lines_anywhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let machine = dir.path().join("m");
+        fs::create_dir_all(&machine).expect("mkdir");
+        let lines = [
+            r#"{"kind":"record","seq":1,"index":0}"#,
+            r#"{"kind":"record","seq":2,"index":0}"#,
+            r#"{"kind":"record","seq":2,"index":1}"#,
+            r#"{"kind":"batch","seq":2,"records":2}"#,
+            r#"{"kind":"record","seq":3,"index":0}"#,
+        ];
+        fs::write(machine.join(RECORDS_FILE), lines.join("\n") + "\n").expect("write");
+        let read = read_records(dir.path(), "m").expect("read");
+        let seqs: Vec<u64> = read.iter().filter_map(|l| l.get("seq").and_then(Value::as_u64)).collect();
+        assert_eq!(seqs, [2, 2, 2]);
     }
 
     #[test]
