@@ -235,13 +235,14 @@ fn report(body: &[u8], shared: &Shared) -> Response {
                 return Err(bad(&format!("report: field `{name}` must be an object")));
             }
         }
-        Ok(id)
+        Ok(id.to_string())
     })();
     let id = match checked {
         Ok(id) => id,
         Err(response) => return response,
     };
-    match shared.store.append_report(id, &Value::Object(report.clone()), e2ee) {
+    let id = id.as_str();
+    match shared.store.append_report(id, &Value::Object(report), e2ee) {
         Ok(()) => ok(&[("status", json!("ok")), ("e2ee_verified", json!(e2ee)), ("machine_id", json!(id))]),
         Err(e) => store_failed(&e),
     }
