@@ -344,6 +344,21 @@ impl Response {
         Response { status, content_type: "application/json", body: value.to_string().into_bytes() }
     }
 
+    /// A JSON object whose fields keep the given order (serde_json's map would sort them).
+    pub fn ordered_json(status: u16, fields: &[(&str, serde_json::Value)]) -> Response {
+        let mut body = String::from("{");
+        for (i, (name, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&serde_json::Value::from(*name).to_string());
+            body.push(':');
+            body.push_str(&value.to_string());
+        }
+        body.push('}');
+        Response { status, content_type: "application/json", body: body.into_bytes() }
+    }
+
     /// `{"error": message}` with a 4xx/5xx status.
     pub fn error(status: u16, message: &str) -> Response {
         Response::json(status, &json!({ "error": message }))

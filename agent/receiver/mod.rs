@@ -25,7 +25,7 @@
 //! | `POST /api/fleet/widget-logs` | `X-API-Key` | v1 body, plaintext `{machine_id, logs:[{timestamp, level, widget_type, message, data}]}`: `{"status":"ok","logs_stored":n,"e2ee_verified":true}` |
 //! | `POST /api/v2/batches` | `X-API-Key` | v2 body, plaintext a `BatchBody` whose `machine_id`/`seq` equal the envelope's: `{"status":"ok","stored":n}`, or for a `(machine_id, seq)` stored before `{"status":"ok","duplicate":true}` (nothing stored) |
 //! | `GET /api/fleet/machines` | `X-API-Key` | `{"machines":[MachineSummary…]}` ([`store::MachineSummary`]) |
-//! | `GET /api/fleet/widget-logs?format=json\|csv&widget_type=&machine_id=` | `X-API-Key` | JSON `{"count":n,"logs":[…]}` or CSV (see [`export`]) |
+//! | `GET /api/fleet/widget-logs?format=json\|csv&widget_type=&machine_id=` | `X-API-Key` | JSON `{"count":n,"truncated":false,"logs":[…]}` or CSV (see [`export`]); at most 100,000 rows |
 //! | `GET /api/health` | none | `{"status":"ok","version":V,"e2ee":B,"protocols":["1","2"]}` |
 //! | `GET /speedtest/down?bytes=N`, `GET /__down?bytes=N` | none | N zero bytes (N capped at 1 GiB), streamed from a static buffer |
 //! | `POST /speedtest/up`, `POST /__up` | none | reads and discards the body (up to 1 GiB): `{"status":"ok","bytes":n}` |
@@ -44,7 +44,11 @@
 //! same JSON that would be sealed; for v2 the `BatchBody` itself) and logs a warning at start.
 //! Without an API key it accepts every request, also with a warning.
 //!
+//! Success answers are JSON objects with `status` first, as the Atlas server writes them.
+//!
 //! Storage: see [`store`] (per machine JSON Lines, fsynced before the 200, exactly-once v2).
+//! The read endpoints stream the files on each request (one batch in memory at a time); the
+//! export keeps its rows in memory, hence its row cap.
 
 pub mod export;
 pub mod http;

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::export;
 use super::http::{self, BodyFraming, Conn, Deadline, HttpError, Request, Response};
-use super::store::{self, BatchOutcome, Store, StoreError};
+use super::store::{self, BatchOutcome, Store, StoreError, MAX_EXPORT_ROWS};
 use super::Limits;
 use crate::envelope::{self, EnvelopeError};
 use crate::keys::{Key32, SecretString};
@@ -156,8 +156,9 @@ fn read_body(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Result<
     })
 }
 
-fn ok(value: Value) -> Response {
-    Response::json(200, &value)
+/// A 200 JSON object with its fields in the order given (`status` first, as Atlas answers).
+fn ok(fields: &[(&str, Value)]) -> Response {
+    Response::ordered_json(200, fields)
 }
 
 fn bad(message: &str) -> Response {
@@ -175,12 +176,12 @@ fn store_failed(error: &StoreError) -> Response {
 }
 
 fn health(shared: &Shared) -> Response {
-    ok(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "e2ee": !shared.keys.is_empty(),
-        "protocols": ["1", "2"],
-    }))
+    ok(&[
+        ("status", json!("ok")),
+        ("version", json!(env!("CARGO_PKG_VERSION"))),
+        ("e2ee", json!(!shared.keys.is_empty())),
+        ("protocols", json!(["1", "2"])),
+    ])
 }
 
 /// Parse a body as a JSON object, naming the problem.
@@ -234,14 +235,15 @@ fn report(body: &[u8], shared: &Shared) -> Response {
                 return Err(bad(&format!("report: field `{name}` must be an object")));
             }
         }
-        Ok(id)
+        Ok(id.to_string())
     })();
     let id = match checked {
         Ok(id) => id,
         Err(response) => return response,
     };
-    match shared.store.append_report(id, &Value::Object(report.clone()), e2ee) {
-        Ok(()) => ok(json!({"status": "ok", "e2ee_verified": e2ee, "machine_id": id})),
+    let id = id.as_str();
+    match shared.store.append_report(id, &Value::Object(report), e2ee) {
+        Ok(()) => ok(&[("status", json!("ok")), ("e2ee_verified", json!(e2ee)), ("machine_id", json!(id))]),
         Err(e) => store_failed(&e),
     }
 }
@@ -271,7 +273,7 @@ fn widget_logs(body: &[u8], shared: &Shared) -> Response {
         Err(response) => return response,
     };
     match shared.store.append_widget_logs(id, logs, e2ee) {
-        Ok(n) => ok(json!({"status": "ok", "logs_stored": n, "e2ee_verified": e2ee})),
+        Ok(n) => ok(&[("status", json!("ok")), ("logs_stored", json!(n)), ("e2ee_verified", json!(e2ee))]),
         Err(e) => store_failed(&e),
     }
 }
@@ -309,15 +311,15 @@ fn batch(body: &[u8], shared: &Shared) -> Response {
         }
     }
     match shared.store.append_batch(&batch, kid.as_deref()) {
-        Ok(BatchOutcome::Stored(n)) => ok(json!({"status": "ok", "stored": n})),
-        Ok(BatchOutcome::Duplicate) => ok(json!({"status": "ok", "duplicate": true})),
+        Ok(BatchOutcome::Stored(n)) => ok(&[("status", json!("ok")), ("stored", json!(n))]),
+        Ok(BatchOutcome::Duplicate) => ok(&[("status", json!("ok")), ("duplicate", json!(true))]),
         Err(e) => store_failed(&e),
     }
 }
 
 fn machines(shared: &Shared) -> Response {
     match store::machines(shared.store.root()) {
-        Ok(list) => ok(json!({ "machines": list })),
+        Ok(list) => ok(&[("machines", json!(list))]),
         Err(e) => store_failed(&e),
     }
 }
@@ -329,14 +331,15 @@ fn export_logs(request: &Request, shared: &Shared) -> Response {
     }
     let widget_type = request.query_param("widget_type").filter(|w| !w.is_empty());
     let machine_id = request.query_param("machine_id").filter(|m| !m.is_empty());
-    let rows = match store::widget_logs(shared.store.root(), widget_type.as_deref(), machine_id.as_deref()) {
-        Ok(rows) => rows,
+    let found = store::widget_logs(shared.store.root(), widget_type.as_deref(), machine_id.as_deref(), MAX_EXPORT_ROWS);
+    let (rows, truncated) = match found {
+        Ok(found) => found,
         Err(e) => return store_failed(&e),
     };
     if format == "csv" {
         Response { status: 200, content_type: "text/csv; charset=utf-8", body: export::to_csv(&rows).into_bytes() }
     } else {
-        ok(json!({ "count": rows.len(), "logs": rows }))
+        ok(&[("count", json!(rows.len())), ("truncated", json!(truncated)), ("logs", json!(rows))])
     }
 }
 
@@ -384,7 +387,7 @@ fn speedtest_up(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Resp
     let deadline =
         Deadline { until: Instant::now() + shared.limits.speedtest_deadline, idle: shared.limits.read_timeout };
     match http::discard_body(conn, request, len, deadline) {
-        Ok(n) => ok(json!({"status": "ok", "bytes": n})),
+        Ok(n) => ok(&[("status", json!("ok")), ("bytes", json!(n))]),
         Err(e @ HttpError::Timeout) => Response::error(408, &e.to_string()),
         Err(e) => bad(&e.to_string()),
     }

@@ -1,0 +1,169 @@
+//! `fleet-bench receiver [--quick]`: throughput of the bundled receiver on loopback (v2 batches
+//! of 100 records, sealed, each stored and fsynced before its 200) and the idle RSS of the real
+//! `fleet-agent receive` process (VmRSS from /proc after start).
+//!
+//! Needs the `fleet-agent` binary next to `fleet-bench` (`cargo build --release --bins`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fleet_agent::envelope;
+use fleet_agent::keys::Key32;
+use fleet_agent::record::{BatchBody, Dropped, Record};
+use fleet_widgets::{Level, SampleKind};
+use serde_json::json;
+
+const API_KEY: &str = "bench-api-key";
+const RECORDS_PER_BATCH: usize = 100;
+const CLIENTS: usize = 2;
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run the bench; prints its figures on stdout.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    if let Some(other) = args.iter().find(|a| *a != "--quick") {
+        return Err(format!("unexpected argument `{other}`"));
+    }
+    let batches = if quick { 200 } else { 2000 };
+    let exe = std::env::current_exe().map_err(|e| format!("locating fleet-bench: {e}"))?;
+    let agent_bin = exe.with_file_name("fleet-agent");
+    if !agent_bin.exists() {
+        return Err(format!("{} not found: run `cargo build --release --bins` first", agent_bin.display()));
+    }
+    let scratch = Scratch(std::env::temp_dir().join(format!("fleet-bench-receiver-{}", std::process::id())));
+    let key = Key32::generate().map_err(|e| e.to_string())?;
+
+    let (child, url) = spawn_receiver(&agent_bin, &scratch.0.join("store"), &key)?;
+    let child = Running(child);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = vm_rss(child.0.id())?;
+
+    let bodies = seal_batches(&key, batches)?;
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    post_all(&url, bodies)?;
+    let elapsed = started.elapsed();
+    let loaded_rss = vm_rss(child.0.id())?;
+    drop(child);
+
+    let rate = batches as f64 / elapsed.as_secs_f64();
+    println!("receiver: {batches} v2 batches x {RECORDS_PER_BATCH} records ({} KiB sealed), {CLIENTS} clients, loopback HTTP", bytes / 1024);
+    println!(
+        "receiver: {rate:.0} batches/s ({:.0} records/s), {:.2} ms per batch",
+        rate * RECORDS_PER_BATCH as f64,
+        elapsed.as_secs_f64() * 1000.0 / batches as f64
+    );
+    println!("receiver: idle RSS {idle_rss} KiB, after the run {loaded_rss} KiB");
+    Ok(())
+}
+
+fn spawn_receiver(bin: &Path, store: &Path, key: &Key32) -> Result<(Child, String), String> {
+    let mut child = Command::new(bin)
+        .args(["receive", "--listen", "127.0.0.1:0", "--api-key", API_KEY, "-q"])
+        .arg("--store")
+        .arg(store)
+        .env("FLEET_ENCRYPTION_KEY", key.to_base64().as_str())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).map_err(|e| format!("reading the listening line: {e}"))?;
+    match line.trim().strip_prefix("listening on ") {
+        Some(url) => Ok((child, url.to_string())),
+        None => {
+            let _ = child.kill();
+            Err(format!("unexpected first line from the receiver: {line:?}"))
+        }
+    }
+}
+
+fn seal_batches(key: &Key32, batches: usize) -> Result<Vec<Vec<u8>>, String> {
+    (0..batches as u64)
+        .map(|seq| {
+            let records = (0..RECORDS_PER_BATCH as u64)
+                .map(|i| Record {
+                    ts: "2026-11-22T13:00:00.000Z".into(),
+                    widget: "ping".into(),
+                    kind: SampleKind::Log,
+                    level: Level::Info,
+                    message: "ping".into(),
+                    data: json!({"latency": 12.5 + i as f64, "packet_loss": 0.0, "target": "1.1.1.1"}),
+                })
+                .collect();
+            let body = BatchBody {
+                machine_id: "bench-01".into(),
+                seq,
+                sent_at: "2026-11-22T13:00:00Z".into(),
+                records,
+                dropped: Dropped::default(),
+            };
+            let plain = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+            envelope::seal_v2(key, "bench-01", seq, &plain).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn post_all(url: &str, bodies: Vec<Vec<u8>>) -> Result<(), String> {
+    let mut shares: Vec<Vec<Vec<u8>>> = (0..CLIENTS).map(|_| Vec::new()).collect();
+    for (i, body) in bodies.into_iter().enumerate() {
+        shares[i % CLIENTS].push(body);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| {
+                scope.spawn(move || -> Result<(), String> {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(30)))
+                        .build()
+                        .into();
+                    for body in share {
+                        let mut response = agent
+                            .post(format!("{url}/api/v2/batches"))
+                            .header("X-API-Key", API_KEY)
+                            .header("Content-Type", "application/json")
+                            .send(&body[..])
+                            .map_err(|e| format!("POST failed: {e}"))?;
+                        let status = response.status().as_u16();
+                        let text = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+                        if status != 200 || !text.contains("\"stored\":100") {
+                            return Err(format!("unexpected answer {status}: {text}"));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().map_err(|_| "client thread panicked".to_string())?)
+    })
+}
+
+fn vm_rss(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("reading /proc: {e}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmRSS in /proc status".to_string())
+}
