@@ -12,8 +12,10 @@
 //!
 //! The machine dir name is the `machine_id` with every byte outside `A-Z a-z 0-9 - _ .` (and a
 //! leading `.`) written as `%XX` (uppercase hex), so `mac-01` is stored in `mac-01/` and
-//! `a b` in `a%20b/`. Machine ids are 1..=80 bytes without control characters (the receiver
-//! answers 400 otherwise), so a dir name never exceeds 240 bytes.
+//! `a b` in `a%20b/`. Machine ids are 1..=128 bytes without control characters (the receiver
+//! answers 400 otherwise, the agent's own limit); an id whose `%XX` form would exceed 200 bytes
+//! is stored as `~` + its unpadded base64url (at most 172 bytes), so a dir name always fits
+//! the 255-byte file name limit and maps back to exactly one id.
 //!
 //! # Lines
 //!
@@ -75,7 +77,7 @@ pub const WIDGET_LOGS_FILE: &str = "widget-logs.jsonl";
 /// File of v2 records and batch commit lines.
 pub const RECORDS_FILE: &str = "records.jsonl";
 /// Longest accepted machine id, in bytes.
-pub const MAX_MACHINE_ID: usize = 80;
+pub const MAX_MACHINE_ID: usize = crate::config::MAX_MACHINE_ID_BYTES;
 
 /// A store operation that failed, with the path it was working on.
 #[derive(Debug)]
@@ -115,7 +117,8 @@ fn io_error<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -
     move |source| StoreError::Io { doing, path: path.to_path_buf(), source }
 }
 
-/// Check that a machine id can be stored: 1..=80 bytes, no control characters.
+/// Check that a machine id can be stored: 1..=128 bytes (the agent's own limit), no control
+/// characters.
 pub fn check_machine_id(machine_id: &str) -> Result<(), StoreError> {
     if machine_id.is_empty() {
         return Err(StoreError::MachineId("empty".into()));
@@ -129,8 +132,20 @@ pub fn check_machine_id(machine_id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Longest `%XX` form used as a directory name; longer ids use the `~` + base64url form.
+const MAX_PERCENT_NAME: usize = 200;
+
 /// The directory name of a machine id (see the module docs).
 pub fn dir_name(machine_id: &str) -> String {
+    let percent = percent_name(machine_id);
+    if percent.len() <= MAX_PERCENT_NAME {
+        return percent;
+    }
+    use base64::Engine as _;
+    format!("~{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(machine_id))
+}
+
+fn percent_name(machine_id: &str) -> String {
     let mut out = String::with_capacity(machine_id.len());
     for (i, b) in machine_id.bytes().enumerate() {
         let plain = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
@@ -145,6 +160,12 @@ pub fn dir_name(machine_id: &str) -> String {
 
 /// The machine id of a directory name, if it is one [`dir_name`] makes.
 pub fn machine_id_of(dir: &str) -> Option<String> {
+    if let Some(encoded) = dir.strip_prefix('~') {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).ok()?;
+        let id = String::from_utf8(bytes).ok()?;
+        return (dir_name(&id) == dir).then_some(id);
+    }
     let bytes = dir.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -775,9 +796,12 @@ mod tests {
 
     #[test]
     fn dir_names_round_trip() {
-        for id in ["mac-01", "a b", ".hidden", "..", "x/../y", "münchen", "a%b", "A.b_c"] {
+        let long_plain = "m".repeat(128);
+        let long_odd = "é/".repeat(42);
+        for id in ["mac-01", "a b", ".hidden", "..", "x/../y", "münchen", "a%b", "A.b_c", &long_plain, &long_odd] {
             let dir = dir_name(id);
             assert!(!dir.contains('/') && dir != "." && dir != ".." && !dir.starts_with('.'), "{dir}");
+            assert!(dir.len() <= 200, "{} bytes", dir.len());
             assert_eq!(machine_id_of(&dir).as_deref(), Some(id));
         }
         assert_eq!(dir_name("mac-01"), "mac-01");
@@ -861,7 +885,8 @@ mod tests {
     fn machine_ids_are_checked() {
         assert!(check_machine_id("mac-01").is_ok());
         assert!(check_machine_id("").is_err());
-        assert!(check_machine_id(&"x".repeat(81)).is_err());
+        assert!(check_machine_id(&"x".repeat(128)).is_ok());
+        assert!(check_machine_id(&"x".repeat(129)).is_err());
         assert!(check_machine_id("a\nb").is_err());
     }
 }
