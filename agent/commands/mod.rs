@@ -4,6 +4,7 @@
 mod keygen;
 mod once;
 mod run;
+mod spool;
 mod status;
 mod validate;
 
@@ -21,7 +22,8 @@ pub struct Command {
 }
 
 /// Every command.
-pub static ALL: &[&Command] = &[&run::COMMAND, &once::COMMAND, &keygen::COMMAND, &validate::COMMAND, &status::COMMAND];
+pub static ALL: &[&Command] =
+    &[&run::COMMAND, &once::COMMAND, &keygen::COMMAND, &validate::COMMAND, &status::COMMAND, &spool::COMMAND];
 
 /// Look a command up by name.
 pub fn find(name: &str) -> Option<&'static Command> {

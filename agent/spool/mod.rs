@@ -200,7 +200,7 @@ impl Spool {
         }
         let (master, created) = MasterKey::load_or_create(&dir)?;
         if created {
-            log::info!("spool: created a new master key in {}", dir.join(keys::MASTER_KEY_FILE).display());
+            log::info!("created a new master key in {}", dir.join(keys::MASTER_KEY_FILE).display());
         }
         let mut ledger = cursor::load_ledger(&dir)?;
         let acked = cursor::load_cursor(&dir)?.unwrap_or_default();
@@ -228,7 +228,7 @@ impl Spool {
         spool.refresh_oldest();
         let stats = spool.stats();
         log::info!(
-            "spool {}: {} segments, {} bytes, {} unacknowledged records, {} dropped so far",
+            "opened {}: {} segments, {} bytes, {} unacknowledged records, {} dropped so far",
             spool.dir.display(),
             stats.segments,
             stats.bytes,
@@ -284,7 +284,7 @@ impl Spool {
         self.commit(&mut pending)?;
         if let Err(e) = self.enforce_cap() {
             // The records are stored; the cap is retried on the next append.
-            log::error!("spool: enforcing the size cap: {e}");
+            log::error!("enforcing the size cap: {e}");
         }
         if self.oldest_unacked.is_none() {
             self.refresh_oldest();
@@ -324,11 +324,7 @@ impl Spool {
                         Ok(record) => batch.records.push(record),
                         Err(e) => {
                             // Authentic but not a record we understand: count it, go on.
-                            log::error!(
-                                "spool: segment {} record {}: not a record ({e}); dropped",
-                                at.segment,
-                                at.index
-                            );
+                            log::error!("segment {} record {}: not a record ({e}); dropped", at.segment, at.index);
                             self.ledger.add(1, None, None);
                             cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
                         }
@@ -416,7 +412,7 @@ impl Spool {
             writer.write(&pending.bytes, pending.count).and_then(|()| if sync { writer.sync() } else { Ok(()) });
         if let Err(e) = result {
             if let Err(undo) = writer.roll_back(len, next_index) {
-                log::error!("spool: undoing a failed write: {undo}");
+                log::error!("undoing a failed write: {undo}");
             }
             let id = writer.id();
             self.writer = None;
@@ -467,7 +463,7 @@ impl Spool {
             }
             let path = self.dir.join(segment::file_name(seg.id));
             std::fs::remove_file(&path).map_err(SpoolError::io("removing acknowledged segment", &path))?;
-            log::debug!("spool: removed acknowledged segment {}", path.display());
+            log::debug!("removed acknowledged segment {}", path.display());
             let id = seg.id;
             self.forget(id);
             removed = true;
@@ -501,7 +497,7 @@ impl Spool {
             let path = self.dir.join(segment::file_name(seg.id));
             std::fs::remove_file(&path).map_err(SpoolError::io("removing segment over the cap", &path))?;
             log::warn!(
-                "spool: over its cap of {} bytes; dropped segment {} with {lost} unacknowledged records",
+                "over its cap of {} bytes; dropped segment {} with {lost} unacknowledged records",
                 self.max_bytes,
                 path.display()
             );
@@ -530,7 +526,7 @@ impl Spool {
         let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR), self.durable())?;
         let lost = unacked_in(id, seg.records, self.acked);
         log::error!(
-            "spool: segment {} became unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
+            "segment {} became unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
             path.display(),
             to.display()
         );
@@ -545,7 +541,7 @@ impl Spool {
     fn remove_segment(&mut self, id: u64) {
         let path = self.dir.join(segment::file_name(id));
         if let Err(e) = std::fs::remove_file(&path) {
-            log::warn!("spool: removing empty segment {}: {e}", path.display());
+            log::warn!("removing empty segment {}: {e}", path.display());
         }
         self.forget(id);
     }
