@@ -308,7 +308,7 @@ impl Spool {
                 if !batch.records.is_empty() {
                     break;
                 }
-                self.quarantine_live(seg.id, "segment header is no longer readable")?;
+                self.quarantine_live(seg.id, at.index, "segment header is no longer readable")?;
                 continue;
             };
             if let Some(len) = state.frames.peek_plaintext_len()? {
@@ -339,7 +339,7 @@ impl Spool {
                         Step::Torn(reason) | Step::Bad { reason, .. } => reason,
                         _ => "segment ends early".into(),
                     };
-                    self.quarantine_live(seg.id, &format!("record {}: {why}", at.index))?;
+                    self.quarantine_live(seg.id, at.index, &format!("record {}: {why}", at.index))?;
                 }
             }
         }
@@ -513,9 +513,12 @@ impl Spool {
         Ok(())
     }
 
-    /// Move a live segment found damaged while reading to quarantine and count its
-    /// unacknowledged records as dropped.
-    fn quarantine_live(&mut self, id: u64, why: &str) -> Result<(), SpoolError> {
+    /// Move a segment found damaged while reading (at record `from`) to quarantine and count
+    /// its records from `from` on as dropped. Reads only stop at damage with an empty batch, so
+    /// in the sender's flow (read from the ack cursor, deliver, ack) everything before `from`
+    /// has been acknowledged and the count is exact; a reader that reads ahead of its acks
+    /// could lose the read-ahead records of this one segment uncounted.
+    fn quarantine_live(&mut self, id: u64, from: u64, why: &str) -> Result<(), SpoolError> {
         let Some(seg) = self.segments.iter().find(|s| s.id == id).cloned() else {
             return Ok(());
         };
@@ -523,14 +526,19 @@ impl Spool {
             self.writer = None;
         }
         let path = self.dir.join(segment::file_name(id));
-        let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR), self.durable())?;
-        let lost = unacked_in(id, seg.records, self.acked);
-        log::error!(
-            "segment {} became unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
-            path.display(),
-            to.display()
-        );
-        self.ledger.add(lost, seg.first_ts, seg.last_ts);
+        let lost = unacked_in(id, seg.records, self.acked).min(seg.records.saturating_sub(from));
+        if path.exists() {
+            let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR), self.durable())?;
+            log::error!(
+                "segment {} became unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
+                path.display(),
+                to.display()
+            );
+        } else {
+            log::error!("segment {} vanished; {lost} unacknowledged records counted as dropped", path.display());
+        }
+        let oldest = if from == 0 { seg.first_ts } else { None };
+        self.ledger.add(lost, oldest, seg.last_ts);
         cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
         self.forget(id);
         self.refresh_oldest();
@@ -569,6 +577,9 @@ impl Spool {
         if !reusable {
             self.reader = None;
             let path = self.dir.join(segment::file_name(seg.id));
+            if !path.exists() {
+                return Ok(false);
+            }
             let (mut frames, header) = segment::open(&path, Some(seg.bytes))?;
             let Ok(header) = header else { return Ok(false) };
             let Ok(cipher) = self.master.open_segment(&header) else { return Ok(false) };
