@@ -134,7 +134,9 @@ pub struct ReadBatch {
     /// The records, oldest first.
     pub records: Vec<Record>,
     /// The position after the last returned record (ack this once they are delivered).
-    /// When `records` is empty, the cursor given: nothing is unacknowledged beyond it.
+    /// When `records` is empty, nothing readable is unacknowledged beyond the cursor given
+    /// (`next` is that cursor, or past records that could not be decoded and were counted as
+    /// dropped).
     pub next: Cursor,
 }
 
@@ -175,6 +177,8 @@ pub struct Spool {
     ledger: Ledger,
     reader: Option<ReadState>,
     oldest_unacked: Option<Timestamp>,
+    /// Undecodable records before this position have been counted as dropped.
+    undecodable_counted: Cursor,
 }
 
 impl Spool {
@@ -223,6 +227,7 @@ impl Spool {
             ledger,
             reader: None,
             oldest_unacked: None,
+            undecodable_counted: Cursor::default(),
         };
         spool.collect_garbage()?;
         spool.refresh_oldest();
@@ -322,12 +327,15 @@ impl Spool {
                     pos = Cursor { segment: at.segment, index: at.index + 1 };
                     match serde_json::from_slice::<Record>(&state.frames.buf) {
                         Ok(record) => batch.records.push(record),
-                        Err(e) => {
-                            // Authentic but not a record we understand: count it, go on.
-                            log::error!("segment {} record {}: not a record ({e}); dropped", at.segment, at.index);
+                        Err(e) if at >= self.undecodable_counted => {
+                            // Authentic but not a record this version understands (written by
+                            // another version?): skipped and counted once per process.
+                            log::error!("segment {} record {}: not a record ({e}); skipped", at.segment, at.index);
+                            self.undecodable_counted = pos;
                             self.ledger.add(1, None, None);
                             cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
                         }
+                        Err(_) => {}
                     }
                     batch.next = pos;
                 }
