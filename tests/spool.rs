@@ -499,3 +499,52 @@ fn no_plaintext_under_the_spool_dir() {
         }
     }
 }
+
+#[test]
+fn status_and_verify_read_without_changing_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool_dir = dir.path().join("spool");
+    let body = json!({ "machine_id": "m", "spool": { "dir": spool_dir } });
+    let config = write_config(dir.path(), "c.json", &body.to_string(), 0o600);
+
+    let out = crate::support::run(&["status", "--config", s(&config)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(crate::support::stdout(&out).contains("(no spool yet)"));
+    assert!(!spool_dir.exists(), "status creates nothing");
+
+    let mut spool = Spool::open(&config_never(&spool_dir, 4096)).expect("open");
+    spool.append(&records(0..30)).expect("append");
+    let first = spool.read_from(Cursor::default(), 5, usize::MAX).expect("read");
+    spool.ack(first.next).expect("ack");
+    drop(spool);
+
+    let out = crate::support::run(&["status", "--config", s(&config)]);
+    let text = crate::support::stdout(&out);
+    assert!(text.contains("unacked:   25 records"), "{text}");
+    assert!(text.contains(&format!("oldest:    {}", record(5).ts)), "{text}");
+    assert!(text.contains(&format!("newest:    {}", record(29).ts)), "{text}");
+    assert!(text.contains("dropped:   0"), "{text}");
+
+    let out = crate::support::run(&["spool", "verify", "--config", s(&config)]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", crate::support::stdout(&out), stderr(&out));
+    assert!(crate::support::stdout(&out).contains("all good"));
+
+    let victim = segments(&spool_dir).remove(0);
+    let mut bytes = fs::read(&victim).expect("read");
+    bytes[200] ^= 0x40;
+    fs::write(&victim, &bytes).expect("write");
+    let listing = |d: &Path| {
+        let mut all = Vec::new();
+        files_under(d, &mut all);
+        all.sort();
+        all.into_iter().map(|p| (fs::read(&p).expect("read"), p)).collect::<Vec<_>>()
+    };
+    let before = listing(&spool_dir);
+    let out = crate::support::run(&["spool", "verify", "--config", s(&config)]);
+    let text = crate::support::stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("BAD"), "{text}");
+    assert_eq!(listing(&spool_dir), before, "verify changes nothing");
+    assert_eq!(crate::support::run(&["spool", "--config", s(&config)]).status.code(), Some(2));
+    assert_eq!(crate::support::run(&["spool", "frob", "--config", s(&config)]).status.code(), Some(2));
+}

@@ -6,6 +6,7 @@ mod keygen;
 mod once;
 mod receive;
 mod run;
+mod spool;
 mod status;
 mod validate;
 
@@ -31,6 +32,7 @@ pub static ALL: &[&Command] = &[
     &validate::COMMAND,
     &status::COMMAND,
     &receive::COMMAND,
+    &spool::COMMAND,
 ];
 
 /// Look a command up by name.

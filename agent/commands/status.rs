@@ -2,6 +2,7 @@
 
 use super::{load_config, usage_error, Command};
 use crate::cli::{Args, Common, EXIT_OK};
+use crate::spool::{inspect, SpoolStats};
 
 /// Registry entry.
 pub static COMMAND: Command = Command {
@@ -34,6 +35,7 @@ fn run(mut args: Args) -> u8 {
     println!("protocol:    {}", config.protocol.as_str());
     println!("encryption:  {}", if config.encryption_key.is_some() { "on" } else { "off" });
     println!("spool:       {}", config.spool.dir.display());
+    print_spool_stats(&config.spool.dir);
     let enabled: Vec<String> = config
         .widgets
         .iter()
@@ -42,4 +44,32 @@ fn run(mut args: Args) -> u8 {
         .collect();
     println!("widgets:     {}", enabled.join(", "));
     EXIT_OK
+}
+
+/// Spool stats, read without creating, locking or repairing anything (safe while `run` runs).
+fn print_spool_stats(dir: &std::path::Path) {
+    match inspect(dir) {
+        Ok(None) => println!("  (no spool yet)"),
+        Ok(Some(stats)) => {
+            for line in spool_lines(&stats) {
+                println!("  {line}");
+            }
+        }
+        Err(e) => println!("  unreadable: {e}"),
+    }
+}
+
+fn spool_lines(stats: &SpoolStats) -> Vec<String> {
+    let time = |t: Option<fleet_widgets::Timestamp>| t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
+    let dropped = match (&stats.dropped.oldest, &stats.dropped.newest) {
+        (Some(oldest), Some(newest)) => format!("{} ({oldest} .. {newest})", stats.dropped.count),
+        _ => stats.dropped.count.to_string(),
+    };
+    vec![
+        format!("bytes:     {} in {} segments", stats.bytes, stats.segments),
+        format!("unacked:   {} records", stats.unacked_records),
+        format!("dropped:   {dropped}"),
+        format!("oldest:    {}", time(stats.oldest)),
+        format!("newest:    {}", time(stats.newest)),
+    ]
 }

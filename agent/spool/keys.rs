@@ -99,7 +99,9 @@ impl MasterKey {
             return Ok((key, false));
         }
         let key = Key32::generate().map_err(|e| SpoolError::Random(e.to_string()))?;
-        let mut text = key.to_base64();
+        // Built at its final capacity so no reallocation leaves a copy of the key behind.
+        let mut text = Zeroizing::new(String::with_capacity(45));
+        text.push_str(&key.to_base64());
         text.push('\n');
         let tmp = fsio::tmp_path(&path);
         let _ = fs::remove_file(&tmp);

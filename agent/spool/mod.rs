@@ -134,7 +134,9 @@ pub struct ReadBatch {
     /// The records, oldest first.
     pub records: Vec<Record>,
     /// The position after the last returned record (ack this once they are delivered).
-    /// When `records` is empty, the cursor given: nothing is unacknowledged beyond it.
+    /// When `records` is empty, nothing readable is unacknowledged beyond the cursor given
+    /// (`next` is that cursor, or past records that could not be decoded and were counted as
+    /// dropped).
     pub next: Cursor,
 }
 
@@ -175,6 +177,8 @@ pub struct Spool {
     ledger: Ledger,
     reader: Option<ReadState>,
     oldest_unacked: Option<Timestamp>,
+    /// Undecodable records before this position have been counted as dropped.
+    undecodable_counted: Cursor,
 }
 
 impl Spool {
@@ -200,7 +204,7 @@ impl Spool {
         }
         let (master, created) = MasterKey::load_or_create(&dir)?;
         if created {
-            log::info!("spool: created a new master key in {}", dir.join(keys::MASTER_KEY_FILE).display());
+            log::info!("created a new master key in {}", dir.join(keys::MASTER_KEY_FILE).display());
         }
         let mut ledger = cursor::load_ledger(&dir)?;
         let acked = cursor::load_cursor(&dir)?.unwrap_or_default();
@@ -223,12 +227,13 @@ impl Spool {
             ledger,
             reader: None,
             oldest_unacked: None,
+            undecodable_counted: Cursor::default(),
         };
         spool.collect_garbage()?;
         spool.refresh_oldest();
         let stats = spool.stats();
         log::info!(
-            "spool {}: {} segments, {} bytes, {} unacknowledged records, {} dropped so far",
+            "opened {}: {} segments, {} bytes, {} unacknowledged records, {} dropped so far",
             spool.dir.display(),
             stats.segments,
             stats.bytes,
@@ -284,7 +289,7 @@ impl Spool {
         self.commit(&mut pending)?;
         if let Err(e) = self.enforce_cap() {
             // The records are stored; the cap is retried on the next append.
-            log::error!("spool: enforcing the size cap: {e}");
+            log::error!("enforcing the size cap: {e}");
         }
         if self.oldest_unacked.is_none() {
             self.refresh_oldest();
@@ -308,7 +313,7 @@ impl Spool {
                 if !batch.records.is_empty() {
                     break;
                 }
-                self.quarantine_live(seg.id, "segment header is no longer readable")?;
+                self.quarantine_live(seg.id, at.index, "segment header is no longer readable")?;
                 continue;
             };
             if let Some(len) = state.frames.peek_plaintext_len()? {
@@ -322,16 +327,15 @@ impl Spool {
                     pos = Cursor { segment: at.segment, index: at.index + 1 };
                     match serde_json::from_slice::<Record>(&state.frames.buf) {
                         Ok(record) => batch.records.push(record),
-                        Err(e) => {
-                            // Authentic but not a record we understand: count it, go on.
-                            log::error!(
-                                "spool: segment {} record {}: not a record ({e}); dropped",
-                                at.segment,
-                                at.index
-                            );
+                        Err(e) if at >= self.undecodable_counted => {
+                            // Authentic but not a record this version understands (written by
+                            // another version?): skipped and counted once per process.
+                            log::error!("segment {} record {}: not a record ({e}); skipped", at.segment, at.index);
+                            self.undecodable_counted = pos;
                             self.ledger.add(1, None, None);
                             cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
                         }
+                        Err(_) => {}
                     }
                     batch.next = pos;
                 }
@@ -343,7 +347,7 @@ impl Spool {
                         Step::Torn(reason) | Step::Bad { reason, .. } => reason,
                         _ => "segment ends early".into(),
                     };
-                    self.quarantine_live(seg.id, &format!("record {}: {why}", at.index))?;
+                    self.quarantine_live(seg.id, at.index, &format!("record {}: {why}", at.index))?;
                 }
             }
         }
@@ -416,7 +420,7 @@ impl Spool {
             writer.write(&pending.bytes, pending.count).and_then(|()| if sync { writer.sync() } else { Ok(()) });
         if let Err(e) = result {
             if let Err(undo) = writer.roll_back(len, next_index) {
-                log::error!("spool: undoing a failed write: {undo}");
+                log::error!("undoing a failed write: {undo}");
             }
             let id = writer.id();
             self.writer = None;
@@ -467,7 +471,7 @@ impl Spool {
             }
             let path = self.dir.join(segment::file_name(seg.id));
             std::fs::remove_file(&path).map_err(SpoolError::io("removing acknowledged segment", &path))?;
-            log::debug!("spool: removed acknowledged segment {}", path.display());
+            log::debug!("removed acknowledged segment {}", path.display());
             let id = seg.id;
             self.forget(id);
             removed = true;
@@ -501,7 +505,7 @@ impl Spool {
             let path = self.dir.join(segment::file_name(seg.id));
             std::fs::remove_file(&path).map_err(SpoolError::io("removing segment over the cap", &path))?;
             log::warn!(
-                "spool: over its cap of {} bytes; dropped segment {} with {lost} unacknowledged records",
+                "over its cap of {} bytes; dropped segment {} with {lost} unacknowledged records",
                 self.max_bytes,
                 path.display()
             );
@@ -517,9 +521,12 @@ impl Spool {
         Ok(())
     }
 
-    /// Move a live segment found damaged while reading to quarantine and count its
-    /// unacknowledged records as dropped.
-    fn quarantine_live(&mut self, id: u64, why: &str) -> Result<(), SpoolError> {
+    /// Move a segment found damaged while reading (at record `from`) to quarantine and count
+    /// its records from `from` on as dropped. Reads only stop at damage with an empty batch, so
+    /// in the sender's flow (read from the ack cursor, deliver, ack) everything before `from`
+    /// has been acknowledged and the count is exact; a reader that reads ahead of its acks
+    /// could lose the read-ahead records of this one segment uncounted.
+    fn quarantine_live(&mut self, id: u64, from: u64, why: &str) -> Result<(), SpoolError> {
         let Some(seg) = self.segments.iter().find(|s| s.id == id).cloned() else {
             return Ok(());
         };
@@ -527,14 +534,19 @@ impl Spool {
             self.writer = None;
         }
         let path = self.dir.join(segment::file_name(id));
-        let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR), self.durable())?;
-        let lost = unacked_in(id, seg.records, self.acked);
-        log::error!(
-            "spool: segment {} became unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
-            path.display(),
-            to.display()
-        );
-        self.ledger.add(lost, seg.first_ts, seg.last_ts);
+        let lost = unacked_in(id, seg.records, self.acked).min(seg.records.saturating_sub(from));
+        if path.exists() {
+            let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR), self.durable())?;
+            log::error!(
+                "segment {} became unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
+                path.display(),
+                to.display()
+            );
+        } else {
+            log::error!("segment {} vanished; {lost} unacknowledged records counted as dropped", path.display());
+        }
+        let oldest = if from == 0 { seg.first_ts } else { None };
+        self.ledger.add(lost, oldest, seg.last_ts);
         cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
         self.forget(id);
         self.refresh_oldest();
@@ -545,7 +557,7 @@ impl Spool {
     fn remove_segment(&mut self, id: u64) {
         let path = self.dir.join(segment::file_name(id));
         if let Err(e) = std::fs::remove_file(&path) {
-            log::warn!("spool: removing empty segment {}: {e}", path.display());
+            log::warn!("removing empty segment {}: {e}", path.display());
         }
         self.forget(id);
     }
@@ -573,6 +585,9 @@ impl Spool {
         if !reusable {
             self.reader = None;
             let path = self.dir.join(segment::file_name(seg.id));
+            if !path.exists() {
+                return Ok(false);
+            }
             let (mut frames, header) = segment::open(&path, Some(seg.bytes))?;
             let Ok(header) = header else { return Ok(false) };
             let Ok(cipher) = self.master.open_segment(&header) else { return Ok(false) };

@@ -275,7 +275,7 @@ pub fn recover(
     ids.retain(|&id| {
         if id <= ledger.through_segment {
             let path = dir.join(segment::file_name(id));
-            log::info!("spool: removing segment {} already counted as dropped", path.display());
+            log::info!("removing segment {} already counted as dropped", path.display());
             removed_any |= fs::remove_file(&path).is_ok();
             return false;
         }
@@ -311,7 +311,7 @@ pub fn recover(
             let to = fsio::move_aside(&scan.path, &dir.join(QUARANTINE_DIR), durable)?;
             let lost = unacked_in(scan.id, scan.record_count(), acked);
             log::error!(
-                "spool: segment {} is unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
+                "segment {} is unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
                 scan.path.display(),
                 to.display()
             );
@@ -323,7 +323,7 @@ pub fn recover(
         }
         if let Some(Problem::Torn { offset, bytes, reason }) = &scan.problem {
             log::warn!(
-                "spool: segment {}: torn tail ({reason}); truncating {bytes} bytes at offset {offset} after {} good records",
+                "segment {}: torn tail ({reason}); truncating {bytes} bytes at offset {offset} after {} good records",
                 scan.path.display(),
                 scan.good
             );
@@ -345,7 +345,7 @@ pub fn recover(
     }
     if other_key > 0 {
         log::error!(
-            "spool: {other_key} segments were written under a different or missing master key ({}); \
+            "{other_key} segments were written under a different or missing master key ({}); \
              they are in {} (never deleted) and the spool goes on with new segments",
             dir.join(super::keys::MASTER_KEY_FILE).display(),
             dir.join(QUARANTINE_DIR).display()

@@ -204,3 +204,28 @@ fn oversized_records_are_refused_before_anything_is_written() {
     assert!(matches!(err, SpoolError::RecordTooLarge { index: 1, .. }), "{err}");
     assert_eq!(spool.stats().unacked_records, 0);
 }
+
+#[test]
+fn damage_found_while_reading_quarantines_and_reading_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096, 1 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..40)).expect("append");
+    let ids = segment_files(dir.path());
+    let per_segment = spool.segments.front().map(|s| s.records).expect("segments");
+    // Rot in the middle of the first (verified, closed) segment after open.
+    let first = dir.path().join(segment::file_name(ids[0]));
+    let mut bytes = std::fs::read(&first).expect("read");
+    bytes[HEADER_LEN + 400] ^= 0x08;
+    std::fs::write(&first, &bytes).expect("write");
+    // And the second segment disappears behind the spool's back.
+    std::fs::remove_file(dir.path().join(segment::file_name(ids[1]))).expect("remove");
+    let (got, _) = read_unacked(&mut spool);
+    let lost = spool.stats().dropped.count;
+    assert!(got.len() < 40 && !got.is_empty());
+    assert_eq!(got.len() as u64 + lost, 40, "every record is returned or counted as dropped");
+    assert_eq!(got.last(), records(39..40).last(), "reading goes on past the damage");
+    assert!(lost >= per_segment, "{lost}");
+    assert!(dir.path().join(QUARANTINE_DIR).join(segment::file_name(ids[0])).exists());
+    spool.append(&records(40..41)).expect("append");
+}
