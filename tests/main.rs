@@ -6,5 +6,6 @@ mod envelope;
 mod packaging;
 mod receiver;
 mod replay;
+mod sender;
 mod spool;
 mod support;

@@ -53,3 +53,123 @@ pub fn s(path: &Path) -> &str {
 /// loopback (one request), never a speedtest. Keeps tests fast and off outside hosts.
 pub const SAFE_WIDGETS: &str =
     r#""widgets":{"ping":{"targets":["127.0.0.1"],"count":1},"speedtest":{"enabled":false}}"#;
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing running.
+pub struct Proc {
+    /// The child.
+    pub child: std::process::Child,
+}
+
+impl Proc {
+    /// Send `signal` (e.g. `"-TERM"`, `"-9"`) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGTERM and wait (at most `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.wait(limit)
+    }
+
+    /// Wait (at most `limit`) for the process to exit.
+    pub fn wait(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "process {} did not exit within {limit:?}", self.child.id());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Start `fleet-agent receive` on `listen` (e.g. `127.0.0.1:0`) with an API key and the
+/// encryption keys given; returns the process and its URL from the `listening on` line.
+pub fn start_receiver(store: &Path, listen: &str, api_key: &str, keys: &[&str]) -> (Proc, String) {
+    use std::io::BufRead;
+    let mut cmd = agent();
+    cmd.args(["receive", "--listen", listen, "--api-key", api_key, "--store", s(store)]);
+    for key in keys {
+        cmd.args(["--encryption-key", key]);
+    }
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("receiver starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("listening line");
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected {line:?}")).to_string();
+    (Proc { child }, url)
+}
+
+/// Start `fleet-agent run --config CONFIG` with stderr captured to `log` (for diagnosis).
+pub fn start_agent(config: &Path, log: &Path) -> Proc {
+    let log = std::fs::File::create(log).expect("agent log file");
+    let child = agent()
+        .args(["run", "--config", s(config)])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("agent starts");
+    Proc { child }
+}
+
+/// A config for `run` with only cheap widgets (cpu, memory, system; the rest off), the given
+/// protocol, server, key (`None`: no key) and interval, spooling into `dir/spool`. `extra` is
+/// spliced into the top-level object (start it with a comma).
+pub fn agent_config(
+    dir: &Path,
+    name: &str,
+    server_url: &str,
+    key: Option<&str>,
+    protocol: &str,
+    extra: &str,
+) -> PathBuf {
+    let key = key.map(|k| format!(r#","encryption_key":"{k}""#)).unwrap_or_default();
+    let json = format!(
+        r#"{{"server_url":"{server_url}","api_key":"test-api-key","machine_id":"test-machine","protocol":"{protocol}",
+            "interval":0.2{key},"spool":{{"dir":"{}"}},"log_level":"debug",
+            "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
+            "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
+            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}}}}{extra}}}"#,
+        s(&dir.join("spool"))
+    );
+    write_config(dir, name, &json, 0o600)
+}
+
+/// The v2 record lines a receiver store holds for `machine_id` (committed batches only).
+pub fn stored_records(store: &Path, machine_id: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    let lines = fleet_agent::receiver::store::read_records(store, machine_id).expect("store readable");
+    lines.into_iter().filter(|line| line.get("kind").and_then(|k| k.as_str()) == Some("record")).collect()
+}
+
+/// Unacknowledged records in a spool (read-only; safe while an agent runs).
+pub fn spool_unacked(spool: &Path) -> u64 {
+    fleet_agent::spool::inspect(spool).expect("spool readable").map_or(0, |stats| stats.unacked_records)
+}
+
+/// Poll `condition` every 50 ms for at most `limit`; true if it became true.
+pub fn wait_for(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    condition()
+}

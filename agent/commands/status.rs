@@ -2,6 +2,7 @@
 
 use super::{load_config, usage_error, Command};
 use crate::cli::{Args, Common, EXIT_OK};
+use crate::sender::state::{Inflight, SenderState, REJECTED_DIR, STATE_FILE};
 use crate::spool::{inspect, SpoolStats};
 
 /// Registry entry.
@@ -43,7 +44,43 @@ fn run(mut args: Args) -> u8 {
         .map(|w| format!("{} ({}s)", w.name, w.interval.as_secs_f64()))
         .collect();
     println!("widgets:     {}", enabled.join(", "));
+    print_sender_state(&config.spool.dir);
     EXIT_OK
+}
+
+/// The sender's persisted state (`sender.json`, `inflight.json`, `rejected/`), read only.
+fn print_sender_state(dir: &std::path::Path) {
+    println!("sender:");
+    let state = match SenderState::load(dir) {
+        Ok(state) if dir.join(STATE_FILE).exists() => state,
+        Ok(_) => {
+            println!("  (nothing sent yet)");
+            return;
+        }
+        Err(e) => {
+            println!("  unreadable: {e}");
+            return;
+        }
+    };
+    println!("  last success: {}", state.last_success.as_deref().unwrap_or("never"));
+    match &state.last_error {
+        Some(error) => println!("  last error:   {} {}", error.at, error.message),
+        None => println!("  last error:   none"),
+    }
+    match (&state.retry_at, state.consecutive_failures) {
+        (Some(at), n) if n > 0 => println!("  backoff:      next attempt {at} ({n} consecutive failures)"),
+        _ => println!("  backoff:      none"),
+    }
+    println!("  delivered:    {} records", state.sent_records);
+    println!("  next seq:     {}", state.next_seq);
+    match Inflight::load(dir) {
+        Ok(Some(inflight)) => println!("  in flight:    batch seq {} ({} records)", inflight.seq, inflight.records),
+        Ok(None) => {}
+        Err(e) => println!("  in flight:    unreadable: {e}"),
+    }
+    if state.rejected > 0 {
+        println!("  rejected:     {} payloads kept in {}", state.rejected, dir.join(REJECTED_DIR).display());
+    }
 }
 
 /// Spool stats, read without creating, locking or repairing anything (safe while `run` runs).

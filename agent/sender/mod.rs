@@ -246,8 +246,21 @@ impl Sender {
 
     fn send_v2_batch(&mut self, spool: &mut Spool) -> Step {
         let inflight = match Inflight::load(&self.spool_dir) {
-            Ok(Some(inflight)) => inflight,
-            Ok(None) => match self.build_v2_batch(spool) {
+            Ok(Some(inflight)) if inflight.kid == self.kid => inflight,
+            Ok(Some(stale)) => {
+                log::info!(
+                    "in-flight batch {} was sealed with key id {}; resealing it with key id {}",
+                    stale.seq,
+                    stale.kid.as_deref().unwrap_or("(none)"),
+                    self.kid.as_deref().unwrap_or("(none)")
+                );
+                match self.build_v2_batch(spool, Some(stale.seq)) {
+                    Ok(Some(inflight)) => inflight,
+                    Ok(None) => return self.finish_v2(spool, &stale, 0),
+                    Err(e) => return self.local_failure(&e),
+                }
+            }
+            Ok(None) => match self.build_v2_batch(spool, None) {
                 Ok(Some(inflight)) => inflight,
                 Ok(None) => return Step::Idle,
                 Err(e) => return self.local_failure(&e),
@@ -264,14 +277,15 @@ impl Sender {
         }
     }
 
-    fn build_v2_batch(&mut self, spool: &mut Spool) -> Result<Option<Inflight>, String> {
+    /// Build (and persist) the next batch from the spool; `seq` reuses a number (reseal).
+    fn build_v2_batch(&mut self, spool: &mut Spool, seq: Option<u64>) -> Result<Option<Inflight>, String> {
         let batch = spool
             .read_from(spool.acked_cursor(), MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT)
             .map_err(|e| format!("reading the spool: {e}"))?;
         if batch.records.is_empty() {
             return Ok(None);
         }
-        let seq = self.state.next_seq;
+        let seq = seq.unwrap_or(self.state.next_seq);
         let records = batch.records.len() as u64;
         let body = BatchBody {
             machine_id: self.machine_id.clone(),
@@ -286,7 +300,7 @@ impl Sender {
             None => plaintext,
         };
         let body = String::from_utf8(sealed).map_err(|_| format!("batch {seq} body is not UTF-8"))?;
-        let inflight = Inflight { seq, end: batch.next, records, body };
+        let inflight = Inflight { seq, end: batch.next, records, kid: self.kid.clone(), body };
         inflight.save(&self.spool_dir)?;
         Ok(Some(inflight))
     }

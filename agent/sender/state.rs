@@ -5,7 +5,7 @@
 //! "retry_at":T|null,"consecutive_failures":N,"rejected":N,"sent_records":N,"server":S|null,
 //! "protocol":S}`. `status` reads it; it holds no secret and no payload.
 //!
-//! `inflight.json`: `{"seq":N,"end":{"segment":S,"index":I},"records":N,"body":S}` where
+//! `inflight.json`: `{"seq":N,"end":{"segment":S,"index":I},"records":N,"kid":K|null,"body":S}` where
 //! `body` is the request body exactly as sent (the sealed v2 envelope when a key is configured),
 //! so a batch that was sent but not acknowledged is resent after a restart with the SAME seq
 //! and content, and the receiver stores it once.
@@ -106,6 +106,10 @@ pub struct Inflight {
     pub end: Cursor,
     /// How many records it carries.
     pub records: u64,
+    /// Key id it was sealed with (`None`: sent unsealed). A batch sealed with another key than
+    /// the current one is resealed (same seq, same records) instead of resent.
+    #[serde(default)]
+    pub kid: Option<String>,
     /// The exact request body.
     pub body: String,
 }
