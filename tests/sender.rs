@@ -146,7 +146,10 @@ fn kill_9_while_sending_never_loses_or_duplicates() {
 
 /// A one-thread HTTP server: answers each request with the next of `answers` (the last one
 /// repeats) and records when each request arrived.
-fn scripted_server(answers: Vec<&'static str>) -> (String, Arc<Mutex<Vec<(Instant, String)>>>) {
+/// Arrival time and request head of every request a scripted server saw.
+type RequestLog = Arc<Mutex<Vec<(Instant, String)>>>;
+
+fn scripted_server(answers: Vec<&'static str>) -> (String, RequestLog) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let log = Arc::new(Mutex::new(Vec::new()));
