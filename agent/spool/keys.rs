@@ -70,6 +70,7 @@ impl MasterKey {
     }
 
     /// The key id stored in segment headers.
+    #[cfg(test)]
     pub fn id(&self) -> [u8; 8] {
         self.id
     }

@@ -101,7 +101,7 @@ mod error;
 pub mod format;
 pub(crate) mod fsio;
 mod inspect;
-pub mod keys;
+mod keys;
 mod recovery;
 mod segment;
 
@@ -127,6 +127,8 @@ use segment::{FrameReader, SegmentWriter, Step};
 
 /// Name of the lock file.
 pub const LOCK_FILE: &str = "spool.lock";
+/// Extra attempts (10 ms apart) to take the lock before reporting [`SpoolError::Locked`].
+const LOCK_TRIES: u32 = 30;
 
 /// Records read by [`Spool::read_from`].
 #[derive(Debug, Clone, PartialEq)]
@@ -197,10 +199,19 @@ impl Spool {
             .mode(0o600)
             .open(&lock_path)
             .map_err(SpoolError::io("opening lock", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked { path: lock_path }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(SpoolError::io("locking", lock_path)(e)),
+        // A few tries: a child forked by this process (a widget's command) shares the lock
+        // until it execs, so a close-then-reopen in one process can briefly see it held.
+        let mut tries = 0;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if tries < LOCK_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked { path: lock_path }),
+                Err(std::fs::TryLockError::Error(e)) => return Err(SpoolError::io("locking", lock_path)(e)),
+            }
         }
         let (master, created) = MasterKey::load_or_create(&dir)?;
         if created {
