@@ -385,3 +385,57 @@ fn tls_with_a_private_ca_and_refusal_of_an_untrusted_certificate() {
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
     unique_records(&stored_records(&store, MACHINE));
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn without_a_transport_key_no_plaintext_lands_in_the_spool_dir() {
+    let refused =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"error\":\"bad\"}";
+    let down = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+    let (url, log) = scripted_server(vec![refused, down]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(dir.path(), "c.json", &url, None, "v2", "");
+    let mut agent = start_agent(&config, &dir.path().join("agent.log"));
+    assert!(wait_for(Duration::from_secs(10), || log.lock().map(|l| l.len() >= 2).unwrap_or(false)));
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    let spool = dir.path().join("spool");
+    assert!(spool.join("inflight.json").exists(), "a batch is in flight");
+    let rejected = files_under(&spool.join("rejected"));
+    assert_eq!(rejected.len(), 1, "the refused batch is noted");
+    for file in files_under(&spool) {
+        let bytes = std::fs::read(&file).expect("read");
+        for needle in [MACHINE.as_bytes(), br#""widget":"cpu""#.as_slice()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds plaintext {:?}",
+                file.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    assert_eq!(sender_state(&spool)["rejected"].as_u64(), Some(1));
+
+    // The in-flight batch (kept on disk without its body) is rebuilt and delivered once.
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
+    std::fs::remove_file(&config).expect("rm");
+    let config = agent_config(dir.path(), "c.json", &url, None, "v2", "");
+    let mut agent = start_agent(&config, &dir.path().join("agent2.log"));
+    assert!(wait_for(Duration::from_secs(10), || spool_unacked(&spool) <= 3 && !spool.join("inflight.json").exists()));
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    assert_eq!(spool_unacked(&spool), 0);
+    assert_whole_cycles(&unique_records(&stored_records(&store, MACHINE)));
+}

@@ -246,14 +246,16 @@ impl Sender {
 
     fn send_v2_batch(&mut self, spool: &mut Spool) -> Step {
         let inflight = match Inflight::load(&self.spool_dir) {
-            Ok(Some(inflight)) if inflight.kid == self.kid => inflight,
+            Ok(Some(inflight)) if inflight.kid == self.kid && !inflight.body.is_empty() => inflight,
             Ok(Some(stale)) => {
-                log::info!(
-                    "in-flight batch {} was sealed with key id {}; resealing it with key id {}",
-                    stale.seq,
-                    stale.kid.as_deref().unwrap_or("(none)"),
-                    self.kid.as_deref().unwrap_or("(none)")
-                );
+                if stale.kid != self.kid {
+                    log::info!(
+                        "in-flight batch {} was sealed with key id {}; resealing it with key id {}",
+                        stale.seq,
+                        stale.kid.as_deref().unwrap_or("(none)"),
+                        self.kid.as_deref().unwrap_or("(none)")
+                    );
+                }
                 match self.build_v2_batch(spool, Some(stale.seq)) {
                     Ok(Some(inflight)) => inflight,
                     Ok(None) => return self.finish_v2(spool, &stale, 0),
@@ -333,7 +335,7 @@ impl Sender {
 
     fn reject(&mut self, what: &str, body: &[u8], reason: &str) {
         self.state.rejected += 1;
-        match store_rejected(&self.spool_dir, what, body) {
+        match store_rejected(&self.spool_dir, what, body, self.key.is_some()) {
             Ok(path) => log::error!("server refused {what} for good ({reason}); kept in {}", path.display()),
             Err(e) => log::error!("server refused {what} for good ({reason}); could not keep it: {e}"),
         }

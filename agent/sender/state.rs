@@ -6,9 +6,11 @@
 //! "protocol":S}`. `status` reads it; it holds no secret and no payload.
 //!
 //! `inflight.json`: `{"seq":N,"end":{"segment":S,"index":I},"records":N,"kid":K|null,"body":S}` where
-//! `body` is the request body exactly as sent (the sealed v2 envelope when a key is configured),
-//! so a batch that was sent but not acknowledged is resent after a restart with the SAME seq
-//! and content, and the receiver stores it once.
+//! `body` is the request body exactly as sent (the sealed v2 envelope), so a batch that was
+//! sent but not acknowledged is resent after a restart with the SAME seq and content, and the
+//! receiver stores it once. Without a transport key `body` is left empty on disk (no plaintext
+//! record may land outside the encrypted spool) and the batch is rebuilt from the spool, from
+//! the same cursor and with the same seq.
 
 use std::path::{Path, PathBuf};
 
@@ -129,10 +131,16 @@ impl Inflight {
         }
     }
 
-    /// Persist durably (before the first send).
+    /// Persist durably (before the first send). An unsealed body (no transport key) is NOT
+    /// written: plaintext records never land outside the encrypted spool. Such a batch is
+    /// rebuilt from the spool after a restart, with the same seq.
     pub fn save(&self, spool_dir: &Path) -> Result<(), String> {
         let path = Self::path(spool_dir);
-        let bytes = serde_json::to_vec(self).map_err(|e| e.to_string())?;
+        let stored = match self.kid {
+            Some(_) => self.clone(),
+            None => Inflight { body: String::new(), ..self.clone() },
+        };
+        let bytes = serde_json::to_vec(&stored).map_err(|e| e.to_string())?;
         write_atomic(&path, &bytes, true).map_err(|e| e.to_string())
     }
 
@@ -146,8 +154,18 @@ impl Inflight {
     }
 }
 
-/// Keep a refused payload (as sent: sealed when a key is configured) in `rejected/`.
-pub fn store_rejected(spool_dir: &Path, name: &str, body: &[u8]) -> Result<PathBuf, String> {
+/// Keep a refused payload in `rejected/`: the body as sent when it was sealed; without a
+/// transport key only a note of what was refused (`sealed` false), since plaintext records
+/// must not land outside the encrypted spool.
+pub fn store_rejected(spool_dir: &Path, name: &str, body: &[u8], sealed: bool) -> Result<PathBuf, String> {
+    let note;
+    let body = if sealed {
+        body
+    } else {
+        note =
+            serde_json::json!({"sealed": false, "bytes": body.len(), "note": "unsealed payload not kept"}).to_string();
+        note.as_bytes()
+    };
     let dir = spool_dir.join(REJECTED_DIR);
     create_private_dir(&dir).map_err(|e| e.to_string())?;
     let path = dir.join(format!("{}-{name}.json", Timestamp::now().0));
