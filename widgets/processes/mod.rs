@@ -24,6 +24,27 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     build: |_| Box::new(ProcessesWidget::default()),
 };
 
+/// The first `TOP_N` items of `items` in `order`, kept in a fixed-capacity list while scanning
+/// (no copy or sort of the whole process table).
+pub fn top_n<T: Copy>(
+    items: impl Iterator<Item = T>,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> heapless::Vec<T, TOP_N> {
+    let mut top: heapless::Vec<T, TOP_N> = heapless::Vec::new();
+    for item in items {
+        let at = top.iter().position(|kept| order(&item, kept) == std::cmp::Ordering::Less).unwrap_or(top.len());
+        if at >= TOP_N {
+            continue;
+        }
+        if top.is_full() {
+            top.pop();
+        }
+        // Cannot fail: there is room after the pop and `at` is at most the length.
+        let _ = top.insert(at.min(top.len()), item);
+    }
+    top
+}
+
 /// Holds process and user tables between cycles (CPU usage needs the previous sample).
 #[derive(Default)]
 pub struct ProcessesWidget {
@@ -70,11 +91,10 @@ impl Widget for ProcessesWidget {
         system.refresh_processes_specifics(ProcessesToUpdate::All, true, refresh);
         system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
         let total_memory = system.total_memory();
-        let mut by_cpu: Vec<&Process> = system.processes().values().filter(|p| p.thread_kind().is_none()).collect();
-        let total = by_cpu.len();
-        let mut by_memory = by_cpu.clone();
-        by_cpu.sort_by(|a, b| b.cpu_usage().total_cmp(&a.cpu_usage()).then(a.pid().cmp(&b.pid())));
-        by_memory.sort_by(|a, b| b.memory().cmp(&a.memory()).then(a.pid().cmp(&b.pid())));
+        let processes = || system.processes().values().filter(|p| p.thread_kind().is_none());
+        let total = processes().count();
+        let by_cpu = top_n(processes(), |a, b| b.cpu_usage().total_cmp(&a.cpu_usage()).then(a.pid().cmp(&b.pid())));
+        let by_memory = top_n(processes(), |a, b| b.memory().cmp(&a.memory()).then(a.pid().cmp(&b.pid())));
         let top_cpu: Vec<Value> =
             by_cpu.iter().take(TOP_N).map(|p| Self::describe(self.users.as_ref(), p, total_memory)).collect();
         let top_memory: Vec<Value> =
@@ -88,6 +108,15 @@ impl Widget for ProcessesWidget {
 mod tests {
     use super::*;
     use crate::{FixtureHost, Os};
+
+    #[test]
+    fn top_n_keeps_the_best_five_in_order() {
+        let values = [3, 9, 1, 7, 7, 2, 8, 0, 5];
+        let top = top_n(values.iter().copied(), |a, b| b.cmp(a));
+        assert_eq!(top.as_slice(), &[9, 8, 7, 7, 5]);
+        let few = top_n([2, 1].into_iter(), |a: &i32, b: &i32| b.cmp(a));
+        assert_eq!(few.as_slice(), &[2, 1]);
+    }
 
     #[test]
     fn lists_at_most_five_sorted_by_memory() {
