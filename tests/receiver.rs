@@ -356,7 +356,7 @@ fn every_bad_input_gets_a_named_4xx() {
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     let v2_mismatch = envelope::seal_v2(&k, "m", 5, &batch_json("m", 6, 1)).expect("seal");
     let v2_other_machine = envelope::seal_v2(&k, "m", 5, &batch_json("n", 5, 1)).expect("seal");
-    let long_id = "x".repeat(81);
+    let long_id = "x".repeat(129);
     let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
         ("malformed JSON", "/api/fleet/report", b"{\"encrypted\":tr".to_vec(), "not a JSON object"),
         ("JSON array", "/api/v2/batches", b"[1,2]".to_vec(), "not a JSON object"),
