@@ -203,7 +203,11 @@ impl Agent {
             return;
         }
         let batch: Vec<Record> = self.pending.iter().cloned().collect();
-        match spool.append(&batch) {
+        // A failed append may have stored a prefix (a segment rollover before the disk filled
+        // up): forget exactly that prefix, so the retry does not store it twice.
+        let (stored, result) = spool.append_counted(&batch);
+        self.pending.drain(..stored.min(self.pending.len()));
+        match result {
             Ok(()) => {
                 self.pending.clear();
                 if self.spool_error.take().is_some() {
@@ -218,14 +222,18 @@ impl Agent {
                 }
             }
             Err(e) => {
+                // Logged once per episode: the text changes while the disk stays full (the
+                // write that failed, then the next segment that cannot be created).
                 let text = e.to_string();
-                if self.spool_error.as_deref() != Some(text.as_str()) {
+                if self.spool_error.is_none() {
                     log::error!(
                         "spool: storing {} records: {text}; holding up to {PENDING_MAX_RECORDS} in memory",
-                        batch.len()
+                        batch.len() - stored
                     );
-                    self.spool_error = Some(text);
+                } else if self.spool_error.as_deref() != Some(text.as_str()) {
+                    log::debug!("spool: still failing: {text}");
                 }
+                self.spool_error = Some(text);
             }
         }
     }

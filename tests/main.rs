@@ -9,3 +9,4 @@ mod replay;
 mod sender;
 mod spool;
 mod support;
+mod torture;
