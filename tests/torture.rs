@@ -483,7 +483,6 @@ fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
 }
 
 #[test]
-#[ignore = "finds an undercount of dropped records after a damaged frame length: fix in progress"]
 fn random_corruption_is_quarantined_reported_and_the_rest_delivered() {
     let mut rng = Rng::new("corruption");
     let dir = tempfile::tempdir().expect("tempdir");
