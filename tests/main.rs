@@ -3,6 +3,7 @@
 
 mod cli;
 mod envelope;
+mod fuzz;
 mod packaging;
 mod receiver;
 mod replay;
