@@ -490,7 +490,7 @@ fn sysinfo_hostname() -> String {
 
 /// serde's message, prefixed with the dotted field it is about when serde does not name it
 /// (a value of the wrong type: `invalid type: string "x", expected f64 at line 1 column 15`
-/// becomes `field \`interval\`: invalid type: …`).
+/// becomes ``field `interval`: invalid type: …``).
 fn parse_message(text: &str, error: &serde_json::Error) -> String {
     let message = error.to_string();
     if error.classify() != serde_json::error::Category::Data || message.contains("field `") {

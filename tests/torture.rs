@@ -623,7 +623,7 @@ fn read_request(stream: &mut TcpStream, body: bool) -> Option<String> {
 fn hostile_answer(mut stream: TcpStream, n: usize, elsewhere: &str) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
     match n % 10 {
-        // Slow: the answer comes after 3 s, a byte at a time.
+        // Slow: the answer starts after 2 s and comes a byte every 20 ms.
         0 => {
             if read_request(&mut stream, true).is_some() {
                 std::thread::sleep(Duration::from_secs(2));

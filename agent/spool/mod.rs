@@ -87,7 +87,8 @@
 //!   authenticate) is truncated back to the last good record and logged with the bytes cut;
 //! - a bad frame with data after it, a bad header, or a segment written under another (or a
 //!   missing) master key: the segment is moved to `quarantine/` (never deleted) and its
-//!   unacknowledged records are counted as dropped;
+//!   unacknowledged records are counted as dropped (past a frame whose length field is
+//!   destroyed, the walk finds the next sound frame header, so every frame is counted);
 //! - an unknown format version: `open` fails naming the file, changing nothing.
 //!
 //! # Bounds
