@@ -263,3 +263,60 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    struct NoEnv;
+
+    impl Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_failing_spool_holds_records_in_memory_up_to_the_bound_then_stores_them_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::load_with_env(None, &NoEnv).expect("defaults");
+        config.spool.dir = dir.path().join("spool");
+        let mut agent = Agent::new(config, None, Common::default());
+        let mut spool = Spool::open(&agent.config.spool).expect("open");
+        spool.fail_new_segments(true);
+        agent.spool = Some(spool);
+        let record = |n: usize| Record {
+            ts: Timestamp(1_763_800_000_000 + n as i64).to_rfc3339(),
+            widget: "cpu".into(),
+            kind: fleet_widgets::SampleKind::Metric,
+            level: fleet_widgets::Level::Info,
+            message: String::new(),
+            data: serde_json::json!({ "n": n }),
+        };
+        let total = PENDING_MAX_RECORDS + 25;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+            agent.store(chunk.iter().map(|&n| record(n)).collect());
+        }
+        assert_eq!(agent.pending.len(), PENDING_MAX_RECORDS, "bounded");
+        assert_eq!(agent.pending_dropped, 25, "the oldest are dropped and counted");
+        assert!(agent.spool_error.is_some());
+
+        let spool = agent.spool.as_mut().expect("spool");
+        spool.fail_new_segments(false);
+        agent.store(Vec::new());
+        assert!(agent.pending.is_empty() && agent.spool_error.is_none() && agent.pending_dropped == 0);
+        let spool = agent.spool.as_mut().expect("spool");
+        let mut at = spool.acked_cursor();
+        let mut stored = Vec::new();
+        loop {
+            let batch = spool.read_from(at, 5000, usize::MAX).expect("read");
+            if batch.records.is_empty() {
+                break;
+            }
+            stored.extend(batch.records.iter().map(|r| r.data["n"].as_u64().expect("n") as usize));
+            at = batch.next;
+        }
+        assert_eq!(stored, (25..total).collect::<Vec<_>>(), "the newest 10,000, once, in order");
+    }
+}

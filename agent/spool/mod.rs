@@ -249,6 +249,16 @@ impl Spool {
         Ok(spool)
     }
 
+    /// Test hook: while `on`, creating a segment fails with `StorageFull` (a full disk), so
+    /// every append that needs a new segment fails.
+    #[cfg(test)]
+    pub(crate) fn fail_new_segments(&mut self, on: bool) {
+        self.fail_segment_create = on;
+        if on {
+            self.writer = None;
+        }
+    }
+
     /// The spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
