@@ -253,8 +253,9 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|error| vec![ConfigError::Read { path: path.to_path_buf(), error }])?;
-                let raw: RawConfig = serde_json::from_str(&text)
-                    .map_err(|e| vec![ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() }])?;
+                let raw: RawConfig = serde_json::from_str(&text).map_err(|e| {
+                    vec![ConfigError::Parse { path: path.to_path_buf(), message: parse_message(&text, &e) }]
+                })?;
                 if raw.api_key.is_some() || raw.encryption_key.is_some() {
                     check_private(path).map_err(|e| vec![e])?;
                 }
@@ -487,6 +488,89 @@ fn sysinfo_hostname() -> String {
     fleet_widgets::machine::hostname()
 }
 
+/// serde's message, prefixed with the dotted field it is about when serde does not name it
+/// (a value of the wrong type: `invalid type: string "x", expected f64 at line 1 column 15`
+/// becomes ``field `interval`: invalid type: …``).
+fn parse_message(text: &str, error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    if error.classify() != serde_json::error::Category::Data || message.contains("field `") {
+        return message;
+    }
+    match field_at(text, error.line(), error.column()) {
+        Some(field) if !field.is_empty() => format!("field `{field}`: {message}"),
+        _ => message,
+    }
+}
+
+/// The dotted path (`spool.max_bytes`, `widgets.ping.targets[0]`) of the JSON value being
+/// read at 1-based `line` and `column` (bytes) of `text`, found by walking the text up to
+/// there. `None` when the position is outside `text`.
+fn field_at(text: &str, line: usize, column: usize) -> Option<String> {
+    enum Frame {
+        Object { key: Option<String>, in_key: bool },
+        Array { index: usize },
+    }
+    let line_start: usize = text.split_inclusive('\n').take(line.checked_sub(1)?).map(str::len).sum();
+    let end = (line_start + column).min(text.len());
+    let bytes = text.as_bytes().get(..end)?;
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    let mut last = b' ';
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object { key, in_key: true }) = stack.last_mut() {
+                    *key = Some(String::from_utf8_lossy(&bytes[start..i.min(bytes.len())]).into_owned());
+                }
+            }
+            b'{' => stack.push(Frame::Object { key: None, in_key: true }),
+            b'[' => stack.push(Frame::Array { index: 0 }),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b':' => {
+                if let Some(Frame::Object { in_key, .. }) = stack.last_mut() {
+                    *in_key = false;
+                }
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Object { in_key, .. }) => *in_key = true,
+                Some(Frame::Array { index }) => *index += 1,
+                None => {}
+            },
+            _ => {}
+        }
+        if !b.is_ascii_whitespace() {
+            last = b;
+        }
+        i += 1;
+    }
+    // An error reported right after `[` or `{` is about that container, not its contents.
+    if matches!(last, b'[' | b'{') {
+        stack.pop();
+    }
+    let mut path = String::new();
+    for frame in &stack {
+        match frame {
+            Frame::Object { key: Some(key), .. } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Frame::Object { key: None, .. } => {}
+            Frame::Array { index } => path.push_str(&format!("[{index}]")),
+        }
+    }
+    Some(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,5 +650,23 @@ mod tests {
         assert!(validate_machine_id(&"x".repeat(129)).is_err());
         assert!(validate_machine_id(&"x".repeat(128)).is_ok());
         assert!(validate_machine_id("a\nb").is_err());
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let cases = [
+            (r#"{"interval":"x"}"#, "field `interval`: invalid type: string"),
+            (r#"{"spool":{"max_bytes":"big"}}"#, "field `spool.max_bytes`: invalid type"),
+            (r#"{"machine_id":[1,2]}"#, "field `machine_id`: invalid type: sequence"),
+            ("{\n  \"spool\": {\"dir\": \"/x\",\n  \"fsync\": 3}}", "field `spool.fsync`"),
+            (r#"{"widgets":[1]}"#, "field `widgets`: invalid type: sequence"),
+            (r#"{"bogus":1}"#, "unknown field `bogus`"),
+        ];
+        for (text, want) in cases {
+            let error = serde_json::from_str::<RawConfig>(text).map(|_| ()).expect_err(text);
+            let message = parse_message(text, &error);
+            assert!(message.starts_with(want) || message.contains(want), "{text}: {message}");
+        }
+        assert_eq!(field_at(r#"{"a":{"b":["x","y",{"c":"#, 1, 24).as_deref(), Some("a.b[2].c"));
     }
 }

@@ -203,7 +203,11 @@ impl Agent {
             return;
         }
         let batch: Vec<Record> = self.pending.iter().cloned().collect();
-        match spool.append(&batch) {
+        // A failed append may have stored a prefix (a segment rollover before the disk filled
+        // up): forget exactly that prefix, so the retry does not store it twice.
+        let (stored, result) = spool.append_counted(&batch);
+        self.pending.drain(..stored.min(self.pending.len()));
+        match result {
             Ok(()) => {
                 self.pending.clear();
                 if self.spool_error.take().is_some() {
@@ -218,14 +222,18 @@ impl Agent {
                 }
             }
             Err(e) => {
+                // Logged once per episode: the text changes while the disk stays full (the
+                // write that failed, then the next segment that cannot be created).
                 let text = e.to_string();
-                if self.spool_error.as_deref() != Some(text.as_str()) {
+                if self.spool_error.is_none() {
                     log::error!(
                         "spool: storing {} records: {text}; holding up to {PENDING_MAX_RECORDS} in memory",
-                        batch.len()
+                        batch.len() - stored
                     );
-                    self.spool_error = Some(text);
+                } else if self.spool_error.as_deref() != Some(text.as_str()) {
+                    log::debug!("spool: still failing: {text}");
                 }
+                self.spool_error = Some(text);
             }
         }
     }
@@ -253,5 +261,62 @@ impl Agent {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    struct NoEnv;
+
+    impl Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_failing_spool_holds_records_in_memory_up_to_the_bound_then_stores_them_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::load_with_env(None, &NoEnv).expect("defaults");
+        config.spool.dir = dir.path().join("spool");
+        let mut agent = Agent::new(config, None, Common::default());
+        let mut spool = Spool::open(&agent.config.spool).expect("open");
+        spool.fail_new_segments(true);
+        agent.spool = Some(spool);
+        let record = |n: usize| Record {
+            ts: Timestamp(1_763_800_000_000 + n as i64).to_rfc3339(),
+            widget: "cpu".into(),
+            kind: fleet_widgets::SampleKind::Metric,
+            level: fleet_widgets::Level::Info,
+            message: String::new(),
+            data: serde_json::json!({ "n": n }),
+        };
+        let total = PENDING_MAX_RECORDS + 25;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+            agent.store(chunk.iter().map(|&n| record(n)).collect());
+        }
+        assert_eq!(agent.pending.len(), PENDING_MAX_RECORDS, "bounded");
+        assert_eq!(agent.pending_dropped, 25, "the oldest are dropped and counted");
+        assert!(agent.spool_error.is_some());
+
+        let spool = agent.spool.as_mut().expect("spool");
+        spool.fail_new_segments(false);
+        agent.store(Vec::new());
+        assert!(agent.pending.is_empty() && agent.spool_error.is_none() && agent.pending_dropped == 0);
+        let spool = agent.spool.as_mut().expect("spool");
+        let mut at = spool.acked_cursor();
+        let mut stored = Vec::new();
+        loop {
+            let batch = spool.read_from(at, 5000, usize::MAX).expect("read");
+            if batch.records.is_empty() {
+                break;
+            }
+            stored.extend(batch.records.iter().map(|r| r.data["n"].as_u64().expect("n") as usize));
+            at = batch.next;
+        }
+        assert_eq!(stored, (25..total).collect::<Vec<_>>(), "the newest 10,000, once, in order");
     }
 }

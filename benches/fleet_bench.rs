@@ -5,16 +5,24 @@
 
 use std::process::ExitCode;
 
+#[path = "footprint_bench.rs"]
+mod footprint_bench;
+#[path = "proc_stats.rs"]
+mod proc_stats;
 #[path = "receiver_bench.rs"]
 mod receiver_bench;
+#[path = "sender_bench.rs"]
+mod sender_bench;
 #[path = "spool_bench.rs"]
 mod spool_bench;
 
-const USAGE: &str = "usage: fleet-bench <bench> [--quick]\n\nbenches:\n  receiver   v2 batches/s of 100 records on loopback, idle RSS of `fleet-agent receive`\n  spool      append records/s per fsync policy, read records/s, bytes on disk per record\n";
+const USAGE: &str = "usage: fleet-bench <bench> [--quick]\n\nbenches:\n  footprint  stripped binary size, RSS of `run` after 2 and 10 min, CPU per collection cycle\n  receiver   v2 batches/s of 100 records on loopback, idle RSS of `fleet-agent receive`\n  spool      append records/s per fsync policy, read records/s, bytes on disk per record\n  sender     drain rate of a 100,000-record backlog (atlas and v2) and peak RSS while draining\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("footprint") => footprint_bench::run(&args[1..]),
+        Some("sender") => sender_bench::run(&args[1..]),
         Some("receiver") => receiver_bench::run(&args[1..]),
         Some("spool") => spool_bench::run(&args[1..]),
         _ => {

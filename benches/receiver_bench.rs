@@ -15,11 +15,13 @@ use fleet_agent::record::{BatchBody, Dropped, Record};
 use fleet_widgets::{Level, SampleKind};
 use serde_json::json;
 
-const API_KEY: &str = "bench-api-key";
+/// The API key the bench receiver expects.
+pub const API_KEY: &str = "bench-api-key";
 const RECORDS_PER_BATCH: usize = 100;
 const CLIENTS: usize = 2;
 
-struct Scratch(PathBuf);
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -27,7 +29,8 @@ impl Drop for Scratch {
     }
 }
 
-struct Running(Child);
+/// A child process stopped with SIGTERM (and reaped) on drop.
+pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -72,10 +75,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
         elapsed.as_secs_f64() * 1000.0 / batches as f64
     );
     println!("receiver: idle RSS {idle_rss} KiB, after the run {loaded_rss} KiB");
+    println!(
+        "{}",
+        json!({
+            "bench": "receiver_v2", "batches": batches, "records_per_batch": RECORDS_PER_BATCH, "clients": CLIENTS,
+            "sealed_bytes": bytes, "seconds": elapsed.as_secs_f64(), "batches_per_s": rate.round(),
+            "records_per_s": (rate * RECORDS_PER_BATCH as f64).round(),
+            "idle_vm_rss_kib": idle_rss, "vm_rss_kib_after": loaded_rss,
+        })
+    );
     Ok(())
 }
 
-fn spawn_receiver(bin: &Path, store: &Path, key: &Key32) -> Result<(Child, String), String> {
+/// Start `fleet-agent receive` on an ephemeral loopback port; returns it and its URL.
+pub fn spawn_receiver(bin: &Path, store: &Path, key: &Key32) -> Result<(Child, String), String> {
     let mut child = Command::new(bin)
         .args(["receive", "--listen", "127.0.0.1:0", "--api-key", API_KEY, "-q"])
         .arg("--store")
@@ -159,7 +172,8 @@ fn post_all(url: &str, bodies: Vec<Vec<u8>>) -> Result<(), String> {
     })
 }
 
-fn vm_rss(pid: u32) -> Result<u64, String> {
+/// VmRSS of `pid` in KiB.
+pub fn vm_rss(pid: u32) -> Result<u64, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("reading /proc: {e}"))?;
     status
         .lines()

@@ -3,9 +3,11 @@
 
 mod cli;
 mod envelope;
+mod fuzz;
 mod packaging;
 mod receiver;
 mod replay;
 mod sender;
 mod spool;
 mod support;
+mod torture;

@@ -22,7 +22,7 @@ const OTHER_KEY_B64: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 const MACHINE: &str = "test-machine";
 
 /// `(ts, widget)` of every stored record; panics on a duplicate.
-fn unique_records(records: &[Map<String, Value>]) -> BTreeSet<(String, String)> {
+pub(crate) fn unique_records(records: &[Map<String, Value>]) -> BTreeSet<(String, String)> {
     let mut seen = BTreeSet::new();
     for line in records {
         let record = &line["record"];
@@ -34,7 +34,7 @@ fn unique_records(records: &[Map<String, Value>]) -> BTreeSet<(String, String)> 
 }
 
 /// Every cycle (distinct ts) holds the full set of enabled widgets: nothing partial was lost.
-fn assert_whole_cycles(seen: &BTreeSet<(String, String)>) {
+pub(crate) fn assert_whole_cycles(seen: &BTreeSet<(String, String)>) {
     let mut by_ts: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for (ts, widget) in seen {
         by_ts.entry(ts.as_str()).or_default().push(widget.as_str());

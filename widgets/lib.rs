@@ -20,6 +20,8 @@ pub mod units;
 #[cfg(test)]
 mod conventions;
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod golden;
 
 pub mod battery;

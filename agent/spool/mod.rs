@@ -87,7 +87,8 @@
 //!   authenticate) is truncated back to the last good record and logged with the bytes cut;
 //! - a bad frame with data after it, a bad header, or a segment written under another (or a
 //!   missing) master key: the segment is moved to `quarantine/` (never deleted) and its
-//!   unacknowledged records are counted as dropped;
+//!   unacknowledged records are counted as dropped (past a frame whose length field is
+//!   destroyed, the walk finds the next sound frame header, so every frame is counted);
 //! - an unknown format version: `open` fails naming the file, changing nothing.
 //!
 //! # Bounds
@@ -181,6 +182,9 @@ pub struct Spool {
     oldest_unacked: Option<Timestamp>,
     /// Undecodable records before this position have been counted as dropped.
     undecodable_counted: Cursor,
+    /// Test hook: creating a segment fails with `StorageFull` (a disk full at a rollover).
+    #[cfg(test)]
+    fail_segment_create: bool,
 }
 
 impl Spool {
@@ -239,6 +243,8 @@ impl Spool {
             reader: None,
             oldest_unacked: None,
             undecodable_counted: Cursor::default(),
+            #[cfg(test)]
+            fail_segment_create: false,
         };
         spool.collect_garbage()?;
         spool.refresh_oldest();
@@ -254,6 +260,16 @@ impl Spool {
         Ok(spool)
     }
 
+    /// Test hook: while `on`, creating a segment fails with `StorageFull` (a full disk), so
+    /// every append that needs a new segment fails.
+    #[cfg(test)]
+    pub(crate) fn fail_new_segments(&mut self, on: bool) {
+        self.fail_segment_create = on;
+        if on {
+            self.writer = None;
+        }
+    }
+
     /// The spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -261,9 +277,25 @@ impl Spool {
 
     /// Append `records` (sealed, in order). Under `batch` one fsync covers the call; under
     /// `always` every record is fsynced. On error nothing stored before is lost, a prefix of
-    /// `records` may have been stored (reading shows exactly which), and the next call starts
-    /// a fresh segment, so it works again once the cause (a full disk) is gone.
+    /// `records` may have been stored (reading shows exactly which; [`Spool::append_counted`]
+    /// says how many), and the next call starts a fresh segment, so it works again once the
+    /// cause (a full disk) is gone.
     pub fn append(&mut self, records: &[Record]) -> Result<(), SpoolError> {
+        self.append_counted(records).1
+    }
+
+    /// [`Spool::append`], also returning how many leading records of `records` were stored
+    /// (committed to a segment) whatever the outcome. A caller that retries after an error
+    /// must retry only the records after that prefix, or the prefix is stored twice: a call
+    /// that crosses a segment boundary commits the first segment's part before it creates the
+    /// next segment, which can fail on a full disk.
+    pub fn append_counted(&mut self, records: &[Record]) -> (usize, Result<(), SpoolError>) {
+        let mut stored = 0u64;
+        let result = self.append_inner(records, &mut stored);
+        (stored as usize, result)
+    }
+
+    fn append_inner(&mut self, records: &[Record], stored: &mut u64) -> Result<(), SpoolError> {
         let mut encoded = Vec::with_capacity(records.len());
         for (index, record) in records.iter().enumerate() {
             let json = serde_json::to_vec(record).map_err(|e| SpoolError::Encode { index, message: e.to_string() })?;
@@ -279,7 +311,7 @@ impl Spool {
                 let used = writer.len() + pending.bytes.len() as u64;
                 let has_records = writer.next_index() + pending.count > 0;
                 if has_records && used + frame_len > self.segment_bytes {
-                    self.commit(&mut pending)?;
+                    *stored += self.commit(&mut pending)?;
                     self.close_writer()?;
                 }
             }
@@ -294,10 +326,10 @@ impl Spool {
             pending.first_ts = pending.first_ts.or(*ts);
             pending.last_ts = ts.or(pending.last_ts);
             if self.fsync == FsyncPolicy::Always {
-                self.commit(&mut pending)?;
+                *stored += self.commit(&mut pending)?;
             }
         }
-        self.commit(&mut pending)?;
+        *stored += self.commit(&mut pending)?;
         if let Err(e) = self.enforce_cap() {
             // The records are stored; the cap is retried on the next append.
             log::error!("enforcing the size cap: {e}");
@@ -416,12 +448,13 @@ impl Spool {
         self.fsync != FsyncPolicy::Never
     }
 
-    /// Write `pending` to the live segment (and fsync unless `never`). On failure the segment
-    /// is cut back and closed for good.
-    fn commit(&mut self, pending: &mut Pending) -> Result<(), SpoolError> {
+    /// Write `pending` to the live segment (and fsync unless `never`); returns how many
+    /// records that stored. On failure the segment is cut back and closed for good.
+    fn commit(&mut self, pending: &mut Pending) -> Result<u64, SpoolError> {
         if pending.count == 0 {
-            return Ok(());
+            return Ok(0);
         }
+        let count = pending.count;
         let Some(writer) = self.writer.as_mut() else {
             return Err(SpoolError::Seal);
         };
@@ -449,11 +482,16 @@ impl Spool {
             seg.last_ts = pending.last_ts.or(seg.last_ts);
         }
         *pending = Pending::default();
-        Ok(())
+        Ok(count)
     }
 
     fn start_segment(&mut self) -> Result<(), SpoolError> {
         let id = self.next_id;
+        #[cfg(test)]
+        if self.fail_segment_create {
+            let path = self.dir.join(segment::file_name(id));
+            return Err(SpoolError::io("creating segment", &path)(std::io::ErrorKind::StorageFull.into()));
+        }
         let writer = SegmentWriter::create(&self.dir, id, &self.master, self.fsync != FsyncPolicy::Never)?;
         self.next_id += 1;
         self.segments.push_back(SegmentInfo {

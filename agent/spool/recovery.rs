@@ -201,7 +201,12 @@ pub fn scan(path: &Path, id: u64, master: Option<&MasterKey>) -> Result<SegmentS
                 }
                 match skip {
                     Some(len) => reader.skip_bad(len)?,
-                    None => break,
+                    // The length is unusable: find the next sound frame, so the frames in
+                    // between are counted (dropped) and the ones after are too.
+                    None => match reader.resync()? {
+                        Some(gap) => scan.bad += gap - 1,
+                        None => break,
+                    },
                 }
             }
         }

@@ -319,6 +319,63 @@ impl FrameReader {
         self.reader.seek_relative(-(n as i64)).map_err(SpoolError::io("seeking in segment", &self.path))
     }
 
+    /// After a bad frame whose length cannot be trusted (so it cannot be stepped over): find
+    /// the next sound frame header by scanning forward byte by byte, and continue there. A
+    /// sound header has a length that matches its complement, the four zero bytes of the
+    /// nonce, and an index above the current one that still fits in the rest of the file: 64
+    /// bits of structure that random ciphertext matches with negligible probability. Returns
+    /// how many frames the gap held (the index difference), or `None` when no later frame is
+    /// found. Memory: one 64 KiB window.
+    pub fn resync(&mut self) -> Result<Option<u64>, SpoolError> {
+        const WINDOW: usize = 64 * 1024;
+        let start = self.offset + 1;
+        let mut window: Vec<u8> = Vec::with_capacity(WINDOW + FRAME_HEADER_LEN);
+        let mut window_at = start;
+        self.seek_to(start)?;
+        let mut chunk = vec![0u8; WINDOW];
+        while window_at + FRAME_HEADER_LEN as u64 <= self.end {
+            let want = ((self.end - self.offset) as usize).min(WINDOW);
+            if want > 0 {
+                self.read_exact(&mut chunk[..want])?;
+                self.offset += want as u64;
+                window.extend_from_slice(&chunk[..want]);
+            }
+            let mut i = 0;
+            while i + FRAME_HEADER_LEN <= window.len() {
+                let at = window_at + i as u64;
+                if let Some(index) = self.sound_header(&window[i..i + FRAME_HEADER_LEN], at) {
+                    let gap = index - self.index;
+                    self.seek_to(at)?;
+                    self.index = index;
+                    return Ok(Some(gap));
+                }
+                i += 1;
+            }
+            if want == 0 {
+                break;
+            }
+            // Keep the last bytes: a header may straddle two windows.
+            window.drain(..i);
+            window_at += i as u64;
+        }
+        self.seek_to(self.end)?;
+        Ok(None)
+    }
+
+    /// The index of a plausible frame header at `at`, if `head` is one (see [`Self::resync`]).
+    fn sound_header(&self, head: &[u8], at: u64) -> Option<u64> {
+        let word = |r: std::ops::Range<usize>| head.get(r).and_then(|b| <[u8; 4]>::try_from(b).ok());
+        let len = u32::from_le_bytes(word(0..4)?);
+        let check = u32::from_le_bytes(word(4..8)?);
+        if check != !len || word(8..12)? != [0; 4] {
+            return None;
+        }
+        let index = u64::from_be_bytes(head.get(12..20).and_then(|b| <[u8; 8]>::try_from(b).ok())?);
+        let fits = at + FRAME_HEADER_LEN as u64 + u64::from(len) <= self.end;
+        let max_gap = (at - HEADER_LEN as u64) / FRAME_HEADER_LEN as u64 + 1;
+        (index > self.index && index - self.index <= max_gap && fits).then_some(index)
+    }
+
     fn seek_to(&mut self, offset: u64) -> Result<(), SpoolError> {
         self.reader.seek(SeekFrom::Start(offset)).map_err(SpoolError::io("seeking in segment", &self.path))?;
         self.offset = offset;

@@ -229,3 +229,56 @@ fn damage_found_while_reading_quarantines_and_reading_goes_on() {
     assert!(dir.path().join(QUARANTINE_DIR).join(segment::file_name(ids[0])).exists());
     spool.append(&records(40..41)).expect("append");
 }
+
+#[test]
+fn a_failure_after_a_rollover_reports_the_stored_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096, 1 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..3)).expect("append");
+    spool.fail_segment_create = true;
+    // ~250 bytes a frame: 30 records cross the 4 KiB segment boundary; the first segment's
+    // part is committed, then creating the next segment fails (disk full).
+    let (stored, result) = spool.append_counted(&records(3..33));
+    let err = result.expect_err("disk full at the rollover");
+    assert!(err.is_io_kind(std::io::ErrorKind::StorageFull), "{err}");
+    assert!(stored > 0 && stored < 30, "a strict prefix was stored: {stored}");
+    let (got, _) = read_all(&mut spool, Cursor::default());
+    assert_eq!(got, records(0..3 + stored as i64), "exactly the reported prefix is readable");
+    spool.fail_segment_create = false;
+    // The caller retries only the rest: every record once, in order.
+    let (again, result) = spool.append_counted(&records(3 + stored as i64..33));
+    result.expect("works again");
+    assert_eq!(again, 30 - stored);
+    let (got, _) = read_all(&mut spool, Cursor::default());
+    assert_eq!(got, records(0..33));
+}
+
+#[test]
+fn a_destroyed_frame_length_still_counts_every_frame_of_the_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20, 4 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..10)).expect("append");
+    drop(spool);
+    let id = segment_files(dir.path())[0];
+    let path = dir.path().join(segment::file_name(id));
+    let mut bytes = std::fs::read(&path).expect("read");
+    // Walk to frame 3 and ruin its length and the complement (no longer steppable).
+    let mut at = HEADER_LEN;
+    for _ in 0..3 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        at += 20 + len;
+    }
+    for b in &mut bytes[at..at + 8] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).expect("write");
+    let master = MasterKey::load(dir.path()).expect("key").expect("present");
+    let scan = recovery::scan(&path, id, Some(&master)).expect("scan");
+    assert_eq!((scan.good, scan.bad, scan.good_after_bad), (3, 1, 6), "{scan:?}");
+    assert_eq!(scan.record_count(), 10);
+    // Recovery quarantines it and counts all ten as dropped.
+    let spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(spool.stats().dropped.count, 10);
+}
