@@ -337,13 +337,7 @@ fn seven_day_outage_stays_under_the_cap_and_drains_the_rest() {
         || stored_records(&store, MACHINE).iter().filter(|l| l["record"]["widget"] == "outage").count() as u64;
     assert!(wait_for(Duration::from_secs(120), || outage_stored() >= held.len() as u64), "the backlog drains");
     assert_eq!(agent.terminate(Duration::from_secs(10)).code(), Some(0));
-    let lines = stored_records(&store, MACHINE);
-    let _ = unique_records(&lines);
-    let delivered: Vec<u64> = lines
-        .iter()
-        .filter(|l| l["record"]["widget"] == "outage")
-        .map(|l| l["record"]["data"]["n"].as_u64().expect("n"))
-        .collect();
+    let delivered = delivered_outage_numbers(&store);
     assert_eq!(delivered, held, "exactly the kept records, once, in order");
     let batches = fleet_agent::receiver::store::read_records(&store, MACHINE).expect("store");
     let last_batch = batches.iter().rev().find(|l| l["kind"] == "batch").expect("a batch line");
@@ -552,13 +546,7 @@ fn random_corruption_is_quarantined_reported_and_the_rest_delivered() {
     let outage_stored = || stored_records(&store, MACHINE).iter().filter(|l| l["record"]["widget"] == "outage").count();
     assert!(wait_for(Duration::from_secs(60), || outage_stored() >= expected.len()), "the valid records arrive");
     assert_eq!(agent.terminate(Duration::from_secs(10)).code(), Some(0));
-    let lines = stored_records(&store, MACHINE);
-    let _ = unique_records(&lines);
-    let delivered: Vec<u64> = lines
-        .iter()
-        .filter(|l| l["record"]["widget"] == "outage")
-        .map(|l| l["record"]["data"]["n"].as_u64().expect("n"))
-        .collect();
+    let delivered = delivered_outage_numbers(&store);
     assert_eq!(delivered, expected, "every record of every undamaged segment, once, in order");
     let quarantined = std::fs::read_dir(spool_dir.join(QUARANTINE_DIR)).expect("quarantine dir").count();
     assert_eq!(quarantined, damaged.len(), "each damaged segment is kept aside");
@@ -749,4 +737,15 @@ fn hostile_server_neither_hangs_the_agent_nor_grows_it_and_is_not_followed() {
     assert!(requests.load(Ordering::SeqCst) >= 10, "every hostile answer was met");
     assert_eq!(visits.load(Ordering::SeqCst), 0, "no redirect was followed");
     assert!(logs.contains("not followed"), "the redirect is reported:\n{logs}");
+}
+
+/// The `n` of every stored `outage` record, in store order; panics on a duplicate record.
+fn delivered_outage_numbers(store: &Path) -> Vec<u64> {
+    let lines = stored_records(store, MACHINE);
+    let _ = unique_records(&lines);
+    lines
+        .iter()
+        .filter(|l| l["record"]["widget"] == "outage")
+        .map(|l| l["record"]["data"]["n"].as_u64().expect("n"))
+        .collect()
 }
