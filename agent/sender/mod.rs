@@ -98,6 +98,7 @@ pub struct Sender {
     retry_at: Option<Instant>,
     report_interval: Duration,
     next_report: Instant,
+    state_save_error: Option<String>,
 }
 
 impl Sender {
@@ -138,6 +139,7 @@ impl Sender {
             retry_at: None,
             report_interval: config.interval.min(MAX_REPORT_INTERVAL),
             next_report: Instant::now(),
+            state_save_error: None,
         })
     }
 
@@ -187,8 +189,18 @@ impl Sender {
             let wait = at.saturating_duration_since(Instant::now());
             Timestamp(Timestamp::now().0 + wait.as_millis() as i64).to_rfc3339()
         });
-        if let Err(e) = self.state.save(&self.spool_dir) {
-            log::error!("{e}");
+        // Logged once per distinct failure (a full disk fails every turn).
+        match self.state.save(&self.spool_dir) {
+            Ok(()) => {
+                if self.state_save_error.take().is_some() {
+                    log::info!("sender state is written again");
+                }
+            }
+            Err(e) if self.state_save_error.as_deref() == Some(e.as_str()) => log::debug!("{e}"),
+            Err(e) => {
+                log::error!("saving the sender state: {e}");
+                self.state_save_error = Some(e);
+            }
         }
     }
 
