@@ -75,6 +75,18 @@ impl std::fmt::Display for SenderError {
 
 impl std::error::Error for SenderError {}
 
+/// True for `http(s)://127.x.x.x`, `localhost` and `[::1]` URLs: traffic that never leaves
+/// the machine, where plain HTTP deserves no warning.
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// What one request came to, for the push loop.
 enum Step {
     /// Delivered (or rejected for good and set aside): go on.
@@ -105,7 +117,7 @@ impl Sender {
     /// Build a sender for `config` (which must have a `server_url`), logging the start-up
     /// warnings (plain HTTP, no key, TLS verification off).
     pub fn new(config: &Config, server_url: &str, spool_dir: PathBuf) -> Result<Self, SenderError> {
-        if server_url.starts_with("http://") {
+        if server_url.starts_with("http://") && !is_loopback_url(server_url) {
             log::warn!("server_url uses plain http://: transport is not encrypted by TLS");
         }
         if !config.verify_ssl {
@@ -422,5 +434,20 @@ impl Sender {
             }
         }
         Some(verdict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        for url in ["http://127.0.0.1:8768", "http://localhost/x", "http://[::1]:80/", "http://127.1.2.3"] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in ["http://fleet.example.com", "http://10.0.0.1:80", "http://127.0.0.1.evil.com/", "http://[::2]/"] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 }
