@@ -32,3 +32,9 @@ inline_paths() {
     return 1
   }
 }
+
+# print_header_help SCRIPT: print the script's leading comment block (after the #! line),
+# without the `# ` prefixes: its --help text.
+print_header_help() {
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$1"
+}

@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
       shift
       ;;
     -h | --help)
-      awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+      print_header_help "$0"
       exit 0
       ;;
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
