@@ -84,7 +84,7 @@ fn random_fraction(max: Duration) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
     }
-    max.mul_f64(crate::sender::backoff::random_unit())
+    max.mul_f64(crate::random::random_unit())
 }
 
 fn run_one(entry: &mut Scheduled, host: &dyn Host, ts: Timestamp, records: &mut Vec<Record>) {

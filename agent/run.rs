@@ -202,16 +202,17 @@ impl Agent {
         if self.pending.is_empty() {
             return;
         }
-        let batch: Vec<Record> = self.pending.iter().cloned().collect();
+        // No copy: the held records are appended straight from the buffer.
+        let batch_len = self.pending.len();
         // A failed append may have stored a prefix (a segment rollover before the disk filled
         // up): forget exactly that prefix, so the retry does not store it twice.
-        let (stored, result) = spool.append_counted(&batch);
+        let (stored, result) = spool.append_counted(self.pending.make_contiguous());
         self.pending.drain(..stored.min(self.pending.len()));
         match result {
             Ok(()) => {
                 self.pending.clear();
                 if self.spool_error.take().is_some() {
-                    log::info!("spool: writing again ({} held records stored)", batch.len());
+                    log::info!("spool: writing again ({batch_len} held records stored)");
                 }
                 if self.pending_dropped > 0 {
                     log::error!(
@@ -228,7 +229,7 @@ impl Agent {
                 if self.spool_error.is_none() {
                     log::error!(
                         "spool: storing {} records: {text}; holding up to {PENDING_MAX_RECORDS} in memory",
-                        batch.len() - stored
+                        batch_len - stored
                     );
                 } else if self.spool_error.as_deref() != Some(text.as_str()) {
                     log::debug!("spool: still failing: {text}");

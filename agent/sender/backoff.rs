@@ -49,15 +49,6 @@ impl Backoff {
     }
 }
 
-/// A uniform random number in `[0, 1)` from the OS CSPRNG (0.5 if it fails).
-pub fn random_unit() -> f64 {
-    let mut bytes = [0u8; 8];
-    match getrandom::fill(&mut bytes) {
-        Ok(()) => (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64,
-        Err(_) => 0.5,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,7 +70,5 @@ mod tests {
         assert_eq!(backoff.next_delay(0.0, Some(Duration::from_secs(7))), Duration::from_secs(7));
         assert_eq!(backoff.next_delay(0.0, Some(Duration::from_secs(999_999))), MAX_RETRY_AFTER);
         assert_eq!(backoff.slow_delay(), MAX);
-        let unit = random_unit();
-        assert!((0.0..1.0).contains(&unit));
     }
 }

@@ -38,7 +38,8 @@ use crate::record::BatchBody;
 use crate::report::{widget_log_entry, LatestReport};
 use crate::spool::Spool;
 
-use backoff::{random_unit, Backoff};
+use crate::random::random_unit;
+use backoff::Backoff;
 use http::{HttpClient, HttpError, HttpSettings};
 use state::{store_rejected, ErrorEvent, Inflight, SenderState};
 use verdict::{classify, Verdict};
