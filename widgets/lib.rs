@@ -14,6 +14,7 @@ pub mod error;
 pub mod host;
 pub mod sample;
 pub mod time;
+pub mod tls;
 
 pub mod units;
 

@@ -343,9 +343,6 @@ fn export_logs(request: &Request, shared: &Shared) -> Response {
     }
 }
 
-/// Zeros streamed by the download test (static: never allocated per request).
-static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
-
 fn speedtest_down(conn: &mut Conn, request: &Request, shared: &Shared) -> Option<Response> {
     let bytes = match request.query_param("bytes") {
         None => 0,
@@ -354,12 +351,14 @@ fn speedtest_down(conn: &mut Conn, request: &Request, shared: &Shared) -> Option
             Err(_) => return Some(bad("bytes must be a non-negative integer")),
         },
     };
+    // Zeros on the stack, filled per request: a static zero block would sit in the binary.
+    let zeros = [0u8; 16 * 1024];
     let streamed = (|| -> std::io::Result<()> {
         http::write_head(conn, 200, "application/octet-stream", bytes)?;
         let mut left = bytes;
         while left > 0 {
-            let n = left.min(ZEROS.len() as u64) as usize;
-            conn.write_all(&ZEROS[..n])?;
+            let n = left.min(zeros.len() as u64) as usize;
+            conn.write_all(&zeros[..n])?;
             left -= n as u64;
         }
         conn.flush()

@@ -12,10 +12,9 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::tls::Certificate;
 
 use crate::keys::SecretString;
 
@@ -98,18 +97,11 @@ fn load_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, HttpError> {
 impl HttpClient {
     /// A client posting to `base_url` (no trailing slash needed).
     pub fn new(base_url: &str, api_key: Option<SecretString>, settings: &HttpSettings<'_>) -> Result<Self, HttpError> {
-        let roots = match settings.ca_file {
-            None => RootCerts::WebPki,
-            Some(path) => {
-                let mut certs: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                    .iter()
-                    .map(|der| Certificate::from_der(der.as_ref()).to_owned())
-                    .collect();
-                certs.extend(load_ca_file(path)?);
-                RootCerts::Specific(Arc::new(certs))
-            }
+        let extra_roots = match settings.ca_file {
+            None => Vec::new(),
+            Some(path) => load_ca_file(path)?,
         };
-        let tls = TlsConfig::builder().root_certs(roots).disable_verification(!settings.verify_tls).build();
+        let tls = fleet_widgets::tls::tls_config(extra_roots, settings.verify_tls);
         let config = ureq::Agent::config_builder()
             .tls_config(tls)
             .http_status_as_error(false)
