@@ -280,7 +280,9 @@ impl Config {
                 let text = std::fs::read_to_string(path)
                     .map_err(|error| vec![ConfigError::Read { path: path.to_path_buf(), error }])?;
                 let raw = parse_raw(&text).unwrap_or_else(|(raw, problems)| {
-                    errors.extend(problems.into_iter().map(|message| ConfigError::Parse { path: path.to_path_buf(), message }));
+                    errors.extend(
+                        problems.into_iter().map(|message| ConfigError::Parse { path: path.to_path_buf(), message }),
+                    );
                     raw
                 });
                 if raw.api_key.is_some() || raw.encryption_key.is_some() {
@@ -477,7 +479,8 @@ pub fn check_server_url(url: &str) -> Result<(), String> {
 /// hex digits; case does not matter.
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
     let text = text.trim();
-    let text = text.strip_prefix("sha256 Fingerprint=").or_else(|| text.strip_prefix("SHA256 Fingerprint=")).unwrap_or(text);
+    let text =
+        text.strip_prefix("sha256 Fingerprint=").or_else(|| text.strip_prefix("SHA256 Fingerprint=")).unwrap_or(text);
     let hex: String = text.chars().filter(|c| *c != ':').collect();
     let problem = || {
         format!(
@@ -534,7 +537,8 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
         match parse_fingerprint(text) {
             Ok(pin) => server_cert_sha256.push(pin),
             Err(problem) => {
-                let field = if pins.len() == 1 { "server_cert_sha256".to_string() } else { format!("server_cert_sha256[{i}]") };
+                let field =
+                    if pins.len() == 1 { "server_cert_sha256".to_string() } else { format!("server_cert_sha256[{i}]") };
                 field_error(&field, problem);
             }
         }
@@ -544,7 +548,10 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
             field_error("server_cert_sha256", "pins a certificate, but verify_ssl is false: remove one of them".into());
         }
         if raw.ca_file.is_some() {
-            field_error("server_cert_sha256", "and ca_file are alternatives (a pinned certificate or a CA): keep one".into());
+            field_error(
+                "server_cert_sha256",
+                "and ca_file are alternatives (a pinned certificate or a CA): keep one".into(),
+            );
         }
         if server_url.as_deref().is_some_and(|u| u.starts_with("http://")) {
             field_error("server_cert_sha256", "needs an https:// server_url".into());
@@ -785,7 +792,10 @@ mod tests {
         let errors = resolve_json("{}", &bad_env).err().expect("bad env key");
         assert!(matches!(errors.as_slice(), [ConfigError::Env { var: ENV_ENCRYPTION_KEY, .. }]), "{errors:?}");
         let text = errors[0].to_string();
-        assert!(text.starts_with("environment variable FLEET_ENCRYPTION_KEY: ") && !text.contains("config.json"), "{text}");
+        assert!(
+            text.starts_with("environment variable FLEET_ENCRYPTION_KEY: ") && !text.contains("config.json"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -822,7 +832,12 @@ mod tests {
 
     #[test]
     fn server_urls_are_base_urls_without_credentials() {
-        for good in ["https://fleet.example.com", "https://fleet.example.com:8443/", "http://127.0.0.1:8768", "https://[::1]:443"] {
+        for good in [
+            "https://fleet.example.com",
+            "https://fleet.example.com:8443/",
+            "http://127.0.0.1:8768",
+            "https://[::1]:443",
+        ] {
             assert_eq!(check_server_url(good), Ok(()), "{good}");
         }
         let cases = [
@@ -856,7 +871,9 @@ mod tests {
         .expect("two pins");
         assert_eq!(pinned.server_cert_sha256.len(), 2);
         let conflicts = field_errors(resolve_json(
-            &format!(r#"{{"server_url":"http://h","verify_ssl":false,"ca_file":"/etc/hostname","server_cert_sha256":"{colons}"}}"#),
+            &format!(
+                r#"{{"server_url":"http://h","verify_ssl":false,"ca_file":"/etc/hostname","server_cert_sha256":"{colons}"}}"#
+            ),
             &MapEnv(vec![]),
         ));
         assert_eq!(conflicts.iter().filter(|f| *f == "server_cert_sha256").count(), 3, "{conflicts:?}");
@@ -865,7 +882,8 @@ mod tests {
     #[test]
     fn key_errors_point_at_keygen_and_recognise_hex() {
         let hex = "00".repeat(32);
-        let error = resolve_json(&format!(r#"{{"encryption_key":"{hex}"}}"#), &MapEnv(vec![])).err().expect("hex refused");
+        let error =
+            resolve_json(&format!(r#"{{"encryption_key":"{hex}"}}"#), &MapEnv(vec![])).err().expect("hex refused");
         let text = error.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         assert!(text.contains("looks like hex") && text.contains("fleet-agent keygen"), "{text}");
         let error = resolve_json(r#"{"encryption_key":"c2hvcnQ="}"#, &MapEnv(vec![])).err().expect("short");

@@ -88,8 +88,14 @@ struct StderrLogger {
 }
 
 fn own_level() -> LevelFilter {
-    const LEVELS: [LevelFilter; 6] =
-        [LevelFilter::Off, LevelFilter::Error, LevelFilter::Warn, LevelFilter::Info, LevelFilter::Debug, LevelFilter::Trace];
+    const LEVELS: [LevelFilter; 6] = [
+        LevelFilter::Off,
+        LevelFilter::Error,
+        LevelFilter::Warn,
+        LevelFilter::Info,
+        LevelFilter::Debug,
+        LevelFilter::Trace,
+    ];
     LEVELS[OWN_LEVEL.load(Ordering::Relaxed).min(5)]
 }
 
@@ -115,7 +121,9 @@ impl Log for StderrLogger {
 /// The dependency level from the text of [`ENV_DEPENDENCY_LEVEL`] (`None`: unset), capped at
 /// [`MAX_DEPENDENCY_LEVEL`]; an unreadable value keeps the default.
 pub fn dependency_level(text: Option<&str>) -> LevelFilter {
-    text.and_then(|t| t.trim().parse::<LevelFilter>().ok()).unwrap_or(DEFAULT_DEPENDENCY_LEVEL).min(MAX_DEPENDENCY_LEVEL)
+    text.and_then(|t| t.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(DEFAULT_DEPENDENCY_LEVEL)
+        .min(MAX_DEPENDENCY_LEVEL)
 }
 
 /// True when `JOURNAL_STREAM` (`DEVICE:INODE`) names the file stderr is open on: systemd

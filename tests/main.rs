@@ -10,4 +10,5 @@ mod replay;
 mod sender;
 mod spool;
 mod support;
+mod tls;
 mod torture;

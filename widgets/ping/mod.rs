@@ -132,7 +132,9 @@ impl PingConfig {
                         .map(|p| p as u16)
                         .ok_or("`tcp_port` must be a port number")?;
                 }
-                other => return Err(format!("unknown option `{other}` (ping options: targets, count, timeout_s, tcp_port)")),
+                other => {
+                    return Err(format!("unknown option `{other}` (ping options: targets, count, timeout_s, tcp_port)"))
+                }
             }
         }
         Ok(config)

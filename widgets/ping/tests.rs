@@ -124,7 +124,10 @@ fn options_are_validated_and_unknown_keys_named() {
     assert_eq!(config.targets, ["127.0.0.1", "example.org"]);
     assert_eq!((config.count, config.timeout), (3, Duration::from_millis(500)));
     assert_eq!(PingConfig::from_options(&opts(json!({}))), Ok(PingConfig::default()));
-    assert_eq!((SPEC.validate)(&opts(json!({"colour": 1}))), Err("unknown option `colour` (ping options: targets, count, timeout_s, tcp_port)".to_string()));
+    assert_eq!(
+        (SPEC.validate)(&opts(json!({"colour": 1}))),
+        Err("unknown option `colour` (ping options: targets, count, timeout_s, tcp_port)".to_string())
+    );
     for bad in [
         json!({"targets": []}),
         json!({"targets": ["-f"]}),

@@ -211,9 +211,11 @@ fn options_are_validated_and_unknown_keys_named() {
         (Method::Ookla, "http://127.0.0.1:8080", 1000000, 2)
     );
     assert_eq!(SpeedtestConfig::from_options(&opts(json!({}))), Ok(SpeedtestConfig::default()));
-    assert_eq!((SPEC.validate)(&opts(json!({"speed": 1}))), Err(
-            "unknown option `speed` (speedtest options: method, url, max_bytes, connections, min_battery_percent)".to_string()
-        ));
+    assert_eq!(
+        (SPEC.validate)(&opts(json!({"speed": 1}))),
+        Err("unknown option `speed` (speedtest options: method, url, max_bytes, connections, min_battery_percent)"
+            .to_string())
+    );
     for bad in [
         json!({"method": "fast"}),
         json!({"url": "ftp://x"}),
