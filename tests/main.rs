@@ -4,6 +4,7 @@
 mod cli;
 mod envelope;
 mod fuzz;
+mod logs;
 mod packaging;
 mod receiver;
 mod replay;

@@ -13,11 +13,11 @@ use fleet_agent::sender::http::{HttpClient, HttpError, HttpSettings};
 use crate::support::{agent_config, s, start_agent, stored_records, wait_for, Proc, TEST_KEY_B64};
 
 /// PEM files of one server identity.
-struct Identity {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Identity {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     /// SHA-256 of the certificate's DER.
-    fingerprint: [u8; 32],
+    pub(crate) fingerprint: [u8; 32],
 }
 
 fn write_identity(dir: &Path, name: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> Identity {
@@ -30,7 +30,7 @@ fn write_identity(dir: &Path, name: &str, cert: &rcgen::Certificate, key: &rcgen
 
 /// `openssl req -x509 -newkey … -subj /CN=fleet -addext subjectAltName=IP:127.0.0.1`: a
 /// self-signed certificate with basicConstraints CA:TRUE.
-fn self_signed_ca_true(dir: &Path) -> Identity {
+pub(crate) fn self_signed_ca_true(dir: &Path) -> Identity {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -55,7 +55,7 @@ fn private_ca_and_leaf(dir: &Path, names: &[&str]) -> (PathBuf, Identity) {
 }
 
 /// `fleet-agent receive` over HTTPS with `identity`; the process and its URL.
-fn start_tls_receiver(store: &Path, identity: &Identity) -> (Proc, String) {
+pub(crate) fn start_tls_receiver(store: &Path, identity: &Identity) -> (Proc, String) {
     let mut cmd = crate::support::agent();
     cmd.args(["receive", "--listen", "127.0.0.1:0", "--api-key", "test-api-key", "--encryption-key", TEST_KEY_B64]);
     cmd.args(["--store", s(store), "--tls-cert", s(&identity.cert), "--tls-key", s(&identity.key)]);
