@@ -6,12 +6,19 @@ use std::time::Duration;
 
 use fleet_agent::sender::http::tls::fingerprint_text;
 
-use crate::support::{agent, agent_config, s, start_receiver, stored_records, wait_for, Proc, SAFE_WIDGETS, TEST_KEY_B64};
+use crate::support::{
+    agent, agent_config, s, start_receiver, stored_records, wait_for, Proc, SAFE_WIDGETS, TEST_KEY_B64,
+};
 use crate::tls::{self_signed_ca_true, start_tls_receiver};
 
 /// Run the agent with `config` at `trace` until `records` arrived in `store`; its whole log.
 /// `dependencies`: the value of `FLEET_LOG_DEPENDENCIES` (`None`: unset, the default `warn`).
-fn trace_run(config: &std::path::Path, store: &std::path::Path, log: &std::path::Path, dependencies: Option<&str>) -> String {
+fn trace_run(
+    config: &std::path::Path,
+    store: &std::path::Path,
+    log: &std::path::Path,
+    dependencies: Option<&str>,
+) -> String {
     let file = std::fs::File::create(log).expect("log file");
     let mut cmd = agent();
     if let Some(level) = dependencies {
@@ -52,7 +59,8 @@ fn assert_no_secret(log: &str, what: &str, dependency_floor: &str) {
         let target = line.split_whitespace().nth(2).unwrap_or("");
         let ours = !(target.starts_with("ureq") || target.starts_with("rustls") || target.starts_with("webpki"));
         let level = line.split_whitespace().nth(1).unwrap_or("");
-        let allowed: &[&str] = if dependency_floor == "DEBUG" { &["ERROR", "WARN", "INFO", "DEBUG"] } else { &["ERROR", "WARN"] };
+        let allowed: &[&str] =
+            if dependency_floor == "DEBUG" { &["ERROR", "WARN", "INFO", "DEBUG"] } else { &["ERROR", "WARN"] };
         assert!(ours || allowed.contains(&level), "{what}: a dependency logs below {dependency_floor}: {line}");
     }
     assert!(log.contains("DEBUG"), "{what}: the log is at debug or more (not vacuous):\n{log}");
@@ -69,7 +77,8 @@ fn a_trace_log_holds_no_key_and_no_payload() {
     let tls_dir = dir.path().join("tls");
     std::fs::create_dir(&tls_dir).expect("mkdir");
     let extra = format!(r#","server_cert_sha256":"{}","log_level":"trace""#, fingerprint_text(&identity.fingerprint));
-    let config = agent_config(&tls_dir, "c.json", &url, Some(TEST_KEY_B64), "v2", &extra.replace(r#","log_level":"trace""#, ""));
+    let config =
+        agent_config(&tls_dir, "c.json", &url, Some(TEST_KEY_B64), "v2", &extra.replace(r#","log_level":"trace""#, ""));
     let log = trace_run(&config, &store, &tls_dir.join("agent.log"), None);
     assert_no_secret(&log, "v2 over TLS", "WARN");
     assert!(log.contains("transport key id "), "the key id (not the key) is named at start:\n{log}");
@@ -93,7 +102,10 @@ fn journal_lines_carry_priorities_only_when_stderr_is_the_journal() {
     let config = crate::support::write_config(
         dir.path(),
         "c.json",
-        &format!(r#"{{"machine_id":"t","interval":0.5,"spool":{{"dir":"{}"}},{SAFE_WIDGETS}}}"#, s(&dir.path().join("spool"))),
+        &format!(
+            r#"{{"machine_id":"t","interval":0.5,"spool":{{"dir":"{}"}},{SAFE_WIDGETS}}}"#,
+            s(&dir.path().join("spool"))
+        ),
         0o600,
     );
     let run = |name: &str, stream_of: Option<&std::path::Path>| -> String {
