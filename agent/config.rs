@@ -279,12 +279,10 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|error| vec![ConfigError::Read { path: path.to_path_buf(), error }])?;
-                let raw = parse_raw(&text).unwrap_or_else(|(raw, problems)| {
-                    errors.extend(
-                        problems.into_iter().map(|message| ConfigError::Parse { path: path.to_path_buf(), message }),
-                    );
-                    raw
-                });
+                let (raw, problems) = parse_raw(&text);
+                errors.extend(
+                    problems.into_iter().map(|message| ConfigError::Parse { path: path.to_path_buf(), message }),
+                );
                 if raw.api_key.is_some() || raw.encryption_key.is_some() {
                     if let Err(e) = check_private(path) {
                         errors.push(e);
@@ -311,18 +309,18 @@ impl Config {
 /// How a JSON syntax error's message starts.
 const SYNTAX: &str = "not valid JSON: ";
 
-/// Parse the file strictly. On failure: what could be read (every field that was fine) and
-/// one message per bad field, so `validate` lists every problem at once rather than serde's
-/// first. A syntax error gives one message starting with [`SYNTAX`].
-fn parse_raw(text: &str) -> Result<RawConfig, (RawConfig, Vec<String>)> {
+/// Parse the file strictly: what could be read (every member that was fine) and one message
+/// per bad member (none when all is well), so `validate` lists every problem at once rather
+/// than serde's first. A syntax error gives one message starting with [`SYNTAX`].
+fn parse_raw(text: &str) -> (RawConfig, Vec<String>) {
     let error = match serde_json::from_str::<RawConfig>(text) {
-        Ok(raw) => return Ok(raw),
+        Ok(raw) => return (raw, Vec::new()),
         Err(error) => error,
     };
     let value = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => map,
-        Ok(_) => return Err((RawConfig::default(), vec![format!("must be a JSON object ({error})")])),
-        Err(syntax) => return Err((RawConfig::default(), vec![format!("{SYNTAX}{syntax}")])),
+        Ok(_) => return (RawConfig::default(), vec![format!("must be a JSON object ({error})")]),
+        Err(syntax) => return (RawConfig::default(), vec![format!("{SYNTAX}{syntax}")]),
     };
     // Each member on its own: every field is optional, so `{key: value}` fails only for that key.
     let mut good = Map::new();
@@ -352,7 +350,7 @@ fn parse_raw(text: &str) -> Result<RawConfig, (RawConfig, Vec<String>)> {
         }
     }
     let raw = serde_json::from_value::<RawConfig>(Value::Object(good)).unwrap_or_default();
-    Err((raw, problems))
+    (raw, problems)
 }
 
 /// serde's message about `field`, in the words of the README: ``field `interval`: must be a
@@ -811,7 +809,7 @@ mod tests {
     fn every_bad_member_is_named_in_plain_words() {
         let text = r#"{"interval":"x","colour":1,"spool":{"max_bytes":"big","fsync":"batch"},"machine_id":[1,2],
             "widgets":[1],"verify_ssl":"yes","server_cert_sha256":5}"#;
-        let (raw, problems) = parse_raw(text).map(|_| ()).expect_err("bad");
+        let (raw, problems) = parse_raw(text);
         let all = problems.join("\n");
         for want in [
             "field `interval`: must be a number of seconds, found string \"x\"",
@@ -826,7 +824,7 @@ mod tests {
         }
         assert!(!all.contains("f64"), "no serde type names: {all}");
         assert_eq!(raw.spool.and_then(|s| s.fsync).as_deref(), Some("batch"), "the good members are kept");
-        let (_, syntax) = parse_raw(r#"{"interval": 10,"#).map(|_| ()).expect_err("syntax");
+        let (_, syntax) = parse_raw(r#"{"interval": 10,"#);
         assert!(syntax.len() == 1 && syntax[0].starts_with(SYNTAX), "{syntax:?}");
     }
 

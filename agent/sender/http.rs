@@ -394,7 +394,7 @@ mod tests {
         let client = HttpClient::new(&format!("http://127.0.0.1:{port}"), None, &settings())
             .map_err(|e| e.to_string())
             .expect("client");
-        let error = client.post_json("/x", b"{}").err().expect("nobody listens");
+        let error = client.post_json("/x", b"{}").expect_err("nobody listens");
         assert!(!error.needs_admin(), "{error}");
         assert!(error.to_string().contains("refused"), "{error}");
     }
