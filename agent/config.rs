@@ -580,8 +580,13 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
     };
 
     if let Some(ca) = &raw.ca_file {
-        if !ca.is_file() {
-            field_error("ca_file", format!("{} is not a readable file", ca.display()));
+        match std::fs::read_to_string(ca) {
+            Err(e) => field_error("ca_file", format!("{} is not a readable file: {e}", ca.display())),
+            Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => field_error(
+                "ca_file",
+                format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", ca.display()),
+            ),
+            Ok(_) => {}
         }
     }
 
@@ -870,7 +875,7 @@ mod tests {
         assert_eq!(pinned.server_cert_sha256.len(), 2);
         let conflicts = field_errors(resolve_json(
             &format!(
-                r#"{{"server_url":"http://h","verify_ssl":false,"ca_file":"/etc/hostname","server_cert_sha256":"{colons}"}}"#
+                r#"{{"server_url":"http://h","verify_ssl":false,"ca_file":"/nonexistent.pem","server_cert_sha256":"{colons}"}}"#
             ),
             &MapEnv(vec![]),
         ));

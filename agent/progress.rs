@@ -22,6 +22,9 @@ pub struct Counts {
     pub backlog: u64,
     /// The sender's error while it is failing (consecutive failures > 0).
     pub failing: Option<String>,
+    /// When the server last accepted something (RFC 3339), for Atlas mode where the metrics
+    /// travel in reports rather than as counted records.
+    pub last_success: Option<String>,
 }
 
 /// When the next line is due and the delivered count at the last one.
@@ -71,10 +74,14 @@ impl Progress {
         // A reload builds a new sender whose total starts from its saved state: never negative.
         let delivered = total.saturating_sub(std::mem::replace(&mut self.delivered_at_last_line, total));
         let delivered = format!("{delivered} records delivered in the last {span}");
-        match &counts.failing {
-            None => format!("{delivered}, backlog {} records", counts.backlog),
-            Some(error) => format!("{delivered}, backlog {} records; sending is failing: {error}", counts.backlog),
+        let mut line = format!("{delivered}, backlog {} records", counts.backlog);
+        if let Some(at) = &counts.last_success {
+            line.push_str(&format!(", last accepted by the server at {at}"));
         }
+        if let Some(error) = &counts.failing {
+            line.push_str(&format!("; sending is failing: {error}"));
+        }
+        line
     }
 }
 
@@ -99,21 +106,29 @@ mod tests {
         assert!(!progress.due(start + Duration::from_secs(59)));
         let at = start + Duration::from_secs(60);
         assert!(progress.due(at));
-        let counts = Counts { delivered_total: Some(1120), backlog: 3, failing: None };
+        let counts = Counts { delivered_total: Some(1120), backlog: 3, failing: None, last_success: None };
         assert_eq!(progress.line(at, &counts), "120 records delivered in the last 60 s, backlog 3 records");
         assert!(!progress.due(at + Duration::from_secs(599)));
         let later = at + Duration::from_secs(600);
         assert!(progress.due(later));
-        let counts = Counts { delivered_total: Some(2320), backlog: 0, failing: None };
+        let counts = Counts { delivered_total: Some(2320), backlog: 0, failing: None, last_success: None };
         assert_eq!(progress.line(later, &counts), "1200 records delivered in the last 10 min, backlog 0 records");
-        let failing = Counts { delivered_total: Some(2320), backlog: 42, failing: Some("HTTP 503".into()) };
+        let failing =
+            Counts { delivered_total: Some(2320), backlog: 42, failing: Some("HTTP 503".into()), last_success: None };
         let line = progress.line(later + Duration::from_secs(62), &failing);
         assert_eq!(line, "0 records delivered in the last 62 s, backlog 42 records; sending is failing: HTTP 503");
-        let reset = Counts { delivered_total: Some(5), backlog: 0, failing: None };
+        let reset = Counts { delivered_total: Some(5), backlog: 0, failing: None, last_success: None };
         assert!(progress
             .line(later + Duration::from_secs(4000), &reset)
             .starts_with("0 records delivered in the last 1 h 5 min"));
-        let spool_only = Counts { delivered_total: None, backlog: 7, failing: None };
+        let atlas = Counts {
+            delivered_total: Some(5),
+            backlog: 0,
+            failing: None,
+            last_success: Some("2026-12-01T18:00:00.000Z".into()),
+        };
+        assert!(progress.line(later, &atlas).ends_with(", last accepted by the server at 2026-12-01T18:00:00.000Z"));
+        let spool_only = Counts { delivered_total: None, backlog: 7, failing: None, last_success: None };
         assert_eq!(progress.line(later, &spool_only), "spooling only (no server_url): backlog 7 records");
     }
 

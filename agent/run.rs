@@ -186,7 +186,7 @@ impl Agent {
     fn report_progress(&mut self) {
         let now = Instant::now();
         let Some(progress) = self.progress.as_mut().filter(|p| p.due(now)) else { return };
-        let state = self.sender.as_ref().map(Sender::state);
+        let state = self.sender.as_ref().map(|s| s.state());
         let counts = Counts {
             delivered_total: state.map(|s| s.sent_records),
             backlog: self.spool.as_ref().map_or(0, |s| s.stats().unacked_records) + self.pending.len() as u64,
@@ -194,6 +194,7 @@ impl Agent {
                 .filter(|s| s.consecutive_failures > 0)
                 .and_then(|s| s.last_error.as_ref())
                 .map(|e| e.message.clone()),
+            last_success: state.and_then(|s| s.last_success.clone()),
         };
         log::info!("{}", progress.line(now, &counts));
     }
