@@ -266,6 +266,13 @@ fn validate_lists_every_problem_in_plain_words() {
     assert!(!err.contains("f64"), "no serde type names: {err}");
     assert!(err.lines().all(|l| l.starts_with("error: ") && l.contains("many.json")), "each names the file:\n{err}");
 
+    let not_pem = dir.path().join("ca.txt");
+    std::fs::write(&not_pem, "not a certificate").expect("write");
+    let ca = write_config(dir.path(), "ca.json", &format!(r#"{{"ca_file":"{}"}}"#, s(&not_pem)), 0o600);
+    let out = run(&["validate", "--config", s(&ca)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("ca_file") && stderr(&out).contains("no PEM certificate"), "{}", stderr(&out));
+
     let creds =
         write_config(dir.path(), "creds.json", r#"{"server_url":"https://admin:hunter2@fleet.example.com"}"#, 0o600);
     let out = run(&["validate", "--config", s(&creds)]);
