@@ -73,9 +73,10 @@ impl Progress {
         };
         // A reload builds a new sender whose total starts from its saved state: never negative.
         let delivered = total.saturating_sub(std::mem::replace(&mut self.delivered_at_last_line, total));
-        let delivered = format!("{delivered} records delivered in the last {span}");
-        let mut line = format!("{delivered}, backlog {} records", counts.backlog);
-        if let Some(at) = &counts.last_success {
+        let mut line = format!("{delivered} records delivered in the last {span}, backlog {} records", counts.backlog);
+        // With nothing counted (Atlas reports carry the metrics; or an outage) say when the
+        // server last took something.
+        if let Some(at) = counts.last_success.as_ref().filter(|_| delivered == 0) {
             line.push_str(&format!(", last accepted by the server at {at}"));
         }
         if let Some(error) = &counts.failing {
