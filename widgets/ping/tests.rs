@@ -303,3 +303,14 @@ fn live_ipv6_loopback_when_the_machine_has_it() {
         assert_eq!((m.sent, m.received), (3, 3), "ICMPv6 echo replies are matched");
     }
 }
+
+#[test]
+fn every_listed_option_is_accepted() {
+    let opts = |v: Value| v.as_object().cloned().expect("object");
+    for option in super::OPTIONS {
+        let problem = (SPEC.validate)(&opts(json!({ *option: null }))).err().unwrap_or_default();
+        assert!(!problem.starts_with("unknown option"), "{option}: {problem}");
+    }
+    let problem = (SPEC.validate)(&opts(json!({"colour": 1}))).err().unwrap_or_default();
+    assert!(problem.contains(&super::OPTIONS.join(", ")), "{problem}");
+}

@@ -79,6 +79,10 @@ impl Default for SpeedtestConfig {
     }
 }
 
+/// Every option [`SpeedtestConfig::from_options`] accepts, named in the error for an unknown
+/// one (keep in step with its `match`; a test checks each is accepted).
+pub const OPTIONS: &[&str] = &["method", "url", "max_bytes", "connections", "min_battery_percent"];
+
 impl SpeedtestConfig {
     /// Read and validate the `widgets.speedtest` options; the error names the offending key.
     pub fn from_options(options: &WidgetOptions) -> Result<SpeedtestConfig, String> {
@@ -122,11 +126,7 @@ impl SpeedtestConfig {
                         .filter(|p| (0.0..=100.0).contains(p))
                         .ok_or("`min_battery_percent` must be from 0 to 100")?;
                 }
-                other => {
-                    return Err(format!(
-                        "unknown option `{other}` (speedtest options: method, url, max_bytes, connections, min_battery_percent)"
-                    ))
-                }
+                other => return Err(format!("unknown option `{other}` (speedtest options: {})", OPTIONS.join(", "))),
             }
         }
         Ok(config)

@@ -374,3 +374,14 @@ fn http_method_reports_an_unreachable_server_as_an_error_sample() {
     assert!(error.starts_with("connecting for idle latency"), "{error}");
     assert!(samples[0].data["download"].is_null());
 }
+
+#[test]
+fn every_listed_option_is_accepted() {
+    let opts = |v: Value| v.as_object().cloned().expect("object");
+    for option in super::OPTIONS {
+        let problem = (SPEC.validate)(&opts(json!({ *option: null }))).err().unwrap_or_default();
+        assert!(!problem.starts_with("unknown option"), "{option}: {problem}");
+    }
+    let problem = (SPEC.validate)(&opts(json!({"speed": 1}))).err().unwrap_or_default();
+    assert!(problem.contains(&super::OPTIONS.join(", ")), "{problem}");
+}
