@@ -18,6 +18,8 @@ pub(crate) struct Identity {
     pub(crate) key: PathBuf,
     /// SHA-256 of the certificate's DER.
     pub(crate) fingerprint: [u8; 32],
+    /// A PEM file with the certificate and its CA, and the CA's fingerprint.
+    pub(crate) chain: Option<(PathBuf, [u8; 32])>,
 }
 
 fn write_identity(dir: &Path, name: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair) -> Identity {
@@ -25,7 +27,7 @@ fn write_identity(dir: &Path, name: &str, cert: &rcgen::Certificate, key: &rcgen
     let key_path = dir.join(format!("{name}.key"));
     std::fs::write(&cert_path, cert.pem()).expect("write cert");
     std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-    Identity { cert: cert_path, key: key_path, fingerprint: fingerprint(cert.der()) }
+    Identity { cert: cert_path, key: key_path, fingerprint: fingerprint(cert.der()), chain: None }
 }
 
 /// `openssl req -x509 -newkey … -subj /CN=fleet -addext subjectAltName=IP:127.0.0.1`: a
@@ -51,7 +53,12 @@ fn private_ca_and_leaf(dir: &Path, names: &[&str]) -> (PathBuf, Identity) {
     let key = rcgen::KeyPair::generate().expect("leaf key");
     let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("p");
     let cert = params.signed_by(&key, &ca).expect("signed");
-    (ca_path, write_identity(dir, "leaf", &cert, &key))
+    let mut leaf = write_identity(dir, "leaf", &cert, &key);
+    // The chain the server sends: its certificate, then the CA's.
+    let chain = dir.join("chain.pem");
+    std::fs::write(&chain, format!("{}{}", cert.pem(), ca.pem())).expect("write chain");
+    leaf.chain = Some((chain, fingerprint(ca.der())));
+    (ca_path, leaf)
 }
 
 /// `fleet-agent receive` over HTTPS with `identity`; the process and its URL.
@@ -128,6 +135,16 @@ fn a_private_ca_in_ca_file_and_a_wrong_host_name() {
     assert!(error.to_string().contains("not signed by a CA"), "{error}");
     // A leaf pinned directly works as well (no CA needed).
     assert!(post(&url, None, &[leaf.fingerprint]).is_ok());
+
+    // Pinning the CA instead of the server's certificate: named as the mix-up it is.
+    let (chain, ca_fingerprint) = leaf.chain.clone().expect("chain");
+    let with_chain = Identity { cert: chain, key: leaf.key.clone(), fingerprint: leaf.fingerprint, chain: None };
+    let (_chain_receiver, chain_url) = start_tls_receiver(&dir.path().join("store-chain"), &with_chain);
+    assert!(post(&chain_url, Some(&ca), &[]).is_ok(), "a chain with its CA verifies too");
+    let error = post(&chain_url, None, &[ca_fingerprint]).expect_err("a CA pin is not a server pin");
+    let text = error.to_string();
+    assert!(text.contains("pins a CA of the server's chain") && text.contains("ca_file"), "{text}");
+    assert!(text.contains(&fingerprint_text(&leaf.fingerprint)), "{text}");
 
     let other = dir.path().join("other");
     std::fs::create_dir(&other).expect("mkdir");

@@ -60,9 +60,12 @@ enum VerifierTrust {
     Off,
 }
 
-/// The pinned fingerprints do not include the server's certificate.
+/// The pinned fingerprints do not include the server's certificate (`ca_in_chain`: but they
+/// name a CA certificate the server sent along, a common mix-up).
 #[derive(Debug)]
-struct PinMismatch;
+struct PinMismatch {
+    ca_in_chain: bool,
+}
 
 impl fmt::Display for PinMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -94,9 +97,12 @@ impl ServerCertVerifier for Verifier {
         match &self.trust {
             VerifierTrust::Off => Ok(ServerCertVerified::assertion()),
             VerifierTrust::Pinned(pins) if pins.contains(&seen) => Ok(ServerCertVerified::assertion()),
-            VerifierTrust::Pinned(_) => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                rustls::OtherError(Arc::new(PinMismatch)),
-            ))),
+            VerifierTrust::Pinned(pins) => {
+                let ca_in_chain = intermediates.iter().any(|c| pins.contains(&fingerprint(c.as_ref())));
+                Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+                    PinMismatch { ca_in_chain },
+                )))))
+            }
             VerifierTrust::Roots(webpki) => {
                 webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             }
@@ -302,12 +308,24 @@ impl fmt::Display for TlsFailure {
             _ => None,
         };
         match certificate {
-            Some(CertificateError::Other(other)) if other.0.downcast_ref::<PinMismatch>().is_some() => write!(
-                f,
-                "TLS with {host}: the server's certificate (SHA-256 {}) is not one pinned in server_cert_sha256; \
-                 if the server's certificate was replaced, pin the new one after checking it on the server",
-                seen.as_deref().unwrap_or("?")
-            ),
+            Some(CertificateError::Other(other)) if other.0.downcast_ref::<PinMismatch>().is_some() => {
+                let ca_in_chain = other.0.downcast_ref::<PinMismatch>().is_some_and(|m| m.ca_in_chain);
+                let seen = seen.as_deref().unwrap_or("?");
+                if ca_in_chain {
+                    write!(
+                        f,
+                        "TLS with {host}: server_cert_sha256 pins a CA of the server's chain, not the server's own \
+                         certificate (SHA-256 {seen}): pin that one instead, or put the CA in ca_file"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "TLS with {host}: the server's certificate (SHA-256 {seen}) is not one pinned in \
+                         server_cert_sha256; if the server's certificate was replaced, pin the new one after checking \
+                         it on the server"
+                    )
+                }
+            }
             Some(CertificateError::Other(other)) if format!("{:?}", other.0).contains("CaUsedAsEndEntity") => {
                 write!(
                     f,
