@@ -167,6 +167,12 @@ fn plain_http_on_a_tls_port_and_tls_on_a_plain_port_are_explained() {
     let text = error.to_string();
     assert!(error.needs_admin() && text.contains("did not answer in TLS") && text.contains("http://"), "{text}");
     drop(receiver);
+
+    let identity = self_signed_ca_true(dir.path());
+    let (_tls_receiver, url) = start_tls_receiver(&dir.path().join("store-tls"), &identity);
+    let error = post(&url.replace("https://", "http://"), None, &[]).expect_err("TLS there");
+    let text = error.to_string();
+    assert!(error.needs_admin() && text.contains("did not answer in HTTP") && text.contains("https://"), "{text}");
 }
 
 #[test]

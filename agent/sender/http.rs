@@ -65,7 +65,7 @@ pub enum HttpError {
         /// What was wrong.
         problem: String,
     },
-    /// The TLS handshake failed in a way only an admin can fix (certificate, pin, protocol):
+    /// TLS failed in a way only an admin can fix (certificate, pin, TLS on one side only):
     /// the message says how.
     Tls(String),
     /// Connecting, sending or receiving failed (includes timeouts and TLS failures a retry may
@@ -176,7 +176,7 @@ impl HttpClient {
         if let Some(key) = &self.api_key {
             request = request.header("X-API-Key", key.expose());
         }
-        let mut response = request.send(body).map_err(|e| classify_error(&e))?;
+        let mut response = request.send(body).map_err(|e| classify_error(&e, &self.base_url))?;
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
@@ -193,8 +193,13 @@ impl HttpClient {
 }
 
 /// A ureq error as the sender sees it: a TLS failure that needs an admin, or a transport error.
-fn classify_error(error: &ureq::Error) -> HttpError {
+fn classify_error(error: &ureq::Error, base_url: &str) -> HttpError {
     match error {
+        // Not HTTP at all: typically a TLS server behind an http:// URL.
+        ureq::Error::Protocol(e) if base_url.starts_with("http://") => HttpError::Tls(format!(
+            "the server did not answer in HTTP ({e}): if it serves HTTPS, use an https:// server_url; otherwise \
+             check the port"
+        )),
         ureq::Error::Other(inner) => match inner.downcast_ref::<TlsFailure>() {
             Some(failure) if failure.needs_admin() => HttpError::Tls(failure.to_string()),
             Some(failure) => HttpError::Transport(failure.to_string()),
