@@ -310,17 +310,6 @@ fn once_stays_off_the_network_unless_asked() {
     let body: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
     let logs = body["widget_logs"].as_array().expect("widget_logs");
     assert!(logs.iter().any(|l| l["widget_type"] == "ping"), "--network runs ping: {logs:?}");
-
-    // The built-in defaults: no speed test at all (opt-in), and once runs no ping to 1.1.1.1.
-    let defaults = write_config(dir.path(), "d.json", r#"{"machine_id":"m"}"#, 0o600);
-    let out = run(&["once", "--config", s(&defaults)]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("not running ping)") || stderr(&out).contains("not running ping "),
-        "{}",
-        stderr(&out)
-    );
-    assert!(!stderr(&out).contains("speedtest"), "speedtest is off by default: {}", stderr(&out));
 }
 
 #[test]

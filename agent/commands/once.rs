@@ -112,3 +112,37 @@ pub fn once_json(machine_id: &str, records: &[crate::record::Record]) -> Value {
     }
     body
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Env};
+
+    struct NoEnv;
+
+    impl Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn the_defaults_reach_no_outside_host() {
+        // Built-in defaults: ping (to 1.1.1.1) is on, the speed test is opt-in.
+        let mut config = Config::load_with_env(None, &NoEnv).map_err(|e| e.len()).expect("defaults");
+        assert_eq!(keep_off_the_network(&mut config.widgets), ["ping"]);
+        assert!(config.widgets.iter().filter(|w| NETWORK_WIDGETS.contains(&w.name)).all(|w| !w.enabled));
+        assert!(config.widgets.iter().any(|w| w.name == "cpu" && w.enabled), "local widgets still run");
+    }
+
+    #[test]
+    fn an_explicitly_enabled_network_widget_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, r#"{"widgets":{"speedtest":{"enabled":true},"ping":{"targets":["127.0.0.1"]}}}"#)
+            .expect("write");
+        let mut config = Config::load_with_env(Some(&path), &NoEnv).map_err(|e| e.len()).expect("loads");
+        assert_eq!(keep_off_the_network(&mut config.widgets), ["ping"], "ping only by default: skipped");
+        assert!(config.widgets.iter().any(|w| w.name == "speedtest" && w.enabled));
+    }
+}
