@@ -76,9 +76,9 @@ fn a_trace_log_holds_no_key_and_no_payload() {
     let (_receiver, url) = start_tls_receiver(&store, &identity);
     let tls_dir = dir.path().join("tls");
     std::fs::create_dir(&tls_dir).expect("mkdir");
-    let extra = format!(r#","server_cert_sha256":"{}","log_level":"trace""#, fingerprint_text(&identity.fingerprint));
-    let config =
-        agent_config(&tls_dir, "c.json", &url, Some(TEST_KEY_B64), "v2", &extra.replace(r#","log_level":"trace""#, ""));
+    // agent_config says `debug`; `-vv` makes it `trace`.
+    let extra = format!(r#","server_cert_sha256":"{}""#, fingerprint_text(&identity.fingerprint));
+    let config = agent_config(&tls_dir, "c.json", &url, Some(TEST_KEY_B64), "v2", &extra);
     let log = trace_run(&config, &store, &tls_dir.join("agent.log"), None);
     assert_no_secret(&log, "v2 over TLS", "WARN");
     assert!(log.contains("transport key id "), "the key id (not the key) is named at start:\n{log}");
