@@ -357,6 +357,14 @@ fn parse_raw(text: &str) -> (RawConfig, Vec<String>) {
 /// number of seconds, found string "x"`` rather than ``invalid type: string "x", expected f64``.
 fn friendly(field: &str, message: &str) -> String {
     if message.starts_with("unknown field") {
+        // serde: "unknown field `colour`, expected one of `server_url`, …": add the likely one.
+        let quoted = |s: &str| s.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>();
+        let names = quoted(message);
+        if let Some((unknown, known)) = names.split_first() {
+            if let Some(near) = closest(unknown, known.iter().map(String::as_str)) {
+                return format!("{message} (did you mean `{near}`?)");
+            }
+        }
         return message.to_string();
     }
     if message.contains("untagged enum OneOrMany") {
@@ -429,6 +437,31 @@ fn key_problem(text: &str, error: &crate::keys::KeyError) -> String {
         format!("looks like hex (64 hex digits), not base64: {hint}")
     } else {
         format!("{error}: {hint}")
+    }
+}
+
+/// The candidate within two edits of `name` (a typo), if exactly one is closest.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut previous = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let substitution = previous + usize::from(ca != *cb);
+                previous = row[j + 1];
+                row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+            }
+        }
+        row[b.len()]
+    }
+    let mut scored: Vec<(usize, &str)> = candidates.map(|c| (distance(name, c), c)).filter(|(d, _)| *d <= 2).collect();
+    scored.sort();
+    match scored.as_slice() {
+        [(d, only)] => Some(*only).filter(|_| *d > 0),
+        [(d, first), (next, _), ..] if d < next => Some(*first),
+        _ => None,
     }
 }
 
@@ -656,7 +689,9 @@ fn resolve_widgets(
     for name in raw.keys() {
         if !known.contains_key(name.as_str()) {
             let names: Vec<&str> = known.keys().copied().collect();
-            field_error(&format!("widgets.{name}"), format!("unknown widget (known: {})", names.join(", ")));
+            let hint =
+                closest(name, names.iter().copied()).map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
+            field_error(&format!("widgets.{name}"), format!("unknown widget (known: {}){hint}", names.join(", ")));
         }
     }
     let mut widgets = Vec::new();
@@ -707,10 +742,15 @@ fn resolve_widgets(
             },
         };
         if let Err(problem) = (spec.validate)(&options) {
-            let problem = if problem.starts_with("unknown option") {
-                format!("{problem}; every widget also takes enabled, interval and jitter")
-            } else {
-                problem
+            let problem = match problem.strip_prefix("unknown option `").and_then(|r| r.split_once('`')) {
+                Some((unknown, rest)) => {
+                    // The widget lists its options as "(ping options: a, b, c)".
+                    let listed = rest.split_once("options: ").map_or("", |(_, l)| l.trim_end_matches(')'));
+                    let known = listed.split(", ").filter(|o| !o.is_empty()).chain(["enabled", "interval", "jitter"]);
+                    let hint = closest(unknown, known).map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
+                    format!("{problem}; every widget also takes enabled, interval and jitter{hint}")
+                }
+                None => problem,
             };
             field_error(&format!("widgets.{}", spec.name), problem);
         }
@@ -831,6 +871,21 @@ mod tests {
         assert_eq!(raw.spool.and_then(|s| s.fsync).as_deref(), Some("batch"), "the good members are kept");
         let (_, syntax) = parse_raw(r#"{"interval": 10,"#);
         assert!(syntax.len() == 1 && syntax[0].starts_with(SYNTAX), "{syntax:?}");
+    }
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        assert_eq!(closest("intervall", ["interval", "machine_id"].into_iter()), Some("interval"));
+        assert_eq!(closest("zzz", ["interval"].into_iter()), None);
+        let (_, problems) = parse_raw(r#"{"sever_url":"https://x","widgets":{"pign":{}}}"#);
+        assert!(problems[0].contains("did you mean `server_url`?"), "{problems:?}");
+        let errors = resolve_json(r#"{"widgets":{"pign":{}}}"#, &MapEnv(vec![])).err().expect("unknown widget");
+        assert!(errors[0].to_string().contains("did you mean `ping`?"), "{}", errors[0]);
+        let errors = resolve_json(r#"{"widgets":{"ping":{"targetz":[]},"cpu":{"intervall":5}}}"#, &MapEnv(vec![]))
+            .err()
+            .expect("unknown options");
+        let text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        assert!(text.contains("did you mean `targets`?") && text.contains("did you mean `interval`?"), "{text}");
     }
 
     #[test]
