@@ -156,7 +156,12 @@ impl Common {
 
 /// Print an error and its `source()` chain to stderr, each cause once.
 pub fn print_error(error: &dyn std::error::Error) {
-    let _ = write_error(&mut std::io::stderr().lock(), error);
+    let mut text = Vec::new();
+    let _ = write_error(&mut text, error);
+    // Under systemd each line is a journal entry: each gets priority `err`.
+    let prefix = crate::log::error_line_prefix();
+    let lines: String = String::from_utf8_lossy(&text).lines().map(|line| format!("{prefix}{line}\n")).collect();
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), lines.as_bytes());
 }
 
 /// Write `error: …` and one `  caused by: …` line per cause. A cause whose text the line

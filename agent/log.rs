@@ -149,6 +149,16 @@ fn stderr_identity() -> Option<(u64, u64)> {
     None
 }
 
+/// `<3>` when stderr is the journal, else nothing: for the `error: …` lines commands print
+/// themselves (a config refused by `validate` in `ExecStartPre=` shows under `journalctl -p err`).
+pub fn error_line_prefix() -> &'static str {
+    if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
+        journal_prefix(Level::Error)
+    } else {
+        ""
+    }
+}
+
 /// Install the logger (once per process; later calls only change the level).
 pub fn init(level: LevelFilter) {
     let journal = stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());

@@ -129,3 +129,24 @@ fn journal_lines_carry_priorities_only_when_stderr_is_the_journal() {
     let plain = run("plain.log", Some(&other));
     assert!(plain.lines().all(|l| l.starts_with("20") && !l.starts_with('<')), "inherited variable, own file: {plain}");
 }
+
+#[test]
+fn errors_printed_by_commands_carry_the_error_priority_in_the_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = crate::support::write_config(dir.path(), "bad.json", r#"{"protocol":"v9","interval":-1}"#, 0o600);
+    let log = dir.path().join("stderr");
+    let file = std::fs::File::create(&log).expect("log");
+    let identity = std::fs::metadata(&log).expect("stat");
+    let out = agent()
+        .args(["validate", "--config", s(&config)])
+        .env("JOURNAL_STREAM", format!("{}:{}", identity.dev(), identity.ino()))
+        .stderr(file)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let text = std::fs::read_to_string(&log).expect("read");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().all(|l| l.starts_with("<3>error: ")), "{text}");
+    let plain = agent().args(["validate", "--config", s(&config)]).output().expect("runs");
+    assert!(String::from_utf8_lossy(&plain.stderr).starts_with("error: "), "no prefix on a terminal or file");
+}
