@@ -60,6 +60,7 @@ fn p<'a>(paths: &'a BTreeMap<String, String>, name: &str) -> &'a str {
 const SCRIPTS: &[&str] = &[
     "packaging/lib.sh",
     "packaging/check.sh",
+    "packaging/live-systemd-check.sh",
     "packaging/macos/build-pkg.sh",
     "packaging/macos/uninstall.sh",
     "packaging/macos/scripts/preinstall",
