@@ -47,6 +47,10 @@ fn check_or_write(name: &str, actual: &Value) {
     );
 }
 
+fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or_else(|| panic!("{key} is a string"))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -176,13 +180,24 @@ fn spool_vector_segment_matches_the_docs_and_opens_with_the_real_spool() {
         "frames": frame_vectors,
     });
     check_or_write("spool.json", &vector);
+    // The document prints these bytes (32 hex digits a line).
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/spool-format.md")).expect("doc");
+    let mut printed = vec![hex(&header)];
+    printed.extend(frame_vectors.iter().map(|f| f["frame_hex"].as_str().expect("hex").to_string()));
+    for bytes in printed {
+        for chunk in bytes.as_bytes().chunks(32) {
+            let line = std::str::from_utf8(chunk).expect("ascii");
+            assert!(doc.lines().any(|l| l == line), "docs/spool-format.md lacks the vector line {line}");
+        }
+    }
 
     // The real spool reads the vector file back to the same records.
     let dir = tempfile::tempdir().expect("tempdir");
     let spool_dir = dir.path().join("spool");
     std::fs::create_dir(&spool_dir).expect("mkdir");
     std::fs::set_permissions(&spool_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    for (name, bytes) in [("master.key", master_file.into_bytes()), ("00000000000000000001.seg", [header, frames].concat())]
+    for (name, bytes) in
+        [("master.key", master_file.into_bytes()), ("00000000000000000001.seg", [header, frames].concat())]
     {
         std::fs::write(spool_dir.join(name), bytes).expect("write");
         std::fs::set_permissions(spool_dir.join(name), std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -280,7 +295,8 @@ fn receiver_store_lines_match_the_docs() {
         store.append_batch(&batch, Some("a7ab0da568aa600d")).expect("duplicate"),
         store::BatchOutcome::Duplicate
     ));
-    let report = json!({"machine_id": "vec 01", "machine_info": {"hostname": "vec"}, "metrics": {"cpu": {"percent": 3.0}}});
+    let report =
+        json!({"machine_id": "vec 01", "machine_info": {"hostname": "vec"}, "metrics": {"cpu": {"percent": 3.0}}});
     store.append_report("vec 01", &report, true).expect("report");
     let log = json!({"timestamp": "2026-11-22T13:00:00", "level": "info", "widget_type": "wifi",
                      "message": "", "data": {"rssi": -60}});
@@ -306,6 +322,19 @@ fn receiver_store_lines_match_the_docs() {
         "dir_names": names,
     });
     check_or_write("receiver-store.json", &vector);
+    // The document prints every line and directory name.
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/receiver-store.md")).expect("doc");
+    for key in ["records_jsonl", "reports_jsonl", "widget_logs_jsonl"] {
+        for line in vector[key].as_array().expect("lines") {
+            let line = line.as_str().expect("line");
+            assert!(doc.lines().any(|l| l == line), "docs/receiver-store.md lacks {line}");
+        }
+    }
+    for name in &names {
+        let row = format!("| `{}` | `{}` |", text(name, "machine_id"), text(name, "dir"));
+        assert!(doc.contains(&row), "docs/receiver-store.md lacks {row}");
+    }
 
     // Modes, as documented.
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
