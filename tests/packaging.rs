@@ -312,6 +312,23 @@ fn paths_env_is_plain_and_complete() {
 }
 
 #[test]
+fn every_license_cargo_toml_claims_has_its_file() {
+    for manifest in ["Cargo.toml", "widgets/Cargo.toml"] {
+        let text = read(manifest);
+        let line = text.lines().find(|l| l.starts_with("license = ")).unwrap_or_else(|| panic!("{manifest}: license"));
+        assert_eq!(line, r#"license = "MIT OR Apache-2.0""#, "{manifest}: update the LICENSE files with the claim");
+    }
+    let mit = read("LICENSE-MIT");
+    assert!(
+        mit.starts_with("MIT License\n\nCopyright (c) ")
+            && mit.contains("Permission is hereby granted, free of charge")
+    );
+    let apache = read("LICENSE-APACHE");
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+    assert!(apache.contains("END OF TERMS AND CONDITIONS"), "the whole Apache text");
+}
+
+#[test]
 fn agent_defaults_agree_with_paths_env() {
     let paths = paths();
     // This OS's defaults, from the code itself.
@@ -932,6 +949,16 @@ fn deb_lists_exactly_the_expected_files() {
         std::fs::read_to_string(control.join("conffiles")).expect("conffiles"),
         "/etc/fleet-agent/config.json\n"
     );
+    let files = dir.path().join("files");
+    run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&files));
+    let copyright = std::fs::read_to_string(files.join("usr/share/doc/fleet-agent/copyright")).expect("copyright");
+    for needle in [
+        "License: MIT or Apache-2.0",
+        "License: MIT\n Permission is hereby granted",
+        "/usr/share/common-licenses/Apache-2.0",
+    ] {
+        assert!(copyright.contains(needle), "copyright lacks {needle:?}:\n{copyright}");
+    }
     for script in ["postinst", "prerm", "postrm"] {
         assert_eq!(mode(&control.join(script)), 0o755, "{script}");
         run_ok(Command::new("sh").arg("-n").arg(control.join(script)));
