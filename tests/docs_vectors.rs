@@ -342,3 +342,36 @@ fn receiver_store_lines_match_the_docs() {
     assert_eq!(mode(&root.join("vec-02")), 0o700);
     assert_eq!(mode(&root.join("vec-02").join(store::RECORDS_FILE)), 0o600);
 }
+
+// ---------------------------------------------------------------------------------------------
+// README figures that drifted once (the widget defaults)
+
+/// The `(name value, …)` list in the README config table row of `key`.
+fn readme_defaults(key: &str) -> Vec<(String, u64)> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let row = readme.lines().find(|l| l.starts_with(&format!("| `{key}` |"))).unwrap_or_else(|| panic!("no {key} row"));
+    let inside = row.split_once('(').and_then(|(_, rest)| rest.split_once(')')).map(|(list, _)| list);
+    let inside = inside.unwrap_or_else(|| panic!("{key}: no (widget value, …) list in {row}"));
+    inside
+        .split(", ")
+        .map(|pair| {
+            let (name, value) = pair.trim().split_once(' ').unwrap_or_else(|| panic!("{key}: {pair:?}"));
+            (name.to_string(), value.parse().unwrap_or_else(|_| panic!("{key}: {pair:?}")))
+        })
+        .collect()
+}
+
+#[test]
+fn readme_widget_default_intervals_and_jitter_match_the_registry() {
+    let intervals: Vec<(String, u64)> = fleet_widgets::ALL
+        .iter()
+        .filter_map(|spec| spec.default_interval_s.map(|s| (spec.name.to_string(), s)))
+        .collect();
+    assert_eq!(readme_defaults("widgets.<name>.interval"), intervals, "README interval defaults");
+    let jitters: Vec<(String, u64)> = fleet_widgets::ALL
+        .iter()
+        .filter(|spec| spec.default_jitter_s != 0)
+        .map(|spec| (spec.name.to_string(), spec.default_jitter_s))
+        .collect();
+    assert_eq!(readme_defaults("widgets.<name>.jitter"), jitters, "README jitter defaults");
+}
