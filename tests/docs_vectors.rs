@@ -358,20 +358,27 @@ fn readme_defaults(key: &str) -> Vec<(String, u64)> {
             let (name, value) = pair.trim().split_once(' ').unwrap_or_else(|| panic!("{key}: {pair:?}"));
             (name.to_string(), value.parse().unwrap_or_else(|_| panic!("{key}: {pair:?}")))
         })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
 #[test]
 fn readme_widget_default_intervals_and_jitter_match_the_registry() {
+    // Compared as sets: the README may list them in any order.
     let intervals: Vec<(String, u64)> = fleet_widgets::ALL
         .iter()
         .filter_map(|spec| spec.default_interval_s.map(|s| (spec.name.to_string(), s)))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     assert_eq!(readme_defaults("widgets.<name>.interval"), intervals, "README interval defaults");
     let jitters: Vec<(String, u64)> = fleet_widgets::ALL
         .iter()
         .filter(|spec| spec.default_jitter_s != 0)
         .map(|spec| (spec.name.to_string(), spec.default_jitter_s))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     assert_eq!(readme_defaults("widgets.<name>.jitter"), jitters, "README jitter defaults");
 }
