@@ -46,12 +46,10 @@ fn start(store: &Path, keys: Vec<Key32>) -> Receiver {
     Receiver::start_with_limits(config(store, keys), fast_limits()).expect("receiver starts")
 }
 
-/// A client trusting Mozilla's roots only (the agent's TLS settings, fleet_widgets::tls).
 fn client() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
-        .tls_config(fleet_widgets::tls::tls_config(Vec::new(), true))
         .build()
         .into()
 }
@@ -721,7 +719,7 @@ fn https_with_a_self_signed_certificate() {
     assert!(rx.url().starts_with("https://127.0.0.1:"), "{}", rx.url());
 
     let root = ureq::tls::Certificate::from_der(certified.cert.der()).to_owned();
-    let tls = fleet_widgets::tls::tls_config(vec![root], true);
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[root])).build();
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();
     let answer = post_with(&agent, &rx.url(), "/api/v2/batches", Some(API_KEY), &sealed_batch(&key(0), "tls", 1, 2));
     assert_eq!((answer.status, answer.json()), (200, json!({"status": "ok", "stored": 2})));

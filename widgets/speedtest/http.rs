@@ -76,7 +76,6 @@ fn agent(timeout: Duration, connections: usize) -> Agent {
         .timeout_global(Some(timeout))
         .http_status_as_error(true)
         .max_idle_connections_per_host(connections + 2)
-        .tls_config(crate::tls::tls_config(Vec::new(), true))
         .build();
     Agent::new_with_config(config)
 }
