@@ -132,6 +132,14 @@ pub fn run(iterations: usize, dir: &Path, url: &str, key: &Key32) -> Result<(), 
         envelope::seal_v2(key, &config.machine_id, 1, &plaintext).map_err(|e| format!("sealing: {e}"))
     })?;
     print("seal", None, &cost, json!({"bytes": sealed.len()}));
+    // AES-256-GCM throughput on a large body (a backlog drain seals 500-record batches): where
+    // opt-level "z" against "s" shows (BENCHMARKS.md).
+    let large = vec![0x5au8; 256 * 1024];
+    let (cost, _) = measure(iterations, || {
+        envelope::seal_v2(key, &config.machine_id, 1, &large).map_err(|e| format!("sealing: {e}"))
+    })?;
+    let mib_per_cpu_s = (large.len() as f64 / 1048576.0) / (cost.cpu_us / 1e6);
+    print("seal_256k", None, &cost, json!({"bytes": large.len(), "mib_per_cpu_s": round(mib_per_cpu_s)}));
 
     // One push per cycle, as `run` does: append the cycle, then push what is unacknowledged.
     let mut sender =
