@@ -18,17 +18,31 @@ pub fn inspect(dir: &Path) -> Result<Option<SpoolStats>, SpoolError> {
         return Ok(None);
     }
     let master = MasterKey::load(dir)?;
-    let acked = cursor::load_cursor(dir)?.unwrap_or_default();
-    let ledger = cursor::load_ledger(dir)?;
-    let mut stats = SpoolStats { dropped: ledger.to_dropped(), ..SpoolStats::default() };
+    let (acked, counters) = cursor::load_state(dir)?.unwrap_or_default();
+    let mut ledger = cursor::load_ledger(dir)?;
+    let mut appended_since = 0;
+    let mut stats = SpoolStats::default();
     for id in list_segments(dir)? {
         let path = dir.join(segment::file_name(id));
-        let scan = scan(&path, id, master.as_ref())?;
+        let scan = match scan(&path, id, master.as_ref()) {
+            Ok(scan) => scan,
+            // Deleted (acknowledged) by a running agent since it was listed.
+            Err(_) if !path.exists() => continue,
+            Err(e) => return Err(e),
+        };
         stats.bytes += scan.file_bytes;
         stats.segments += 1;
+        if id <= ledger.through_segment {
+            continue; // already counted as dropped; the next open deletes it
+        }
+        appended_since += unacked_in(id, scan.record_count(), counters.appended_through);
+        // What the next open will count as dropped (an unreadable segment, a damaged last record).
         if scan.header != HeaderState::Ok || matches!(scan.problem, Some(Problem::Bad { .. })) {
+            ledger.add(unacked_in(id, scan.record_count(), acked), scan.first_ts, scan.last_ts);
             continue;
         }
+        let damaged = scan.damaged_tail();
+        ledger.add(unacked_in(id, scan.good + damaged, acked).min(damaged), None, None);
         let unacked = unacked_in(id, scan.good, acked);
         if unacked == 0 {
             continue;
@@ -43,6 +57,11 @@ pub fn inspect(dir: &Path) -> Result<Option<SpoolStats>, SpoolError> {
         }
         stats.newest = scan.last_ts.or(stats.newest);
     }
+    let mut counters = counters;
+    counters.appended += appended_since;
+    let rejected = super::rejected::records(dir)?;
+    stats.counts = super::RecordCounts::from_parts(&counters, &ledger, rejected, stats.unacked_records);
+    stats.dropped = ledger.to_dropped();
     Ok(Some(stats))
 }
 
@@ -109,7 +128,7 @@ impl fmt::Display for VerifyReport {
             let name = s.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let status = match (&s.header, &s.problem) {
                 (HeaderState::Ok, None) => "ok".to_string(),
-                (HeaderState::Ok, Some(Problem::Torn { offset, bytes, reason })) => {
+                (HeaderState::Ok, Some(Problem::Torn { offset, bytes, reason, .. })) => {
                     format!("TORN tail: {bytes} bytes at offset {offset} ({reason})")
                 }
                 (HeaderState::Ok, Some(Problem::Bad { index, offset, reason })) => {
