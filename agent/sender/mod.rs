@@ -149,6 +149,8 @@ impl Sender {
         state.protocol = config.protocol.as_str().to_string();
         let key = config.encryption_key.as_ref().map(Key32::clone_secret);
         let kid = key.as_ref().map(envelope::kid);
+        state.kid = kid.clone();
+        state.key_source = key.as_ref().map(|_| key_source().to_string());
         Ok(Sender {
             client,
             protocol: config.protocol,
@@ -566,6 +568,16 @@ impl Sender {
             }
         }
         Some(verdict)
+    }
+}
+
+/// Where the transport key comes from, by the rule the config loader applies: the
+/// environment variable wins over the file.
+pub fn key_source() -> &'static str {
+    if std::env::var_os(crate::config::ENV_ENCRYPTION_KEY).is_some() {
+        "environment"
+    } else {
+        "config"
     }
 }
 

@@ -77,6 +77,78 @@ fn ts_at(path: &Path, master: &MasterKey, index: u64) -> Option<super::Timestamp
     }
 }
 
+/// Visit every unacknowledged, readable record of the spool in `dir`, oldest first, decrypted
+/// with its master key. Read-only (safe while `run` runs: a segment deleted meanwhile is
+/// skipped). Stops at the first damaged frame of a segment (the next open quarantines or cuts
+/// it). `Ok(false)` if there is no spool or no master key.
+pub fn visit_unacked(dir: &Path, mut visit: impl FnMut(&crate::record::Record)) -> Result<bool, SpoolError> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let Some(master) = MasterKey::load(dir)? else { return Ok(false) };
+    let acked = cursor::load_cursor(dir)?.unwrap_or_default();
+    let through = cursor::load_ledger(dir)?.through_segment;
+    for id in list_segments(dir)? {
+        if id < acked.segment || id <= through {
+            continue;
+        }
+        let path = dir.join(segment::file_name(id));
+        let Ok((mut frames, header)) = segment::open(&path, None) else { continue };
+        let Ok(header) = header else { continue };
+        let Ok(cipher) = master.open_segment(&header) else { continue };
+        frames.set_cipher(cipher);
+        if id == acked.segment && frames.skip(acked.index)? != Step::Record && acked.index > 0 {
+            continue;
+        }
+        while frames.next(true)? == Step::Record {
+            if let Ok(record) = serde_json::from_slice::<crate::record::Record>(&frames.buf) {
+                visit(&record);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Unacknowledged records of one widget (and kind) in the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WidgetBacklog {
+    /// Widget (metrics key or widget-log type).
+    pub widget: String,
+    /// `metric`, `log`, `machine_info`.
+    pub kind: String,
+    /// How many.
+    pub records: u64,
+    /// Oldest record's time (as stored, RFC 3339).
+    pub oldest: String,
+    /// Newest record's time.
+    pub newest: String,
+}
+
+/// The backlog per widget (sorted by widget, then kind), read-only; `None` if there is no
+/// spool or no master key. Prints nothing of the records' contents.
+pub fn backlog_by_widget(dir: &Path) -> Result<Option<Vec<WidgetBacklog>>, SpoolError> {
+    let mut by: std::collections::BTreeMap<(String, String), WidgetBacklog> = Default::default();
+    let found = visit_unacked(dir, |record| {
+        let kind = serde_json::to_value(record.kind).ok().and_then(|v| v.as_str().map(str::to_string));
+        let kind = kind.unwrap_or_default();
+        let entry = by.entry((record.widget.clone(), kind.clone())).or_insert_with(|| WidgetBacklog {
+            widget: record.widget.clone(),
+            kind,
+            records: 0,
+            oldest: record.ts.clone(),
+            newest: record.ts.clone(),
+        });
+        entry.records += 1;
+        if record.ts < entry.oldest {
+            entry.oldest = record.ts.clone();
+        }
+        if record.ts > entry.newest {
+            entry.newest = record.ts.clone();
+        }
+    })?;
+    Ok(found.then(|| by.into_values().collect()))
+}
+
 /// What `spool verify` found.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {

@@ -126,7 +126,7 @@ use fleet_widgets::Timestamp;
 
 pub use cursor::Cursor;
 pub use error::SpoolError;
-pub use inspect::{inspect, verify, VerifyReport};
+pub use inspect::{backlog_by_widget, inspect, verify, visit_unacked, VerifyReport, WidgetBacklog};
 pub use recovery::{HeaderState, Problem, SegmentScan, QUARANTINE_DIR};
 
 use crate::config::{FsyncPolicy, SpoolConfig};
