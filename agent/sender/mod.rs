@@ -289,6 +289,13 @@ impl Sender {
     fn send_v2_batch(&mut self, spool: &mut Spool) -> Step {
         let inflight = match Inflight::load(&self.spool_dir) {
             Ok(Some(inflight)) if inflight.kid == self.kid && !inflight.body.is_empty() => inflight,
+            Ok(Some(stale)) if stale.end <= spool.acked_cursor() => {
+                // Acknowledged already (a crash between the spool's ack and forgetting it).
+                return match Inflight::clear(&self.spool_dir) {
+                    Ok(()) => Step::Continue,
+                    Err(e) => self.local_failure(&e),
+                };
+            }
             Ok(Some(stale)) => {
                 if stale.kid != self.kid {
                     log::info!(
