@@ -676,3 +676,37 @@ fn an_interrupted_set_aside_leaves_nothing_counted_twice() {
     assert_eq!((counts.accepted, counts.rejected, counts.backlog), (6, 3, 3), "{counts:?}");
     assert_balanced(counts, "after the restart");
 }
+
+/// A crash during recovery, between counting a loss and making the cut or the move, must not
+/// count it twice: recovery counts first (naming what it counts), then changes the file.
+#[test]
+fn a_crash_between_counting_and_cutting_or_moving_counts_once() {
+    // The damaged last record.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (segment, _) = one_segment(dir.path(), 3);
+    let mut bytes = fs::read(&segment).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x40;
+    fs::write(&segment, &bytes).expect("write");
+    let counts = Spool::open(&config(dir.path(), 1 << 20)).expect("open").stats().counts;
+    assert_eq!((counts.accepted, counts.dropped, counts.backlog), (3, 1, 2), "{counts:?}");
+    // As if the process died after the ledger write, before the cut.
+    fs::write(&segment, &bytes).expect("restore the damaged file");
+    let again = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen").stats().counts;
+    assert_eq!(again, counts, "counted once");
+
+    // The quarantined segment.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (segment, _) = one_segment(dir.path(), 3);
+    let mut bytes = fs::read(&segment).expect("read");
+    bytes[100] ^= 0x01;
+    fs::write(&segment, &bytes).expect("write");
+    let counts = Spool::open(&config(dir.path(), 1 << 20)).expect("open").stats().counts;
+    assert_eq!((counts.accepted, counts.dropped, counts.backlog), (3, 3, 0), "{counts:?}");
+    // As if the process died after the ledger write, before the move.
+    let moved = quarantined(dir.path());
+    fs::rename(&moved[0], &segment).expect("put it back");
+    let again = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen").stats().counts;
+    assert_eq!(again, counts, "counted once");
+    assert!(!segment.exists(), "moved aside again");
+}
