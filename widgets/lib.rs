@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod host;
+pub mod procfs;
 pub mod sample;
 pub mod time;
 
