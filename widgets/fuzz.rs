@@ -12,9 +12,12 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use crate::battery::parse as battery;
+use crate::disk::parse as disk;
 use crate::machine::parse as machine;
+use crate::network::parse as network;
 use crate::ping::icmp;
 use crate::ping::parse as ping;
+use crate::processes::parse as processes;
 use crate::speedtest::parse as speedtest;
 use crate::wifi::parse as wifi;
 
@@ -60,11 +63,23 @@ fn parse_all(widget: &str, text: &str) {
             let _ = machine::parse_scutil_get(text);
             let _ = machine::parse_proc_net_route_default(text);
         }
+        "processes" => {
+            let _ = processes::parse_proc_pid_stat(text);
+            let _ = processes::parse_passwd(text);
+            let _ = processes::parse_meminfo_total(text);
+        }
+        "network" => {
+            let _ = network::parse_proc_net_dev(text);
+            let _ = network::count_socket_rows(text);
+        }
+        "disk" => {
+            let _ = disk::parse_diskstats(text, |name| name.len() % 2 == 0);
+        }
         other => panic!("no parsers listed for {other}"),
     }
 }
 
-const WIDGETS: [&str; 5] = ["battery", "wifi", "ping", "speedtest", "machine"];
+const WIDGETS: [&str; 8] = ["battery", "wifi", "ping", "speedtest", "machine", "processes", "network", "disk"];
 
 /// The fixture texts of every widget, as `(widget, text)` (read once).
 fn fixtures() -> &'static [(&'static str, String)] {

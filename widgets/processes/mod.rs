@@ -46,7 +46,10 @@ pub fn offer<T>(top: &mut heapless::Vec<T, TOP_N>, item: T, order: impl Fn(&T, &
 }
 
 /// The first `TOP_N` items of `items` in `order`.
-pub fn top_n<T>(items: impl Iterator<Item = T>, order: impl Fn(&T, &T) -> std::cmp::Ordering) -> heapless::Vec<T, TOP_N> {
+pub fn top_n<T>(
+    items: impl Iterator<Item = T>,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> heapless::Vec<T, TOP_N> {
     let mut top = heapless::Vec::new();
     for item in items {
         offer(&mut top, item, &order);
@@ -193,7 +196,9 @@ mod tests {
         let d = &samples[0].data;
         let total = d["total"].as_u64().expect("total");
         let listed = std::fs::read_dir("/proc")
-            .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()).count())
+            .map(|d| {
+                d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()).count()
+            })
             .unwrap_or(0) as u64;
         assert!(total.abs_diff(listed) <= 5, "total {total}, /proc lists {listed}");
         for list in ["top_cpu", "top_memory"] {
@@ -205,7 +210,8 @@ mod tests {
                 assert!(p.get("cpu_percent").is_none());
             }
         }
-        let mems: Vec<f64> = d["top_memory"].as_array().into_iter().flatten().filter_map(|p| p["memory"].as_f64()).collect();
+        let mems: Vec<f64> =
+            d["top_memory"].as_array().into_iter().flatten().filter_map(|p| p["memory"].as_f64()).collect();
         assert!(mems.windows(2).all(|w| w[0] >= w[1]), "{mems:?}");
         let cpus: Vec<f64> = d["top_cpu"].as_array().into_iter().flatten().filter_map(|p| p["cpu"].as_f64()).collect();
         assert!(cpus.windows(2).all(|w| w[0] >= w[1]), "{cpus:?}");
