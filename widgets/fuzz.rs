@@ -62,6 +62,11 @@ fn parse_all(widget: &str, text: &str) {
             let _ = machine::parse_sp_hardware(text);
             let _ = machine::parse_scutil_get(text);
             let _ = machine::parse_proc_net_route_default(text);
+            let _ = machine::parse_mountinfo(text).map(|m| machine::real_disks(&m).len());
+            let _ = machine::parse_cpuinfo_model(text);
+            let _ = machine::parse_sysfs_if_up(text);
+            let _ = machine::parse_sysfs_speed(text);
+            let _ = machine::real_serial(text);
         }
         "processes" => {
             let _ = processes::parse_proc_pid_stat(text);
