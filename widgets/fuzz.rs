@@ -18,6 +18,7 @@ use crate::network::parse as network;
 use crate::ping::icmp;
 use crate::ping::parse as ping;
 use crate::processes::parse as processes;
+use crate::security::parse as security;
 use crate::speedtest::parse as speedtest;
 use crate::wifi::parse as wifi;
 
@@ -77,6 +78,12 @@ fn parse_all(widget: &str, text: &str) {
             let _ = network::parse_proc_net_dev(text);
             let _ = network::count_socket_rows(text);
         }
+        "security" => {
+            let _ = security::parse_fdesetup_status(text);
+            let _ = security::parse_firewall_global_state(text);
+            let _ = security::parse_spctl_status(text);
+            let _ = security::parse_csrutil_status(text);
+        }
         "disk" => {
             let _ = disk::parse_diskstats(text, |name| name.len() % 2 == 0);
         }
@@ -84,7 +91,8 @@ fn parse_all(widget: &str, text: &str) {
     }
 }
 
-const WIDGETS: [&str; 8] = ["battery", "wifi", "ping", "speedtest", "machine", "processes", "network", "disk"];
+const WIDGETS: [&str; 9] =
+    ["battery", "wifi", "ping", "speedtest", "machine", "processes", "network", "disk", "security"];
 
 /// The fixture texts of every widget, as `(widget, text)` (read once).
 fn fixtures() -> &'static [(&'static str, String)] {

@@ -33,6 +33,7 @@ pub mod memory;
 pub mod network;
 pub mod ping;
 pub mod processes;
+pub mod security;
 pub mod speedtest;
 pub mod system;
 pub mod wifi;
@@ -98,6 +99,7 @@ pub static ALL: &[&WidgetSpec] = &[
     &battery::SPEC,
     &wifi::SPEC,
     &ping::SPEC,
+    &security::SPEC,
     &speedtest::SPEC,
 ];
 
