@@ -20,6 +20,7 @@ use crate::ping::parse as ping;
 use crate::processes::parse as processes;
 use crate::security::parse as security;
 use crate::speedtest::parse as speedtest;
+use crate::users::parse as users;
 use crate::wifi::parse as wifi;
 
 /// Run every parser of `widget` on `text` (results dropped; a panic fails the property).
@@ -83,6 +84,9 @@ fn parse_all(widget: &str, text: &str) {
             let _ = security::parse_firewall_global_state(text);
             let _ = security::parse_spctl_status(text);
             let _ = security::parse_csrutil_status(text);
+        }
+        "users" => {
+            let _ = users::parse_who(text);
         }
         "disk" => {
             let _ = disk::parse_diskstats(text, |name| name.len() % 2 == 0);

@@ -1,6 +1,8 @@
 //! `network`: cumulative byte, packet, error and drop counters since boot, summed over every
 //! interface (psutil's `net_io_counters()`: loopback included), and `connections`, the
-//! number of IPv4/IPv6 TCP and UDP sockets (psutil's `len(net_connections())`).
+//! number of IPv4/IPv6 TCP and UDP sockets (psutil's `len(net_connections())`); and
+//! `metrics.vpn` (`{connected, vpn_client, interface_count, interfaces}`) from the tunnel
+//! interfaces that are up (WireGuard, Tailscale, `tun`/`utun`, …).
 //!
 //! Linux: a lean reader of `/proc/net/dev` and `/proc/net/{tcp,tcp6,udp,udp6}` (pure
 //! parsers in [`parse`]). Other OSes: `sysinfo` counters (no drops, no socket count: those
@@ -52,6 +54,22 @@ pub fn network_json(totals: &NetTotals, drops_known: bool, connections: Option<u
     data
 }
 
+/// `metrics.vpn` as Atlas's agent sends it: `{connected, vpn_client, interface_count,
+/// interfaces}` from the tunnel interfaces that are up (`vpn_client` left out when the names
+/// do not tell).
+pub fn vpn_json(up_tunnels: &[String]) -> Value {
+    let client = up_tunnels.iter().find_map(|name| parse::vpn_interface_kind(name).flatten());
+    let mut data = json!({
+        "connected": !up_tunnels.is_empty(),
+        "interface_count": up_tunnels.len(),
+        "interfaces": up_tunnels,
+    });
+    if let (Some(map), Some(client)) = (data.as_object_mut(), client) {
+        map.insert("vpn_client".to_string(), json!(client));
+    }
+    data
+}
+
 /// Holds the reader's buffer (Linux) or interface list (elsewhere) between cycles.
 #[derive(Default)]
 pub struct NetworkWidget {
@@ -65,12 +83,23 @@ pub const SOCKET_TABLES: [&str; 4] = ["/proc/net/tcp", "/proc/net/tcp6", "/proc/
 
 impl NetworkWidget {
     #[cfg(target_os = "linux")]
-    fn read(&mut self) -> Result<Value, CollectError> {
+    fn read(&mut self) -> Result<(Value, Value), CollectError> {
         use crate::procfs::read_into;
         let path = "/proc/net/dev";
         read_into(path, &mut self.buf).map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
         let totals = parse::parse_proc_net_dev(&self.buf)
             .map_err(|error| CollectError::Parse { source: path.to_string(), error })?;
+        // Tunnels are rare: only their names cost a read of their flags.
+        let up_tunnels: Vec<String> = parse::proc_net_dev_names(&self.buf)
+            .filter(|name| parse::vpn_interface_kind(name).is_some())
+            .filter(|name| {
+                std::fs::read_to_string(format!("/sys/class/net/{name}/flags"))
+                    .ok()
+                    .and_then(|flags| crate::machine::parse::parse_sysfs_if_up(&flags).ok())
+                    .unwrap_or(false)
+            })
+            .map(str::to_string)
+            .collect();
         // A table that cannot be read (IPv6 disabled) counts as empty; none readable: unknown.
         let mut connections = None;
         for table in SOCKET_TABLES {
@@ -80,11 +109,11 @@ impl NetworkWidget {
                 }
             }
         }
-        Ok(network_json(&totals, true, connections))
+        Ok((network_json(&totals, true, connections), vpn_json(&up_tunnels)))
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn read(&mut self) -> Result<Value, CollectError> {
+    fn read(&mut self) -> Result<(Value, Value), CollectError> {
         let _ = &self.buf;
         let networks = match &mut self.networks {
             Some(networks) => {
@@ -98,6 +127,15 @@ impl NetworkWidget {
             }
         };
         let mut totals = NetTotals::default();
+        // A tunnel counts when it carries an IPv4 address (macOS keeps idle `utun`s around).
+        let mut up_tunnels: Vec<String> = networks
+            .iter()
+            .filter(|(name, data)| {
+                parse::vpn_interface_kind(name).is_some() && data.ip_networks().iter().any(|n| n.addr.is_ipv4())
+            })
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        up_tunnels.sort();
         for (_, data) in networks.iter() {
             totals.interfaces += 1;
             totals.bytes_sent = totals.bytes_sent.saturating_add(data.total_transmitted());
@@ -107,7 +145,7 @@ impl NetworkWidget {
             totals.errin = totals.errin.saturating_add(data.total_errors_on_received());
             totals.errout = totals.errout.saturating_add(data.total_errors_on_transmitted());
         }
-        Ok(network_json(&totals, false, None))
+        Ok((network_json(&totals, false, None), vpn_json(&up_tunnels)))
     }
 }
 
@@ -117,7 +155,8 @@ impl Widget for NetworkWidget {
     }
 
     fn collect(&mut self, _host: &dyn Host, _now: Timestamp) -> Result<Vec<Sample>, CollectError> {
-        Ok(vec![Sample::metric("network", self.read()?)])
+        let (network, vpn) = self.read()?;
+        Ok(vec![Sample::metric("network", network), Sample::metric("vpn", vpn)])
     }
 }
 
@@ -141,5 +180,16 @@ mod tests {
             assert!(samples[0].data[key].is_u64(), "{key}");
         }
         assert!(samples[0].data["connections"].is_u64());
+        assert_eq!(samples[1].name, "vpn");
+        assert!(samples[1].data["connected"].is_boolean() && samples[1].data["interfaces"].is_array());
+    }
+
+    #[test]
+    fn vpn_shape_is_atlas() {
+        assert_eq!(vpn_json(&[]), json!({"connected": false, "interface_count": 0, "interfaces": []}));
+        assert_eq!(
+            vpn_json(&["wg0".to_string()]),
+            json!({"connected": true, "vpn_client": "WireGuard", "interface_count": 1, "interfaces": ["wg0"]})
+        );
     }
 }

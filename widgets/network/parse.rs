@@ -61,6 +61,32 @@ pub fn parse_proc_net_dev(text: &str) -> Result<NetTotals, ParseError> {
     Ok(totals)
 }
 
+/// The VPN client an interface name suggests, for names that belong to VPN tunnels:
+/// `Some(Some(client))` when the name tells the client, `Some(None)` for a generic tunnel
+/// (`tun0`, `utun4`), `None` for anything else.
+pub fn vpn_interface_kind(name: &str) -> Option<Option<&'static str>> {
+    const KNOWN: [(&str, &str); 8] = [
+        ("wg", "WireGuard"),
+        ("tailscale", "Tailscale"),
+        ("zt", "ZeroTier"),
+        ("gpd", "GlobalProtect"),
+        ("cscotun", "Cisco AnyConnect"),
+        ("ipsec", "IPsec"),
+        ("ppp", "PPP"),
+        ("nordlynx", "NordVPN"),
+    ];
+    if let Some((_, client)) = KNOWN.iter().find(|(prefix, _)| name.starts_with(prefix)) {
+        return Some(Some(client));
+    }
+    let generic = ["tun", "tap", "utun", "vpn"];
+    generic.iter().any(|prefix| name.starts_with(prefix)).then_some(None)
+}
+
+/// Names of the interfaces listed in `/proc/net/dev` (after the two header lines).
+pub fn proc_net_dev_names(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().skip(2).filter_map(|line| line.split_once(':').map(|(name, _)| name.trim()))
+}
+
 /// Number of sockets in one of `/proc/net/{tcp,tcp6,udp,udp6}`: the rows after the `sl`
 /// header (every state, as psutil's `net_connections()` lists them).
 pub fn count_socket_rows(text: &str) -> Result<u64, ParseError> {
@@ -114,6 +140,17 @@ mod tests {
         assert_eq!(totals.interfaces, 4);
         assert_eq!(totals.bytes_recv, 314_521 + 217_246_978);
         assert_eq!(totals.packets_sent, 1469 + 6062);
+    }
+
+    #[test]
+    fn vpn_interface_names() {
+        assert_eq!(vpn_interface_kind("wg0"), Some(Some("WireGuard")));
+        assert_eq!(vpn_interface_kind("utun4"), Some(None));
+        assert_eq!(vpn_interface_kind("tun0"), Some(None));
+        assert_eq!(vpn_interface_kind("eth0"), None);
+        assert_eq!(vpn_interface_kind("en0"), None);
+        let text = fixture("network", "proc-net-dev--lo-eth0-ifb-captured.txt");
+        assert_eq!(proc_net_dev_names(&text).collect::<Vec<_>>(), vec!["lo", "ifb0", "ifb1", "eth0"]);
     }
 
     #[test]

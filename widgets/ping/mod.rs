@@ -416,7 +416,8 @@ impl Window {
             "latency": (w.received > 0).then(|| round3(w.rtt_sum_ms / w.received as f64)),
             "min": w.min_ms.map(round3),
             "max": w.max_ms.map(round3),
-            "jitter": (w.jitter_pairs > 0).then(|| round3(w.jitter_sum_ms / w.jitter_pairs as f64))
+            "jitter": (w.jitter_pairs > 0)
+                .then(|| round3(w.jitter_sum_ms / w.jitter_pairs as f64))
                 .or_else(|| (w.received == 1).then_some(0.0)),
             "runs": w.runs,
             "failed_runs": w.failed_runs,
@@ -488,6 +489,17 @@ impl Widget for PingWidget {
             samples.extend(self.record(index, now, &result));
         }
         Ok(samples)
+    }
+
+    fn flush(&mut self, _now: Timestamp) -> Vec<Sample> {
+        let window = self.config.window;
+        let targets = &self.config.targets;
+        self.windows
+            .iter_mut()
+            .zip(targets)
+            .filter(|(w, _)| w.runs > 0)
+            .map(|(w, target)| w.take_summary(target, window))
+            .collect()
     }
 }
 

@@ -364,3 +364,13 @@ fn window_option_is_validated() {
     assert!(PingConfig::from_options(&opts(json!({"window_s": -1}))).is_err());
     assert!(PingConfig::from_options(&opts(json!({"window_s": "2m"}))).is_err());
 }
+
+#[test]
+fn flush_hands_over_the_open_window_once() {
+    let mut widget = PingWidget::new(PingConfig { targets: vec!["a".into(), "b".into()], ..PingConfig::default() });
+    assert!(widget.record(0, Timestamp(0), &run_result(5, &[1.0, 2.0])).is_empty());
+    let flushed = widget.flush(Timestamp(1));
+    assert_eq!(flushed.len(), 1, "only the target with runs");
+    assert_eq!((flushed[0].data["target"].as_str(), flushed[0].data["runs"].as_u64()), (Some("a"), Some(1)));
+    assert!(widget.flush(Timestamp(2)).is_empty());
+}
