@@ -77,7 +77,7 @@ fn parse_all(widget: &str, text: &str) {
         }
         "network" => {
             let _ = network::parse_proc_net_dev(text);
-            let _ = network::count_socket_rows(text);
+            let _ = network::parse_sockstat(text);
         }
         "security" => {
             let _ = security::parse_fdesetup_status(text);

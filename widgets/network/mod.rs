@@ -78,8 +78,8 @@ pub struct NetworkWidget {
     networks: Option<sysinfo::Networks>,
 }
 
-/// The socket tables psutil's `net_connections(kind="inet")` reads.
-pub const SOCKET_TABLES: [&str; 4] = ["/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"];
+/// The socket counters that add up to what psutil's `net_connections(kind="inet")` lists.
+pub const SOCKSTAT_FILES: [&str; 2] = ["/proc/net/sockstat", "/proc/net/sockstat6"];
 
 impl NetworkWidget {
     #[cfg(target_os = "linux")]
@@ -100,12 +100,12 @@ impl NetworkWidget {
             })
             .map(str::to_string)
             .collect();
-        // A table that cannot be read (IPv6 disabled) counts as empty; none readable: unknown.
+        // A file that cannot be read (IPv6 disabled) counts as empty; none readable: unknown.
         let mut connections = None;
-        for table in SOCKET_TABLES {
-            if read_into(table, &mut self.buf).is_ok() {
-                if let Ok(rows) = parse::count_socket_rows(&self.buf) {
-                    *connections.get_or_insert(0) += rows;
+        for file in SOCKSTAT_FILES {
+            if read_into(file, &mut self.buf).is_ok() {
+                if let Ok(count) = parse::parse_sockstat(&self.buf) {
+                    *connections.get_or_insert(0) += count;
                 }
             }
         }
