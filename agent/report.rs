@@ -14,7 +14,7 @@
 //! widget-log collector sends it.
 
 use chrono::{Local, TimeZone};
-use fleet_widgets::{SampleKind, Timestamp};
+use fleet_widgets::{Level, SampleKind, Timestamp};
 use serde_json::{json, Map, Value};
 
 use crate::record::Record;
@@ -118,12 +118,22 @@ pub fn naive_local(record: &Record) -> String {
     }
 }
 
+/// `widget_type` of a failed speed test on the Atlas wire. Atlas's server stores every
+/// `speedtest` entry with data as a result in its speed-test aggregator, a failure as
+/// 0 Mbps, which would drag every fleet average down; under this type the failure is still
+/// stored and shown with the machine's logs.
+pub const ATLAS_SPEEDTEST_ERROR_TYPE: &str = "speedtest_error";
+
 /// A widget-log record as one entry of `POST /api/fleet/widget-logs`.
 pub fn widget_log_entry(record: &Record) -> Value {
+    let widget_type = match (record.widget.as_str(), record.level) {
+        ("speedtest", Level::Error) => ATLAS_SPEEDTEST_ERROR_TYPE,
+        (name, _) => name,
+    };
     json!({
         "timestamp": naive_local(record),
         "level": record.level.as_atlas_str(),
-        "widget_type": record.widget,
+        "widget_type": widget_type,
         "message": record.message,
         "data": record.data,
     })
@@ -132,7 +142,7 @@ pub fn widget_log_entry(record: &Record) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleet_widgets::{Level, Sample, Timestamp};
+    use fleet_widgets::Sample;
 
     #[test]
     fn latest_values_win_and_battery_defaults_to_null() {
@@ -178,5 +188,19 @@ mod tests {
         assert!(ts.ends_with(".123000"));
         assert_eq!(entry["level"], "WARNING");
         assert_eq!(entry["widget_type"], "ping");
+    }
+
+    #[test]
+    fn a_failed_speed_test_is_not_a_zero_result_for_atlas() {
+        let failed = Record::from_sample(
+            Sample::log("speedtest", Level::Error, "speedtest", json!({"error": "timed out", "method": "http"})),
+            Timestamp(0),
+        );
+        assert_eq!(widget_log_entry(&failed)["widget_type"], ATLAS_SPEEDTEST_ERROR_TYPE);
+        let ok = Record::from_sample(
+            Sample::log("speedtest", Level::Info, "speedtest", json!({"download": 1.0})),
+            Timestamp(0),
+        );
+        assert_eq!(widget_log_entry(&ok)["widget_type"], "speedtest");
     }
 }

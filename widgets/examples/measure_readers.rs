@@ -2,10 +2,16 @@
 use std::time::Instant;
 
 use fleet_widgets::{FixtureHost, Os, Timestamp, Widget};
-use sysinfo::{DiskRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System, UpdateKind, Users};
+use sysinfo::{
+    DiskRefreshKind, Disks, MemoryRefreshKind, Networks, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System,
+    UpdateKind, Users,
+};
 
 fn cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn measure(name: &str, iters: u32, mut f: impl FnMut()) {
@@ -21,13 +27,18 @@ fn measure(name: &str, iters: u32, mut f: impl FnMut()) {
 
 fn main() {
     let extra: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(0);
-    let _threads: Vec<_> = (0..extra).map(|_| std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(600)))).collect();
-    let n_procs = std::fs::read_dir("/proc").map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()).count()).unwrap_or(0);
+    let _threads: Vec<_> =
+        (0..extra).map(|_| std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(600)))).collect();
+    let n_procs = std::fs::read_dir("/proc")
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok()).count())
+        .unwrap_or(0);
     println!("processes: {n_procs}, extra threads in this process: {extra}");
     let host = FixtureHost::new(Os::Linux);
     let iters = 500;
     // Old readers (the code before this branch).
-    let mut system = System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram())).unwrap();
+    let mut system =
+        System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()))
+            .unwrap();
     let users = Users::new_with_refreshed_list().ok();
     measure("processes (old: sysinfo)", iters, || {
         let refresh = ProcessRefreshKind::nothing().with_cpu().with_memory().with_user(UpdateKind::OnlyIfNotSet);

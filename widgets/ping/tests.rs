@@ -374,3 +374,34 @@ fn flush_hands_over_the_open_window_once() {
     assert_eq!((flushed[0].data["target"].as_str(), flushed[0].data["runs"].as_u64()), (Some("a"), Some(1)));
     assert!(widget.flush(Timestamp(2)).is_empty());
 }
+
+/// Atlas reads at most 10,000 widget-log rows per machine for its 24 h analysis; at default
+/// settings a machine must send at most ~1,500 a day. The widgets that log are wifi (one row
+/// per run), ping (one row per target per window, proven above) and speedtest (one per run).
+#[test]
+fn default_widget_log_rows_per_day_stay_under_1500() {
+    let day = 86_400;
+    let interval = |name: &str| crate::find(name).and_then(|s| s.default_interval_s).expect(name);
+    let wifi = day / interval("wifi");
+    let speedtest = day / interval("speedtest");
+    let config = PingConfig::default();
+    let ping = config.targets.len() as u64 * day / config.window.as_secs();
+    let total = wifi + speedtest + ping;
+    eprintln!("rows a day at defaults: wifi {wifi} + ping {ping} + speedtest {speedtest} = {total}");
+    assert!(total <= 1500, "{total} widget-log rows a day");
+    let logging: Vec<&str> = ["wifi", "ping", "speedtest"].to_vec();
+    for spec in crate::ALL {
+        // Every other widget reports metrics or machine info (no rows): keep this list honest.
+        let mut widget = (spec.build)(&Default::default());
+        let host = FixtureHost::new(Os::Other);
+        if let Ok(samples) = widget.collect(&host, Timestamp(0)) {
+            for sample in samples {
+                assert!(
+                    sample.kind != crate::SampleKind::Log || logging.contains(&spec.name),
+                    "{} writes widget logs: count it above",
+                    spec.name
+                );
+            }
+        }
+    }
+}
