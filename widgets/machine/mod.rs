@@ -200,7 +200,8 @@ pub fn disk_list(host: &dyn Host) -> Vec<Value> {
 /// Interfaces with an address, as Atlas lists them: `{name, is_up, speed, addresses[{type,
 /// address}]}` (`type` `IPv4`/`IPv6`, `speed` in Mbit/s, 0 when unknown). Linux reads
 /// `is_up` (up and running) and `speed` from `/sys/class/net/<if>/`; elsewhere an interface
-/// listed with an address is reported up, speed 0.
+/// listed with an address is reported up, speed 0. Linux `is_up` is psutil's: `IFF_UP` in
+/// `flags` and a link (`carrier` = 1).
 pub fn network_interfaces(host: &dyn Host, networks: &Networks) -> Vec<Value> {
     let mut list: Vec<(String, Value)> = networks
         .iter()
@@ -218,7 +219,7 @@ pub fn network_interfaces(host: &dyn Host, networks: &Networks) -> Vec<Value> {
             let sys = |file: &str| host.read_file(&format!("/sys/class/net/{name}/{file}")).ok();
             let (is_up, speed) = match host.os() {
                 Os::Linux => (
-                    sys("flags").and_then(|t| parse::parse_sysfs_if_up(&t).ok()).unwrap_or(false),
+                    parse::sysfs_if_running(sys("flags").as_deref(), sys("carrier").as_deref()),
                     sys("speed").and_then(|t| parse::parse_sysfs_speed(&t).ok()).unwrap_or(0),
                 ),
                 _ => (true, 0),

@@ -178,11 +178,12 @@ pub fn parse_cpuinfo_model(text: &str) -> Result<Option<String>, ParseError> {
     Ok(value("model name").or_else(|| value("Processor")).or_else(|| value("cpu model")))
 }
 
-/// `IFF_UP` and `IFF_RUNNING` in `/sys/class/net/<if>/flags`.
+/// `IFF_UP` in `/sys/class/net/<if>/flags` (the kernel does not show `IFF_RUNNING` there).
 const IFF_UP: u64 = 0x1;
-const IFF_RUNNING: u64 = 0x40;
 
-/// Whether an interface is up and running, from `/sys/class/net/<if>/flags` (`0x1003`).
+/// Whether an interface is administratively up, from `/sys/class/net/<if>/flags` (`0x1003`).
+/// Running (link present) is `/sys/class/net/<if>/carrier` = `1`, which the kernel refuses to
+/// read (`EINVAL`) while the interface is down.
 pub fn parse_sysfs_if_up(text: &str) -> Result<bool, ParseError> {
     let text = text.trim();
     if text.is_empty() {
@@ -190,7 +191,14 @@ pub fn parse_sysfs_if_up(text: &str) -> Result<bool, ParseError> {
     }
     let hex = text.strip_prefix("0x").ok_or_else(|| ParseError::bad_value("flags", text))?;
     let flags = u64::from_str_radix(hex, 16).map_err(|_| ParseError::bad_value("flags", text))?;
-    Ok(flags & IFF_UP != 0 && flags & IFF_RUNNING != 0)
+    Ok(flags & IFF_UP != 0)
+}
+
+/// Whether an interface is up and has its link, as psutil's `net_if_stats().isup` says
+/// (`IFF_UP` and `IFF_RUNNING`): `flags` and `carrier` are the contents of
+/// `/sys/class/net/<if>/flags` and `carrier` (`None` when unreadable).
+pub fn sysfs_if_running(flags: Option<&str>, carrier: Option<&str>) -> bool {
+    flags.and_then(|f| parse_sysfs_if_up(f).ok()).unwrap_or(false) && carrier.is_some_and(|c| c.trim() == "1")
 }
 
 /// Link speed in Mbit/s from `/sys/class/net/<if>/speed`; 0 when the driver reports none
@@ -330,8 +338,11 @@ mod tests {
 
     #[test]
     fn interface_flags_and_speed() {
-        assert_eq!(parse_sysfs_if_up("0x1003\n"), Ok(false), "up but not running (no carrier)");
-        assert_eq!(parse_sysfs_if_up("0x1043\n"), Ok(true));
+        assert_eq!(parse_sysfs_if_up("0x1003\n"), Ok(true));
+        assert_eq!(parse_sysfs_if_up("0x1002\n"), Ok(false));
+        assert!(sysfs_if_running(Some("0x9\n"), Some("1\n")), "lo");
+        assert!(!sysfs_if_running(Some("0x1003\n"), Some("0\n")), "up, cable out");
+        assert!(!sysfs_if_running(Some("0x82\n"), None), "down: carrier unreadable");
         assert_eq!(parse_sysfs_speed("-1\n"), Ok(0));
         assert_eq!(parse_sysfs_speed("1000\n"), Ok(1000));
         assert!(parse_sysfs_speed("fast").is_err());

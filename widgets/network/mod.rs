@@ -93,10 +93,8 @@ impl NetworkWidget {
         let up_tunnels: Vec<String> = parse::proc_net_dev_names(&self.buf)
             .filter(|name| parse::vpn_interface_kind(name).is_some())
             .filter(|name| {
-                std::fs::read_to_string(format!("/sys/class/net/{name}/flags"))
-                    .ok()
-                    .and_then(|flags| crate::machine::parse::parse_sysfs_if_up(&flags).ok())
-                    .unwrap_or(false)
+                let read = |file: &str| std::fs::read_to_string(format!("/sys/class/net/{name}/{file}")).ok();
+                crate::machine::parse::sysfs_if_running(read("flags").as_deref(), read("carrier").as_deref())
             })
             .map(str::to_string)
             .collect();
