@@ -129,7 +129,8 @@ impl NetworkWidget {
         let mut up_tunnels: Vec<String> = networks
             .iter()
             .filter(|(name, data)| {
-                parse::vpn_interface_kind(name).is_some() && data.ip_networks().iter().any(|n| n.addr.is_ipv4())
+                name.to_str().is_some_and(|name| parse::vpn_interface_kind(name).is_some())
+                    && data.ip_networks().iter().any(|n| n.addr.is_ipv4())
             })
             .map(|(name, _)| name.to_string_lossy().into_owned())
             .collect();
