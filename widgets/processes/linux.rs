@@ -36,6 +36,8 @@ pub struct ProcReader {
     buf: String,
     path: String,
     users: Option<HashMap<u32, String>>,
+    /// When `/etc/passwd` was last read (a uid it did not know rereads it, at most once a minute).
+    users_read: Option<Instant>,
     total_memory: Option<u64>,
     page_size: u64,
     ticks_per_s: u64,
@@ -58,6 +60,7 @@ impl ProcReader {
             buf: String::with_capacity(512),
             path: String::with_capacity(64),
             users: None,
+            users_read: None,
             total_memory: None,
             page_size: rustix::param::page_size() as u64,
             ticks_per_s: rustix::param::clock_ticks_per_second().max(1),
@@ -65,17 +68,20 @@ impl ProcReader {
     }
 
     fn user_name(&mut self, pid: u32) -> String {
-        let users = self.users.get_or_insert_with(|| {
-            std::fs::read_to_string("/etc/passwd")
+        let Ok(meta) = std::fs::metadata(self.proc_root.join(pid.to_string())) else {
+            return "unknown".to_string();
+        };
+        let uid = meta.uid();
+        let known = self.users.as_ref().is_some_and(|users| users.contains_key(&uid));
+        let stale = self.users_read.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(60));
+        if !known && stale {
+            self.users = std::fs::read_to_string("/etc/passwd")
                 .ok()
                 .and_then(|text| parse_passwd(&text).ok())
-                .map(|list| list.into_iter().collect())
-                .unwrap_or_default()
-        });
-        match std::fs::metadata(self.proc_root.join(pid.to_string())) {
-            Ok(meta) => users.get(&meta.uid()).cloned().unwrap_or_else(|| meta.uid().to_string()),
-            Err(_) => "unknown".to_string(),
+                .map(|list| list.into_iter().collect());
+            self.users_read = Some(Instant::now());
         }
+        self.users.as_ref().and_then(|users| users.get(&uid)).cloned().unwrap_or_else(|| uid.to_string())
     }
 
     /// (total, top by CPU, top by memory).

@@ -7,7 +7,7 @@
 //! memory over physical memory.
 //!
 //! Linux: a lean reader of `/proc/PID/stat` only (one small file per process, no per-thread
-//! reads), user names from `/etc/passwd` read once and cached, looked up for the ten listed
+//! reads), user names from a cache of `/etc/passwd` (read again at most once a minute for an unknown uid), looked up for the ten listed
 //! processes only ([`parse`] holds the pure parsers). Other OSes: `sysinfo`.
 
 pub mod parse;
