@@ -329,6 +329,17 @@ mod tests {
     }
 
     #[test]
+    fn node_exporter_host_lists_root_boot_and_one_kubelet_volume() {
+        let text = fixture("proc-self-mountinfo--lvm-root-boot-kubelet-node_exporter.txt");
+        let mounts = parse_mountinfo(&text).expect("parses");
+        let disks: Vec<(&str, &str)> =
+            real_disks(&mounts).iter().map(|m| (m.source.as_str(), m.mount_point.as_str())).collect();
+        assert_eq!(disks.len(), 3, "{disks:?}");
+        assert_eq!(&disks[..2], &[("/dev/dm-2", "/"), ("/dev/sda3", "/boot")]);
+        assert!(disks[2].1.contains("[vsanDatastore] bafb9e5a"), "\\040 decoded: {disks:?}");
+    }
+
+    #[test]
     fn mountinfo_escapes_are_decoded() {
         let line = "36 35 98:0 / /mnt/my\\040disk rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n";
         let mounts = parse_mountinfo(line).expect("parses");
