@@ -61,6 +61,7 @@ fn macos_laptop_replay() {
     assert_eq!(info["serial_number"], "GGJXG26P75");
     assert_eq!(info["model"], "MacBookPro18,3");
     assert_eq!(info["chip"], "Apple M1 Pro");
+    assert_eq!(info["gpu"], json!({"name": "Apple M4"}), "Atlas's machine_info.gpu");
     // The four security commands, read for real (published outputs).
     assert_eq!(
         body["metrics"]["security"],

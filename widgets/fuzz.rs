@@ -66,6 +66,7 @@ fn parse_all(widget: &str, text: &str) {
             let _ = machine::parse_proc_net_route_default(text);
             let _ = machine::parse_mountinfo(text).map(|m| machine::real_disks(&m).len());
             let _ = machine::parse_cpuinfo_model(text);
+            let _ = machine::parse_sp_displays(text);
             let _ = machine::parse_sysfs_if_up(text);
             let _ = machine::sysfs_if_running(Some(text), Some(text));
             let _ = machine::parse_sysfs_speed(text);
