@@ -20,6 +20,7 @@ use crate::ping::parse as ping;
 use crate::processes::parse as processes;
 use crate::security::parse as security;
 use crate::speedtest::parse as speedtest;
+use crate::temperature::parse as temperature;
 use crate::users::parse as users;
 use crate::wifi::parse as wifi;
 
@@ -89,6 +90,10 @@ fn parse_all(widget: &str, text: &str) {
         }
         "users" => {
             let _ = users::parse_who(text);
+        }
+        "temperature" => {
+            let _ = temperature::parse_zone_temp(text);
+            let _ = temperature::parse_zone_type(text).map(|t| temperature::cpu_zone_rank(&t));
         }
         "disk" => {
             let _ = disk::parse_diskstats(text, |name| name.len() % 2 == 0);
