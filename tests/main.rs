@@ -4,6 +4,7 @@
 mod cli;
 mod docs_vectors;
 mod envelope;
+mod exactly_once;
 mod fuzz;
 mod logs;
 mod packaging;

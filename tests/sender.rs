@@ -243,9 +243,10 @@ fn atlas_protocol_matches_the_python_server() {
     let (_server, url) = start_atlas_mock(&capture);
     let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", "");
     // Enable ping to loopback so there are widget logs to send.
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace(r#""ping":{"enabled":false}"#, r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#);
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        r#""ping":{"enabled":false}"#,
+        r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9,"window_s":0}"#,
+    );
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));
     let captured = || std::fs::read_to_string(&capture).unwrap_or_default();
@@ -307,9 +308,10 @@ fn atlas_protocol_with_the_bundled_receiver() {
     let store = dir.path().join("store");
     let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
     let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", "");
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace(r#""ping":{"enabled":false}"#, r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#);
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        r#""ping":{"enabled":false}"#,
+        r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9,"window_s":0}"#,
+    );
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let spool = dir.path().join("spool");
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));
@@ -413,8 +415,9 @@ fn without_a_transport_key_no_plaintext_lands_in_the_spool_dir() {
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
     let spool = dir.path().join("spool");
     assert!(spool.join("inflight.json").exists(), "a batch is in flight");
-    let rejected = files_under(&spool.join("rejected"));
-    assert_eq!(rejected.len(), 1, "the refused batch is noted");
+    let rejected = fleet_agent::spool::rejected::list(&spool).expect("rejected/");
+    assert_eq!(rejected.len(), 1, "the refused batch is kept (sealed with the spool's key)");
+    assert!(rejected[0].records >= 1);
     for file in files_under(&spool) {
         let bytes = std::fs::read(&file).expect("read");
         for needle in [MACHINE.as_bytes(), br#""widget":"cpu""#.as_slice()] {

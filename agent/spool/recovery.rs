@@ -57,6 +57,9 @@ pub enum Problem {
         bytes: u64,
         /// What was found.
         reason: String,
+        /// Whole records the cut destroys (1 when the last frame is complete but damaged: it
+        /// was stored once, so recovery counts it as dropped; 0 for a write cut short).
+        damaged: u64,
     },
     /// A damaged frame with data after it.
     Bad {
@@ -101,7 +104,15 @@ pub struct SegmentScan {
 impl SegmentScan {
     /// Records this segment holds or held (for dropped accounting when it is quarantined).
     pub fn record_count(&self) -> u64 {
-        self.good + self.bad + self.good_after_bad + self.unchecked
+        self.good + self.bad + self.good_after_bad + self.unchecked + self.damaged_tail()
+    }
+
+    /// Whole records a torn-tail cut destroys (see [`Problem::Torn`]).
+    pub fn damaged_tail(&self) -> u64 {
+        match &self.problem {
+            Some(Problem::Torn { damaged, .. }) => *damaged,
+            _ => 0,
+        }
     }
 
     /// True when nothing is wrong.
@@ -152,10 +163,7 @@ pub fn scan(path: &Path, id: u64, master: Option<&MasterKey>) -> Result<SegmentS
             Some(Err(UnwrapError::OtherKey)) => Err(HeaderState::OtherKey),
             Some(Err(UnwrapError::Corrupt)) => Err(HeaderState::Bad("wrapped data key does not authenticate".into())),
         },
-        Err(HeaderError::Version(v)) => {
-            scan.header = HeaderState::UnknownVersion(v);
-            return Ok(scan);
-        }
+        Err(HeaderError::Version(v)) => Err(HeaderState::UnknownVersion(v)),
         Err(e) => Err(HeaderState::Bad(e.to_string())),
     };
     match state {
@@ -188,7 +196,8 @@ pub fn scan(path: &Path, id: u64, master: Option<&MasterKey>) -> Result<SegmentS
             Step::End => break,
             Step::Torn(reason) => {
                 if scan.problem.is_none() {
-                    scan.problem = Some(Problem::Torn { offset, bytes: reader.end() - offset, reason });
+                    let damaged = u64::from(reader.torn_was_complete());
+                    scan.problem = Some(Problem::Torn { offset, bytes: reader.end() - offset, reason, damaged });
                 } else {
                     scan.bad += 1;
                 }
@@ -259,18 +268,25 @@ pub struct Recovered {
     pub segments: Vec<SegmentInfo>,
     /// Largest id seen anywhere (next segment = this + 1).
     pub max_id: u64,
-    /// Whether the ledger changed (quarantined records were counted).
-    pub ledger_changed: bool,
 }
 
 /// Bring `dir` to a consistent state: drop our temp files and leftovers of an interrupted cap
 /// drop, truncate torn tails, quarantine unreadable segments (counting their unacked records
-/// in `ledger`), delete empty ones. Refuses (changing nothing more) on an unknown version.
+/// in `ledger`, like a damaged last record that is cut), delete empty ones. A segment of an
+/// unknown format version (a flipped version byte, or a newer agent's spool) is quarantined
+/// like any unreadable one: start-up goes on.
+///
+/// Crash-safe accounting: every segment is scanned first; records appended since
+/// `counters.appended_through` are added to `counters.appended` and `cursor.json` is written
+/// (with `acked`) BEFORE anything is cut or moved; each cut or move is preceded by its ledger
+/// write, which names the cut position or segment, so a crash in between never counts it
+/// twice or not at all.
 pub fn recover(
     dir: &Path,
     master: &MasterKey,
     ledger: &mut Ledger,
     acked: Cursor,
+    counters: &mut super::cursor::Counters,
     durable: bool,
 ) -> Result<Recovered, SpoolError> {
     remove_temp_files(dir)?;
@@ -286,18 +302,20 @@ pub fn recover(
         }
         true
     });
-    // Refuse before changing anything if any segment is from an unknown format version.
     let mut scans = Vec::with_capacity(ids.len());
     for &id in &ids {
-        let path = dir.join(segment::file_name(id));
-        let scan = scan(&path, id, Some(master))?;
-        if let HeaderState::UnknownVersion(version) = scan.header {
-            return Err(SpoolError::UnknownVersion { path, version });
+        scans.push(scan(&dir.join(segment::file_name(id)), id, Some(master))?);
+    }
+    let appended_since: u64 =
+        scans.iter().map(|scan| unacked_in(scan.id, scan.record_count(), counters.appended_through)).sum();
+    if appended_since > 0 {
+        counters.appended += appended_since;
+        if let Some(last) = scans.last() {
+            counters.appended_through = Cursor { segment: last.id, index: last.record_count() };
         }
-        scans.push(scan);
+        super::cursor::store_cursor(dir, acked, counters, durable)?;
     }
     let mut segments = Vec::new();
-    let mut ledger_changed = false;
     let mut other_key = 0;
     for scan in scans {
         let repairable = scan.header == HeaderState::Ok && !matches!(scan.problem, Some(Problem::Bad { .. }));
@@ -310,28 +328,45 @@ pub fn recover(
                     format!("record {index} at offset {offset}: {reason}")
                 }
                 (HeaderState::OtherKey | HeaderState::NoKey, _) => "written under another master key".into(),
+                (HeaderState::UnknownVersion(v), _) => {
+                    format!("unknown format version {v} in its header: damaged, or written by a newer agent")
+                }
                 (HeaderState::Bad(reason), _) => reason.clone(),
                 _ => "unreadable".into(),
             };
-            let to = fsio::move_aside(&scan.path, &dir.join(QUARANTINE_DIR), durable)?;
             let lost = unacked_in(scan.id, scan.record_count(), acked);
+            let counted_before = ledger.quarantined == Some(scan.id);
+            if lost > 0 && !counted_before {
+                ledger.add(lost, scan.first_ts, scan.last_ts);
+                ledger.quarantined = Some(scan.id);
+                super::cursor::store_ledger(dir, ledger, durable)?;
+            }
+            let to = fsio::move_aside(&scan.path, &dir.join(QUARANTINE_DIR), durable)?;
             log::error!(
                 "segment {} is unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
                 scan.path.display(),
                 to.display()
             );
-            if lost > 0 {
-                ledger.add(lost, scan.first_ts, scan.last_ts);
-                ledger_changed = true;
-            }
             continue;
         }
-        if let Some(Problem::Torn { offset, bytes, reason }) = &scan.problem {
+        if let Some(Problem::Torn { offset, bytes, reason, damaged }) = &scan.problem {
             log::warn!(
                 "segment {}: torn tail ({reason}); truncating {bytes} bytes at offset {offset} after {} good records",
                 scan.path.display(),
                 scan.good
             );
+            let lost = unacked_in(scan.id, scan.good + damaged, acked).min(*damaged);
+            let at = Cursor { segment: scan.id, index: scan.good };
+            if lost > 0 && ledger.damaged_tail != Some(at) {
+                // A whole record that was stored and is now damaged: its loss is counted.
+                log::error!(
+                    "segment {}: its last record is damaged; {lost} record counted as dropped",
+                    scan.path.display()
+                );
+                ledger.add(lost, scan.last_ts, scan.last_ts);
+                ledger.damaged_tail = Some(at);
+                super::cursor::store_ledger(dir, ledger, durable)?;
+            }
             truncate(&scan.path, *offset)?;
         }
         if scan.good == 0 {
@@ -359,7 +394,7 @@ pub fn recover(
     if removed_any && durable {
         fsio::sync_dir(dir)?;
     }
-    Ok(Recovered { segments, max_id, ledger_changed })
+    Ok(Recovered { segments, max_id })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {
