@@ -3,6 +3,7 @@
 
 mod cli;
 mod envelope;
+mod fault;
 mod fuzz;
 mod packaging;
 mod receiver;

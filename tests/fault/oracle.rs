@@ -1,0 +1,345 @@
+//! The invariants checked after every healed and drained run (issue 11).
+//!
+//! v2 (exactly once):
+//! - every record the agent collected is stored exactly once, or counted in `dropped`, or sits
+//!   in `rejected/`, and the three add up exactly (`status` counters, and independently the
+//!   agent's own log of what it collected against the store);
+//! - every record of a batch whose 2xx answer reached the agent is in the store exactly once;
+//! - no `(machine_id, seq)` is stored twice, no record is stored twice, and every stored batch
+//!   carries exactly the records the agent sealed under that seq (and the agent never sealed
+//!   two different contents under one seq).
+//!
+//! Atlas (widget logs at least once): every widget-log entry the agent sent, or that a 2xx
+//! answer acknowledged, reached the server at least once or was refused for good; none of the
+//! collected widget logs is missing; the counters add up.
+//!
+//! Each check returns human-readable violations; an empty list is a pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fleet_agent::keys::Key32;
+use serde_json::Value;
+
+use super::proxy::Exchange;
+use super::wire::{open_batch, open_widget_logs, Batch, RecordId};
+
+/// The `records` object of `fleet-agent status --json` (the counters contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Records the agent accepted (collected and kept).
+    pub accepted: u64,
+    /// Records the server acknowledged.
+    pub delivered: u64,
+    /// Records lost and counted.
+    pub dropped: u64,
+    /// Records kept in `rejected/`.
+    pub rejected: u64,
+    /// Records not yet delivered.
+    pub backlog: u64,
+}
+
+impl Counters {
+    /// Parse `status --json` output.
+    pub fn parse(stdout: &str) -> Result<Counters, String> {
+        let value: Value = serde_json::from_str(stdout).map_err(|e| format!("not JSON ({e}): {stdout:.300}"))?;
+        let records = &value["records"];
+        let field = |name: &str| {
+            records[name].as_u64().ok_or_else(|| format!("`records.{name}` missing or not a count in {stdout:.300}"))
+        };
+        Ok(Counters {
+            accepted: field("accepted")?,
+            delivered: field("delivered")?,
+            dropped: field("dropped")?,
+            rejected: field("rejected")?,
+            backlog: field("backlog")?,
+        })
+    }
+}
+
+/// One agent process's log and how it ended.
+#[derive(Debug, Clone)]
+pub struct Life {
+    /// Its whole stderr (debug level: one `collected WIDGET` line per record).
+    pub log: String,
+    /// Ended by kill -9 (or died), so its last cycle may be lost by design.
+    pub killed: bool,
+}
+
+/// What the agent's logs say it collected: `(records, records a kill may have lost by design)`.
+///
+/// A kill -9 may lose the cycle being stored (logged, not yet appended) and, while the spool
+/// disk is full, every record held in memory since the spool started failing. Only records of
+/// `widget` count when given.
+pub fn collected(lives: &[Life], widget: Option<&str>, per_cycle: u64) -> (u64, u64) {
+    let mut logged = 0;
+    let mut allowed = 0;
+    for life in lives {
+        let mut since_ok = 0u64;
+        let mut failing = false;
+        for line in life.log.lines() {
+            if let Some(rest) = line.split(" collected ").nth(1) {
+                let name = rest.split(' ').next().unwrap_or("");
+                if rest.contains("bytes of data)") && widget.is_none_or(|w| w == name) {
+                    logged += 1;
+                    since_ok += 1;
+                }
+            } else if line.contains("spool: storing ") && line.contains("holding up to") {
+                failing = true;
+            } else if line.contains("spool: writing again") {
+                failing = false;
+                since_ok = 0;
+            }
+        }
+        if life.killed {
+            allowed += if failing { since_ok } else { per_cycle };
+        }
+    }
+    (logged, allowed)
+}
+
+/// Everything a run left behind, for the checks.
+pub struct Evidence {
+    /// Every request through the proxy.
+    pub exchanges: Vec<Exchange>,
+    /// The transport keys (empty: the run had none).
+    pub keys: Vec<Key32>,
+    /// Every agent process, in order (the drain run last).
+    pub lives: Vec<Life>,
+    /// Enabled widgets (records per cycle).
+    pub per_cycle: u64,
+    /// The spool's own dropped ledger.
+    pub spool_dropped: u64,
+    /// Unacknowledged records left in the spool after the drain.
+    pub spool_backlog: u64,
+    /// File names in `<spool>/rejected/`.
+    pub rejected_files: Vec<String>,
+    /// `status --json`.
+    pub counters: Result<Counters, String>,
+}
+
+fn is_2xx(status: Option<u16>) -> bool {
+    status.is_some_and(|s| (200..300).contains(&s))
+}
+
+fn sample(ids: &[&RecordId]) -> String {
+    let shown: Vec<String> = ids.iter().take(3).map(|(w, ts)| format!("{w}@{ts}")).collect();
+    format!("{}{}", shown.join(", "), if ids.len() > 3 { ", …" } else { "" })
+}
+
+/// The checks for v2 against the receiver's store.
+pub fn check_v2(evidence: &Evidence, stored: &[Batch]) -> Vec<String> {
+    let mut violations = Vec::new();
+    // What the agent sealed, per seq.
+    let mut sent: BTreeMap<u64, Vec<(u64, Batch)>> = BTreeMap::new();
+    for exchange in evidence.exchanges.iter().filter(|e| e.path == "/api/v2/batches") {
+        let Some(body) = &exchange.body else { continue };
+        match open_batch(body, &evidence.keys) {
+            Ok(batch) => sent.entry(batch.seq).or_default().push((exchange.n, batch)),
+            Err(e) => {
+                violations.push(format!("request #{}: the agent sent a batch the test cannot open: {e}", exchange.n))
+            }
+        }
+    }
+    for (seq, versions) in &sent {
+        let first = &versions[0];
+        for (n, other) in versions.iter().skip(1) {
+            if other.digest != first.1.digest {
+                let extra: Vec<&RecordId> = other.ids.iter().filter(|id| !first.1.ids.contains(id)).collect();
+                violations.push(format!(
+                    "seq {seq} was sent with different contents: request #{} carried {} records, request #{n} carried {} \
+                     ({} not in the first, e.g. {}); a resent seq must carry exactly its first records",
+                    first.0,
+                    first.1.ids.len(),
+                    other.ids.len(),
+                    extra.len(),
+                    sample(&extra)
+                ));
+                break;
+            }
+        }
+    }
+    // The store: each seq once, each record once, each batch as sealed.
+    let mut stored_ids: BTreeMap<&RecordId, u64> = BTreeMap::new();
+    let mut stored_seqs = BTreeSet::new();
+    for batch in stored {
+        if !stored_seqs.insert(batch.seq) {
+            violations.push(format!("seq {} is stored twice", batch.seq));
+        }
+        for id in &batch.ids {
+            if let Some(earlier) = stored_ids.insert(id, batch.seq) {
+                violations
+                    .push(format!("record {}@{} is stored twice (seq {earlier} and seq {})", id.0, id.1, batch.seq));
+            }
+        }
+        match sent.get(&batch.seq) {
+            None => violations.push(format!("stored seq {} was never sent by the agent", batch.seq)),
+            Some(versions) if !versions.iter().any(|(_, b)| b.digest == batch.digest) => violations.push(format!(
+                "stored seq {} ({} records) differs from every body the agent sent under that seq",
+                batch.seq,
+                batch.ids.len()
+            )),
+            Some(_) => {}
+        }
+    }
+    // Acknowledged means stored.
+    let mut lost_acked = 0;
+    for exchange in evidence.exchanges.iter().filter(|e| e.path == "/api/v2/batches" && is_2xx(e.relayed)) {
+        let Some(batch) = exchange.body.as_ref().and_then(|b| open_batch(b, &evidence.keys).ok()) else { continue };
+        let missing: Vec<&RecordId> = batch.ids.iter().filter(|id| !stored_ids.contains_key(id)).collect();
+        if !missing.is_empty() {
+            lost_acked += missing.len();
+            violations.push(format!(
+                "request #{} (seq {}, {} records) got a {} that reached the agent, but {} of its records are not in \
+                 the store (e.g. {})",
+                exchange.n,
+                batch.seq,
+                batch.ids.len(),
+                exchange.relayed.unwrap_or(0),
+                missing.len(),
+                sample(&missing)
+            ));
+        }
+    }
+    // Rejected: the batches named in rejected/ (`<time>-batch-<seq>.json`), as sealed.
+    let mut rejected_ids: BTreeSet<&RecordId> = BTreeSet::new();
+    for name in &evidence.rejected_files {
+        let seq = name.strip_suffix(".json").and_then(|n| n.rsplit("-batch-").next()).and_then(|s| s.parse().ok());
+        match seq.and_then(|seq: u64| sent.get(&seq)) {
+            Some(versions) => rejected_ids.extend(versions[0].1.ids.iter()),
+            None => violations.push(format!("rejected/{name} names no batch the agent sent")),
+        }
+    }
+    let both: Vec<&RecordId> = rejected_ids.iter().copied().filter(|id| stored_ids.contains_key(id)).collect();
+    if !both.is_empty() {
+        violations.push(format!("{} records are both stored and in rejected/ (e.g. {})", both.len(), sample(&both)));
+    }
+    if stored.is_empty() {
+        violations.push("nothing at all was stored: the run proves nothing".to_string());
+    }
+    let stored_count = stored_ids.len() as u64;
+    let rejected_count = rejected_ids.len() as u64;
+    violations.extend(check_accounting(evidence, None, stored_count, rejected_count));
+    if let Ok(counters) = &evidence.counters {
+        if counters.delivered != stored_count {
+            violations.push(format!(
+                "status says {} records delivered, the store holds {stored_count}{}",
+                counters.delivered,
+                if lost_acked > 0 {
+                    format!(" ({lost_acked} acknowledged records are missing)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if counters.rejected != rejected_count {
+            violations.push(format!(
+                "status says {} records rejected, rejected/ holds batches of {rejected_count}",
+                counters.rejected
+            ));
+        }
+    }
+    violations
+}
+
+/// The checks for Atlas widget logs against the stand-in's capture (`id -> times received`).
+pub fn check_atlas(evidence: &Evidence, captured: &BTreeMap<RecordId, usize>) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut sent: BTreeSet<RecordId> = BTreeSet::new();
+    let mut rejected: BTreeSet<RecordId> = BTreeSet::new();
+    for exchange in evidence.exchanges.iter().filter(|e| e.path == "/api/fleet/widget-logs") {
+        let Some(body) = &exchange.body else { continue };
+        let ids = match open_widget_logs(body, &evidence.keys) {
+            Ok(ids) => ids,
+            Err(e) => {
+                violations.push(format!("request #{}: widget logs the test cannot open: {e}", exchange.n));
+                continue;
+            }
+        };
+        if is_2xx(exchange.relayed) {
+            let missing: Vec<&RecordId> = ids.iter().filter(|id| !captured.contains_key(id)).collect();
+            if !missing.is_empty() {
+                violations.push(format!(
+                    "request #{}: a 2xx reached the agent but {} of its {} widget logs never reached the server (e.g. {})",
+                    exchange.n,
+                    missing.len(),
+                    ids.len(),
+                    sample(&missing)
+                ));
+            }
+        }
+        if exchange.relayed == Some(400) {
+            rejected.extend(ids.iter().cloned());
+        }
+        sent.extend(ids);
+    }
+    if captured.is_empty() {
+        violations.push("no widget log reached the server at all: the run proves nothing".to_string());
+    }
+    let unsent: Vec<&RecordId> = captured.keys().filter(|id| !sent.contains(*id)).collect();
+    if !unsent.is_empty() {
+        violations.push(format!(
+            "{} captured widget logs were never sent by the agent (e.g. {})",
+            unsent.len(),
+            sample(&unsent)
+        ));
+    }
+    let lost: Vec<&RecordId> =
+        sent.iter().filter(|id| !captured.contains_key(*id) && !rejected.contains(*id)).collect();
+    if !lost.is_empty() {
+        violations.push(format!(
+            "{} widget logs the agent sent never reached the server and were not refused (e.g. {})",
+            lost.len(),
+            sample(&lost)
+        ));
+    }
+    let rejected_only = rejected.iter().filter(|id| !captured.contains_key(*id)).count() as u64;
+    violations.extend(check_accounting(evidence, Some("ping"), captured.len() as u64, rejected_only));
+    violations
+}
+
+/// Collected (agent logs) against kept (stored, rejected, dropped), and the counters contract.
+fn check_accounting(evidence: &Evidence, widget: Option<&str>, stored: u64, rejected: u64) -> Vec<String> {
+    let mut violations = Vec::new();
+    let (logged, allowed) = collected(&evidence.lives, widget, if widget.is_some() { 1 } else { evidence.per_cycle });
+    let what = widget.map_or("records".to_string(), |w| format!("{w} records"));
+    let kept = stored + rejected + evidence.spool_dropped;
+    if kept + allowed < logged {
+        violations.push(format!(
+            "the agent logged {logged} collected {what}; {stored} are stored, {rejected} rejected, {} dropped: {} \
+             are missing beyond the {allowed} that kill -9 may take before they are spooled",
+            evidence.spool_dropped,
+            logged - allowed - kept
+        ));
+    }
+    if evidence.spool_backlog > 0 {
+        violations
+            .push(format!("{} records still unacknowledged in the spool after the drain", evidence.spool_backlog));
+    }
+    match &evidence.counters {
+        Err(e) => violations.push(format!("status --json: {e}")),
+        Ok(c) => {
+            if c.accepted != c.delivered + c.dropped + c.rejected {
+                violations.push(format!(
+                    "status counters do not add up: accepted {} != delivered {} + dropped {} + rejected {}",
+                    c.accepted, c.delivered, c.dropped, c.rejected
+                ));
+            }
+            if c.backlog != 0 {
+                violations.push(format!("status reports a backlog of {} after the drain", c.backlog));
+            }
+            if c.dropped < evidence.spool_dropped {
+                violations
+                    .push(format!("status says {} dropped, the spool's ledger {}", c.dropped, evidence.spool_dropped));
+            }
+            let (all, all_allowed) = collected(&evidence.lives, None, evidence.per_cycle);
+            if c.accepted > all || c.accepted + all_allowed < all {
+                violations.push(format!(
+                    "status says {} records accepted, the agent logged {all} collected (of which kill -9 may take \
+                     {all_allowed} before they are spooled)",
+                    c.accepted
+                ));
+            }
+        }
+    }
+    violations
+}

@@ -1,0 +1,428 @@
+//! The system under test for one seed: a real `fleet-agent run`, a real server (the bundled
+//! `fleet-agent receive`, or the Python Atlas stand-in), the faulty proxy between them, and a
+//! spool on a small tmpfs that can be filled up. It plays the schedule's timeline, heals,
+//! drains and gathers the [`Evidence`] the oracle checks.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleet_agent::keys::Key32;
+
+use super::oracle::{Counters, Evidence, Life};
+use super::proxy::Proxy;
+use super::schedule::{Action, Protocol, Schedule};
+use super::wire;
+use crate::support::{agent, fill_up, s, start_agent, start_receiver, write_config, Proc, TinyFs};
+
+/// The machine id of every run.
+pub const MACHINE: &str = "fault-machine";
+const API_KEY: &str = "fault-api-key";
+/// The two transport keys a run rotates between (the receiver holds both).
+const KEYS: [&str; 2] =
+    ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="];
+/// Size of the spool's tmpfs.
+const DISK_KIB: u64 = 4096;
+/// Longest wait for the agent to stop on SIGTERM (a request in flight, then a 3 s last push).
+const STOP_LIMIT: Duration = Duration::from_secs(30);
+/// Longest wait for the healed backlog to drain.
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Where the spool lives: a tmpfs that can be filled, or a plain directory.
+pub enum Disk {
+    /// A mounted tmpfs (root only), unmounted on drop.
+    Tmpfs {
+        /// The mount, held for its drop.
+        _mount: TinyFs,
+    },
+    /// No mount possible here (why): the disk-full fault is skipped.
+    Plain(String),
+}
+
+impl Disk {
+    /// Mount a tmpfs at `at`, or say why not.
+    pub fn prepare(at: &Path) -> Disk {
+        match TinyFs::mount(at, DISK_KIB) {
+            Ok(fs) => Disk::Tmpfs { _mount: fs },
+            Err(why) => {
+                let _ = std::fs::create_dir_all(at);
+                Disk::Plain(why)
+            }
+        }
+    }
+}
+
+/// The server behind the proxy.
+enum Server {
+    Receiver { store: PathBuf },
+    Atlas { capture: PathBuf },
+}
+
+/// One seed's processes and files.
+pub struct World {
+    schedule: Arc<Schedule>,
+    dir: PathBuf,
+    spool: PathBuf,
+    config: PathBuf,
+    server: Server,
+    proxy: Proxy,
+    agent: Option<Proc>,
+    server_proc: Option<Proc>,
+    key: usize,
+    lives: Vec<(PathBuf, bool)>,
+    filler: Option<PathBuf>,
+    /// Process and disk events executed, by kind.
+    pub actions: BTreeMap<&'static str, u64>,
+    /// Problems seen while playing (an agent that would not stop, exited by itself, …).
+    pub violations: Vec<String>,
+    /// Things worth knowing that break no invariant.
+    pub notes: Vec<String>,
+}
+
+fn keys_of(schedule: &Schedule) -> Vec<Key32> {
+    if schedule.sealed {
+        KEYS.iter().map(|k| Key32::from_base64(k).expect("test key")).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+impl World {
+    /// Start the server, the proxy and the agent for `schedule` in `dir` (spool under `disk`).
+    pub fn start(schedule: Arc<Schedule>, dir: &Path, disk_root: &Path) -> World {
+        let keys = keys_of(&schedule);
+        let identify: Box<super::proxy::Identify> = match schedule.protocol {
+            Protocol::V2 => Box::new(move |path, body| {
+                if path != "/api/v2/batches" {
+                    return Vec::new();
+                }
+                wire::open_batch(body, &keys).map(|b| b.ids).unwrap_or_default()
+            }),
+            Protocol::Atlas => Box::new(move |path, body| {
+                if path != "/api/fleet/widget-logs" {
+                    return Vec::new();
+                }
+                wire::open_widget_logs(body, &keys).unwrap_or_default()
+            }),
+        };
+        let proxy = Proxy::start(Arc::clone(&schedule), identify);
+        let server = match schedule.protocol {
+            Protocol::V2 => Server::Receiver { store: dir.join("store") },
+            Protocol::Atlas => Server::Atlas { capture: dir.join("capture.jsonl") },
+        };
+        let mut world = World {
+            spool: disk_root.join("spool"),
+            config: dir.join("agent.json"),
+            dir: dir.to_path_buf(),
+            schedule,
+            server,
+            proxy,
+            agent: None,
+            server_proc: None,
+            key: 0,
+            lives: Vec::new(),
+            filler: None,
+            actions: BTreeMap::new(),
+            violations: Vec::new(),
+            notes: Vec::new(),
+        };
+        world.filler = Some(disk_root.join("filler"));
+        world.start_server();
+        world.write_config(world.schedule.interval);
+        world.start_agent();
+        world
+    }
+
+    fn start_server(&mut self) {
+        let (proc, url) = match &self.server {
+            Server::Receiver { store } => {
+                let keys: Vec<&str> = if self.schedule.sealed { KEYS.to_vec() } else { Vec::new() };
+                start_receiver(store, "127.0.0.1:0", API_KEY, &keys)
+            }
+            Server::Atlas { capture } => start_atlas_mock(capture),
+        };
+        self.proxy.set_upstream(&url);
+        self.server_proc = Some(proc);
+    }
+
+    fn write_config(&self, interval: f64) {
+        let key =
+            if self.schedule.sealed { format!(r#","encryption_key":"{}""#, KEYS[self.key]) } else { String::new() };
+        let (protocol, ping) = match self.schedule.protocol {
+            Protocol::V2 => ("v2", r#"{"enabled":false}"#),
+            Protocol::Atlas => ("atlas", r#"{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#),
+        };
+        let json = format!(
+            r#"{{"server_url":"{}","api_key":"{API_KEY}","machine_id":"{MACHINE}","protocol":"{protocol}",
+                "interval":{interval}{key},"log_level":"debug",
+                "spool":{{"dir":"{}","segment_bytes":{}}},
+                "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
+                "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
+                "ping":{ping},"speedtest":{{"enabled":false}}}}}}"#,
+            self.proxy.url(),
+            s(&self.spool),
+            self.schedule.segment_bytes,
+        );
+        write_config(&self.dir, "agent.json", &json, 0o600);
+    }
+
+    /// Records per collection cycle (cpu, memory, system; ping too for Atlas).
+    pub fn per_cycle(&self) -> u64 {
+        match self.schedule.protocol {
+            Protocol::V2 => 3,
+            Protocol::Atlas => 4,
+        }
+    }
+
+    fn start_agent(&mut self) {
+        let log = self.dir.join(format!("agent-{}.log", self.lives.len()));
+        self.agent = Some(start_agent(&self.config, &log));
+        self.lives.push((log, false));
+    }
+
+    /// Note an agent that exited on its own since the last look (e.g. its spool could not be
+    /// opened on a full disk).
+    fn reap_agent(&mut self) {
+        let Some(agent) = self.agent.as_mut() else { return };
+        if let Ok(Some(status)) = agent.child.try_wait() {
+            let life = self.lives.len() - 1;
+            self.lives[life].1 = true;
+            self.notes.push(format!("agent life {life} exited by itself ({status}): {}", self.last_log_line(life)));
+            self.agent = None;
+        }
+    }
+
+    /// Whether life `life` logged its `started:` line (signal handlers installed, spool open).
+    fn started(&self, life: usize) -> bool {
+        std::fs::read_to_string(&self.lives[life].0).is_ok_and(|text| text.contains(" started: "))
+    }
+
+    fn last_log_line(&self, life: usize) -> String {
+        let text = std::fs::read_to_string(&self.lives[life].0).unwrap_or_default();
+        text.lines().rev().find(|l| l.contains("ERROR")).or(text.lines().last()).unwrap_or("").to_string()
+    }
+
+    fn kill_agent(&mut self) {
+        self.reap_agent();
+        if let Some(mut agent) = self.agent.take() {
+            agent.kill9();
+            let life = self.lives.len() - 1;
+            self.lives[life].1 = true;
+        }
+    }
+
+    /// SIGTERM and wait; an agent that does not stop in time, or stops with an error, is a
+    /// violation (and is killed).
+    fn stop_agent(&mut self) {
+        self.reap_agent();
+        let Some(mut agent) = self.agent.take() else { return };
+        let life = self.lives.len() - 1;
+        agent.signal("-TERM");
+        let started = Instant::now();
+        loop {
+            match agent.child.try_wait() {
+                Ok(Some(status)) if status.code() == Some(0) => return,
+                Ok(Some(status)) if !self.started(life) => {
+                    // SIGTERM before the handlers were installed (a slow start): the default
+                    // action ends it before it opened the spool, so nothing can be lost.
+                    self.notes.push(format!("agent life {life} got SIGTERM before it started ({status})"));
+                    self.lives[life].1 = true;
+                    return;
+                }
+                Ok(Some(status)) => {
+                    self.violations.push(format!("agent life {life} exited with {status} on SIGTERM"));
+                    return;
+                }
+                _ if started.elapsed() > STOP_LIMIT => {
+                    self.violations.push(format!("agent life {life} did not stop within {STOP_LIMIT:?} of SIGTERM"));
+                    agent.kill9();
+                    self.lives[life].1 = true;
+                    return;
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn fill_disk(&mut self) {
+        if let Some(filler) = &self.filler {
+            fill_up(filler);
+        }
+    }
+
+    fn free_disk(&mut self) {
+        if let Some(filler) = &self.filler {
+            let _ = std::fs::remove_file(filler);
+        }
+    }
+
+    /// Play the timeline (events run late if an earlier one took long, never early).
+    pub fn play(&mut self, disk: &Disk) {
+        let started = Instant::now();
+        let timeline = self.schedule.timeline.clone();
+        for (at, action) in timeline {
+            if let Some(wait) = at.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            match action {
+                Action::KillAgent => self.kill_agent(),
+                Action::TermAgent => self.stop_agent(),
+                Action::StartAgent => {
+                    self.reap_agent();
+                    if self.agent.is_none() {
+                        self.start_agent();
+                    }
+                }
+                Action::KillServer => {
+                    if let Some(mut server) = self.server_proc.take() {
+                        server.kill9();
+                    }
+                }
+                Action::StartServer => self.start_server(),
+                Action::RotateKey => {
+                    self.key ^= 1;
+                    self.write_config(self.schedule.interval);
+                    self.reap_agent();
+                    if let Some(agent) = &self.agent {
+                        agent.signal("-HUP");
+                    }
+                }
+                Action::FillDisk => match disk {
+                    Disk::Tmpfs { .. } => self.fill_disk(),
+                    Disk::Plain(_) => continue,
+                },
+                Action::FreeDisk => match disk {
+                    Disk::Tmpfs { .. } => self.free_disk(),
+                    Disk::Plain(_) => continue,
+                },
+            }
+            *self.actions.entry(action.kind()).or_insert(0) += 1;
+        }
+        if let Some(wait) = self.schedule.length.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// Heal everything (network, disk, server), stop the agent, then let a fresh agent that
+    /// collects once drain the backlog, and stop it.
+    pub fn heal_and_drain(&mut self) {
+        self.proxy.set_faults(false);
+        self.free_disk();
+        if self.server_proc.is_none() {
+            self.start_server();
+        }
+        // A fresh process also forgets any backoff the faults built up.
+        self.stop_agent();
+        self.write_config(86_400.0);
+        self.start_agent();
+        let started = Instant::now();
+        let drained = || backlog(&self.spool) == Some(0) && !self.spool.join("inflight.json").exists();
+        while !drained() && started.elapsed() < DRAIN_LIMIT {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !drained() {
+            self.violations.push(format!(
+                "the backlog did not drain within {DRAIN_LIMIT:?} of healing ({} unacknowledged; last error: {})",
+                backlog(&self.spool).map_or("?".to_string(), |n| n.to_string()),
+                self.last_log_line(self.lives.len() - 1)
+            ));
+        }
+        self.stop_agent();
+    }
+
+    /// Everything the oracle needs (after [`World::heal_and_drain`]).
+    pub fn evidence(&self) -> Evidence {
+        let lives = self
+            .lives
+            .iter()
+            .map(|(log, killed)| Life { log: std::fs::read_to_string(log).unwrap_or_default(), killed: *killed })
+            .collect();
+        let stats = fleet_agent::spool::inspect(&self.spool).ok().flatten();
+        let rejected_files = std::fs::read_dir(self.spool.join("rejected"))
+            .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let status = agent().args(["status", "--json", "--config", s(&self.config)]).output();
+        let counters = match status {
+            Ok(out) if !out.stdout.is_empty() => Counters::parse(&String::from_utf8_lossy(&out.stdout)),
+            Ok(out) => {
+                Err(format!("printed nothing ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+            }
+            Err(e) => Err(format!("could not run: {e}")),
+        };
+        Evidence {
+            exchanges: self.proxy.exchanges(),
+            keys: keys_of(&self.schedule),
+            lives,
+            per_cycle: self.per_cycle(),
+            spool_dropped: stats.as_ref().map_or(0, |s| s.dropped.count),
+            spool_backlog: stats.as_ref().map_or(0, |s| s.unacked_records),
+            rejected_files,
+            counters,
+        }
+    }
+
+    /// What the v2 receiver stored.
+    pub fn stored_batches(&self) -> Result<Vec<wire::Batch>, String> {
+        match &self.server {
+            Server::Receiver { store } => wire::stored_batches(store, MACHINE),
+            Server::Atlas { .. } => Err("not a v2 run".into()),
+        }
+    }
+
+    /// What the Atlas stand-in captured.
+    pub fn captured_logs(&self) -> Result<BTreeMap<wire::RecordId, usize>, String> {
+        match &self.server {
+            Server::Atlas { capture } => wire::captured_widget_logs(capture, &keys_of(&self.schedule)),
+            Server::Receiver { .. } => Err("not an Atlas run".into()),
+        }
+    }
+
+    /// The tail of every agent log, for a failure report.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for (i, (log, killed)) in self.lives.iter().enumerate() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let interesting: Vec<&str> =
+                text.lines().filter(|l| !l.contains(" collected ") && !l.contains(" ureq")).collect();
+            let tail = &interesting[interesting.len().saturating_sub(lines)..];
+            out.push_str(&format!(
+                "--- agent life {i} ({}):\n{}\n",
+                if *killed { "killed" } else { "stopped" },
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.free_disk();
+    }
+}
+
+/// Unacknowledged records in the spool, `None` while it cannot be read: the read-only
+/// inspection can meet a segment the running agent deletes as it reads (see the findings).
+fn backlog(spool: &Path) -> Option<u64> {
+    fleet_agent::spool::inspect(spool).ok().map(|stats| stats.map_or(0, |s| s.unacked_records))
+}
+
+/// Start `tests/fixtures/atlas_mock.py` (rate limit lifted: the proxy injects the 429s) on a
+/// free port; the process and its URL.
+fn start_atlas_mock(capture: &Path) -> (Proc, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/atlas_mock.py");
+    let mut child = Command::new("python3")
+        .args([s(&script), s(capture), "--rate-limit", "1000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("listening line");
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected {line:?}")).to_string();
+    (Proc { child }, url)
+}
