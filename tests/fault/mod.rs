@@ -11,7 +11,7 @@
 //! seeds and their violations.
 //!
 //! - `FLEET_FAULT_SEED=N` replays one seed (same schedule, same fate for each request number).
-//! - `FLEET_FAULT_SEEDS=K` runs K seeds (default: 4 for v2, 2 for Atlas), numbered from
+//! - `FLEET_FAULT_SEEDS=K` runs K seeds (default: 6 for v2, 3 for Atlas), numbered from
 //!   `FLEET_FAULT_BASE` (default: from the clock, so every CI run explores new seeds).
 //! - `FLEET_FAULT_JOBS=J` runs J seeds at once (default 1).
 //!
@@ -196,10 +196,10 @@ fn campaign(protocol: Protocol, default_seeds: u64) {
 
 #[test]
 fn v2_under_a_seeded_fault_schedule_stores_every_record_exactly_once_or_counts_it() {
-    campaign(Protocol::V2, 4);
+    campaign(Protocol::V2, 6);
 }
 
 #[test]
 fn atlas_under_a_seeded_fault_schedule_delivers_every_widget_log_at_least_once() {
-    campaign(Protocol::Atlas, 2);
+    campaign(Protocol::Atlas, 3);
 }

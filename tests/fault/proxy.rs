@@ -4,8 +4,10 @@
 //! servers close after answering). For each request the proxy takes the schedule's fate for
 //! its number, acts it out, and logs an [`Exchange`]: the body the agent sent, what the
 //! server answered to each forwarded copy, and what (if anything) was relayed to the agent.
-//! The upstream address can change at any time (a restarted server gets a new port); while
-//! the server is down a forwarded request finds no one and the agent's connection is closed.
+//! The upstream addresses can change at any time (a restarted server gets a new port); with
+//! two servers (a second receiver on the same store) requests alternate between them by
+//! number, and the two copies of a concurrent duplicate go to different ones. While no server
+//! is up a forwarded request finds no one and the agent's connection is closed.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -46,13 +48,15 @@ pub type Identify = dyn Fn(&str, &[u8]) -> Vec<RecordId> + Send + Sync;
 struct Shared {
     schedule: Arc<Schedule>,
     identify: Box<Identify>,
-    upstream: Mutex<Option<SocketAddr>>,
+    upstreams: Mutex<Vec<SocketAddr>>,
     faults: AtomicBool,
     next: AtomicU64,
     log: Mutex<Vec<Exchange>>,
     /// Identities that reached the server at least once (never rejected afterwards).
     forwarded: Mutex<HashSet<RecordId>>,
     stop: AtomicBool,
+    /// Connections being handled.
+    active: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -74,12 +78,13 @@ impl Proxy {
         let shared = Arc::new(Shared {
             schedule,
             identify,
-            upstream: Mutex::new(None),
+            upstreams: Mutex::new(Vec::new()),
             faults: AtomicBool::new(true),
             next: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             forwarded: Mutex::new(HashSet::new()),
             stop: AtomicBool::new(false),
+            active: AtomicU64::new(0),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -90,7 +95,11 @@ impl Proxy {
                     }
                     let Ok(conn) = conn else { continue };
                     let shared = Arc::clone(&shared);
-                    std::thread::spawn(move || handle(conn, &shared));
+                    shared.active.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || {
+                        handle(conn, &shared);
+                        shared.active.fetch_sub(1, Ordering::SeqCst);
+                    });
                 }
             })
         };
@@ -102,10 +111,10 @@ impl Proxy {
         format!("http://{}", self.addr)
     }
 
-    /// Point at a (re)started server.
-    pub fn set_upstream(&self, url: &str) {
-        let addr = url.trim_start_matches("http://").parse().expect("server address");
-        *lock(&self.shared.upstream) = Some(addr);
+    /// Point at the running servers (their URLs).
+    pub fn set_upstreams(&self, urls: &[String]) {
+        let addrs = urls.iter().map(|url| url.trim_start_matches("http://").parse().expect("server address"));
+        *lock(&self.shared.upstreams) = addrs.collect();
     }
 
     /// Turn the network faults off (heal) or on.
@@ -113,8 +122,13 @@ impl Proxy {
         self.shared.faults.store(on, Ordering::SeqCst);
     }
 
-    /// Every exchange so far, in request-number order.
-    pub fn exchanges(&self) -> Vec<Exchange> {
+    /// Every exchange, in request-number order, once no request is in progress (at most
+    /// `limit` of waiting; a handler still busy then is left out).
+    pub fn exchanges(&self, limit: Duration) -> Vec<Exchange> {
+        let started = std::time::Instant::now();
+        while self.shared.active.load(Ordering::SeqCst) > 0 && started.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let mut log = lock(&self.shared.log).clone();
         log.sort_by_key(|e| e.n);
         log
@@ -198,9 +212,15 @@ fn read_body(stream: &mut TcpStream, mut buf: Vec<u8>, len: Option<usize>) -> Op
     }
 }
 
-/// Send one request to the server and read its whole answer.
-fn forward(shared: &Shared, request: &Message) -> Option<Message> {
-    let addr = (*lock(&shared.upstream))?;
+/// The server for copy `n` of a request.
+fn upstream(shared: &Shared, n: u64) -> Option<SocketAddr> {
+    let upstreams = lock(&shared.upstreams);
+    (!upstreams.is_empty()).then(|| upstreams[n as usize % upstreams.len()])
+}
+
+/// Send one request to server `n` and read its whole answer.
+fn forward(shared: &Shared, n: u64, request: &Message) -> Option<Message> {
+    let addr = upstream(shared, n)?;
     let mut server = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     server.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
     server.set_write_timeout(Some(IO_TIMEOUT)).ok()?;
@@ -239,7 +259,7 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
     let len = request.content_length().unwrap_or(0);
     let mut exchange = Exchange { n, path: path.clone(), fate, body: None, upstream: Vec::new(), relayed: None };
 
-    if let Fate::ResetMidBody { upstream } = fate {
+    if let Fate::ResetMidBody { upstream: tear_upstream } = fate {
         // Take part of the body and go: what is left unread makes the kernel send a reset.
         let part = len / 2;
         let mut taken = buf;
@@ -249,9 +269,10 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
             let _ = agent.read_exact(&mut taken[start..]);
         }
         taken.truncate(part);
-        if upstream {
-            let addr = *lock(&shared.upstream);
-            if let Some(mut server) = addr.and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok()) {
+        if tear_upstream {
+            if let Some(mut server) =
+                upstream(shared, n).and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+            {
                 let _ = server.write_all(&request.head);
                 let _ = server.write_all(&taken);
                 exchange.upstream.push(None);
@@ -275,7 +296,7 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
     }
     let send = |exchange: &mut Exchange| {
         lock(&shared.forwarded).extend(ids.iter().cloned());
-        let answer = forward(shared, &request);
+        let answer = forward(shared, n, &request);
         exchange.upstream.push(answer.as_ref().and_then(Message::status));
         answer
     };
@@ -305,8 +326,8 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
         Fate::Duplicate { concurrent: true } => {
             lock(&shared.forwarded).extend(ids.iter().cloned());
             let (a, b) = std::thread::scope(|scope| {
-                let a = scope.spawn(|| forward(shared, &request));
-                let b = scope.spawn(|| forward(shared, &request));
+                let a = scope.spawn(|| forward(shared, n, &request));
+                let b = scope.spawn(|| forward(shared, n + 1, &request));
                 (a.join().ok().flatten(), b.join().ok().flatten())
             });
             exchange.upstream.push(a.as_ref().and_then(Message::status));

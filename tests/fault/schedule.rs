@@ -122,6 +122,11 @@ pub enum Action {
     KillServer,
     /// Start the server again (on a new port; the proxy follows).
     StartServer,
+    /// Start a second receiver on the same store while the first runs (an admin's mistake);
+    /// requests then alternate between the two. A receiver that locks its store refuses.
+    SecondServer,
+    /// kill -9 the older of two receivers.
+    RetireServer,
     /// Rewrite the agent's config with the other transport key and SIGHUP it.
     RotateKey,
     /// Fill the spool's file system.
@@ -139,6 +144,8 @@ impl Action {
             Action::StartAgent => "start-agent",
             Action::KillServer => "kill-9-server",
             Action::StartServer => "start-server",
+            Action::SecondServer => "second-receiver-same-store",
+            Action::RetireServer => "retire-first-receiver",
             Action::RotateKey => "sighup-key-change",
             Action::FillDisk => "disk-full",
             Action::FreeDisk => "disk-freed",
@@ -241,8 +248,14 @@ impl Schedule {
             if t + down + 100 >= length_ms {
                 break;
             }
-            timeline.push((t, Action::KillServer));
-            timeline.push((t + down, Action::StartServer));
+            // A quarter of the v2 server faults are a second receiver on the same store.
+            if protocol == Protocol::V2 && rng.percent(25) {
+                timeline.push((t, Action::SecondServer));
+                timeline.push((t + down, Action::RetireServer));
+            } else {
+                timeline.push((t, Action::KillServer));
+                timeline.push((t + down, Action::StartServer));
+            }
             t += down;
         }
         // Key lane.

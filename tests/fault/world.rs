@@ -16,7 +16,7 @@ use super::oracle::{Counters, Evidence, Life};
 use super::proxy::Proxy;
 use super::schedule::{Action, Protocol, Schedule};
 use super::wire;
-use crate::support::{agent, fill_up, s, start_agent, start_receiver, write_config, Proc, TinyFs};
+use crate::support::{agent, fill_up, s, start_agent, write_config, Proc, TinyFs};
 
 /// The machine id of every run.
 pub const MACHINE: &str = "fault-machine";
@@ -70,7 +70,9 @@ pub struct World {
     server: Server,
     proxy: Proxy,
     agent: Option<Proc>,
-    server_proc: Option<Proc>,
+    /// Running servers, oldest first, with their URLs.
+    servers: Vec<(Proc, String)>,
+    server_starts: usize,
     key: usize,
     lives: Vec<(PathBuf, bool)>,
     filler: Option<PathBuf>,
@@ -121,7 +123,8 @@ impl World {
             server,
             proxy,
             agent: None,
-            server_proc: None,
+            servers: Vec::new(),
+            server_starts: 0,
             key: 0,
             lives: Vec::new(),
             filler: None,
@@ -130,22 +133,52 @@ impl World {
             notes: Vec::new(),
         };
         world.filler = Some(disk_root.join("filler"));
-        world.start_server();
+        world.start_server().expect("the server starts");
         world.write_config(world.schedule.interval);
         world.start_agent();
         world
     }
 
-    fn start_server(&mut self) {
-        let (proc, url) = match &self.server {
+    /// Start a server (a second one when one runs already) and point the proxy at all of them.
+    fn start_server(&mut self) -> Result<(), String> {
+        let log = self.dir.join(format!("server-{}.log", self.server_starts));
+        self.server_starts += 1;
+        let command = match &self.server {
             Server::Receiver { store } => {
-                let keys: Vec<&str> = if self.schedule.sealed { KEYS.to_vec() } else { Vec::new() };
-                start_receiver(store, "127.0.0.1:0", API_KEY, &keys)
+                let mut cmd = agent();
+                cmd.args(["receive", "--listen", "127.0.0.1:0", "--api-key", API_KEY, "--store", s(store)]);
+                if self.schedule.sealed {
+                    for key in KEYS {
+                        cmd.args(["--encryption-key", key]);
+                    }
+                }
+                cmd
             }
-            Server::Atlas { capture } => start_atlas_mock(capture),
+            Server::Atlas { capture } => {
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/atlas_mock.py");
+                let mut cmd = Command::new("python3");
+                // Rate limit lifted: the proxy injects the 429s.
+                cmd.args([s(&script), s(capture), "--rate-limit", "1000000"]);
+                cmd
+            }
         };
-        self.proxy.set_upstream(&url);
-        self.server_proc = Some(proc);
+        let server = spawn_server(command, &log)?;
+        self.servers.push(server);
+        self.point_proxy();
+        Ok(())
+    }
+
+    fn point_proxy(&self) {
+        let urls: Vec<String> = self.servers.iter().map(|(_, url)| url.clone()).collect();
+        self.proxy.set_upstreams(&urls);
+    }
+
+    fn kill_servers(&mut self, keep: usize) {
+        while self.servers.len() > keep {
+            let (mut server, _) = self.servers.remove(0);
+            server.kill9();
+        }
+        self.point_proxy();
     }
 
     fn write_config(&self, interval: f64) {
@@ -276,12 +309,21 @@ impl World {
                         self.start_agent();
                     }
                 }
-                Action::KillServer => {
-                    if let Some(mut server) = self.server_proc.take() {
-                        server.kill9();
+                Action::KillServer => self.kill_servers(0),
+                Action::StartServer => {
+                    if self.servers.is_empty() {
+                        if let Err(e) = self.start_server() {
+                            self.violations.push(format!("the server did not start: {e}"));
+                        }
                     }
                 }
-                Action::StartServer => self.start_server(),
+                Action::SecondServer => {
+                    if let Err(e) = self.start_server() {
+                        // What a receiver that locks its store must do.
+                        self.notes.push(format!("a second receiver on the same store refused to start: {e}"));
+                    }
+                }
+                Action::RetireServer => self.kill_servers(1),
                 Action::RotateKey => {
                     self.key ^= 1;
                     self.write_config(self.schedule.interval);
@@ -311,8 +353,11 @@ impl World {
     pub fn heal_and_drain(&mut self) {
         self.proxy.set_faults(false);
         self.free_disk();
-        if self.server_proc.is_none() {
-            self.start_server();
+        self.kill_servers(1);
+        if self.servers.is_empty() {
+            if let Err(e) = self.start_server() {
+                self.violations.push(format!("the server did not start after healing: {e}"));
+            }
         }
         // A fresh process also forgets any backoff the faults built up.
         self.stop_agent();
@@ -353,7 +398,7 @@ impl World {
             Err(e) => Err(format!("could not run: {e}")),
         };
         Evidence {
-            exchanges: self.proxy.exchanges(),
+            exchanges: self.proxy.exchanges(Duration::from_secs(25)),
             keys: keys_of(&self.schedule),
             lives,
             per_cycle: self.per_cycle(),
@@ -410,19 +455,23 @@ fn backlog(spool: &Path) -> Option<u64> {
     fleet_agent::spool::inspect(spool).ok().map(|stats| stats.map_or(0, |s| s.unacked_records))
 }
 
-/// Start `tests/fixtures/atlas_mock.py` (rate limit lifted: the proxy injects the 429s) on a
-/// free port; the process and its URL.
-fn start_atlas_mock(capture: &Path) -> (Proc, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/atlas_mock.py");
-    let mut child = Command::new("python3")
-        .args([s(&script), s(capture), "--rate-limit", "1000000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 runs");
+/// Spawn a server that prints `listening on URL` when ready (stderr to `log`); the process and
+/// its URL, or what it said before it exited.
+fn spawn_server(mut command: Command, log: &Path) -> Result<(Proc, String), String> {
+    let stderr = std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let mut child =
+        command.stdout(Stdio::piped()).stderr(stderr).spawn().map_err(|e| format!("spawning the server: {e}"))?;
     let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    std::io::BufReader::new(stdout).read_line(&mut line).expect("listening line");
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected {line:?}")).to_string();
-    (Proc { child }, url)
+    if let Some(stdout) = child.stdout.take() {
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    }
+    let mut proc = Proc { child };
+    match line.trim().strip_prefix("listening on ") {
+        Some(url) => Ok((proc, url.to_string())),
+        None => {
+            proc.kill9();
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            Err(said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing)").trim().to_string())
+        }
+    }
 }
