@@ -99,6 +99,7 @@ fn run_seed(seed: u64, protocol: Protocol) -> Outcome {
         None
     } else {
         notes.push(world.log_tails(8));
+        world.keep_spool();
         drop(world);
         drop(disk);
         Some(dir.keep().display().to_string())

@@ -235,7 +235,8 @@ impl World {
 
     fn last_log_line(&self, life: usize) -> String {
         let text = std::fs::read_to_string(&self.lives[life].0).unwrap_or_default();
-        text.lines().rev().find(|l| l.contains("ERROR")).or(text.lines().last()).unwrap_or("").to_string()
+        let mut lines = text.lines().filter(|l| !l.contains(" ureq"));
+        lines.clone().rev().find(|l| l.contains("ERROR")).or(lines.next_back()).unwrap_or("").to_string()
     }
 
     fn kill_agent(&mut self) {
@@ -359,23 +360,41 @@ impl World {
                 self.violations.push(format!("the server did not start after healing: {e}"));
             }
         }
-        // A fresh process also forgets any backoff the faults built up.
+        // A fresh process also forgets any backoff the faults built up. It collects one cycle
+        // at its start (interval one day), sends everything and is stopped once the spool
+        // looks drained; the verdict is taken on the stopped agent's spool (its SIGTERM path
+        // pushes once more), so stopping a little early cannot fake a loss.
         self.stop_agent();
         self.write_config(86_400.0);
         self.start_agent();
+        let life = self.lives.len() - 1;
         let started = Instant::now();
-        let drained = || backlog(&self.spool) == Some(0) && !self.spool.join("inflight.json").exists();
-        while !drained() && started.elapsed() < DRAIN_LIMIT {
+        let collected = || {
+            let log = std::fs::read_to_string(&self.lives[life].0).unwrap_or_default();
+            log.matches(" collected ").count() as u64 >= self.per_cycle()
+        };
+        let spool = self.spool.clone();
+        let drained = || backlog(&spool) == Some(0) && !spool.join("inflight.json").exists();
+        let mut calm = 0;
+        while calm < 3 && started.elapsed() < DRAIN_LIMIT {
             std::thread::sleep(Duration::from_millis(50));
-        }
-        if !drained() {
-            self.violations.push(format!(
-                "the backlog did not drain within {DRAIN_LIMIT:?} of healing ({} unacknowledged; last error: {})",
-                backlog(&self.spool).map_or("?".to_string(), |n| n.to_string()),
-                self.last_log_line(self.lives.len() - 1)
-            ));
+            calm = if collected() && drained() { calm + 1 } else { 0 };
         }
         self.stop_agent();
+        if !drained() {
+            self.violations.push(format!(
+                "the backlog did not drain within {DRAIN_LIMIT:?} of healing ({} unacknowledged, in-flight batch: {}; \
+                 last error: {})",
+                backlog(&spool).map_or("?".to_string(), |n| n.to_string()),
+                spool.join("inflight.json").exists(),
+                self.last_log_line(life)
+            ));
+        }
+    }
+
+    /// Copy the spool (on a tmpfs that is unmounted at the end) next to the kept files.
+    pub fn keep_spool(&self) {
+        copy_dir(&self.spool, &self.dir.join("spool-kept"));
     }
 
     /// Everything the oracle needs (after [`World::heal_and_drain`]).
@@ -446,6 +465,18 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         self.free_disk();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::create_dir_all(to);
+    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            let _ = std::fs::copy(&path, to.join(entry.file_name()));
+        }
     }
 }
 
