@@ -199,7 +199,9 @@ impl World {
             s(&self.spool),
             self.schedule.segment_bytes,
         );
-        write_config(&self.dir, "agent.json", &json, 0o600);
+        // Atomically, as config management does: an agent starting meanwhile reads either.
+        let temp = write_config(&self.dir, "agent.json.tmp", &json, 0o600);
+        std::fs::rename(&temp, &self.config).expect("config renamed into place");
     }
 
     /// Records per collection cycle (cpu, memory, system; ping too for Atlas).
@@ -398,16 +400,19 @@ impl World {
     }
 
     /// Everything the oracle needs (after [`World::heal_and_drain`]).
-    pub fn evidence(&self) -> Evidence {
+    pub fn evidence(&mut self) -> Evidence {
         let lives = self
             .lives
             .iter()
             .map(|(log, killed)| Life { log: std::fs::read_to_string(log).unwrap_or_default(), killed: *killed })
             .collect();
         let stats = fleet_agent::spool::inspect(&self.spool).ok().flatten();
-        let rejected_files = std::fs::read_dir(self.spool.join("rejected"))
+        let names: Vec<String> = std::fs::read_dir(self.spool.join("rejected"))
             .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
+        // A `.tmp` file is an atomic write that a kill -9 interrupted: not a rejected batch.
+        let (partial, rejected_files): (Vec<String>, Vec<String>) =
+            names.into_iter().partition(|n| n.ends_with(".tmp"));
         let status = agent().args(["status", "--json", "--config", s(&self.config)]).output();
         let counters = match status {
             Ok(out) if !out.stdout.is_empty() => Counters::parse(&String::from_utf8_lossy(&out.stdout)),
@@ -416,6 +421,9 @@ impl World {
             }
             Err(e) => Err(format!("could not run: {e}")),
         };
+        if !partial.is_empty() {
+            self.notes.push(format!("left behind in rejected/ by a kill during an atomic write: {partial:?}"));
+        }
         Evidence {
             exchanges: self.proxy.exchanges(Duration::from_secs(25)),
             keys: keys_of(&self.schedule),
