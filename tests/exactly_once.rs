@@ -198,3 +198,47 @@ fn conflict_keeps_the_records_and_resends_them_under_a_fresh_seq() {
     assert!(error.contains("machine_id \"test-machine\"") && error.contains("409"), "{error}");
     assert!(state.next_seq > second["seq"].as_u64().unwrap_or(u64::MAX));
 }
+
+/// Two agents report under one machine id with the same seq numbers (a cloned disk image with
+/// its `sender.json`): the receiver answers the second one's seq with 409 instead of
+/// "duplicate" (which would have made it delete its records unsent), and that agent moves to a
+/// fresh seq range. Every record of both is stored exactly once.
+#[test]
+fn cloned_agents_collide_and_both_deliver_everything_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
+    let mut agents = Vec::new();
+    for (name, from, count) in [("a", 0, 3), ("b", 3, 4)] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(sub.join("spool")).expect("mkdir");
+        // The clone: both start from the same sender.json.
+        std::fs::write(sub.join("spool").join("sender.json"), r#"{"next_seq":1000}"#).expect("state");
+        let config = load(&sub, "c.json", &url, Some(TEST_KEY_B64));
+        let mut spool = Spool::open(&config.spool).expect("spool");
+        spool.append(&records(from, count)).expect("append");
+        let sender = Sender::new(&config, &url, config.spool.dir.clone()).expect("sender");
+        agents.push((sender, spool));
+    }
+    for (sender, spool) in agents.iter_mut() {
+        push_until(sender, spool, |spool| spool.stats().unacked_records == 0);
+    }
+    assert_eq!(stored_messages(&store), expected_messages(7), "both agents' records, each once");
+    let (a, b) = (agents[0].0.state(), agents[1].0.state());
+    assert_eq!((a.sent_records, b.sent_records), (3, 4));
+    assert_eq!((a.seq_collisions, b.seq_collisions), (0, 1));
+    let error = b.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    assert!(error.contains("\"test-machine\"") && error.contains("seq 1000"), "{error}");
+}
+
+#[test]
+fn a_second_receiver_on_one_store_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (first, _url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
+    let output = crate::support::run(&["receive", "--listen", "127.0.0.1:0", "--store", crate::support::s(&store)]);
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = crate::support::stderr(&output);
+    assert!(stderr.contains(&store.display().to_string()), "names the store: {stderr}");
+    assert!(stderr.contains(&format!("process {}", first.child.id())), "names the holder's pid: {stderr}");
+}
