@@ -302,6 +302,11 @@ fn check_accounting(evidence: &Evidence, widget: Option<&str>, stored: u64, reje
     let mut violations = Vec::new();
     let (logged, allowed) = collected(&evidence.lives, widget, if widget.is_some() { 1 } else { evidence.per_cycle });
     let what = widget.map_or("records".to_string(), |w| format!("{w} records"));
+    if logged == 0 {
+        violations.push(format!(
+            "the agent logs hold no `collected` line for {what}: the log format changed and this check cannot count"
+        ));
+    }
     let kept = stored + rejected + evidence.spool_dropped;
     if kept + allowed < logged {
         violations.push(format!(
