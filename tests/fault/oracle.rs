@@ -348,3 +348,132 @@ fn check_accounting(evidence: &Evidence, widget: Option<&str>, stored: u64, reje
     }
     violations
 }
+
+mod self_test {
+    //! The oracle on hand-made evidence: each defect class it exists for makes it fail, and a
+    //! clean run passes.
+
+    use super::*;
+    use crate::fault::schedule::Fate;
+    use fleet_agent::record::{BatchBody, Dropped, Record};
+    use fleet_widgets::{Level, SampleKind};
+
+    fn record(ts: u32, widget: &str) -> Record {
+        Record {
+            ts: format!("2026-12-01T00:00:{:02}.{:03}Z", ts / 1000, ts % 1000),
+            widget: widget.into(),
+            kind: SampleKind::Metric,
+            level: Level::Info,
+            message: String::new(),
+            data: serde_json::json!({ "n": ts }),
+        }
+    }
+
+    /// A plaintext v2 body of `seq` with one `cpu` record per ts.
+    fn body(seq: u64, ts: &[u32]) -> Vec<u8> {
+        let records = ts.iter().map(|&t| record(t, "cpu")).collect();
+        let batch =
+            BatchBody { machine_id: "m".into(), seq, sent_at: "x".into(), records, dropped: Dropped::default() };
+        serde_json::to_vec(&batch).expect("json")
+    }
+
+    fn exchange(n: u64, body: Vec<u8>, relayed: Option<u16>) -> Exchange {
+        Exchange { n, path: "/api/v2/batches".into(), fate: Fate::Pass, body: Some(body), upstream: vec![], relayed }
+    }
+
+    fn stored(seq: u64, ts: &[u32]) -> Batch {
+        open_batch(&body(seq, ts), &[]).expect("opens")
+    }
+
+    fn life(records: usize) -> Life {
+        Life { log: "DEBUG run: collected cpu (10 bytes of data)\n".repeat(records), killed: false }
+    }
+
+    fn evidence(exchanges: Vec<Exchange>, collected: usize, counters: Counters) -> Evidence {
+        Evidence {
+            exchanges,
+            keys: vec![],
+            lives: vec![life(collected)],
+            per_cycle: 1,
+            spool_dropped: 0,
+            spool_backlog: 0,
+            rejected_files: vec![],
+            counters: Ok(counters),
+        }
+    }
+
+    fn counters(accepted: u64, delivered: u64) -> Counters {
+        Counters { accepted, delivered, dropped: accepted - delivered, rejected: 0, backlog: 0 }
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        // Seq 1 sent twice (answer lost, then duplicate), seq 2 once.
+        let e = evidence(
+            vec![
+                exchange(0, body(1, &[1, 2]), None),
+                exchange(1, body(1, &[1, 2]), Some(200)),
+                exchange(2, body(2, &[3]), Some(200)),
+            ],
+            3,
+            counters(3, 3),
+        );
+        assert_eq!(check_v2(&e, &[stored(1, &[1, 2]), stored(2, &[3])]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn defect_1_a_grown_resend_acked_as_duplicate_is_caught() {
+        // Seq 1 stored with 1 record, its answer lost; resent with 3 records; "duplicate" 200.
+        let e = evidence(
+            vec![exchange(0, body(1, &[1]), None), exchange(1, body(1, &[1, 2, 3]), Some(200))],
+            3,
+            counters(3, 3),
+        );
+        let v = check_v2(&e, &[stored(1, &[1])]).join("\n");
+        assert!(v.contains("seq 1 was sent with different contents"), "{v}");
+        assert!(v.contains("2 of its records are not in the store"), "{v}");
+        assert!(v.contains("status says 3 records delivered, the store holds 1"), "{v}");
+        assert!(v.contains("2 are missing"), "{v}");
+    }
+
+    #[test]
+    fn a_seq_or_record_stored_twice_and_a_batch_not_as_sealed_are_caught() {
+        let e = evidence(vec![exchange(0, body(1, &[1]), Some(200))], 1, counters(1, 1));
+        let v = check_v2(&e, &[stored(1, &[1]), stored(1, &[1]), stored(2, &[9])]).join("\n");
+        assert!(v.contains("seq 1 is stored twice"), "{v}");
+        assert!(v.contains("is stored twice (seq 1 and seq 1)"), "{v}");
+        assert!(v.contains("stored seq 2 was never sent"), "{v}");
+        let e = evidence(vec![exchange(0, body(1, &[1, 2]), None)], 2, counters(2, 1));
+        let v = check_v2(&e, &[stored(1, &[1])]).join("\n");
+        assert!(v.contains("differs from every body the agent sent under that seq"), "{v}");
+    }
+
+    #[test]
+    fn counters_that_do_not_add_up_and_a_silent_loss_are_caught() {
+        let e = evidence(
+            vec![exchange(0, body(1, &[1]), Some(200))],
+            4,
+            Counters { accepted: 4, delivered: 1, dropped: 0, rejected: 0, backlog: 2 },
+        );
+        let v = check_v2(&e, &[stored(1, &[1])]).join("\n");
+        assert!(v.contains("do not add up"), "{v}");
+        assert!(v.contains("backlog of 2"), "{v}");
+        assert!(v.contains("3 are missing beyond the 0"), "{v}");
+    }
+
+    #[test]
+    fn a_kill_excuses_only_its_last_cycle_and_what_a_full_disk_held() {
+        let killed = |log: &str| Life { log: log.to_string(), killed: true };
+        let line = "DEBUG run: collected cpu (1 bytes of data)\n";
+        assert_eq!(collected(&[killed(&line.repeat(5))], None, 3), (5, 3));
+        let full = format!(
+            "{}ERROR run: spool: storing 1 records: no space; holding up to 10000 in memory\n{}",
+            line.repeat(4),
+            line.repeat(6)
+        );
+        assert_eq!(collected(&[killed(&full)], None, 3), (10, 10));
+        let recovered = format!("{full}INFO  run: spool: writing again (7 held records stored)\n{}", line.repeat(2));
+        assert_eq!(collected(&[killed(&recovered)], None, 3), (12, 3));
+        assert_eq!(collected(&[Life { log: recovered, killed: false }], None, 3), (12, 0));
+    }
+}
