@@ -14,6 +14,7 @@
 //! - `FLEET_FAULT_SEEDS=K` runs K seeds (default: 6 for v2, 3 for Atlas), numbered from
 //!   `FLEET_FAULT_BASE` (default: from the clock, so every CI run explores new seeds).
 //! - `FLEET_FAULT_JOBS=J` runs J seeds at once (default 1).
+//! - `FLEET_FAULT_KEEP=1` keeps every seed's files, not only a failing one's.
 //!
 //! A long campaign: `FLEET_FAULT_SEEDS=500 FLEET_FAULT_JOBS=2 cargo test --release --test
 //! integration fault:: -- --nocapture`.
@@ -95,10 +96,13 @@ fn run_seed(seed: u64, protocol: Protocol) -> Outcome {
         world.notes.push(format!("disk-full fault skipped: the spool tmpfs cannot be mounted here ({why})"));
     }
     let mut notes = std::mem::take(&mut world.notes);
-    let kept_dir = if violations.is_empty() {
+    let keep = !violations.is_empty() || std::env::var_os("FLEET_FAULT_KEEP").is_some();
+    let kept_dir = if !keep {
         None
     } else {
-        notes.push(world.log_tails(8));
+        if !violations.is_empty() {
+            notes.push(world.log_tails(8));
+        }
         world.keep_spool();
         drop(world);
         drop(disk);
@@ -157,6 +161,9 @@ fn campaign(protocol: Protocol, default_seeds: u64) {
                         format!("{} VIOLATIONS", outcome.violations.len())
                     }
                 );
+                if let Some(dir) = &outcome.kept_dir {
+                    println!("  files kept in {dir}");
+                }
                 for note in &outcome.notes {
                     println!("  note: {note}");
                 }

@@ -30,6 +30,8 @@ pub struct Counters {
     pub accepted: u64,
     /// Records the server acknowledged.
     pub delivered: u64,
+    /// Atlas metric records acknowledged because the report carries their values.
+    pub superseded: u64,
     /// Records lost and counted.
     pub dropped: u64,
     /// Records kept in `rejected/`.
@@ -49,6 +51,7 @@ impl Counters {
         Ok(Counters {
             accepted: field("accepted")?,
             delivered: field("delivered")?,
+            superseded: field("superseded")?,
             dropped: field("dropped")?,
             rejected: field("rejected")?,
             backlog: field("backlog")?,
@@ -111,8 +114,9 @@ pub struct Evidence {
     pub spool_dropped: u64,
     /// Unacknowledged records left in the spool after the drain.
     pub spool_backlog: u64,
-    /// File names in `<spool>/rejected/`.
-    pub rejected_files: Vec<String>,
+    /// The batches kept in `<spool>/rejected/` (the spool's own listing): what was refused
+    /// (`batch-<seq>`, `widget-logs`) and how many records each holds.
+    pub rejected: Vec<(String, u64)>,
     /// `status --json`.
     pub counters: Result<Counters, String>,
 }
@@ -200,13 +204,22 @@ pub fn check_v2(evidence: &Evidence, stored: &[Batch]) -> Vec<String> {
             ));
         }
     }
-    // Rejected: the batches named in rejected/ (`<time>-batch-<seq>.json`), as sealed.
+    // Rejected: each batch kept in rejected/ is `batch-<seq>`, with the records sealed under it.
     let mut rejected_ids: BTreeSet<&RecordId> = BTreeSet::new();
-    for name in &evidence.rejected_files {
-        let seq = name.strip_suffix(".json").and_then(|n| n.rsplit("-batch-").next()).and_then(|s| s.parse().ok());
-        match seq.and_then(|seq: u64| sent.get(&seq)) {
-            Some(versions) => rejected_ids.extend(versions[0].1.ids.iter()),
-            None => violations.push(format!("rejected/{name} names no batch the agent sent")),
+    for (what, records) in &evidence.rejected {
+        let seq = what.strip_prefix("batch-").and_then(|s| s.parse::<u64>().ok());
+        match seq.and_then(|seq| sent.get(&seq)) {
+            Some(versions) => {
+                let ids = &versions[0].1.ids;
+                if ids.len() as u64 != *records {
+                    violations.push(format!(
+                        "rejected/ keeps {records} records of {what}, the agent sent {} under it",
+                        ids.len()
+                    ));
+                }
+                rejected_ids.extend(ids.iter());
+            }
+            None => violations.push(format!("rejected/ keeps {what}, which names no batch the agent sent")),
         }
     }
     let both: Vec<&RecordId> = rejected_ids.iter().copied().filter(|id| stored_ids.contains_key(id)).collect();
@@ -230,6 +243,9 @@ pub fn check_v2(evidence: &Evidence, stored: &[Batch]) -> Vec<String> {
                     String::new()
                 }
             ));
+        }
+        if counters.superseded != 0 {
+            violations.push(format!("status says {} records superseded in a v2 run", counters.superseded));
         }
         if counters.rejected != rejected_count {
             violations.push(format!(
@@ -293,6 +309,17 @@ pub fn check_atlas(evidence: &Evidence, captured: &BTreeMap<RecordId, usize>) ->
         ));
     }
     let rejected_only = rejected.iter().filter(|id| !captured.contains_key(*id)).count() as u64;
+    // Only widget logs are sent one by one (metric records are superseded by the report), and
+    // each acknowledged one reached the server (checked above): at most the distinct ones.
+    if let Ok(c) = &evidence.counters {
+        if c.delivered > captured.len() as u64 {
+            violations.push(format!(
+                "status says {} records delivered, the server holds {} distinct widget logs",
+                c.delivered,
+                captured.len()
+            ));
+        }
+    }
     violations.extend(check_accounting(evidence, Some("ping"), captured.len() as u64, rejected_only));
     violations
 }
@@ -323,10 +350,11 @@ fn check_accounting(evidence: &Evidence, widget: Option<&str>, stored: u64, reje
     match &evidence.counters {
         Err(e) => violations.push(format!("status --json: {e}")),
         Ok(c) => {
-            if c.accepted != c.delivered + c.dropped + c.rejected {
+            if c.accepted != c.delivered + c.superseded + c.dropped + c.rejected + c.backlog {
                 violations.push(format!(
-                    "status counters do not add up: accepted {} != delivered {} + dropped {} + rejected {}",
-                    c.accepted, c.delivered, c.dropped, c.rejected
+                    "status counters do not add up: accepted {} != delivered {} + superseded {} + dropped {} + rejected {} \
+                     + backlog {}",
+                    c.accepted, c.delivered, c.superseded, c.dropped, c.rejected, c.backlog
                 ));
             }
             if c.backlog != 0 {
@@ -397,13 +425,13 @@ mod self_test {
             per_cycle: 1,
             spool_dropped: 0,
             spool_backlog: 0,
-            rejected_files: vec![],
+            rejected: vec![],
             counters: Ok(counters),
         }
     }
 
     fn counters(accepted: u64, delivered: u64) -> Counters {
-        Counters { accepted, delivered, dropped: accepted - delivered, rejected: 0, backlog: 0 }
+        Counters { accepted, delivered, superseded: 0, dropped: accepted - delivered, rejected: 0, backlog: 0 }
     }
 
     #[test]
@@ -453,7 +481,7 @@ mod self_test {
         let e = evidence(
             vec![exchange(0, body(1, &[1]), Some(200))],
             4,
-            Counters { accepted: 4, delivered: 1, dropped: 0, rejected: 0, backlog: 2 },
+            Counters { accepted: 5, delivered: 1, superseded: 0, dropped: 0, rejected: 0, backlog: 2 },
         );
         let v = check_v2(&e, &[stored(1, &[1])]).join("\n");
         assert!(v.contains("do not add up"), "{v}");

@@ -407,12 +407,24 @@ impl World {
             .map(|(log, killed)| Life { log: std::fs::read_to_string(log).unwrap_or_default(), killed: *killed })
             .collect();
         let stats = fleet_agent::spool::inspect(&self.spool).ok().flatten();
-        let names: Vec<String> = std::fs::read_dir(self.spool.join("rejected"))
-            .map(|dir| dir.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        // A `.tmp` file is an atomic write that a kill -9 interrupted: not a rejected batch.
-        let (partial, rejected_files): (Vec<String>, Vec<String>) =
-            names.into_iter().partition(|n| n.ends_with(".tmp"));
+        let rejected = match fleet_agent::spool::rejected::list(&self.spool) {
+            Ok(batches) => batches.into_iter().map(|b| (b.what, b.records)).collect(),
+            Err(e) => {
+                self.violations.push(format!("rejected/ cannot be listed: {e}"));
+                Vec::new()
+            }
+        };
+        // Anything else there is litter (e.g. an atomic write that a kill -9 interrupted).
+        let partial: Vec<String> = std::fs::read_dir(self.spool.join("rejected"))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<String>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n: &String| !rejected_name(n))
+            .collect();
         let status = agent().args(["status", "--json", "--config", s(&self.config)]).output();
         let counters = match status {
             Ok(out) if !out.stdout.is_empty() => Counters::parse(&String::from_utf8_lossy(&out.stdout)),
@@ -422,7 +434,7 @@ impl World {
             Err(e) => Err(format!("could not run: {e}")),
         };
         if !partial.is_empty() {
-            self.notes.push(format!("left behind in rejected/ by a kill during an atomic write: {partial:?}"));
+            self.notes.push(format!("left behind in rejected/, not a kept batch: {partial:?}"));
         }
         Evidence {
             exchanges: self.proxy.exchanges(Duration::from_secs(25)),
@@ -431,7 +443,7 @@ impl World {
             per_cycle: self.per_cycle(),
             spool_dropped: stats.as_ref().map_or(0, |s| s.dropped.count),
             spool_backlog: stats.as_ref().map_or(0, |s| s.unacked_records),
-            rejected_files,
+            rejected,
             counters,
         }
     }
@@ -474,6 +486,12 @@ impl Drop for World {
     fn drop(&mut self) {
         self.free_disk();
     }
+}
+
+/// `<20 digits>.seg` or `<20 digits>.json`: the files of a kept rejected batch.
+fn rejected_name(name: &str) -> bool {
+    let stem = name.strip_suffix(".seg").or_else(|| name.strip_suffix(".json"));
+    stem.is_some_and(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
