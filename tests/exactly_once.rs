@@ -350,3 +350,38 @@ fn status_exits_3_while_the_sender_fails_and_shows_the_spool_without_contents() 
         .collect();
     assert_eq!(lines.len(), 2, "decrypted records on request");
 }
+
+/// kill -9 of the agent at random moments while it sends: afterwards every record the spool
+/// accepted is stored exactly once, and `status` says so (delivered == stored == accepted).
+#[test]
+fn kill_9_loop_keeps_the_record_accounting_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
+    let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "v2", "");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..15 {
+        let mut agent = crate::support::start_agent(&config, &dir.path().join(format!("agent-{i}.log")));
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(100 + seed % 400));
+        agent.kill9();
+        let (_, status) = status_json(&config);
+        assert_accounted(&status);
+    }
+    let spool = dir.path().join("spool");
+    let final_log = dir.path().join("final.log");
+    let mut agent = crate::support::start_agent(&config, &final_log);
+    let started = || std::fs::read_to_string(&final_log).unwrap_or_default().contains("started:");
+    assert!(crate::support::wait_for(Duration::from_secs(10), started), "agent starts");
+    assert!(crate::support::wait_for(Duration::from_secs(15), || spool_unacked(&spool) <= 3));
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    let (code, status) = status_json(&config);
+    assert_accounted(&status);
+    let stored = stored_messages_of(&store);
+    assert_eq!(status["records"]["delivered"].as_u64(), Some(stored), "{status}");
+    assert_eq!(status["records"]["accepted"].as_u64(), Some(stored), "{status}");
+    assert_eq!(status["records"]["backlog"].as_u64(), Some(0), "{status}");
+    assert_eq!(code, Some(0), "{status}");
+}

@@ -2,14 +2,17 @@
 //! executable (or the library) the way a user or a server would.
 
 mod cli;
+mod docs_vectors;
 mod envelope;
 mod exactly_once;
 mod fault;
 mod fuzz;
+mod logs;
 mod packaging;
 mod receiver;
 mod replay;
 mod sender;
 mod spool;
 mod support;
+mod tls;
 mod torture;

@@ -138,6 +138,7 @@ impl Sender {
         }
         let settings = HttpSettings {
             ca_file: config.ca_file.as_deref(),
+            pinned: &config.server_cert_sha256,
             verify_tls: config.verify_ssl,
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
@@ -289,6 +290,13 @@ impl Sender {
     fn send_v2_batch(&mut self, spool: &mut Spool) -> Step {
         let inflight = match Inflight::load(&self.spool_dir) {
             Ok(Some(inflight)) if inflight.kid == self.kid && !inflight.body.is_empty() => inflight,
+            Ok(Some(stale)) if stale.end <= spool.acked_cursor() => {
+                // Acknowledged already (a crash between the spool's ack and forgetting it).
+                return match Inflight::clear(&self.spool_dir) {
+                    Ok(()) => Step::Continue,
+                    Err(e) => self.local_failure(&e),
+                };
+            }
             Ok(Some(stale)) => {
                 if stale.kid != self.kid {
                     log::info!(
@@ -517,6 +525,8 @@ impl Sender {
     fn post(&mut self, path: &str, body: &[u8]) -> Option<Verdict> {
         let verdict = match self.client.post_json(path, body) {
             Ok(response) => classify(&response),
+            // A certificate or pin problem: an error with the fix, retried slowly.
+            Err(e) if e.needs_admin() => Verdict::Misconfigured { reason: e.to_string() },
             Err(e) => {
                 let message = format!("POST {}{path}: {e}", self.client.base_url());
                 let delay = self.backoff.next_delay(random_unit(), None);
@@ -558,7 +568,7 @@ impl Sender {
             Verdict::Misconfigured { reason } => {
                 let delay = self.backoff.slow_delay();
                 let message = format!(
-                    "POST {}{path}: {reason}: check api_key and server_url; everything is kept, retrying in {}s",
+                    "POST {}{path}: {reason}; everything is kept, retrying in {}s",
                     self.client.base_url(),
                     delay.as_secs()
                 );
