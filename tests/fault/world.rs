@@ -414,7 +414,8 @@ impl World {
                 Vec::new()
             }
         };
-        // Anything else there is litter (e.g. an atomic write that a kill -9 interrupted).
+        // Anything else there holds no records: a refused Atlas report, or litter (an atomic
+        // write that a kill -9 interrupted).
         let partial: Vec<String> = std::fs::read_dir(self.spool.join("rejected"))
             .map(|dir| {
                 dir.filter_map(Result::ok)
@@ -434,7 +435,7 @@ impl World {
             Err(e) => Err(format!("could not run: {e}")),
         };
         if !partial.is_empty() {
-            self.notes.push(format!("left behind in rejected/, not a kept batch: {partial:?}"));
+            self.notes.push(format!("in rejected/ but not a kept record batch: {partial:?}"));
         }
         Evidence {
             exchanges: self.proxy.exchanges(Duration::from_secs(25)),
