@@ -18,45 +18,31 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fleet_agent::keys::Key32;
+use fleet_agent::spool::RecordCounts;
 use serde_json::Value;
 
 use super::proxy::Exchange;
 use super::wire::{open_batch, open_widget_logs, Batch, RecordId};
 
-/// The `records` object of `fleet-agent status --json` (the counters contract).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counters {
-    /// Records the agent accepted (collected and kept).
-    pub accepted: u64,
-    /// Records the server acknowledged.
-    pub delivered: u64,
-    /// Atlas metric records acknowledged because the report carries their values.
-    pub superseded: u64,
-    /// Records lost and counted.
-    pub dropped: u64,
-    /// Records kept in `rejected/`.
-    pub rejected: u64,
-    /// Records not yet delivered.
-    pub backlog: u64,
-}
+/// The `records` object of `fleet-agent status --json` (the counters contract, read by name
+/// from the JSON a script would read, into the spool's own type).
+pub type Counters = RecordCounts;
 
-impl Counters {
-    /// Parse `status --json` output.
-    pub fn parse(stdout: &str) -> Result<Counters, String> {
-        let value: Value = serde_json::from_str(stdout).map_err(|e| format!("not JSON ({e}): {stdout:.300}"))?;
-        let records = &value["records"];
-        let field = |name: &str| {
-            records[name].as_u64().ok_or_else(|| format!("`records.{name}` missing or not a count in {stdout:.300}"))
-        };
-        Ok(Counters {
-            accepted: field("accepted")?,
-            delivered: field("delivered")?,
-            superseded: field("superseded")?,
-            dropped: field("dropped")?,
-            rejected: field("rejected")?,
-            backlog: field("backlog")?,
-        })
-    }
+/// Parse `status --json` output.
+pub fn parse_counters(stdout: &str) -> Result<Counters, String> {
+    let value: Value = serde_json::from_str(stdout).map_err(|e| format!("not JSON ({e}): {stdout:.300}"))?;
+    let records = &value["records"];
+    let field = |name: &str| {
+        records[name].as_u64().ok_or_else(|| format!("`records.{name}` missing or not a count in {stdout:.300}"))
+    };
+    Ok(Counters {
+        accepted: field("accepted")?,
+        delivered: field("delivered")?,
+        superseded: field("superseded")?,
+        dropped: field("dropped")?,
+        rejected: field("rejected")?,
+        backlog: field("backlog")?,
+    })
 }
 
 /// One agent process's log and how it ended.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use fleet_agent::keys::Key32;
 
-use super::oracle::{Counters, Evidence, Life};
+use super::oracle::{parse_counters, Evidence, Life};
 use super::proxy::Proxy;
 use super::schedule::{Action, Protocol, Schedule};
 use super::wire;
@@ -428,7 +428,7 @@ impl World {
             .collect();
         let status = agent().args(["status", "--json", "--config", s(&self.config)]).output();
         let counters = match status {
-            Ok(out) if !out.stdout.is_empty() => Counters::parse(&String::from_utf8_lossy(&out.stdout)),
+            Ok(out) if !out.stdout.is_empty() => parse_counters(&String::from_utf8_lossy(&out.stdout)),
             Ok(out) => {
                 Err(format!("printed nothing ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
             }
