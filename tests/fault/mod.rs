@@ -12,7 +12,8 @@
 //!
 //! - `FLEET_FAULT_SEED=N` replays one seed (same schedule, same fate for each request number).
 //! - `FLEET_FAULT_SEEDS=K` runs K seeds (default: 6 for v2, 3 for Atlas), numbered from
-//!   `FLEET_FAULT_BASE` (default: from the clock, so every CI run explores new seeds).
+//!   `FLEET_FAULT_BASE` (default: from the clock, so every CI run explores new seeds), plus
+//!   the next seed with each feature of `COVERAGE` that none of them has.
 //! - `FLEET_FAULT_JOBS=J` runs J seeds at once (default 1).
 //! - `FLEET_FAULT_KEEP=1` keeps every seed's files, not only a failing one's.
 //!
@@ -30,15 +31,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use schedule::{Protocol, Schedule};
+use schedule::{Action, Protocol, Schedule};
 use world::{Disk, World};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// The seeds to run.
-fn seeds(default_count: u64) -> Vec<u64> {
+/// The seeds to run: `FLEET_FAULT_SEED` alone, or `FLEET_FAULT_SEEDS` from the base, plus, when
+/// none of those has it, the next seed with each feature of [`COVERAGE`], so that even a short
+/// CI run always meets the paths that broke before (a run without a key, a key change, a
+/// second receiver).
+fn seeds(protocol: Protocol, default_count: u64) -> Vec<u64> {
     if let Some(seed) = env_u64("FLEET_FAULT_SEED") {
         return vec![seed];
     }
@@ -47,8 +51,33 @@ fn seeds(default_count: u64) -> Vec<u64> {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
         (nanos as u64 % 1_000_000_000) * 1000
     });
-    (base..base + count).collect()
+    let mut seeds: Vec<u64> = (base..base + count).collect();
+    let disk_full = Disk::can_mount();
+    let mut next = base + count;
+    for (_, feature) in COVERAGE.iter().filter(|(p, _)| *p == protocol) {
+        let has = |seed: u64| feature(&Schedule::generate(seed, protocol, disk_full));
+        if !seeds.iter().any(|&seed| has(seed)) {
+            // Every feature has a fair chance per seed: the search ends within a few steps.
+            while !has(next) {
+                next += 1;
+            }
+            seeds.push(next);
+            next += 1;
+        }
+    }
+    seeds
 }
+
+/// Does a schedule have some feature?
+type Feature = fn(&Schedule) -> bool;
+
+/// Schedule features every campaign covers, per protocol.
+const COVERAGE: [(Protocol, Feature); 4] = [
+    (Protocol::V2, |s| !s.sealed),
+    (Protocol::V2, |s| s.timeline.iter().any(|(_, a)| *a == Action::RotateKey)),
+    (Protocol::V2, |s| s.timeline.iter().any(|(_, a)| *a == Action::SecondServer)),
+    (Protocol::Atlas, |s| s.timeline.iter().any(|(_, a)| *a == Action::RotateKey)),
+];
 
 /// What one seed did and found.
 struct Outcome {
@@ -122,7 +151,7 @@ fn run_seed(seed: u64, protocol: Protocol) -> Outcome {
 
 /// Run the seeds (on `FLEET_FAULT_JOBS` threads), print a summary, fail on any violation.
 fn campaign(protocol: Protocol, default_seeds: u64) {
-    let seeds = seeds(default_seeds);
+    let seeds = seeds(protocol, default_seeds);
     let jobs = env_u64("FLEET_FAULT_JOBS").unwrap_or(1).max(1) as usize;
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::new());

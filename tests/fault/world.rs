@@ -43,6 +43,12 @@ pub enum Disk {
 }
 
 impl Disk {
+    /// Whether a tmpfs can be mounted here (tried once in a scratch directory).
+    pub fn can_mount() -> bool {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        matches!(Disk::prepare(&scratch.path().join("disk")), Disk::Tmpfs { .. })
+    }
+
     /// Mount a tmpfs at `at`, or say why not.
     pub fn prepare(at: &Path) -> Disk {
         match TinyFs::mount(at, DISK_KIB) {
