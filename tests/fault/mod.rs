@@ -3,7 +3,7 @@
 //! server processes on 127.0.0.1, a proxy between them that drops requests, drops answers,
 //! delays, duplicates (one after the other or at once), resets mid-body and answers 429/503
 //! or refuses for good, while a seeded timeline kill -9s and restarts either side, SIGTERMs
-//! the agent, changes its transport key with SIGHUP (the receiver holds both keys) and fills
+//! the agent, starts a second receiver on the same store, changes its transport key with SIGHUP (the receiver holds both keys) and fills
 //! the spool's disk (a tmpfs; skipped with a message where it cannot be mounted). Then
 //! everything is healed, the backlog drained, and the oracle ([`oracle`]) checked.
 //!
@@ -17,8 +17,9 @@
 //! - `FLEET_FAULT_JOBS=J` runs J seeds at once (default 1).
 //! - `FLEET_FAULT_KEEP=1` keeps every seed's files, not only a failing one's.
 //!
-//! A long campaign: `FLEET_FAULT_SEEDS=500 FLEET_FAULT_JOBS=2 cargo test --release --test
-//! integration fault:: -- --nocapture`.
+//! A long campaign (the debug build: the release profile's LTO makes the test build slow, and
+//! the processes mostly wait): `FLEET_FAULT_SEEDS=500 FLEET_FAULT_JOBS=2 cargo test --test
+//! integration fault:: -- --nocapture` (about 40 minutes on 2 cores).
 
 mod oracle;
 mod proxy;
