@@ -1,6 +1,7 @@
 //! `fleet-bench receiver [--quick]`: throughput of the bundled receiver on loopback (v2 batches
-//! of 100 records, sealed, each stored and fsynced before its 200) and the idle RSS of the real
-//! `fleet-agent receive` process (VmRSS from /proc after start).
+//! of 100 records, sealed, each stored and fsynced before its 200) with a plaintext store and
+//! with a store sealed at rest, in the same run, and the RSS of the real `fleet-agent receive`
+//! process (VmRSS from /proc after start and after the run).
 //!
 //! Needs the `fleet-agent` binary next to `fleet-bench` (`cargo build --release --bins`).
 
@@ -54,46 +55,100 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let scratch = Scratch(std::env::temp_dir().join(format!("fleet-bench-receiver-{}", std::process::id())));
     let key = Key32::generate().map_err(|e| e.to_string())?;
 
-    let (child, url) = spawn_receiver(&agent_bin, &scratch.0.join("store"), &key)?;
-    let child = Running(child);
-    std::thread::sleep(Duration::from_millis(500));
-    let idle_rss = vm_rss(child.0.id())?;
-
+    let store_key = Key32::generate().map_err(|e| e.to_string())?;
     let bodies = seal_batches(&key, batches)?;
     let bytes: usize = bodies.iter().map(Vec::len).sum();
-    let started = Instant::now();
-    post_all(&url, bodies)?;
-    let elapsed = started.elapsed();
-    let loaded_rss = vm_rss(child.0.id())?;
-    drop(child);
-
-    let rate = batches as f64 / elapsed.as_secs_f64();
     println!("receiver: {batches} v2 batches x {RECORDS_PER_BATCH} records ({} KiB sealed), {CLIENTS} clients, loopback HTTP", bytes / 1024);
-    println!(
-        "receiver: {rate:.0} batches/s ({:.0} records/s), {:.2} ms per batch",
-        rate * RECORDS_PER_BATCH as f64,
-        elapsed.as_secs_f64() * 1000.0 / batches as f64
-    );
-    println!("receiver: idle RSS {idle_rss} KiB, after the run {loaded_rss} KiB");
-    println!(
-        "{}",
-        json!({
-            "bench": "receiver_v2", "batches": batches, "records_per_batch": RECORDS_PER_BATCH, "clients": CLIENTS,
-            "sealed_bytes": bytes, "seconds": elapsed.as_secs_f64(), "batches_per_s": rate.round(),
-            "records_per_s": (rate * RECORDS_PER_BATCH as f64).round(),
-            "idle_vm_rss_kib": idle_rss, "vm_rss_kib_after": loaded_rss,
-        })
-    );
+    for (store_name, sealed) in [("plaintext", None), ("sealed", Some(&store_key))] {
+        let store = scratch.0.join(format!("store-{store_name}"));
+        let (child, url) = spawn_receiver_with(&agent_bin, &store, &key, sealed)?;
+        let child = Running(child);
+        std::thread::sleep(Duration::from_millis(500));
+        let idle_rss = vm_rss(child.0.id())?;
+        let started = Instant::now();
+        post_all(&url, bodies.clone())?;
+        let elapsed = started.elapsed();
+        let loaded_rss = vm_rss(child.0.id())?;
+        drop(child);
+        let store_bytes = dir_bytes(&store);
+        let rate = batches as f64 / elapsed.as_secs_f64();
+        println!(
+            "receiver ({store_name} store): {rate:.0} batches/s ({:.0} records/s), {:.2} ms per batch, store {} KiB",
+            rate * RECORDS_PER_BATCH as f64,
+            elapsed.as_secs_f64() * 1000.0 / batches as f64,
+            store_bytes / 1024
+        );
+        println!("receiver ({store_name} store): idle RSS {idle_rss} KiB, after the run {loaded_rss} KiB");
+        println!(
+            "{}",
+            json!({
+                "bench": "receiver_v2", "store": store_name, "batches": batches, "records_per_batch": RECORDS_PER_BATCH,
+                "clients": CLIENTS, "sealed_bytes": bytes, "seconds": elapsed.as_secs_f64(), "batches_per_s": rate.round(),
+                "records_per_s": (rate * RECORDS_PER_BATCH as f64).round(), "store_bytes": store_bytes,
+                "idle_vm_rss_kib": idle_rss, "vm_rss_kib_after": loaded_rss,
+            })
+        );
+    }
     Ok(())
 }
 
-/// Start `fleet-agent receive` on an ephemeral loopback port; returns it and its URL.
+/// Bytes of the files under `dir` (one level of machine dirs).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                dir_bytes(&path)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+/// Write `text` to `path`, mode 0600 (a secret file for the receiver).
+pub fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+/// Start `fleet-agent receive` with a plaintext store (the sender and footprint benches).
 pub fn spawn_receiver(bin: &Path, store: &Path, key: &Key32) -> Result<(Child, String), String> {
-    let mut child = Command::new(bin)
-        .args(["receive", "--listen", "127.0.0.1:0", "--api-key", API_KEY, "-q"])
+    spawn_receiver_with(bin, store, key, None)
+}
+
+/// Start `fleet-agent receive` on an ephemeral loopback port, its store sealed under
+/// `store_key` (`None`: `--store-plaintext`); returns it and its URL. The secrets go in files
+/// beside the store.
+pub fn spawn_receiver_with(
+    bin: &Path,
+    store: &Path,
+    key: &Key32,
+    store_key: Option<&Key32>,
+) -> Result<(Child, String), String> {
+    let secrets = PathBuf::from(format!("{}.secrets", store.display()));
+    std::fs::create_dir_all(&secrets).map_err(|e| format!("creating {}: {e}", secrets.display()))?;
+    write_secret(&secrets.join("api-key"), API_KEY)?;
+    let mut command = Command::new(bin);
+    command.args(["receive", "--listen", "127.0.0.1:0", "-q"]).arg("--api-key-file").arg(secrets.join("api-key"));
+    match store_key {
+        Some(store_key) => {
+            write_secret(&secrets.join("store.key"), &store_key.to_base64())?;
+            command.arg("--store-key-file").arg(secrets.join("store.key"));
+        }
+        None => {
+            command.arg("--store-plaintext");
+        }
+    }
+    let mut child = command
         .arg("--store")
         .arg(store)
         .env("FLEET_ENCRYPTION_KEY", key.to_base64().as_str())
+        .env_remove("FLEET_STORE_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
