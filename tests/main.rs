@@ -6,6 +6,8 @@ mod envelope;
 mod fuzz;
 mod packaging;
 mod receiver;
+mod receiver_limits;
+mod receiver_store;
 mod replay;
 mod sender;
 mod spool;

@@ -18,10 +18,10 @@ use serde_json::{json, Value};
 
 use crate::support;
 
-const API_KEY: &str = "test-api-key";
-const READ_TOKEN: &str = support::TEST_READ_TOKEN;
+pub(crate) const API_KEY: &str = "test-api-key";
+pub(crate) const READ_TOKEN: &str = support::TEST_READ_TOKEN;
 
-fn key(first: u8) -> Key32 {
+pub(crate) fn key(first: u8) -> Key32 {
     let mut bytes = [0u8; 32];
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = first.wrapping_add(i as u8);
@@ -30,16 +30,16 @@ fn key(first: u8) -> Key32 {
 }
 
 /// The test store key (bytes 0x40..0x5f), as the binary tests use it too.
-fn store_key() -> Key32 {
+pub(crate) fn store_key() -> Key32 {
     Key32::from_base64(support::TEST_STORE_KEY_B64).expect("store key")
 }
 
 /// A reader of a store sealed under [`store_key`].
-fn reader(store: &Path) -> StoreReader {
+pub(crate) fn reader(store: &Path) -> StoreReader {
     StoreReader::new(store, StoreKeys::new(&[store_key()]))
 }
 
-fn config(store: &Path, keys: Vec<Key32>) -> ReceiverConfig {
+pub(crate) fn config(store: &Path, keys: Vec<Key32>) -> ReceiverConfig {
     ReceiverConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         api_key: Some(SecretString::new(API_KEY.to_string())),
@@ -52,7 +52,7 @@ fn config(store: &Path, keys: Vec<Key32>) -> ReceiverConfig {
     }
 }
 
-fn fast_limits() -> Limits {
+pub(crate) fn fast_limits() -> Limits {
     Limits {
         read_timeout: Duration::from_millis(400),
         head_deadline: Duration::from_secs(1),
@@ -62,11 +62,11 @@ fn fast_limits() -> Limits {
     }
 }
 
-fn start(store: &Path, keys: Vec<Key32>) -> Receiver {
+pub(crate) fn start(store: &Path, keys: Vec<Key32>) -> Receiver {
     Receiver::start_with_limits(config(store, keys), fast_limits()).expect("receiver starts")
 }
 
-fn client() -> ureq::Agent {
+pub(crate) fn client() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
@@ -74,18 +74,18 @@ fn client() -> ureq::Agent {
         .into()
 }
 
-struct Answer {
-    status: u16,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("answer is JSON ({e}): {}", self.body))
     }
 }
 
-fn post_with(agent: &ureq::Agent, url: &str, path: &str, api_key: Option<&str>, body: &[u8]) -> Answer {
+pub(crate) fn post_with(agent: &ureq::Agent, url: &str, path: &str, api_key: Option<&str>, body: &[u8]) -> Answer {
     let mut request = agent.post(format!("{url}{path}")).header("Content-Type", "application/json");
     if let Some(k) = api_key {
         request = request.header("X-API-Key", k);
@@ -96,11 +96,11 @@ fn post_with(agent: &ureq::Agent, url: &str, path: &str, api_key: Option<&str>, 
     Answer { status, body }
 }
 
-fn post(url: &str, path: &str, body: &[u8]) -> Answer {
+pub(crate) fn post(url: &str, path: &str, body: &[u8]) -> Answer {
     post_with(&client(), url, path, Some(API_KEY), body)
 }
 
-fn get(url: &str, path: &str, api_key: Option<&str>) -> Answer {
+pub(crate) fn get(url: &str, path: &str, api_key: Option<&str>) -> Answer {
     let mut request = client().get(format!("{url}{path}"));
     if let Some(k) = api_key {
         request = request.header("X-API-Key", k);
@@ -109,23 +109,23 @@ fn get(url: &str, path: &str, api_key: Option<&str>) -> Answer {
 }
 
 /// GET with `Authorization: Bearer TOKEN`.
-fn get_bearer(url: &str, path: &str, token: &str) -> Answer {
+pub(crate) fn get_bearer(url: &str, path: &str, token: &str) -> Answer {
     answer(client().get(format!("{url}{path}")).header("Authorization", format!("Bearer {token}")))
 }
 
 /// A read with the read token.
-fn read(url: &str, path: &str) -> Answer {
+pub(crate) fn read(url: &str, path: &str) -> Answer {
     get_bearer(url, path, READ_TOKEN)
 }
 
-fn answer(request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> Answer {
+pub(crate) fn answer(request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> Answer {
     let mut response = request.call().expect("request completes");
     let status = response.status().as_u16();
     let body = response.body_mut().with_config().limit(50 * 1024 * 1024).read_to_string().expect("body");
     Answer { status, body }
 }
 
-fn report_json(machine_id: &str) -> Vec<u8> {
+pub(crate) fn report_json(machine_id: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "machine_id": machine_id,
         "machine_info": {"hostname": "h"},
@@ -134,7 +134,7 @@ fn report_json(machine_id: &str) -> Vec<u8> {
     .expect("json")
 }
 
-fn logs_json(machine_id: &str, message: &str) -> Vec<u8> {
+pub(crate) fn logs_json(machine_id: &str, message: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "machine_id": machine_id,
         "logs": [
@@ -147,7 +147,7 @@ fn logs_json(machine_id: &str, message: &str) -> Vec<u8> {
     .expect("json")
 }
 
-fn record(widget: &str, kind: SampleKind, n: u64) -> Record {
+pub(crate) fn record(widget: &str, kind: SampleKind, n: u64) -> Record {
     Record {
         ts: format!("2026-11-22T13:00:{:02}.000Z", n % 60),
         widget: widget.into(),
@@ -158,7 +158,7 @@ fn record(widget: &str, kind: SampleKind, n: u64) -> Record {
     }
 }
 
-fn batch_json(machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
+pub(crate) fn batch_json(machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
     let body = BatchBody {
         machine_id: machine_id.into(),
         seq,
@@ -177,13 +177,13 @@ fn batch_json(machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
     serde_json::to_vec(&body).expect("json")
 }
 
-fn sealed_batch(k: &Key32, machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
+pub(crate) fn sealed_batch(k: &Key32, machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
     envelope::seal_v2(k, machine_id, seq, &batch_json(machine_id, seq, records)).expect("seal")
 }
 
 /// Every line of every store file parses as a JSON object, is sealed (only index fields in
 /// clear) and opens; (line count per file name).
-fn check_store_intact(store: &Path) -> Vec<(String, usize)> {
+pub(crate) fn check_store_intact(store: &Path) -> Vec<(String, usize)> {
     let mut counts = Vec::new();
     let checks = reader(store).verify().expect("verify");
     for check in &checks {
@@ -213,7 +213,7 @@ fn check_store_intact(store: &Path) -> Vec<(String, usize)> {
     counts
 }
 
-fn stored_seqs(store_dir: &Path, machine_id: &str) -> Vec<u64> {
+pub(crate) fn stored_seqs(store_dir: &Path, machine_id: &str) -> Vec<u64> {
     reader(store_dir)
         .read_records(machine_id)
         .expect("read")
@@ -366,7 +366,7 @@ fn plaintext_is_refused_with_a_key_and_accepted_in_test_mode() {
     rx.shutdown();
 }
 
-fn flip_ciphertext(body: &[u8]) -> Vec<u8> {
+pub(crate) fn flip_ciphertext(body: &[u8]) -> Vec<u8> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut value: Value = serde_json::from_slice(body).expect("json");
@@ -463,14 +463,14 @@ fn every_bad_input_gets_a_named_4xx() {
 }
 
 /// Send raw bytes, read the whole answer: (status, body).
-fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+pub(crate) fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let _ = stream.write_all(request);
     read_answer(&mut stream)
 }
 
-fn read_answer(stream: &mut TcpStream) -> (u16, String) {
+pub(crate) fn read_answer(stream: &mut TcpStream) -> (u16, String) {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer).into_owned();

@@ -131,6 +131,8 @@ fn show(mut args: Args) -> Result<u8, Failure> {
         bad += stats.bad;
         newest.extend(last);
     }
+    // Files were read oldest first: reversed, a stable sort keeps rows of one instant newest first.
+    newest.reverse();
     newest.sort_by(|a, b| b.0.cmp(&a.0));
     newest.truncate(limit);
     for (received, row) in &newest {

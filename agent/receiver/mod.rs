@@ -127,6 +127,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest export answer, bytes (the export stops there and says it was truncated).
     pub max_export_bytes: u64,
+    /// Reads (exports, machine lists) run at once; more wait up to a minute, then 503.
+    pub max_exports: usize,
 }
 
 impl Default for Limits {
@@ -143,6 +145,7 @@ impl Default for Limits {
             max_speedtest: 1024 * 1024 * 1024,
             max_connections: 256,
             max_export_bytes: 256 * 1024 * 1024,
+            max_exports: 16,
         }
     }
 }
@@ -285,7 +288,7 @@ impl Receiver {
             tls,
             stop: AtomicBool::new(false),
             workers: Gate::new(workers),
-            exports: Gate::new(workers),
+            exports: Gate::new(limits.max_exports as u64),
             bodies: Gate::new(limits.body_budget.max(limits.max_body) as u64),
         });
         let active = Arc::new(AtomicUsize::new(0));

@@ -28,6 +28,9 @@ pub const PLAINTEXT_REFUSED: &str =
 pub const NO_KEY: &str =
     "sealed body received but this receiver has no encryption key (start it with --encryption-key-file)";
 
+/// Longest wait of a read for a free export slot before 503.
+const EXPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Everything the connection threads share.
 pub struct Shared {
     /// Who may write and who may read.
@@ -403,7 +406,7 @@ fn batch(body: &[u8], shared: &Shared) -> Response {
 }
 
 fn machines(shared: &Shared) -> Response {
-    let Some(_slot) = shared.exports.acquire(1, shared.limits.read_timeout) else {
+    let Some(_slot) = shared.exports.acquire(1, EXPORT_WAIT) else {
         return busy("every export slot is busy");
     };
     match shared.store.reader().machines() {
@@ -424,7 +427,7 @@ fn export_logs(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Optio
         widget_type: request.query_param("widget_type").filter(|w| !w.is_empty()),
         machine_id: request.query_param("machine_id").filter(|m| !m.is_empty()),
     };
-    let Some(_slot) = shared.exports.acquire(1, shared.limits.read_timeout) else {
+    let Some(_slot) = shared.exports.acquire(1, EXPORT_WAIT) else {
         return Some(busy("every export slot is busy"));
     };
     let keep = request.keep_alive();

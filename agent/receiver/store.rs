@@ -294,6 +294,8 @@ struct LineHead {
     #[serde(default)]
     seq: Option<u64>,
     #[serde(default)]
+    records: Option<u64>,
+    #[serde(default)]
     store_kid: Option<String>,
     #[serde(default)]
     sealed: Option<serde::de::IgnoredAny>,
@@ -820,33 +822,64 @@ impl StoreReader {
         &self,
         machine_id: &str,
         mut visit: impl FnMut(Map<String, Value>) -> bool,
-        problem: impl FnMut(RowProblem),
+        mut problem: impl FnMut(RowProblem),
     ) -> Result<ReadStats, StoreError> {
-        let mut pending: Vec<Map<String, Value>> = Vec::new();
+        let path = self.path(machine_id, RECORDS_FILE);
+        // The raw lines of the batch being read (opened once its commit row is seen): memory
+        // is bounded by one batch, whatever the store's size.
+        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut stats = ReadStats::default();
         let mut go_on = true;
-        let mut stats = self.visit_file(
-            machine_id,
-            RECORDS_FILE,
-            |row, _| {
-                if row.get("kind").and_then(Value::as_str) == Some("batch") {
-                    // A batch's records are the rows right before its commit row; anything older
-                    // in `pending` is the leftover of an append that failed (never acknowledged).
-                    let count = row.get("records").and_then(Value::as_u64).unwrap_or(0) as usize;
-                    let leftover = pending.len().saturating_sub(count);
-                    for record in pending.drain(..).skip(leftover) {
-                        go_on = go_on && visit(record);
-                    }
-                    go_on = go_on && visit(row);
-                } else {
-                    pending.push(row);
+        let mut open = |line: &[u8], number: u64, stats: &mut ReadStats| -> Option<Map<String, Value>> {
+            let opened = match serde_json::from_slice::<Value>(line) {
+                Ok(Value::Object(map)) => self.keys.open(RECORDS_FILE, number, map),
+                Ok(_) => Err(RowError::Malformed("not a JSON object".into())),
+                Err(e) => Err(RowError::Malformed(e.to_string())),
+            };
+            match opened {
+                Ok(row) if row.get("machine_id").and_then(Value::as_str) == Some(machine_id) => {
+                    stats.good += 1;
+                    Some(row)
                 }
-                go_on
-            },
-            problem,
-        )?;
+                Ok(_) => {
+                    stats.bad += 1;
+                    problem(RowProblem { path: path.clone(), line: number, problem: RowError::Tampered });
+                    None
+                }
+                Err(e) => {
+                    stats.bad += 1;
+                    problem(RowProblem { path: path.clone(), line: number, problem: e });
+                    None
+                }
+            }
+        };
+        let scanned = scan_lines(&path, |line, number, _| {
+            let head = serde_json::from_slice::<LineHead>(line).ok();
+            let Some(count) = head.as_ref().filter(|h| h.kind.as_deref() == Some("batch")).map(|h| h.records) else {
+                pending.push((number, line.to_vec()));
+                return true;
+            };
+            // A batch's records are the rows right before its commit row; anything older in
+            // `pending` is the leftover of an append that failed (never acknowledged).
+            let count = count.unwrap_or(0) as usize;
+            let leftover = pending.len().saturating_sub(count);
+            stats.torn += leftover as u64;
+            let batch = open(line, number, &mut stats);
+            for (n, raw) in pending.drain(..).skip(leftover) {
+                if let Some(row) = open(&raw, n, &mut stats) {
+                    go_on = go_on && visit(row);
+                }
+            }
+            if let Some(row) = batch {
+                go_on = go_on && visit(row);
+            }
+            go_on
+        })?;
         if go_on {
             stats.torn += pending.len() as u64;
-            stats.good -= (pending.len() as u64).min(stats.good);
+            if scanned.total > scanned.complete {
+                stats.torn += 1;
+            }
         }
         Ok(stats)
     }
