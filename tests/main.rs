@@ -3,6 +3,7 @@
 
 mod cli;
 mod envelope;
+mod exactly_once;
 mod fuzz;
 mod packaging;
 mod receiver;
