@@ -430,7 +430,7 @@ struct LineHead {
     sealed: Option<serde::de::IgnoredAny>,
 }
 
-/// The three files of a machine dir, in the order of [`MachineState::lens`].
+/// The three files of a machine dir (the order of the per-file state of the running store).
 pub const FILES: [&str; 3] = [REPORTS_FILE, WIDGET_LOGS_FILE, RECORDS_FILE];
 
 struct MachineState {
