@@ -24,6 +24,7 @@ Usage: fleet-agent receive [--listen ADDR] [--store DIR] [--api-key-file FILE]
        fleet-agent receive show --store DIR MACHINE [--widget W] [--since T] [--limit N] [--json]
        fleet-agent receive verify --store DIR [--store-key-file FILE]...
        fleet-agent receive rekey --store DIR [--old-key-file FILE]... --new-key-file FILE [--from-plaintext]
+                                 (or env FLEET_STORE_KEY for the old keys, FLEET_NEW_STORE_KEY for the new)
 
 Run the bundled receiver: the Atlas v1 endpoints (/api/fleet/report, /api/fleet/widget-logs),
 v2 sealed batches (/api/v2/batches, stored exactly once), reads (/api/fleet/machines,

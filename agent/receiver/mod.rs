@@ -382,10 +382,19 @@ fn accept(listener: &TcpListener, shared: &Arc<routes::Shared>, active: &Arc<Ato
             }
         };
         if active.load(Ordering::SeqCst) >= shared.limits.max_connections {
-            use std::io::Write as _;
-            // Never block accept on this client: a fresh socket's send buffer takes 150 bytes.
+            use std::io::{Read as _, Write as _};
+            // Never block accept on this client: non-blocking, a fresh socket's send buffer takes
+            // the 150 bytes. What the client sent already is read first, so that closing does
+            // not reset the connection before it has read the 503.
             let _ = stream.set_nonblocking(true);
+            let mut sink = [0u8; 4096];
+            for _ in 0..4 {
+                if !matches!((&stream).read(&mut sink), Ok(n) if n > 0) {
+                    break;
+                }
+            }
             let _ = (&stream).write_all(BUSY);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
             continue;
         }
         active.fetch_add(1, Ordering::SeqCst);
