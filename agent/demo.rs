@@ -167,7 +167,7 @@ pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
             "spool": {"dir": dir.0.join(format!("spool-{protocol}")), "fsync": "batch"},
             "widgets": {
                 "ping": {"targets": ["127.0.0.1"], "count": 3},
-                "speedtest": {"url": speedtest_url, "max_bytes": 20_000_000, "connections": 2, "jitter": 0, "min_battery_percent": 0},
+                "speedtest": {"enabled": true, "url": speedtest_url, "max_bytes": 20_000_000, "connections": 2, "jitter": 0, "min_battery_percent": 0},
             },
             "log_level": "warn",
         });

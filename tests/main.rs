@@ -2,9 +2,11 @@
 //! executable (or the library) the way a user or a server would.
 
 mod cli;
+mod docs_vectors;
 mod envelope;
 mod exactly_once;
 mod fuzz;
+mod logs;
 mod packaging;
 mod receiver;
 mod receiver_limits;
@@ -13,4 +15,5 @@ mod replay;
 mod sender;
 mod spool;
 mod support;
+mod tls;
 mod torture;

@@ -1,7 +1,7 @@
 //! `fleet-agent keygen`: print a fresh key.
 
 use super::{usage_error, Command};
-use crate::cli::{print_error, Args, EXIT_OK, EXIT_RUNTIME};
+use crate::cli::{print_error, Args, Common, EXIT_OK, EXIT_RUNTIME};
 use crate::keys::Key32;
 
 /// Registry entry.
@@ -18,8 +18,9 @@ store.key`), which must be another key than the fleet's.
     run,
 };
 
-fn run(args: Args) -> u8 {
-    if let Err(e) = args.finish() {
+fn run(mut args: Args) -> u8 {
+    // The global options are accepted (and mean nothing here), so `fleet-agent -v keygen` works.
+    if let Err(e) = Common::take(&mut args).and_then(|_| args.finish()) {
         return usage_error("keygen", &e);
     }
     match Key32::generate() {

@@ -94,6 +94,10 @@ impl Default for PingConfig {
 /// Most targets one run may have, to keep a run short.
 const MAX_TARGETS: usize = 16;
 
+/// Every option [`PingConfig::from_options`] accepts, named in the error for an unknown one
+/// (keep in step with its `match`; a test checks each is accepted).
+pub const OPTIONS: &[&str] = &["targets", "count", "timeout_s", "tcp_port"];
+
 impl PingConfig {
     /// Read and validate the `widgets.ping` options; the error names the offending key.
     pub fn from_options(options: &WidgetOptions) -> Result<PingConfig, String> {
@@ -132,7 +136,7 @@ impl PingConfig {
                         .map(|p| p as u16)
                         .ok_or("`tcp_port` must be a port number")?;
                 }
-                other => return Err(format!("unknown option `{other}`")),
+                other => return Err(format!("unknown option `{other}` (ping options: {})", OPTIONS.join(", "))),
             }
         }
         Ok(config)
