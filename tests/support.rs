@@ -105,8 +105,13 @@ pub const TEST_STORE_KEY_B64: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl
 /// The read token of every receiver the tests start.
 pub const TEST_READ_TOKEN: &str = "test-read-token";
 
-/// Write a secret file (mode 0600) `dir/name`; returns its path.
+/// Write a secret file (mode 0600) `dir/name`, unless it already holds `text` (a restart on a
+/// full disk writes nothing); returns its path.
 pub fn write_secret(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return path;
+    }
     std::fs::create_dir_all(dir).expect("secrets dir");
     write_config(dir, name, text, 0o600)
 }
