@@ -249,3 +249,146 @@ fn a_second_receiver_on_one_store_refuses_to_start() {
     assert!(stderr.contains(&store.display().to_string()), "names the store: {stderr}");
     assert!(stderr.contains(&format!("process {}", first.child.id())), "names the holder's pid: {stderr}");
 }
+
+fn status_json(config: &Path) -> (Option<i32>, Value) {
+    let out = crate::support::run(&["status", "--config", crate::support::s(config), "--json"]);
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", crate::support::stdout(&out)));
+    (out.status.code(), json)
+}
+
+fn assert_accounted(status: &Value) {
+    let r = &status["records"];
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("records.{k} missing: {status}"));
+    assert_eq!(
+        n("accepted"),
+        n("delivered") + n("superseded") + n("dropped") + n("rejected") + n("backlog"),
+        "accounting: {r}"
+    );
+}
+
+/// A receiver started without its key refuses sealed batches (400): they are kept in
+/// rejected/ and counted; once the receiver has its key, `spool requeue-rejected` puts them
+/// back and they are delivered, each once. `status --json` tells the truth at every step.
+#[test]
+fn refused_batches_are_kept_requeued_and_delivered_once_with_honest_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (mut keyless, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
+    let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "v2", "");
+    let spool = dir.path().join("spool");
+    let mut agent = crate::support::start_agent(&config, &dir.path().join("agent-1.log"));
+    let rejected = || fleet_agent::spool::rejected::records(&spool).unwrap_or(0);
+    assert!(crate::support::wait_for(Duration::from_secs(10), || rejected() >= 6), "batches refused and kept");
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    keyless.kill9();
+    let (code, status) = status_json(&config);
+    assert_accounted(&status);
+    assert_eq!(status["records"]["delivered"], 0, "{status}");
+    assert!(status["records"]["rejected"].as_u64() >= Some(6), "{status}");
+    assert_eq!(code, Some(0), "a refusal is not a failing sender: {status}");
+    assert!(stored_records(&store, MACHINE).is_empty());
+
+    let out = crate::support::run(&["spool", "requeue-rejected", "--config", crate::support::s(&config)]);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::support::stderr(&out));
+    let (_, status) = status_json(&config);
+    assert_accounted(&status);
+    assert_eq!(status["records"]["rejected"], 0, "{status}");
+
+    let port = url.rsplit(':').next().expect("port");
+    let (_receiver, _) = start_receiver(&store, &format!("127.0.0.1:{port}"), "test-api-key", &[TEST_KEY_B64]);
+    let mut agent = crate::support::start_agent(&config, &dir.path().join("agent-2.log"));
+    assert!(crate::support::wait_for(Duration::from_secs(15), || {
+        spool_unacked(&spool) == 0 && !spool.join("inflight.json").exists()
+    }));
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    let (code, status) = status_json(&config);
+    assert_accounted(&status);
+    let stored = stored_messages_of(&store);
+    assert_eq!(status["records"]["delivered"].as_u64(), Some(stored), "delivered = stored: {status}");
+    assert_eq!(status["records"]["accepted"].as_u64(), Some(stored), "everything delivered: {status}");
+    assert_eq!((status["records"]["dropped"].as_u64(), status["records"]["backlog"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(code, Some(0), "{status}");
+    assert_eq!(status["health"]["verdict"], "ok");
+    let kid = fleet_agent::envelope::kid(&fleet_agent::keys::Key32::from_base64(TEST_KEY_B64).expect("key"));
+    assert_eq!(status["encryption"]["kid"], kid.as_str());
+    assert_eq!(status["encryption"]["source"], "config");
+    assert_eq!(status["encryption"]["kid_in_use"], kid.as_str());
+}
+
+/// Records stored for MACHINE, each once (panics on a duplicate).
+fn stored_messages_of(store: &Path) -> u64 {
+    let records = stored_records(store, MACHINE);
+    crate::sender::unique_records(&records).len() as u64
+}
+
+#[test]
+fn status_exits_3_while_the_sender_fails_and_shows_the_spool_without_contents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let config = agent_config(dir.path(), "c.json", &format!("http://127.0.0.1:{port}"), Some(TEST_KEY_B64), "v2", "");
+    let spool = dir.path().join("spool");
+    let mut agent = crate::support::start_agent(&config, &dir.path().join("agent.log"));
+    assert!(crate::support::wait_for(Duration::from_secs(10), || spool_unacked(&spool) >= 9));
+    let (code, status) = status_json(&config);
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    assert_eq!(code, Some(3), "{status}");
+    assert_eq!(status["health"]["verdict"], "failing");
+    assert_eq!(status["sender"]["failing"], true);
+    assert!(
+        status["sender"]["last_error"]["message"].as_str().is_some_and(|m| m.contains(&port.to_string())),
+        "{status}"
+    );
+    assert_accounted(&status);
+    let widgets = status["spool"]["widgets"].as_array().expect("widgets");
+    let total: u64 = widgets.iter().map(|w| w["records"].as_u64().unwrap_or(0)).sum();
+    let (_, after) = status_json(&config);
+    assert_eq!(Some(total), status["records"]["backlog"].as_u64().or(after["records"]["backlog"].as_u64()), "{status}");
+    assert!(widgets.iter().all(|w| w.get("data").is_none()), "counts and times only");
+    let text = crate::support::run(&["status", "--config", crate::support::s(&config)]);
+    let text = crate::support::stdout(&text);
+    assert!(text.starts_with("health:      FAILING"), "{text}");
+    assert!(!text.contains("\"data\""), "no record contents in status: {text}");
+    let shown = crate::support::run(&["spool", "show", "--limit", "2", "--config", crate::support::s(&config)]);
+    assert_eq!(shown.status.code(), Some(0));
+    let lines: Vec<Record> = crate::support::stdout(&shown)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "decrypted records on request");
+}
+
+/// kill -9 of the agent at random moments while it sends: afterwards every record the spool
+/// accepted is stored exactly once, and `status` says so (delivered == stored == accepted).
+#[test]
+fn kill_9_loop_keeps_the_record_accounting_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
+    let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "v2", "");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..15 {
+        let mut agent = crate::support::start_agent(&config, &dir.path().join(format!("agent-{i}.log")));
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(100 + seed % 400));
+        agent.kill9();
+        let (_, status) = status_json(&config);
+        assert_accounted(&status);
+    }
+    let spool = dir.path().join("spool");
+    let final_log = dir.path().join("final.log");
+    let mut agent = crate::support::start_agent(&config, &final_log);
+    let started = || std::fs::read_to_string(&final_log).unwrap_or_default().contains("started:");
+    assert!(crate::support::wait_for(Duration::from_secs(10), started), "agent starts");
+    assert!(crate::support::wait_for(Duration::from_secs(15), || spool_unacked(&spool) <= 3));
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    let (code, status) = status_json(&config);
+    assert_accounted(&status);
+    let stored = stored_messages_of(&store);
+    assert_eq!(status["records"]["delivered"].as_u64(), Some(stored), "{status}");
+    assert_eq!(status["records"]["accepted"].as_u64(), Some(stored), "{status}");
+    assert_eq!(status["records"]["backlog"].as_u64(), Some(0), "{status}");
+    assert_eq!(code, Some(0), "{status}");
+}

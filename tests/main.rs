@@ -5,6 +5,7 @@ mod cli;
 mod docs_vectors;
 mod envelope;
 mod exactly_once;
+mod fault;
 mod fuzz;
 mod logs;
 mod packaging;

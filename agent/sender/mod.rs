@@ -21,8 +21,9 @@
 //! likewise (a wrong API key or URL is not the payload's fault); `409` (v2) means the
 //! receiver holds other records under this `(machine_id, seq)` (a second machine with our id,
 //! a cloned disk image): one error naming the machine id, the records are kept and resent
-//! under a fresh, random seq range; another 4xx moves that
-//! payload, as sent, to `rejected/`, counts it and goes on. Nothing is dropped silently, and
+//! under a fresh, random seq range; another 4xx moves the records of that
+//! payload to the spool's `rejected/` (sealed with the spool's key, counted, bounded;
+//! `fleet-agent spool requeue-rejected` puts them back) and goes on. Nothing is dropped silently, and
 //! when a key is configured every body is sealed: there is no code path that sends plaintext
 //! with a key present.
 
@@ -40,9 +41,9 @@ use serde_json::json;
 use crate::config::{Config, Protocol};
 use crate::envelope;
 use crate::keys::{Key32, SecretString};
-use crate::record::BatchBody;
+use crate::record::{BatchBody, Record};
 use crate::report::{widget_log_entry, LatestReport};
-use crate::spool::Spool;
+use crate::spool::{Acked, Spool};
 
 use crate::random::random_unit;
 use backoff::Backoff;
@@ -149,6 +150,8 @@ impl Sender {
         state.protocol = config.protocol.as_str().to_string();
         let key = config.encryption_key.as_ref().map(Key32::clone_secret);
         let kid = key.as_ref().map(envelope::kid);
+        state.kid = kid.clone();
+        state.key_source = key.as_ref().map(|_| key_source().to_string());
         Ok(Sender {
             client,
             protocol: config.protocol,
@@ -251,7 +254,8 @@ impl Sender {
     }
 
     fn send_widget_logs(&mut self, spool: &mut Spool) -> Step {
-        let batch = match spool.read_from(spool.acked_cursor(), MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT) {
+        let start = spool.acked_cursor();
+        let batch = match spool.read_from(start, MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT) {
             Ok(batch) => batch,
             Err(e) => return self.local_failure(&format!("reading the spool: {e}")),
         };
@@ -259,21 +263,25 @@ impl Sender {
             return Step::Idle;
         }
         let logs: Vec<_> = batch.records.iter().filter(|r| r.kind == SampleKind::Log).map(widget_log_entry).collect();
-        if logs.is_empty() {
-            // Only metric records: the report carries them.
-            return self.ack(spool, batch.next, 0);
-        }
         let count = logs.len() as u64;
+        // Metric records: the report carries their newest values, they are not sent one by one.
+        let superseded = batch.records.len() as u64 - count;
+        if logs.is_empty() {
+            return self.ack(spool, batch.next, Acked { delivered: 0, superseded });
+        }
         let plaintext = json!({ "machine_id": self.machine_id, "logs": logs }).to_string();
         let body = match self.seal_v1(plaintext.as_bytes()) {
             Ok(body) => body,
             Err(e) => return self.local_failure(&format!("sealing widget logs: {e}")),
         };
         match self.post("/api/fleet/widget-logs", &body) {
-            Some(Verdict::Ack) => self.ack(spool, batch.next, count),
+            Some(Verdict::Ack) => self.ack(spool, batch.next, Acked { delivered: count, superseded }),
             Some(Verdict::Reject { reason } | Verdict::Conflict { reason }) => {
-                self.reject("widget-logs", &body, &reason);
-                self.ack(spool, batch.next, 0)
+                let logs: Vec<Record> = batch.records.into_iter().filter(|r| r.kind == SampleKind::Log).collect();
+                if let Step::Wait = self.set_aside(spool, start, &logs, "widget-logs", &reason) {
+                    return Step::Wait;
+                }
+                self.ack(spool, batch.next, Acked { delivered: 0, superseded })
             }
             _ => Step::Wait,
         }
@@ -282,6 +290,13 @@ impl Sender {
     fn send_v2_batch(&mut self, spool: &mut Spool) -> Step {
         let inflight = match Inflight::load(&self.spool_dir) {
             Ok(Some(inflight)) if inflight.kid == self.kid && !inflight.body.is_empty() => inflight,
+            Ok(Some(stale)) if stale.end <= spool.acked_cursor() => {
+                // Acknowledged already (a crash between the spool's ack and forgetting it).
+                return match Inflight::clear(&self.spool_dir) {
+                    Ok(()) => Step::Continue,
+                    Err(e) => self.local_failure(&e),
+                };
+            }
             Ok(Some(stale)) => {
                 if stale.kid != self.kid {
                     log::info!(
@@ -312,7 +327,15 @@ impl Sender {
             Some(Verdict::Ack) => self.finish_v2(spool, &inflight, inflight.records),
             Some(Verdict::Conflict { reason }) => self.seq_collision(spool, &inflight, &reason),
             Some(Verdict::Reject { reason }) => {
-                self.reject(&format!("batch-{}", inflight.seq), inflight.body.as_bytes(), &reason);
+                let start = inflight.start.unwrap_or(spool.acked_cursor());
+                let records = match spool.read_from(start, inflight.records as usize, usize::MAX) {
+                    Ok(batch) => batch.records,
+                    Err(e) => return self.local_failure(&format!("reading the spool: {e}")),
+                };
+                let what = format!("batch-{}", inflight.seq);
+                if let Step::Wait = self.set_aside(spool, start, &records, &what, &reason) {
+                    return Step::Wait;
+                }
                 self.finish_v2(spool, &inflight, 0)
             }
             _ => Step::Wait,
@@ -431,7 +454,7 @@ impl Sender {
         if let Err(e) = self.state.save(&self.spool_dir) {
             return self.local_failure(&e);
         }
-        if let Step::Wait = self.ack(spool, inflight.end, delivered) {
+        if let Step::Wait = self.ack(spool, inflight.end, Acked { delivered, superseded: 0 }) {
             return Step::Wait;
         }
         match Inflight::clear(&self.spool_dir) {
@@ -440,13 +463,39 @@ impl Sender {
         }
     }
 
-    fn ack(&mut self, spool: &mut Spool, cursor: crate::spool::Cursor, delivered: u64) -> Step {
-        match spool.ack(cursor) {
+    /// Ack in the spool; the counts land in the same atomic write as the cursor.
+    fn ack(&mut self, spool: &mut Spool, cursor: crate::spool::Cursor, counts: Acked) -> Step {
+        match spool.ack_counted(cursor, counts) {
             Ok(()) => {
-                self.state.sent_records += delivered;
+                self.state.sent_records += counts.delivered;
                 Step::Continue
             }
             Err(e) => self.local_failure(&format!("acknowledging in the spool: {e}")),
+        }
+    }
+
+    /// Records the server refused for good: keep them (sealed) in the spool's `rejected/`,
+    /// counted, before they are acked. `Wait` if they could not be kept (nothing is acked).
+    fn set_aside(
+        &mut self,
+        spool: &mut Spool,
+        start: crate::spool::Cursor,
+        records: &[Record],
+        what: &str,
+        reason: &str,
+    ) -> Step {
+        self.state.rejected += 1;
+        match spool.set_aside(start, records, what, reason) {
+            Ok(()) => {
+                log::error!(
+                    "server refused {what} for good ({reason}); its {} records are kept in {} \
+                     (`fleet-agent spool requeue-rejected` sends them again once the cause is fixed)",
+                    records.len(),
+                    self.spool_dir.join(state::REJECTED_DIR).display()
+                );
+                Step::Continue
+            }
+            Err(e) => self.local_failure(&format!("server refused {what} for good ({reason}); keeping it: {e}")),
         }
     }
 
@@ -529,6 +578,16 @@ impl Sender {
             }
         }
         Some(verdict)
+    }
+}
+
+/// Where the transport key comes from, by the rule the config loader applies: the
+/// environment variable wins over the file.
+pub fn key_source() -> &'static str {
+    if std::env::var_os(crate::config::ENV_ENCRYPTION_KEY).is_some() {
+        "environment"
+    } else {
+        "config"
     }
 }
 
