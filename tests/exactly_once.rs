@@ -392,3 +392,44 @@ fn kill_9_loop_keeps_the_record_accounting_exact() {
     assert_eq!(status["records"]["backlog"].as_u64(), Some(0), "{status}");
     assert_eq!(code, Some(0), "{status}");
 }
+
+/// POST a plaintext batch to a keyless receiver; the status and body of the answer.
+fn post_batch(url: &str, seq: u64, messages: &[&str]) -> (u16, Value) {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"ts":"2026-11-22T13:00:00.000Z","widget":"ping","kind":"log","level":"info","message":m,"data":null}))
+        .collect();
+    let body = json!({"machine_id":"Mac-01","seq":seq,"sent_at":"2026-11-22T13:00:00Z","records":records,"dropped":{"count":0}})
+        .to_string();
+    let mut stream = TcpStream::connect(url.trim_start_matches("http://")).expect("connect");
+    let request = format!(
+        "POST /api/v2/batches HTTP/1.1\r\nHost: x\r\nX-API-Key: test-api-key\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let json = answer.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[test]
+fn the_receiver_answers_409_naming_machine_and_seq_for_a_reused_seq_with_other_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
+    assert_eq!(post_batch(&url, 5, &["a", "b"]).0, 200);
+    let (status, body) = post_batch(&url, 5, &["a", "b"]);
+    assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "same records: duplicate");
+    let (status, body) = post_batch(&url, 5, &["a", "b", "c"]);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!((&body["machine_id"], &body["seq"]), (&json!("Mac-01"), &json!(5)), "{body}");
+    let error = body["error"].as_str().unwrap_or("");
+    assert!(error.contains("Mac-01") && error.contains("seq 5"), "{error}");
+    let stored = fleet_agent::receiver::store::read_records(&store, "Mac-01").expect("read");
+    assert_eq!(stored.len(), 3, "two records and one commit line: nothing more stored");
+    // `mac-01` is another machine: its seq 5 is its own.
+    let lower = fleet_agent::receiver::store::read_records(&store, "mac-01").expect("read");
+    assert!(lower.is_empty());
+}

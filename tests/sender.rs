@@ -243,9 +243,10 @@ fn atlas_protocol_matches_the_python_server() {
     let (_server, url) = start_atlas_mock(&capture);
     let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", "");
     // Enable ping to loopback so there are widget logs to send.
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace(r#""ping":{"enabled":false}"#, r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#);
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        r#""ping":{"enabled":false}"#,
+        r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9,"window_s":0}"#,
+    );
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));
     let captured = || std::fs::read_to_string(&capture).unwrap_or_default();
@@ -307,9 +308,10 @@ fn atlas_protocol_with_the_bundled_receiver() {
     let store = dir.path().join("store");
     let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
     let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", "");
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace(r#""ping":{"enabled":false}"#, r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#);
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        r#""ping":{"enabled":false}"#,
+        r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9,"window_s":0}"#,
+    );
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let spool = dir.path().join("spool");
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));
