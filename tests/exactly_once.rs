@@ -427,9 +427,9 @@ fn the_receiver_answers_409_naming_machine_and_seq_for_a_reused_seq_with_other_r
     assert_eq!((&body["machine_id"], &body["seq"]), (&json!("Mac-01"), &json!(5)), "{body}");
     let error = body["error"].as_str().unwrap_or("");
     assert!(error.contains("Mac-01") && error.contains("seq 5"), "{error}");
-    let stored = fleet_agent::receiver::store::read_records(&store, "Mac-01").expect("read");
+    let stored = crate::support::store_reader(&store).read_records("Mac-01").expect("read");
     assert_eq!(stored.len(), 3, "two records and one commit line: nothing more stored");
     // `mac-01` is another machine: its seq 5 is its own.
-    let lower = fleet_agent::receiver::store::read_records(&store, "mac-01").expect("read");
+    let lower = crate::support::store_reader(&store).read_records("mac-01").expect("read");
     assert!(lower.is_empty());
 }
