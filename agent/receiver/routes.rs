@@ -537,3 +537,20 @@ fn speedtest_up(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Resp
         Err(e) => bad(&e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speedtest_paths_and_the_key_never_logged() {
+        assert_eq!(speedtest_path("/__down"), Some((None, "down")));
+        assert_eq!(speedtest_path("/speedtest/up"), Some((None, "up")));
+        assert_eq!(speedtest_path("/speedtest/key/s3cret/__up"), Some((Some("s3cret"), "up")));
+        assert_eq!(speedtest_path("/speedtest/key/s3cret/down"), Some((Some("s3cret"), "down")));
+        assert_eq!(speedtest_path("/speedtest/key/s3cret/other"), None);
+        assert_eq!(speedtest_path("/api/health"), None);
+        assert_eq!(redacted_path("/speedtest/key/s3cret/__down"), "/speedtest/key/…/down");
+        assert_eq!(redacted_path("/api/v2/batches"), "/api/v2/batches");
+    }
+}
