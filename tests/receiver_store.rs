@@ -412,6 +412,20 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
         assert!(file_kids.iter().all(|k| *k == old_kid || *k == new_kid), "{file_kids:?}");
         if file_kids.len() == 2 {
             mixed_seen += 1;
+            if mixed_seen == 1 {
+                // A receiver given both keys serves the half-way store: exports read every row.
+                let mut config = crate::receiver::config(&store, vec![key(0)]);
+                config.store_keys = StoreKeys::new(&[other_key(), store_key()]);
+                let rx = fleet_agent::receiver::Receiver::start_with_limits(config, crate::receiver::fast_limits())
+                    .expect("a receiver opens the store half-way with both keys");
+                let all = read(&rx.url(), "/api/fleet/widget-logs?format=json").json();
+                let logs: usize = expected
+                    .values()
+                    .map(|rows| rows.iter().filter(|r| r["record_kind"] == "log" || r["kind"] == "widget-log").count())
+                    .sum();
+                assert_eq!((all["count"].as_u64(), all["skipped_tampered"].as_u64()), (Some(logs as u64), Some(0)));
+                rx.shutdown();
+            }
         }
         // Readable mid-way with both keys: the same rows, nothing bad.
         assert_eq!(contents(&store), expected, "iteration {i}: rows unchanged");
@@ -429,6 +443,7 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
         assert_eq!(contents(&store), expected);
     }
     eprintln!("rekey kill loop: {iterations} kills over {full:?}, {mixed_seen} left a store mid-way");
+    assert!(mixed_seen > 0, "no kill landed mid-way in {iterations} tries: the kills were not spread over the rekey");
     // The old key alone can no longer read it: a clear error naming the new key id.
     let store = dir.path().join("kill-0");
     let err = StoreReader::new(&store, StoreKeys::new(&[store_key()])).check_keys().expect_err("old key refused");
