@@ -35,6 +35,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleet_agent::keys::Key32;
+use fleet_agent::receiver::{StoreKeys, StoreReader};
 use fleet_widgets::Timestamp;
 use serde_json::{json, Value};
 
@@ -295,17 +296,16 @@ fn cycle_counter(kind: &Kind, store: &Path) -> Result<Box<CycleCounter>, String>
     let times: Vec<String> = match kind {
         Kind::Collectd => return Ok(Box::new(|_, _| 0)),
         Kind::Agent { variant } if variant.protocol == "atlas" => {
-            let reports = fleet_agent::receiver::store::read_v1(
-                store,
-                variant.machine,
-                fleet_agent::receiver::store::REPORTS_FILE,
-            )
-            .map_err(|e| e.to_string())?;
+            // The bench's receiver keeps a plaintext store (receiver_bench::spawn_receiver).
+            let reader = StoreReader::new(store, StoreKeys::plaintext());
+            let reports = reader
+                .read_v1(variant.machine, fleet_agent::receiver::store::REPORTS_FILE)
+                .map_err(|e| e.to_string())?;
             reports.iter().filter_map(|l| l.get("received_at").and_then(Value::as_str).map(str::to_string)).collect()
         }
         Kind::Agent { variant } => {
-            let lines =
-                fleet_agent::receiver::store::read_records(store, variant.machine).map_err(|e| e.to_string())?;
+            let reader = StoreReader::new(store, StoreKeys::plaintext());
+            let lines = reader.read_records(variant.machine).map_err(|e| e.to_string())?;
             let stamps: BTreeSet<String> = lines
                 .iter()
                 .filter(|l| l.get("kind").and_then(Value::as_str) == Some("record"))
