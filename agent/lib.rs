@@ -5,6 +5,7 @@
 //! [`config`] loads and validates the JSON config, [`cli`] and [`commands`] are the command
 //! line, [`host`] is the real machine behind the widgets' `Host` trait.
 
+pub mod atlas_config;
 pub mod cli;
 pub mod collect;
 pub mod commands;
@@ -23,3 +24,4 @@ pub mod run;
 pub mod sender;
 pub mod signals;
 pub mod spool;
+pub mod transport_key;

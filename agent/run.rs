@@ -71,6 +71,15 @@ impl std::error::Error for RunError {
     }
 }
 
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT, or the time limit.
+    Stopped,
+    /// A `restart_agent` command: the caller starts the agent again (re-executes itself).
+    Restart,
+}
+
 /// The running agent: configuration, widgets, the spool and the sender.
 pub struct Agent {
     config: Config,
@@ -105,14 +114,17 @@ impl Agent {
         }
     }
 
-    /// Run until SIGTERM/SIGINT.
-    pub fn run(&mut self) -> Result<(), RunError> {
+    /// Run until SIGTERM/SIGINT (or a `restart_agent` command).
+    pub fn run(&mut self) -> Result<Exit, RunError> {
         self.run_until(None)
     }
 
-    /// Run until SIGTERM/SIGINT or until `limit` has passed (`demo`).
-    pub fn run_until(&mut self, limit: Option<Instant>) -> Result<(), RunError> {
+    /// Run until SIGTERM/SIGINT, a `restart_agent` command, or until `limit` has passed (`demo`).
+    pub fn run_until(&mut self, limit: Option<Instant>) -> Result<Exit, RunError> {
         let mut signals = Signals::install().map_err(RunError::Signals)?;
+        for warning in &self.config.warnings {
+            log::warn!("{warning}");
+        }
         self.open()?;
         log::info!(
             "started: machine_id {}, {} widgets ({}), interval {}s, server {} ({})",
@@ -137,6 +149,11 @@ impl Agent {
             let next_collection = self.collector.next_due().unwrap_or_else(|| Instant::now() + MAX_SLEEP);
             let deadline = limit.map_or(next_collection, |at| at.min(next_collection));
             self.push(deadline);
+            if self.sender.as_ref().is_some_and(Sender::restart_requested) {
+                log::info!("restart_agent: stopping to start again");
+                self.shutdown();
+                return Ok(Exit::Restart);
+            }
             let mut wake = next_collection;
             if let Some(at) = self.sender.as_ref().and_then(Sender::next_wakeup) {
                 wake = wake.min(at);
@@ -147,7 +164,7 @@ impl Agent {
             signals.sleep(wake.saturating_duration_since(Instant::now()).min(MAX_SLEEP));
         }
         self.shutdown();
-        Ok(())
+        Ok(Exit::Stopped)
     }
 
     fn open(&mut self) -> Result<(), RunError> {

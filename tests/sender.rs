@@ -217,7 +217,7 @@ fn redirects_are_not_followed() {
 }
 
 /// Start `tests/fixtures/atlas_mock.py`; returns the process and its URL.
-fn start_atlas_mock(capture: &Path) -> (Proc, String) {
+pub(crate) fn start_atlas_mock(capture: &Path) -> (Proc, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/atlas_mock.py");
     let mut child = std::process::Command::new("python3")
         .args([s(&script), s(capture)])
@@ -264,6 +264,12 @@ fn atlas_protocol_matches_the_python_server() {
     for line in captured().lines() {
         let entry: Value = serde_json::from_str(line).expect("capture line");
         let headers = &entry["headers"];
+        if entry["method"] == "GET" {
+            // The command channel's poll (tests/commands.rs); no command is queued here.
+            assert_eq!(headers["x-api-key"], "test-api-key");
+            assert_eq!(entry["path"], format!("/api/fleet/commands/{MACHINE}"));
+            continue;
+        }
         assert_eq!(headers["content-type"], "application/json");
         assert!(headers.get("content-length").is_some() && headers.get("authorization").is_none());
         assert_eq!(headers["x-api-key"], "test-api-key");

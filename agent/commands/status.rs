@@ -34,7 +34,9 @@ fn run(mut args: Args) -> u8 {
     println!("machine_id:  {}", config.machine_id);
     println!("server:      {}", config.server_url.as_deref().unwrap_or("(none)"));
     println!("protocol:    {}", config.protocol.as_str());
-    println!("encryption:  {}", if config.encryption_key.is_some() { "on" } else { "off" });
+    let rotated = crate::transport_key::rotated_key_path(&config.spool.dir).exists();
+    println!("encryption:  {}", if config.encryption_key.is_some() || rotated { "on" } else { "off" });
+    println!("key:         {}", crate::transport_key::describe(&config));
     println!("spool:       {}", config.spool.dir.display());
     print_spool_stats(&config.spool.dir);
     let enabled: Vec<String> = config

@@ -26,7 +26,10 @@ fn run(mut args: Args) -> u8 {
         return usage_error("validate", &e);
     }
     match Config::load(common.config_path().as_deref()) {
-        Ok(_) => {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!("ok");
             EXIT_OK
         }

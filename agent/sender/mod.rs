@@ -21,6 +21,7 @@
 //! with a key present.
 
 pub mod backoff;
+pub mod commands;
 pub mod http;
 pub mod state;
 pub mod verdict;
@@ -38,8 +39,11 @@ use crate::record::BatchBody;
 use crate::report::{widget_log_entry, LatestReport};
 use crate::spool::Spool;
 
+use crate::host::SystemHost;
 use crate::random::random_unit;
+use crate::transport_key;
 use backoff::Backoff;
+use commands::CommandChannel;
 use http::{HttpClient, HttpError, HttpSettings};
 use state::{store_rejected, ErrorEvent, Inflight, SenderState};
 use verdict::{classify, Verdict};
@@ -63,6 +67,8 @@ pub enum SenderError {
     Http(HttpError),
     /// The persisted state is unreadable.
     State(String),
+    /// The rotated transport key in the state directory is unreadable or damaged.
+    Key(crate::transport_key::TransportKeyError),
 }
 
 impl std::fmt::Display for SenderError {
@@ -70,6 +76,7 @@ impl std::fmt::Display for SenderError {
         match self {
             SenderError::Http(e) => write!(f, "configuring the HTTP client: {e}"),
             SenderError::State(e) => write!(f, "sender state: {e}"),
+            SenderError::Key(e) => write!(f, "{e}"),
         }
     }
 }
@@ -112,6 +119,8 @@ pub struct Sender {
     report_interval: Duration,
     next_report: Instant,
     state_save_error: Option<String>,
+    commands: Option<CommandChannel>,
+    restart_requested: bool,
 }
 
 impl Sender {
@@ -138,8 +147,22 @@ impl Sender {
         let mut state = SenderState::load(&spool_dir).map_err(SenderError::State)?;
         state.server = Some(server_url.to_string());
         state.protocol = config.protocol.as_str().to_string();
-        let key = config.encryption_key.as_ref().map(Key32::clone_secret);
-        let kid = key.as_ref().map(envelope::kid);
+        let (active, warning) =
+            transport_key::resolve(config.encryption_key.as_ref(), config.encryption_key_source, &spool_dir)
+                .map_err(SenderError::Key)?;
+        if let Some(warning) = warning {
+            log::warn!("{warning}");
+        }
+        if let Some(active) = &active {
+            log::info!("transport key id {} (from {})", active.kid, active.source.as_str());
+        }
+        let (key, kid) = match active {
+            Some(active) => (Some(active.key), Some(active.kid)),
+            None => (None, None),
+        };
+        let commands = (config.protocol == Protocol::Atlas).then(|| {
+            CommandChannel::new(config.commands_allow.clone(), spool_dir.clone(), Box::new(SystemHost::new()))
+        });
         Ok(Sender {
             client,
             protocol: config.protocol,
@@ -153,7 +176,36 @@ impl Sender {
             report_interval: config.interval.min(MAX_REPORT_INTERVAL),
             next_report: Instant::now(),
             state_save_error: None,
+            commands,
+            restart_requested: false,
         })
+    }
+
+    /// True once a `restart_agent` command has been acknowledged: the loop should stop
+    /// cleanly and the process start again.
+    pub fn restart_requested(&self) -> bool {
+        self.restart_requested
+    }
+
+    /// The key id of the transport key in use (`None`: no key).
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// Atlas: poll the command channel when due, and apply what the commands did.
+    fn poll_commands(&mut self) {
+        let Some(channel) = self.commands.as_mut() else { return };
+        let effects = channel.poll_if_due(&self.client, &self.machine_id, &mut self.key);
+        if effects.key_changed {
+            let old = self.kid.take();
+            self.kid = self.key.as_ref().map(envelope::kid);
+            log::info!(
+                "transport key rotated: key id {} -> {} (the spool's own key is unchanged)",
+                old.as_deref().unwrap_or("(none)"),
+                self.kid.as_deref().unwrap_or("(none)")
+            );
+        }
+        self.restart_requested |= effects.restart;
     }
 
     /// The persisted state (for tests and `status`).
@@ -163,10 +215,15 @@ impl Sender {
 
     /// When the sender next wants to run (`None`: whenever there is new data).
     pub fn next_wakeup(&self) -> Option<Instant> {
-        match (self.retry_at, self.protocol) {
+        let poll = self.commands.as_ref().map(CommandChannel::next_poll);
+        let wake = match (self.retry_at, self.protocol) {
             (Some(at), _) => Some(at),
             (None, Protocol::Atlas) => Some(self.next_report),
             (None, Protocol::V2) => None,
+        };
+        match (wake, poll) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -176,6 +233,7 @@ impl Sender {
         if self.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
+        self.poll_commands();
         if self.protocol == Protocol::Atlas && Instant::now() >= self.next_report && report.has_data() {
             self.next_report = Instant::now() + self.report_interval;
             if let Step::Wait = self.send_report(report) {
