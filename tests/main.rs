@@ -1,6 +1,7 @@
 //! The package's one integration-test binary: each module exercises the real `fleet-agent`
 //! executable (or the library) the way a user or a server would.
 
+mod atlas_config;
 mod cli;
 mod commands;
 mod envelope;
