@@ -5,6 +5,7 @@ mod atlas_config;
 mod cli;
 mod commands;
 mod envelope;
+mod exactly_once;
 mod fuzz;
 mod packaging;
 mod receiver;

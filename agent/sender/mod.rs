@@ -10,12 +10,18 @@
 //!   the report, so they are acknowledged without being sent one by one.
 //! - **v2**: spool records in sealed batches (at most 500 records, 1 MiB) with a persisted,
 //!   strictly increasing `seq`; the batch is written to `inflight.json` before it is sent, so
-//!   after a crash it is resent with the same seq and content.
+//!   after a crash it is resent with the same seq and content. A seq always carries exactly
+//!   the records it was first built with (its start cursor and record count are persisted),
+//!   also when it is resealed under a new key or rebuilt because no key is configured. The
+//!   protocol is written down in `docs/v2-protocol.md`.
 //!
 //! Answers (see [`verdict`]): 2xx acks; 408/429/5xx/3xx and transport errors back off
 //! (exponential, full jitter, 1 s to 5 min, `Retry-After` honoured); `400 Decryption failed`
 //! keeps everything and retries every 5 min with one error naming the key id; 401/403/404/405
-//! likewise (a wrong API key or URL is not the payload's fault); another 4xx moves that
+//! likewise (a wrong API key or URL is not the payload's fault); `409` (v2) means the
+//! receiver holds other records under this `(machine_id, seq)` (a second machine with our id,
+//! a cloned disk image): one error naming the machine id, the records are kept and resent
+//! under a fresh, random seq range; another 4xx moves that
 //! payload, as sent, to `rejected/`, counts it and goes on. Nothing is dropped silently, and
 //! when a key is configured every body is sealed: there is no code path that sends plaintext
 //! with a key present.
@@ -121,6 +127,8 @@ pub struct Sender {
     state_save_error: Option<String>,
     commands: Option<CommandChannel>,
     restart_requested: bool,
+    /// `409` answers since the last other answer.
+    collisions_in_a_row: u32,
 }
 
 impl Sender {
@@ -178,6 +186,7 @@ impl Sender {
             state_save_error: None,
             commands,
             restart_requested: false,
+            collisions_in_a_row: 0,
         })
     }
 
@@ -290,7 +299,7 @@ impl Sender {
         };
         match self.post("/api/fleet/report", &body) {
             Some(Verdict::Ack) => Step::Continue,
-            Some(Verdict::Reject { reason }) => {
+            Some(Verdict::Reject { reason } | Verdict::Conflict { reason }) => {
                 self.reject("report", &body, &reason);
                 Step::Continue
             }
@@ -319,7 +328,7 @@ impl Sender {
         };
         match self.post("/api/fleet/widget-logs", &body) {
             Some(Verdict::Ack) => self.ack(spool, batch.next, count),
-            Some(Verdict::Reject { reason }) => {
+            Some(Verdict::Reject { reason } | Verdict::Conflict { reason }) => {
                 self.reject("widget-logs", &body, &reason);
                 self.ack(spool, batch.next, 0)
             }
@@ -339,21 +348,26 @@ impl Sender {
                         self.kid.as_deref().unwrap_or("(none)")
                     );
                 }
-                match self.build_v2_batch(spool, Some(stale.seq)) {
+                match self.rebuild_v2_batch(spool, &stale, stale.seq) {
                     Ok(Some(inflight)) => inflight,
                     Ok(None) => return self.finish_v2(spool, &stale, 0),
                     Err(e) => return self.local_failure(&e),
                 }
             }
-            Ok(None) => match self.build_v2_batch(spool, None) {
+            Ok(None) => match self.build_v2_batch(spool) {
                 Ok(Some(inflight)) => inflight,
                 Ok(None) => return Step::Idle,
                 Err(e) => return self.local_failure(&e),
             },
             Err(e) => return self.local_failure(&e),
         };
-        match self.post("/api/v2/batches", inflight.body.as_bytes()) {
+        let verdict = self.post("/api/v2/batches", inflight.body.as_bytes());
+        if !matches!(verdict, Some(Verdict::Conflict { .. })) {
+            self.collisions_in_a_row = 0;
+        }
+        match verdict {
             Some(Verdict::Ack) => self.finish_v2(spool, &inflight, inflight.records),
+            Some(Verdict::Conflict { reason }) => self.seq_collision(spool, &inflight, &reason),
             Some(Verdict::Reject { reason }) => {
                 self.reject(&format!("batch-{}", inflight.seq), inflight.body.as_bytes(), &reason);
                 self.finish_v2(spool, &inflight, 0)
@@ -362,15 +376,92 @@ impl Sender {
         }
     }
 
-    /// Build (and persist) the next batch from the spool; `seq` reuses a number (reseal).
-    fn build_v2_batch(&mut self, spool: &mut Spool, seq: Option<u64>) -> Result<Option<Inflight>, String> {
+    /// `409`: the receiver stored other records under this `(machine_id, seq)`: another agent
+    /// sends under our machine id with the same seq numbers (two machines with one id, a
+    /// cloned disk image with its `sender.json`, a restored backup). The records are ours and
+    /// not stored: move to a fresh, random seq range and send the same records again under a
+    /// new seq. Nothing is acked, nothing is lost, and nothing is stored twice (the receiver
+    /// stored nothing of ours under the old seq).
+    fn seq_collision(&mut self, spool: &mut Spool, inflight: &Inflight, reason: &str) -> Step {
+        let fresh = fresh_seq_base(self.state.next_seq.max(inflight.seq + 1));
+        let message = format!(
+            "server holds other records under machine_id {:?} seq {} ({reason}): another agent reports \
+             with this machine_id and the same seq numbers (two machines with one machine_id, a cloned disk \
+             image, a restored backup?); give each machine its own machine_id. Records are kept and resent \
+             under a fresh seq range starting at {fresh}",
+            self.machine_id, inflight.seq
+        );
+        log::error!("{message}");
+        self.record_error(&message);
+        self.state.seq_collisions += 1;
+        self.state.next_seq = fresh;
+        if let Err(e) = self.state.save(&self.spool_dir) {
+            return self.local_failure(&e);
+        }
+        let seq = self.state.next_seq;
+        self.collisions_in_a_row += 1;
+        match self.rebuild_v2_batch(spool, inflight, seq) {
+            // A server that answers 409 to every fresh seq is not a collision: back off.
+            Ok(Some(_)) if self.collisions_in_a_row >= 3 => {
+                self.retry_at = Some(Instant::now() + self.backoff.next_delay(random_unit(), None));
+                Step::Wait
+            }
+            Ok(Some(_)) => Step::Continue,
+            Ok(None) => self.finish_v2(spool, inflight, 0),
+            Err(e) => self.local_failure(&e),
+        }
+    }
+
+    /// Build (and persist) the next batch from the spool under a new seq.
+    fn build_v2_batch(&mut self, spool: &mut Spool) -> Result<Option<Inflight>, String> {
+        let start = spool.acked_cursor();
         let batch = spool
-            .read_from(spool.acked_cursor(), MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT)
+            .read_from(start, MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT)
             .map_err(|e| format!("reading the spool: {e}"))?;
         if batch.records.is_empty() {
             return Ok(None);
         }
-        let seq = seq.unwrap_or(self.state.next_seq);
+        let seq = self.state.next_seq;
+        self.seal_v2_batch(spool, seq, start, batch).map(Some)
+    }
+
+    /// Rebuild `old` (resealing it, or rebuilding a body that was not kept) under `seq` with
+    /// EXACTLY the records it carried: the `records` records from its start cursor, which must
+    /// end at its end cursor. If the spool no longer holds them all (a damaged segment was
+    /// quarantined, the size cap dropped one; both counted as dropped), the seq cannot be sent
+    /// again with other content: the batch is rebuilt from what is left under a NEW seq.
+    /// `Ok(None)`: nothing of it is left.
+    fn rebuild_v2_batch(&mut self, spool: &mut Spool, old: &Inflight, seq: u64) -> Result<Option<Inflight>, String> {
+        let start = old.start.unwrap_or(spool.acked_cursor()).max(spool.acked_cursor());
+        let batch =
+            spool.read_from(start, old.records as usize, usize::MAX).map_err(|e| format!("reading the spool: {e}"))?;
+        if batch.records.is_empty() {
+            log::warn!("none of the records of in-flight batch {} is left in the spool", old.seq);
+            return Ok(None);
+        }
+        if batch.records.len() as u64 == old.records && batch.next == old.end {
+            return self.seal_v2_batch(spool, seq, start, batch).map(Some);
+        }
+        self.state.next_seq = self.state.next_seq.max(seq + 1).max(old.seq + 1);
+        let fresh = self.state.next_seq;
+        log::warn!(
+            "in-flight batch {} cannot be rebuilt as sent ({} of {} records left in the spool, the rest counted \
+             as dropped); sending what is left as batch {fresh}",
+            old.seq,
+            batch.records.len(),
+            old.records
+        );
+        self.seal_v2_batch(spool, fresh, start, batch).map(Some)
+    }
+
+    /// Seal `batch` (records read from `start`) as `seq` and persist it as the in-flight batch.
+    fn seal_v2_batch(
+        &mut self,
+        spool: &Spool,
+        seq: u64,
+        start: crate::spool::Cursor,
+        batch: crate::spool::ReadBatch,
+    ) -> Result<Inflight, String> {
         let records = batch.records.len() as u64;
         let body = BatchBody {
             machine_id: self.machine_id.clone(),
@@ -385,9 +476,9 @@ impl Sender {
             None => plaintext,
         };
         let body = String::from_utf8(sealed).map_err(|_| format!("batch {seq} body is not UTF-8"))?;
-        let inflight = Inflight { seq, end: batch.next, records, kid: self.kid.clone(), body };
+        let inflight = Inflight { seq, start: Some(start), end: batch.next, records, kid: self.kid.clone(), body };
         inflight.save(&self.spool_dir)?;
-        Ok(Some(inflight))
+        Ok(inflight)
     }
 
     /// Acknowledged (or set aside): advance seq, ack the spool, forget the in-flight batch, in
@@ -452,7 +543,7 @@ impl Sender {
             }
         };
         match &verdict {
-            Verdict::Ack | Verdict::Reject { .. } => {
+            Verdict::Ack | Verdict::Reject { .. } | Verdict::Conflict { .. } => {
                 if self.backoff.failures() > 0 {
                     log::info!("server {} reachable again", self.client.base_url());
                 }
@@ -496,9 +587,26 @@ impl Sender {
     }
 }
 
+/// The start of a fresh seq range after a collision: at least `floor` and the clock (in ms,
+/// like a new agent's first seq), plus a random offset below 2^40, so two agents that collided
+/// (both holding the same `sender.json`) move to different ranges.
+pub fn fresh_seq_base(floor: u64) -> u64 {
+    let offset = (random_unit() * (1u64 << 40) as f64) as u64;
+    floor.max(Timestamp::now().0.max(1) as u64).saturating_add(1 + offset)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_url;
+    use super::{fresh_seq_base, is_loopback_url};
+
+    #[test]
+    fn fresh_seq_ranges_move_forward_and_apart() {
+        let a = fresh_seq_base(10);
+        let b = fresh_seq_base(10);
+        assert!(a > 10 && b > 10);
+        assert_ne!(a, b, "two agents that collided pick different ranges");
+        assert!(fresh_seq_base(u64::MAX - 1) == u64::MAX);
+    }
 
     #[test]
     fn loopback_urls_are_recognised() {

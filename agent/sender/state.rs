@@ -2,15 +2,20 @@
 //! `<spool.dir>/inflight.json`. Both are written atomically (temp, fsync, rename, fsync dir).
 //!
 //! `sender.json`: `{"next_seq":N,"last_success":T|null,"last_error":{"at":T,"message":S}|null,
-//! "retry_at":T|null,"consecutive_failures":N,"rejected":N,"sent_records":N,"server":S|null,
+//! "retry_at":T|null,"consecutive_failures":N,"rejected":N,"sent_records":N,"seq_collisions":N,"server":S|null,
 //! "protocol":S}`. `status` reads it; it holds no secret and no payload.
 //!
-//! `inflight.json`: `{"seq":N,"end":{"segment":S,"index":I},"records":N,"kid":K|null,"body":S}` where
-//! `body` is the request body exactly as sent (the sealed v2 envelope), so a batch that was
-//! sent but not acknowledged is resent after a restart with the SAME seq and content, and the
-//! receiver stores it once. Without a transport key `body` is left empty on disk (no plaintext
-//! record may land outside the encrypted spool) and the batch is rebuilt from the spool, from
-//! the same cursor and with the same seq.
+//! `inflight.json`: `{"seq":N,"start":{"segment":S,"index":I},"end":{"segment":S,"index":I},
+//! "records":N,"kid":K|null,"body":S}` where `body` is the request body exactly as sent (the
+//! sealed v2 envelope), so a batch that was sent but not acknowledged is resent after a restart
+//! with the SAME seq and content, and the receiver stores it once. `start`, `records` and `end`
+//! pin down exactly which spool records the seq carries: when the body has to be rebuilt
+//! (without a transport key `body` is left empty on disk, since no plaintext record may land
+//! outside the encrypted spool; after a key change it is resealed), exactly `records` records
+//! are read from `start`, and they must end at `end`. Records appended since are never added
+//! to a seq that may already be stored (that lost them: issue 11, defect 1). A file written
+//! before `start` existed is read with `start` = the spool's ack cursor, which is where every
+//! in-flight batch starts (the cursor does not move while a batch is in flight).
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +59,8 @@ pub struct SenderState {
     pub rejected: u64,
     /// Records acknowledged by the server since the spool was created.
     pub sent_records: u64,
+    /// `409` answers: times another sender's batches were found under our `(machine_id, seq)`.
+    pub seq_collisions: u64,
     /// The server it sends to.
     pub server: Option<String>,
     /// `atlas` or `v2`.
@@ -72,6 +79,7 @@ impl Default for SenderState {
             consecutive_failures: 0,
             rejected: 0,
             sent_records: 0,
+            seq_collisions: 0,
             server: None,
             protocol: String::new(),
         }
@@ -104,9 +112,13 @@ impl SenderState {
 pub struct Inflight {
     /// Its sequence number.
     pub seq: u64,
+    /// Spool cursor of its first record (`None` in files written before it was recorded: the
+    /// ack cursor).
+    #[serde(default)]
+    pub start: Option<Cursor>,
     /// Spool cursor just past its last record (acked on success).
     pub end: Cursor,
-    /// How many records it carries.
+    /// How many records it carries (exactly these are resent under `seq`).
     pub records: u64,
     /// Key id it was sealed with (`None`: sent unsealed). A batch sealed with another key than
     /// the current one is resealed (same seq, same records) instead of resent.

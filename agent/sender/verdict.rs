@@ -23,6 +23,12 @@ pub enum Verdict {
         /// For the log and `status`.
         reason: String,
     },
+    /// `409` (v2): the server holds OTHER records under this `(machine_id, seq)`: the seq space
+    /// collides with another sender's. Keep the records, resend them under a fresh seq.
+    Conflict {
+        /// For the log and `status`.
+        reason: String,
+    },
     /// Any other 4xx: this payload will never be accepted. Move it to `rejected/`.
     Reject {
         /// For the log and `status`.
@@ -48,6 +54,7 @@ pub fn classify(response: &HttpResponse) -> Verdict {
                 response.location.as_deref().unwrap_or("?")
             ),
         },
+        409 => Verdict::Conflict { reason: format!("HTTP 409: {snippet}") },
         400..=499 => Verdict::Reject { reason: format!("HTTP {status}: {snippet}") },
         _ => Verdict::Retry { retry_after: None, reason: format!("unexpected HTTP {status}") },
     }
@@ -68,6 +75,7 @@ mod tests {
         assert_eq!(classify(&answer(400, r#"{"error":"Decryption failed"}"#)), Verdict::KeyMismatch);
         assert!(matches!(classify(&answer(400, r#"{"error":"missing machine_id"}"#)), Verdict::Reject { .. }));
         assert!(matches!(classify(&answer(413, "")), Verdict::Reject { .. }));
+        assert!(matches!(classify(&answer(409, "{}")), Verdict::Conflict { .. }));
         assert!(matches!(classify(&answer(401, "")), Verdict::Misconfigured { .. }));
         assert!(matches!(classify(&answer(404, "")), Verdict::Misconfigured { .. }));
         let mut limited = answer(429, "");

@@ -1,0 +1,200 @@
+//! Exactly-once delivery of v2 batches under the faults of issue 11: an answer lost after the
+//! receiver stored the batch, followed by new records and a key change (or no key at all), and
+//! a seq-space collision (`409`). The sender runs in this process against a real receiver
+//! process, through a proxy that forwards a request and drops its answer.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fleet_agent::config::Config;
+use fleet_agent::record::Record;
+use fleet_agent::report::LatestReport;
+use fleet_agent::sender::Sender;
+use fleet_agent::spool::Spool;
+use serde_json::{json, Value};
+
+use crate::support::{agent_config, spool_unacked, start_receiver, stored_records, TEST_KEY_B64};
+
+const OTHER_KEY_B64: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+const MACHINE: &str = "test-machine";
+
+/// One HTTP request read off a stream: head (with the blank line) and body.
+fn read_request(stream: &TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut head = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
+/// A proxy to `upstream` (host:port) that forwards every request, waits for the answer, and
+/// then closes the client's connection WITHOUT the answer: the server stored the batch, the
+/// sender never learns it.
+fn answer_dropping_proxy(upstream: String) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let Some((head, body)) = read_request(&stream) else { continue };
+            let head = head.replace("Connection: keep-alive", "Connection: close");
+            if let Ok(mut up) = TcpStream::connect(&upstream) {
+                let _ = up.write_all(head.as_bytes()).and_then(|()| up.write_all(&body));
+                let _ = up.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut answer = [0u8; 4096];
+                let _ = up.read(&mut answer);
+            }
+            drop(stream);
+        }
+    });
+    url
+}
+
+fn records(from: usize, count: usize) -> Vec<Record> {
+    (from..from + count)
+        .map(|i| Record {
+            ts: format!("2026-11-22T13:00:{:02}.{:03}Z", i / 1000, i % 1000),
+            widget: format!("w{i}"),
+            kind: fleet_widgets::SampleKind::Log,
+            level: fleet_widgets::Level::Info,
+            message: format!("record {i}"),
+            data: json!({ "i": i }),
+        })
+        .collect()
+}
+
+fn load(dir: &Path, name: &str, url: &str, key: Option<&str>) -> Config {
+    let path = agent_config(dir, name, url, key, "v2", "");
+    Config::load(Some(&path)).unwrap_or_else(|e| panic!("config: {}", e.len()))
+}
+
+/// Push until `done` (or 10 s).
+fn push_until(sender: &mut Sender, spool: &mut Spool, mut done: impl FnMut(&mut Spool) -> bool) {
+    let report = LatestReport::new();
+    let start = Instant::now();
+    while !done(spool) && start.elapsed() < Duration::from_secs(10) {
+        sender.push(spool, &report, Instant::now() + Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every stored record's `message`, each once (panics on a duplicate).
+fn stored_messages(store: &Path) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for line in stored_records(store, MACHINE) {
+        let message = line["record"]["message"].as_str().unwrap_or("").to_string();
+        assert!(seen.insert(message.clone()), "stored twice: {message}");
+    }
+    seen.into_iter().collect()
+}
+
+fn expected_messages(count: usize) -> Vec<String> {
+    let mut all: Vec<String> = (0..count).map(|i| format!("record {i}")).collect();
+    all.sort();
+    all
+}
+
+/// The answer to the first batch is lost after the receiver stored it; more records arrive;
+/// the retry happens under `second_key`. Before the fix the retry carried every record then in
+/// the spool under the old seq, the receiver answered "duplicate" and the new ones were acked
+/// unsent (status showed them delivered).
+fn lost_answer_then_new_records(first_key: Option<&str>, second_key: Option<&str>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let keys: Vec<&str> = [first_key, second_key].into_iter().flatten().collect();
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &keys);
+    let proxy = answer_dropping_proxy(url.trim_start_matches("http://").to_string());
+
+    let first = load(dir.path(), "first.json", &proxy, first_key);
+    let mut spool = Spool::open(&first.spool).expect("spool");
+    let spool_dir = first.spool.dir.clone();
+    spool.append(&records(0, 5)).expect("append");
+    let mut sender = Sender::new(&first, &proxy, spool_dir.clone()).expect("sender");
+    sender.push(&mut spool, &LatestReport::new(), Instant::now() + Duration::from_secs(2));
+    assert_eq!(stored_messages(&store).len(), 5, "the receiver stored the first batch");
+    assert_eq!(spool_unacked(&spool_dir), 5, "the answer was lost: nothing acked");
+    drop(sender);
+
+    spool.append(&records(5, 7)).expect("append");
+    let second = load(dir.path(), "second.json", &url, second_key);
+    let mut sender = Sender::new(&second, &url, spool_dir.clone()).expect("sender");
+    push_until(&mut sender, &mut spool, |spool| spool.stats().unacked_records == 0);
+
+    assert_eq!(stored_messages(&store), expected_messages(12), "every record stored exactly once");
+    assert_eq!(spool.stats().unacked_records, 0);
+    assert_eq!(sender.state().sent_records, 12, "delivered = what the receiver stored");
+}
+
+#[test]
+fn lost_answer_new_records_and_key_change_lose_nothing() {
+    lost_answer_then_new_records(Some(TEST_KEY_B64), Some(OTHER_KEY_B64));
+}
+
+#[test]
+fn lost_answer_new_records_without_a_key_lose_nothing() {
+    lost_answer_then_new_records(None, None);
+}
+
+/// A one-thread server answering each request with the next of `answers` (the last repeats),
+/// keeping every request body.
+fn scripted_server(answers: Vec<&'static str>) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let Some((_, body)) = read_request(&stream) else { continue };
+            kept.lock().expect("lock").push(body);
+            let _ = stream.write_all(answers[n.min(answers.len() - 1)].as_bytes());
+        }
+    });
+    (url, bodies)
+}
+
+const CONFLICT: &str = "HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: 75\r\nConnection: close\r\n\r\n{\"error\":\"seq 1 of machine test-machine was stored with different records\"}";
+const OK: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"status\":\"ok\"}";
+
+#[test]
+fn conflict_keeps_the_records_and_resends_them_under_a_fresh_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, bodies) = scripted_server(vec![CONFLICT, OK]);
+    let config = load(dir.path(), "c.json", &url, None);
+    let mut spool = Spool::open(&config.spool).expect("spool");
+    spool.append(&records(0, 4)).expect("append");
+    let mut sender = Sender::new(&config, &url, config.spool.dir.clone()).expect("sender");
+    push_until(&mut sender, &mut spool, |spool| spool.stats().unacked_records == 0);
+    let bodies = bodies.lock().expect("lock").clone();
+    assert_eq!(bodies.len(), 2, "one 409, then the resend");
+    let parsed: Vec<Value> = bodies.iter().map(|b| serde_json::from_slice(b).expect("json body")).collect();
+    let (first, second) = (&parsed[0], &parsed[1]);
+    assert_eq!(first["records"], second["records"], "the same records");
+    assert_ne!(first["seq"], second["seq"], "under a new seq");
+    assert!(second["seq"].as_u64() > first["seq"].as_u64(), "a fresh range further on");
+    assert_eq!(spool.stats().unacked_records, 0);
+    let state = sender.state();
+    assert_eq!(state.sent_records, 4);
+    assert_eq!(state.seq_collisions, 1);
+    assert_eq!(state.rejected, 0, "a collision is not a rejection");
+    let error = state.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    assert!(error.contains("machine_id \"test-machine\"") && error.contains("409"), "{error}");
+    assert!(state.next_seq > second["seq"].as_u64().unwrap_or(u64::MAX));
+}
