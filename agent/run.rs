@@ -23,8 +23,7 @@ use crate::collect::Collector;
 use crate::config::Config;
 use crate::host::SystemHost;
 use crate::record::Record;
-use crate::report::LatestReport;
-use crate::sender::{Sender, SenderError};
+use crate::sender::{self, Sender, SenderError};
 use crate::signals::Signals;
 use crate::spool::{Spool, SpoolError};
 
@@ -88,8 +87,7 @@ pub struct Agent {
     collector: Collector,
     host: SystemHost,
     spool: Option<Spool>,
-    sender: Option<Sender>,
-    report: LatestReport,
+    sender: Option<Box<dyn Sender>>,
     pending: VecDeque<Record>,
     pending_dropped: u64,
     spool_error: Option<String>,
@@ -107,7 +105,6 @@ impl Agent {
             host: SystemHost::new(),
             spool: None,
             sender: None,
-            report: LatestReport::new(),
             pending: VecDeque::new(),
             pending_dropped: 0,
             spool_error: None,
@@ -149,13 +146,13 @@ impl Agent {
             let next_collection = self.collector.next_due().unwrap_or_else(|| Instant::now() + MAX_SLEEP);
             let deadline = limit.map_or(next_collection, |at| at.min(next_collection));
             self.push(deadline);
-            if self.sender.as_ref().is_some_and(Sender::restart_requested) {
+            if self.sender.as_ref().is_some_and(|s| s.restart_requested()) {
                 log::info!("restart_agent: stopping to start again");
                 self.shutdown();
                 return Ok(Exit::Restart);
             }
             let mut wake = next_collection;
-            if let Some(at) = self.sender.as_ref().and_then(Sender::next_wakeup) {
+            if let Some(at) = self.sender.as_ref().and_then(|s| s.next_wakeup()) {
                 wake = wake.min(at);
             }
             if let Some(at) = limit {
@@ -175,9 +172,9 @@ impl Agent {
         Ok(())
     }
 
-    fn build_sender(&self, spool_dir: PathBuf) -> Result<Option<Sender>, SenderError> {
+    fn build_sender(&self, spool_dir: PathBuf) -> Result<Option<Box<dyn Sender>>, SenderError> {
         match self.config.server_url.as_deref() {
-            Some(url) => Sender::new(&self.config, url, spool_dir).map(Some),
+            Some(url) => sender::build(&self.config, url, spool_dir).map(Some),
             None => {
                 log::warn!("no server_url: records are kept in the spool and not sent");
                 Ok(None)
@@ -187,7 +184,7 @@ impl Agent {
 
     fn push(&mut self, deadline: Instant) {
         if let (Some(sender), Some(spool)) = (self.sender.as_mut(), self.spool.as_mut()) {
-            sender.push(spool, &self.report, deadline);
+            sender.push(spool, deadline);
         }
     }
 
@@ -198,7 +195,9 @@ impl Agent {
         if let Some(Err(e)) = self.spool.as_mut().map(Spool::sync) {
             log::error!("spool: final sync: {e}");
         }
-        self.push(Instant::now() + FINAL_PUSH);
+        if let (Some(sender), Some(spool)) = (self.sender.as_mut(), self.spool.as_mut()) {
+            sender.flush(spool, Instant::now() + FINAL_PUSH);
+        }
         if !self.pending.is_empty() {
             log::error!("{} records could not be written to the spool and are lost at exit", self.pending.len());
         }
@@ -208,8 +207,12 @@ impl Agent {
     fn store(&mut self, records: Vec<Record>) {
         for record in &records {
             log::debug!("collected {} ({} bytes of data)", record.widget, record.data.to_string().len());
-            self.report.update(record);
         }
+        // The sender keeps what it needs only in memory (Atlas: metrics, in its report).
+        let records = match self.sender.as_mut() {
+            Some(sender) => sender.accept(records),
+            None => records,
+        };
         self.pending.extend(records);
         while self.pending.len() > PENDING_MAX_RECORDS {
             self.pending.pop_front();

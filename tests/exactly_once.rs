@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use fleet_agent::config::Config;
 use fleet_agent::record::Record;
-use fleet_agent::report::LatestReport;
-use fleet_agent::sender::Sender;
+use fleet_agent::sender::{self, Sender};
 use fleet_agent::spool::Spool;
 use serde_json::{json, Value};
 
@@ -86,11 +85,10 @@ fn load(dir: &Path, name: &str, url: &str, key: Option<&str>) -> Config {
 }
 
 /// Push until `done` (or 10 s).
-fn push_until(sender: &mut Sender, spool: &mut Spool, mut done: impl FnMut(&mut Spool) -> bool) {
-    let report = LatestReport::new();
+fn push_until(sender: &mut dyn Sender, spool: &mut Spool, mut done: impl FnMut(&mut Spool) -> bool) {
     let start = Instant::now();
     while !done(spool) && start.elapsed() < Duration::from_secs(10) {
-        sender.push(spool, &report, Instant::now() + Duration::from_millis(500));
+        sender.push(spool, Instant::now() + Duration::from_millis(500));
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -126,16 +124,16 @@ fn lost_answer_then_new_records(first_key: Option<&str>, second_key: Option<&str
     let mut spool = Spool::open(&first.spool).expect("spool");
     let spool_dir = first.spool.dir.clone();
     spool.append(&records(0, 5)).expect("append");
-    let mut sender = Sender::new(&first, &proxy, spool_dir.clone()).expect("sender");
-    sender.push(&mut spool, &LatestReport::new(), Instant::now() + Duration::from_secs(2));
+    let mut sender = sender::build(&first, &proxy, spool_dir.clone()).expect("sender");
+    sender.push(&mut spool, Instant::now() + Duration::from_secs(2));
     assert_eq!(stored_messages(&store).len(), 5, "the receiver stored the first batch");
     assert_eq!(spool_unacked(&spool_dir), 5, "the answer was lost: nothing acked");
     drop(sender);
 
     spool.append(&records(5, 7)).expect("append");
     let second = load(dir.path(), "second.json", &url, second_key);
-    let mut sender = Sender::new(&second, &url, spool_dir.clone()).expect("sender");
-    push_until(&mut sender, &mut spool, |spool| spool.stats().unacked_records == 0);
+    let mut sender = sender::build(&second, &url, spool_dir.clone()).expect("sender");
+    push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
 
     assert_eq!(stored_messages(&store), expected_messages(12), "every record stored exactly once");
     assert_eq!(spool.stats().unacked_records, 0);
@@ -180,8 +178,8 @@ fn conflict_keeps_the_records_and_resends_them_under_a_fresh_seq() {
     let config = load(dir.path(), "c.json", &url, None);
     let mut spool = Spool::open(&config.spool).expect("spool");
     spool.append(&records(0, 4)).expect("append");
-    let mut sender = Sender::new(&config, &url, config.spool.dir.clone()).expect("sender");
-    push_until(&mut sender, &mut spool, |spool| spool.stats().unacked_records == 0);
+    let mut sender = sender::build(&config, &url, config.spool.dir.clone()).expect("sender");
+    push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
     let bodies = bodies.lock().expect("lock").clone();
     assert_eq!(bodies.len(), 2, "one 409, then the resend");
     let parsed: Vec<Value> = bodies.iter().map(|b| serde_json::from_slice(b).expect("json body")).collect();

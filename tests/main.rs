@@ -2,6 +2,7 @@
 //! executable (or the library) the way a user or a server would.
 
 mod atlas_config;
+mod atlas_rate;
 mod cli;
 mod commands;
 mod envelope;

@@ -312,7 +312,9 @@ fn atlas_protocol_with_the_bundled_receiver() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
-    let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", "");
+    // Widget logs every 2 s here (default 120 s), within Atlas's request budget.
+    let extra = r#","widget_log_interval":2"#;
+    let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", extra);
     let text = std::fs::read_to_string(&config)
         .expect("read")
         .replace(r#""ping":{"enabled":false}"#, r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#);
@@ -322,6 +324,7 @@ fn atlas_protocol_with_the_bundled_receiver() {
     let v1 = |file: &str| fleet_agent::receiver::store::read_v1(&store, MACHINE, file).map(|l| l.len()).unwrap_or(0);
     assert!(wait_for(Duration::from_secs(15), || v1("reports.jsonl") >= 1 && v1("widget-logs.jsonl") >= 3));
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    // Metrics never enter the spool in Atlas mode; the last widget logs go with the final push.
     assert_eq!(spool_unacked(&spool), 0, "widget logs delivered, metrics represented by the report");
 }
 

@@ -140,6 +140,8 @@ pub fn agent_config(
     extra: &str,
 ) -> PathBuf {
     let key = key.map(|k| format!(r#","encryption_key":"{k}""#)).unwrap_or_default();
+    // v2 pushes every cycle here (the default coalesces 20 s); Atlas keeps its defaults.
+    let key = if protocol == "v2" { format!(r#"{key},"send_interval":0.2"#) } else { key };
     let json = format!(
         r#"{{"server_url":"{server_url}","api_key":"test-api-key","machine_id":"test-machine","protocol":"{protocol}",
             "interval":0.2{key},"spool":{{"dir":"{}"}},"log_level":"debug",
