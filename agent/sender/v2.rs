@@ -7,7 +7,8 @@
 //! state; it shares only the [`Link`] with other protocols.
 //!
 //! Sends are coalesced: a push round starts at most every `send_interval` (a retry after a
-//! failure comes when the backoff says), then drains the spool until the deadline.
+//! failure comes when the backoff says), then drains the spool until the deadline; while a
+//! backlog remains, the next round starts at the next cycle.
 
 use std::time::{Duration, Instant};
 
@@ -201,6 +202,11 @@ impl V2Sender {
         loop {
             match self.send_batch(spool) {
                 Step::Continue if Instant::now() < deadline => continue,
+                // Cut by the deadline with more to send (a backlog): go on at the next cycle.
+                Step::Continue => {
+                    self.next_send = Instant::now();
+                    break;
+                }
                 _ => break,
             }
         }
