@@ -5,7 +5,8 @@
 //! current step; SIGHUP reloads the config (a bad new config is logged and the old one kept);
 //! SIGUSR1 runs every widget now.
 //!
-//! Records go to the spool first (durable), then the sender pushes from the spool within a
+//! Records pass through the sender ([`crate::sender::Sender::accept`]: Atlas keeps metrics in
+//! memory for its report), the rest go to the spool (durable), then the sender pushes within a
 //! deadline: the time until the next widget is due, so sending never delays collection by
 //! more than one request's timeout. When the spool cannot take records (disk full), they are
 //! held in memory up to [`PENDING_MAX_RECORDS`] (oldest dropped past that, counted and logged)
