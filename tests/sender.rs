@@ -435,16 +435,24 @@ fn without_a_transport_key_no_plaintext_lands_in_the_spool_dir() {
             );
         }
     }
-    assert_eq!(sender_state(&spool)["rejected"].as_u64(), Some(1));
+    let first_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    assert_eq!(sender_state(&spool)["rejected"].as_u64(), Some(1), "{}\n{first_log}", sender_state(&spool));
 
     // The in-flight batch (kept on disk without its body) is rebuilt and delivered once.
     let store = dir.path().join("store");
     let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
     std::fs::remove_file(&config).expect("rm");
     let config = agent_config(dir.path(), "c.json", &url, None, "v2", "");
-    let mut agent = start_agent(&config, &dir.path().join("agent2.log"));
-    assert!(wait_for(Duration::from_secs(10), || spool_unacked(&spool) <= 3 && !spool.join("inflight.json").exists()));
+    let second_log = dir.path().join("agent2.log");
+    let mut agent = start_agent(&config, &second_log);
+    // Started (signal handlers in place) and delivering, before the SIGTERM.
+    let started = || std::fs::read_to_string(&second_log).unwrap_or_default().contains("started:");
+    assert!(wait_for(Duration::from_secs(10), started));
+    assert!(
+        wait_for(Duration::from_secs(10), || spool_unacked(&spool) <= 3 && !stored_records(&store, MACHINE).is_empty())
+    );
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
-    assert_eq!(spool_unacked(&spool), 0);
+    let log = std::fs::read_to_string(dir.path().join("agent2.log")).unwrap_or_default();
+    assert_eq!(spool_unacked(&spool), 0, "{log}");
     assert_whole_cycles(&unique_records(&stored_records(&store, MACHINE)));
 }

@@ -76,6 +76,8 @@ fn print_sender_state(dir: &std::path::Path) {
     println!("  delivered:    {} records", state.sent_records);
     println!("  next seq:     {}", state.next_seq);
     match Inflight::load(dir) {
+        // After its ack the file stays as the record of the last seq used.
+        Ok(Some(inflight)) if crate::spool::load_cursor(dir).ok().flatten().is_some_and(|c| inflight.end <= c) => {}
         Ok(Some(inflight)) => println!("  in flight:    batch seq {} ({} records)", inflight.seq, inflight.records),
         Ok(None) => {}
         Err(e) => println!("  in flight:    unreadable: {e}"),

@@ -2,10 +2,10 @@
 //! use, the answer handling of [`super::verdict`] with its backoff, the persisted
 //! [`SenderState`] and the `rejected/` folder. Each protocol module owns one [`Link`].
 //!
-//! `sender.json` holds bookkeeping (last success and error, counters) and v2's `next_seq`.
-//! Only a change of `next_seq` must be durable at once (v2 saves it with [`Link::save_now`]
-//! before acknowledging the spool); the bookkeeping is written at most every
-//! [`STATE_SAVE_INTERVAL`] (and at shutdown), so a steady cycle costs no sender fsync.
+//! `sender.json` holds bookkeeping (last success and error, counters) and v2's `next_seq`
+//! (which v2 can also recover from its last `inflight.json`). It is written at most every
+//! [`STATE_SAVE_INTERVAL`] and at shutdown, so a steady cycle costs no sender fsync; a seq
+//! collision writes it at once.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -100,6 +100,11 @@ impl Link {
             last_saved: None,
             dirty: true,
         })
+    }
+
+    /// Mark the state as changed (written by the next lazy save).
+    pub fn touch(&mut self) {
+        self.dirty = true;
     }
 
     /// True while a retry is not yet due.

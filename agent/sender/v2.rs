@@ -3,8 +3,10 @@
 //! `seq`. The batch is written to `inflight.json` before it is sent, so after a crash it is
 //! resent with the same seq and content. A seq always carries exactly the records it was first
 //! built with (its start cursor and record count are persisted), also when it is resealed under
-//! a new key or rebuilt because no key is configured. This module owns that seq and in-flight
-//! state; it shares only the [`Link`] with other protocols.
+//! a new key or rebuilt because no key is configured. After the ack, `inflight.json` stays as
+//! the record of the last seq used (the spool's cursor, past its records, says it is done), so
+//! a send costs one durable sender write (`inflight.json`) besides the spool's cursor. This
+//! module owns that seq and in-flight state; it shares only the [`Link`] with other protocols.
 //!
 //! Sends are coalesced: a push round starts at most every `send_interval` (a retry after a
 //! failure comes when the backoff says), then drains the spool until the deadline; while a
@@ -30,16 +32,27 @@ pub struct V2Sender {
     next_send: Instant,
     /// `409` answers since the last other answer.
     collisions_in_a_row: u32,
+    /// `inflight.json` was written this turn (the turn's one durable sender write).
+    wrote_inflight: bool,
 }
 
 impl V2Sender {
     /// A v2 sender over `link`, starting a push round at most every `send_interval`.
     pub fn new(link: Link, send_interval: Duration) -> Self {
-        V2Sender { link, send_interval, next_send: Instant::now(), collisions_in_a_row: 0 }
+        V2Sender { link, send_interval, next_send: Instant::now(), collisions_in_a_row: 0, wrote_inflight: false }
     }
 
     fn send_batch(&mut self, spool: &mut Spool) -> Step {
         let inflight = match Inflight::load(&self.link.spool_dir) {
+            // The last batch, acknowledged (its file stays as the record of the last seq used).
+            Ok(Some(done)) if done.end <= spool.acked_cursor() => {
+                self.seq_used(done.seq);
+                match self.build_batch(spool) {
+                    Ok(Some(inflight)) => inflight,
+                    Ok(None) => return Step::Idle,
+                    Err(e) => return self.link.local_failure(&e),
+                }
+            }
             Ok(Some(inflight)) if inflight.kid == self.link.kid && !inflight.body.is_empty() => inflight,
             Ok(Some(stale)) => {
                 if stale.kid != self.link.kid {
@@ -174,22 +187,26 @@ impl V2Sender {
         let body = String::from_utf8(sealed).map_err(|_| format!("batch {seq} body is not UTF-8"))?;
         let inflight = Inflight { seq, start: Some(start), end: batch.next, records, kid: self.link.kid.clone(), body };
         inflight.save(&self.link.spool_dir)?;
+        self.wrote_inflight = true;
         Ok(inflight)
     }
 
-    /// Acknowledged (or set aside): advance seq, ack the spool, forget the in-flight batch, in
-    /// that order, so a crash anywhere in between only causes a resend the receiver ignores.
+    /// Acknowledged (or set aside): ack the spool up to the batch's end. That one durable
+    /// write (the spool's own cursor) is the commit point: `inflight.json` stays as it is and,
+    /// its records now acknowledged, records the last seq used, so `next_seq` needs no durable
+    /// write of its own (`sender.json` may lag; the next batch, or a restart, takes
+    /// `max(next_seq, last seq + 1)`). A crash before the ack only causes a resend the receiver
+    /// recognises.
     fn finish(&mut self, spool: &mut Spool, inflight: &Inflight, delivered: u64) -> Step {
-        self.link.state.next_seq = self.link.state.next_seq.max(inflight.seq + 1);
-        if let Err(e) = self.link.save_now() {
-            return self.link.local_failure(&e);
-        }
-        if let Step::Wait = self.link.ack(spool, inflight.end, delivered) {
-            return Step::Wait;
-        }
-        match Inflight::clear(&self.link.spool_dir) {
-            Ok(()) => Step::Continue,
-            Err(e) => self.link.local_failure(&e),
+        self.seq_used(inflight.seq);
+        self.link.ack(spool, inflight.end, delivered)
+    }
+
+    /// `seq` was used (sent and acknowledged, or set aside): never use it again.
+    fn seq_used(&mut self, seq: u64) {
+        if self.link.state.next_seq <= seq {
+            self.link.state.next_seq = seq.saturating_add(1);
+            self.link.touch();
         }
     }
 
@@ -210,7 +227,6 @@ impl V2Sender {
                 _ => break,
             }
         }
-        self.link.save_lazily();
     }
 }
 
@@ -228,10 +244,16 @@ impl Sender for V2Sender {
         if due {
             self.push_round(spool, deadline);
         }
+        // At most one durable sender write per turn: bookkeeping waits for a turn without a
+        // new in-flight batch.
+        if !std::mem::take(&mut self.wrote_inflight) {
+            self.link.save_lazily();
+        }
     }
 
     fn flush(&mut self, spool: &mut Spool, deadline: Instant) {
         self.push_round(spool, deadline);
+        self.wrote_inflight = false;
         let _ = self.link.save_now();
     }
 

@@ -113,7 +113,7 @@ use std::path::{Path, PathBuf};
 
 use fleet_widgets::Timestamp;
 
-pub use cursor::Cursor;
+pub use cursor::{load_cursor, Cursor};
 pub use error::SpoolError;
 pub use inspect::{inspect, verify, VerifyReport};
 pub use recovery::{HeaderState, Problem, SegmentScan, QUARANTINE_DIR};
