@@ -69,13 +69,25 @@ impl Collector {
         records
     }
 
-    /// Run every active widget once, whatever its schedule (`once`, SIGUSR1).
+    /// Run every active widget once, whatever its schedule, and hand over what widgets hold
+    /// back (`once`, SIGUSR1: a forced collection closes open ping windows early).
     pub fn collect_all(&mut self, host: &dyn Host, ts: Timestamp) -> Vec<Record> {
         let mut records = Vec::new();
         for entry in self.widgets.iter_mut().filter(|w| !w.unsupported) {
             run_one(entry, host, ts, &mut records);
         }
+        records.extend(self.flush(ts));
         records
+    }
+
+    /// What widgets hold back (open ping windows), as records: call before stopping so
+    /// nothing measured is lost.
+    pub fn flush(&mut self, ts: Timestamp) -> Vec<Record> {
+        self.widgets
+            .iter_mut()
+            .flat_map(|entry| entry.widget.flush(ts))
+            .map(|sample| Record::from_sample(sample, ts))
+            .collect()
     }
 }
 

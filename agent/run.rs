@@ -192,7 +192,9 @@ impl Agent {
     /// SIGTERM: make the spool durable, then one last push with a short deadline.
     fn shutdown(&mut self) {
         log::info!("stopping");
-        self.store(Vec::new());
+        // What widgets hold back (open ping windows) is stored, not lost.
+        let held = self.collector.flush(Timestamp::now());
+        self.store(held);
         if let Some(Err(e)) = self.spool.as_mut().map(Spool::sync) {
             log::error!("spool: final sync: {e}");
         }
@@ -274,6 +276,9 @@ impl Agent {
                     Err(e) => log::error!("SIGHUP: keeping the old sender: {e}"),
                 }
                 self.config.spool = old.spool;
+                // Open ping windows are handed over, not dropped with the old widgets.
+                let held = self.collector.flush(Timestamp::now());
+                self.store(held);
                 self.collector = Collector::new(&self.config.widgets, Instant::now());
                 log::info!("SIGHUP: configuration reloaded");
             }

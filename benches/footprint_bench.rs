@@ -139,7 +139,8 @@ const VARIANTS: [Variant; 2] = [
         machine: "bench-footprint-system",
         widgets: r#"{"disk":{"enabled":false},"network":{"enabled":false},"processes":{"enabled":false},
             "battery":{"enabled":false},"wifi":{"enabled":false},"ping":{"enabled":false},
-            "speedtest":{"enabled":false},"machine_info":{"enabled":false}}"#,
+            "speedtest":{"enabled":false},"machine_info":{"enabled":false},"security":{"enabled":false},
+            "users":{"enabled":false}}"#,
     },
 ];
 

@@ -114,7 +114,8 @@ fn write_config(dir: &Path, url: &str, key: &Key32, protocol: &str) -> Result<Pa
         "machine_id": MACHINE, "protocol": protocol, "interval": 60, "log_level": "warn",
         "spool": {"dir": dir.join("spool")},
         "widgets": {"memory": off, "system": off, "disk": off, "network": off, "processes": off,
-                    "battery": off, "wifi": off, "ping": off, "speedtest": off, "machine_info": off},
+                    "battery": off, "wifi": off, "ping": off, "speedtest": off, "machine_info": off,
+                    "security": off, "users": off},
     });
     let path = dir.join("agent.json");
     std::fs::write(&path, config.to_string()).map_err(|e| format!("writing {}: {e}", path.display()))?;

@@ -18,10 +18,10 @@ fn atlas_requests_stay_within_atlas_agents_rate_at_interval_1s() {
     let (_server, url) = start_atlas_mock(&capture);
     let extra = r#","send_interval":10,"widget_log_interval":0.05"#;
     let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", extra);
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace(r#""interval":0.2"#, r#""interval":1"#)
-        .replace(r#""ping":{"enabled":false}"#, r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#);
+    let text = std::fs::read_to_string(&config).expect("read").replace(r#""interval":0.2"#, r#""interval":1"#).replace(
+        r#""ping":{"enabled":false}"#,
+        r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9,"window_s":0}"#,
+    );
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));
     std::thread::sleep(Duration::from_secs(32));

@@ -243,9 +243,10 @@ fn atlas_protocol_matches_the_python_server() {
     let (_server, url) = start_atlas_mock(&capture);
     let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", "");
     // Enable ping to loopback so there are widget logs to send.
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace(r#""ping":{"enabled":false}"#, r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#);
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        r#""ping":{"enabled":false}"#,
+        r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9,"window_s":0}"#,
+    );
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));
     let captured = || std::fs::read_to_string(&capture).unwrap_or_default();
@@ -315,9 +316,10 @@ fn atlas_protocol_with_the_bundled_receiver() {
     // Widget logs every 2 s here (default 120 s), within Atlas's request budget.
     let extra = r#","widget_log_interval":2"#;
     let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", extra);
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace(r#""ping":{"enabled":false}"#, r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#);
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        r#""ping":{"enabled":false}"#,
+        r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9,"window_s":0}"#,
+    );
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let spool = dir.path().join("spool");
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));

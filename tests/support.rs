@@ -147,7 +147,8 @@ pub fn agent_config(
             "interval":0.2{key},"spool":{{"dir":"{}"}},"log_level":"debug",
             "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
             "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
-            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}}}}{extra}}}"#,
+            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
+            "users":{{"enabled":false}}}}{extra}}}"#,
         s(&dir.join("spool"))
     );
     write_config(dir, name, &json, 0o600)

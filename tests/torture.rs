@@ -352,7 +352,8 @@ fn outage_agent_config(dir: &Path, url: &str, spool: &str) -> PathBuf {
             "interval":1,"encryption_key":"{TEST_KEY_B64}","log_level":"debug"{spool},
             "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
             "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
-            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}}}}}}"#
+            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
+            "users":{{"enabled":false}}}}}}"#
     );
     write_config(dir, "outage.json", &json, 0o600)
 }
@@ -421,7 +422,8 @@ fn disk_full_holds_records_in_memory_logs_once_and_recovers() {
             "spool":{{"dir":"{}","segment_bytes":8192,"max_bytes":16777216}},
             "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
             "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
-            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}}}}}}"#,
+            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
+            "users":{{"enabled":false}}}}}}"#,
         s(&spool)
     );
     let config = write_config(dir.path(), "c.json", &json, 0o600);

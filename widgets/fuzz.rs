@@ -12,10 +12,15 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use crate::battery::parse as battery;
+use crate::disk::parse as disk;
 use crate::machine::parse as machine;
+use crate::network::parse as network;
 use crate::ping::icmp;
 use crate::ping::parse as ping;
+use crate::processes::parse as processes;
+use crate::security::parse as security;
 use crate::speedtest::parse as speedtest;
+use crate::users::parse as users;
 use crate::wifi::parse as wifi;
 
 /// Run every parser of `widget` on `text` (results dropped; a panic fails the property).
@@ -59,12 +64,40 @@ fn parse_all(widget: &str, text: &str) {
             let _ = machine::parse_sp_hardware(text);
             let _ = machine::parse_scutil_get(text);
             let _ = machine::parse_proc_net_route_default(text);
+            let _ = machine::parse_mountinfo(text).map(|m| machine::real_disks(&m).len());
+            let _ = machine::parse_cpuinfo_model(text);
+            let _ = machine::parse_sysfs_if_up(text);
+            let _ = machine::sysfs_if_running(Some(text), Some(text));
+            let _ = machine::parse_sysfs_speed(text);
+            let _ = machine::real_serial(text);
+        }
+        "processes" => {
+            let _ = processes::parse_proc_pid_stat(text);
+            let _ = processes::parse_passwd(text);
+            let _ = processes::parse_meminfo_total(text);
+        }
+        "network" => {
+            let _ = network::parse_proc_net_dev(text);
+            let _ = network::parse_sockstat(text);
+        }
+        "security" => {
+            let _ = security::parse_fdesetup_status(text);
+            let _ = security::parse_firewall_global_state(text);
+            let _ = security::parse_spctl_status(text);
+            let _ = security::parse_csrutil_status(text);
+        }
+        "users" => {
+            let _ = users::parse_who(text);
+        }
+        "disk" => {
+            let _ = disk::parse_diskstats(text, |name| name.len() % 2 == 0);
         }
         other => panic!("no parsers listed for {other}"),
     }
 }
 
-const WIDGETS: [&str; 5] = ["battery", "wifi", "ping", "speedtest", "machine"];
+const WIDGETS: [&str; 9] =
+    ["battery", "wifi", "ping", "speedtest", "machine", "processes", "network", "disk", "security"];
 
 /// The fixture texts of every widget, as `(widget, text)` (read once).
 fn fixtures() -> &'static [(&'static str, String)] {

@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod host;
+pub mod procfs;
 pub mod sample;
 pub mod time;
 
@@ -32,8 +33,10 @@ pub mod memory;
 pub mod network;
 pub mod ping;
 pub mod processes;
+pub mod security;
 pub mod speedtest;
 pub mod system;
+pub mod users;
 pub mod wifi;
 
 pub use error::{CollectError, ParseError};
@@ -55,6 +58,13 @@ pub trait Widget {
     /// Take one reading. `Err(CollectError::Unsupported)` means "does not apply on this
     /// machine" (no battery, no WiFi) and is not logged as an error.
     fn collect(&mut self, host: &dyn Host, now: Timestamp) -> Result<Vec<Sample>, CollectError>;
+
+    /// Hand over what the widget holds back (a ping window still open) at `now`: called by
+    /// `once`, on a forced collection and before the agent stops, so nothing measured is lost.
+    /// Most widgets hold nothing back.
+    fn flush(&mut self, _now: Timestamp) -> Vec<Sample> {
+        Vec::new()
+    }
 }
 
 /// A registry entry: how to build a widget and what it is by default.
@@ -97,6 +107,8 @@ pub static ALL: &[&WidgetSpec] = &[
     &battery::SPEC,
     &wifi::SPEC,
     &ping::SPEC,
+    &security::SPEC,
+    &users::SPEC,
     &speedtest::SPEC,
 ];
 

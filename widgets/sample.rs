@@ -28,13 +28,37 @@ pub enum Level {
 }
 
 impl Level {
-    /// The lowercase wire name.
+    /// The lowercase wire name (records, v2 batches).
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Info => "info",
             Level::Warning => "warning",
             Level::Error => "error",
         }
+    }
+
+    /// The name Atlas's widget-log collector sends (`level.upper()`): `INFO`, `WARNING`,
+    /// `ERROR`.
+    pub fn as_atlas_str(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+        }
+    }
+}
+
+/// Remove every `null` member of every object inside `value`, recursively: an unknown number
+/// is left out rather than sent as `null`, because Atlas's readers call `float()` on what
+/// they find and crash on `None` while they default a missing key. A top-level `null` (a
+/// desktop's `battery`) is kept: Atlas sends that one itself.
+pub fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
     }
 }
 
@@ -57,6 +81,7 @@ pub struct Sample {
 impl Sample {
     /// A `metrics.<name>` value.
     pub fn metric(name: &str, data: Value) -> Self {
+        let data = without_nulls(data);
         Sample { kind: SampleKind::Metric, name: name.to_string(), level: Level::Info, message: String::new(), data }
     }
 
@@ -67,12 +92,31 @@ impl Sample {
             name: "machine_info".to_string(),
             level: Level::Info,
             message: String::new(),
-            data,
+            data: without_nulls(data),
         }
     }
 
     /// A widget-log entry of type `name`.
     pub fn log(name: &str, level: Level, message: &str, data: Value) -> Self {
+        let data = without_nulls(data);
         Sample { kind: SampleKind::Log, name: name.to_string(), level, message: message.to_string(), data }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nulls_are_left_out_at_every_depth_but_the_top() {
+        let data = json!({"a": null, "b": 1, "c": {"d": null, "e": [{"f": null, "g": 2}]}});
+        assert_eq!(without_nulls(data), json!({"b": 1, "c": {"e": [{"g": 2}]}}));
+        assert_eq!(Sample::metric("battery", Value::Null).data, Value::Null);
+        assert_eq!(Sample::log("ping", Level::Info, "ping", json!({"jitter": null})).data, json!({}));
+        assert_eq!(
+            (Level::Info.as_atlas_str(), Level::Warning.as_atlas_str(), Level::Error.as_atlas_str()),
+            ("INFO", "WARNING", "ERROR")
+        );
     }
 }

@@ -154,7 +154,7 @@ mod tests {
         assert_eq!(
             samples[0].data,
             json!({
-                "percent": 89.0, "plugged": false, "charging": false, "time_left": 17220, "time_to_full": null,
+                "percent": 89.0, "plugged": false, "charging": false, "time_left": 17220,
                 "cycle_count": 155, "health_percent": 89.8, "condition": "Normal", "temperature_c": 29.9,
                 "source": "pmset+ioreg",
             })
@@ -213,8 +213,8 @@ mod tests {
         assert_eq!(
             *data,
             json!({
-                "percent": 81.0, "plugged": false, "charging": false, "time_left": 26327, "time_to_full": null,
-                "cycle_count": null, "health_percent": 94.8, "condition": "Normal", "temperature_c": null,
+                "percent": 81.0, "plugged": false, "charging": false, "time_left": 26327,
+                "health_percent": 94.8, "condition": "Normal",
                 "source": "sysfs",
             })
         );

@@ -1,19 +1,22 @@
-//! `disk`: usage of the root filesystem and cumulative I/O byte counters since boot, summed
-//! over the distinct block devices that hold mounted filesystems.
+//! `disk`: usage of the root filesystem with `df`/psutil semantics (`used = total − free
+//! blocks`, `percent = used / (used + available to users) × 100`), and cumulative I/O
+//! counters since boot (`read_count`, `write_count`, `read_bytes`, `write_bytes`) summed over
+//! whole disks.
+//!
+//! Usage: `statvfs("/")` on every Unix. Counters: Linux `/proc/diskstats` for the disks
+//! listed in `/sys/block` (pure parser in [`parse`]); macOS `sysinfo` (bytes only).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+pub mod parse;
 
 use serde_json::json;
-use sysinfo::{DiskRefreshKind, Disks};
 
-use crate::units::percent;
 use crate::{no_options, CollectError, Host, Sample, Timestamp, Widget, WidgetSpec};
+use parse::{usage_from_statvfs, DiskIo, DiskUsage};
 
 /// Registry entry.
 pub static SPEC: WidgetSpec = WidgetSpec {
     name: "disk",
-    summary: "Root filesystem total/used/free (bytes) and percent; cumulative read/write bytes",
+    summary: "Root filesystem total/used/free (bytes) and percent as df; cumulative read/write counts and bytes",
     enabled_by_default: true,
     default_interval_s: None,
     default_jitter_s: 0,
@@ -21,10 +24,73 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     build: |_| Box::new(DiskWidget::default()),
 };
 
-/// Holds the disk list between cycles (refreshed in place, no re-enumeration cost).
+/// Usage of the filesystem holding `path`, from `statvfs`.
+pub fn filesystem_usage(path: &str) -> Result<DiskUsage, CollectError> {
+    let st = rustix::fs::statvfs(path).map_err(|e| CollectError::Other(format!("statvfs {path}: {e}")))?;
+    Ok(usage_from_statvfs(st.f_blocks, st.f_bfree, st.f_bavail, st.f_frsize))
+}
+
+/// State between cycles: the read buffer and the whole-disk names of `/sys/block`.
 #[derive(Default)]
 pub struct DiskWidget {
-    disks: Option<Disks>,
+    buf: String,
+    whole_disks: Vec<String>,
+    rows_seen: u32,
+    #[cfg(not(target_os = "linux"))]
+    disks: Option<sysinfo::Disks>,
+}
+
+impl DiskWidget {
+    #[cfg(target_os = "linux")]
+    fn io(&mut self) -> Result<DiskIo, CollectError> {
+        let path = "/proc/diskstats";
+        crate::procfs::read_into(path, &mut self.buf)
+            .map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
+        let parse = |disks: &[String], text: &str| {
+            parse::parse_diskstats(text, |name| disks.iter().any(|d| d == name))
+                .map_err(|error| CollectError::Parse { source: path.to_string(), error })
+        };
+        let mut io = parse(&self.whole_disks, &self.buf)?;
+        if io.rows != self.rows_seen {
+            // Devices came or went: list the whole disks again (`/sys/block` holds no partitions).
+            self.whole_disks = std::fs::read_dir("/sys/block")
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            self.rows_seen = io.rows;
+            io = parse(&self.whole_disks, &self.buf)?;
+        }
+        Ok(io)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn io(&mut self) -> Result<DiskIo, CollectError> {
+        use sysinfo::{DiskRefreshKind, Disks};
+        let _ = (&self.buf, &self.whole_disks, self.rows_seen);
+        let kind = DiskRefreshKind::nothing().with_io_usage();
+        let disks = match &mut self.disks {
+            Some(disks) => {
+                disks.refresh_specifics(true, kind);
+                disks
+            }
+            None => {
+                let disks = Disks::new_with_refreshed_list_specifics(kind)
+                    .map_err(|e| CollectError::Other(format!("listing disks: {e}")))?;
+                self.disks.insert(disks)
+            }
+        };
+        // Several mounts of one device share its counters.
+        let mut per_device: std::collections::BTreeMap<&std::ffi::OsStr, (u64, u64)> = Default::default();
+        for disk in disks.iter() {
+            let usage = disk.usage();
+            per_device.insert(disk.name(), (usage.total_read_bytes, usage.total_written_bytes));
+        }
+        let mut io = DiskIo::default();
+        for (read, written) in per_device.values() {
+            io.read_bytes = io.read_bytes.saturating_add(*read);
+            io.write_bytes = io.write_bytes.saturating_add(*written);
+        }
+        Ok(io)
+    }
 }
 
 impl Widget for DiskWidget {
@@ -33,40 +99,22 @@ impl Widget for DiskWidget {
     }
 
     fn collect(&mut self, _host: &dyn Host, _now: Timestamp) -> Result<Vec<Sample>, CollectError> {
-        let disks = match &mut self.disks {
-            Some(disks) => {
-                disks.refresh_specifics(true, DiskRefreshKind::nothing().with_storage().with_io_usage());
-                disks
-            }
-            None => {
-                let kind = DiskRefreshKind::nothing().with_storage().with_io_usage();
-                let disks = Disks::new_with_refreshed_list_specifics(kind)
-                    .map_err(|e| CollectError::Other(format!("listing disks: {e}")))?;
-                self.disks.insert(disks)
-            }
-        };
-        let root = disks
-            .iter()
-            .find(|d| d.mount_point() == Path::new("/"))
-            .ok_or_else(|| CollectError::Other("no filesystem mounted at /".to_string()))?;
-        let total = root.total_space();
-        let free = root.available_space();
-        let used = total.saturating_sub(free);
-        // Several mounts of one device (bind mounts, btrfs subvolumes) share its counters.
-        let mut per_device: BTreeMap<&std::ffi::OsStr, (u64, u64)> = BTreeMap::new();
-        for disk in disks.iter() {
-            let usage = disk.usage();
-            per_device.insert(disk.name(), (usage.total_read_bytes, usage.total_written_bytes));
-        }
-        let (read, written) = per_device.values().fold((0u64, 0u64), |(r, w), (dr, dw)| (r + dr, w + dw));
-        let data = json!({
-            "total": total,
-            "used": used,
-            "free": free,
-            "percent": percent(used, total),
-            "read_bytes": read,
-            "write_bytes": written,
+        let usage = filesystem_usage("/")?;
+        let io = self.io()?;
+        let mut data = json!({
+            "total": usage.total,
+            "used": usage.used,
+            "free": usage.free,
+            "percent": usage.percent,
+            "read_bytes": io.read_bytes,
+            "write_bytes": io.write_bytes,
         });
+        if cfg!(target_os = "linux") {
+            if let Some(map) = data.as_object_mut() {
+                map.insert("read_count".to_string(), json!(io.read_count));
+                map.insert("write_count".to_string(), json!(io.write_count));
+            }
+        }
         Ok(vec![Sample::metric("disk", data)])
     }
 }
@@ -77,11 +125,27 @@ mod tests {
     use crate::{FixtureHost, Os};
 
     #[test]
-    fn root_usage_is_consistent() {
+    fn root_usage_matches_df() {
         let samples = DiskWidget::default().collect(&FixtureHost::new(Os::Linux), Timestamp(0)).expect("disk");
         let d = &samples[0].data;
         let total = d["total"].as_u64().expect("total");
-        assert_eq!(d["used"].as_u64().zip(d["free"].as_u64()).map(|(u, f)| u + f), Some(total));
-        assert!(d["read_bytes"].is_u64() && d["write_bytes"].is_u64());
+        let used = d["used"].as_u64().expect("used");
+        let free = d["free"].as_u64().expect("free");
+        assert!(used + free <= total);
+        for key in ["read_bytes", "write_bytes", "read_count", "write_count"] {
+            assert!(d[key].is_u64(), "{key}");
+        }
+        // `df -P /` reports 1024-byte blocks: used and available, and Use% rounded up.
+        let out = std::process::Command::new("df").args(["-P", "-k", "/"]).output().expect("df");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let cols: Vec<u64> = text
+            .lines()
+            .nth(1)
+            .map(|l| l.split_whitespace().skip(1).take(3).filter_map(|c| c.parse().ok()).collect())
+            .unwrap_or_default();
+        assert_eq!(cols.len(), 3, "{text}");
+        let tolerance = 64 * 1024 * 1024;
+        assert!((cols[1] * 1024).abs_diff(used) < tolerance, "df used {} KiB, ours {used}", cols[1]);
+        assert!((cols[2] * 1024).abs_diff(free) < tolerance, "df avail {} KiB, ours {free}", cols[2]);
     }
 }

@@ -41,7 +41,7 @@ pub struct PlatformIdentity {
     pub serial_number: Option<String>,
     /// Model identifier, e.g. `MacBookPro18,3` or the DMI product name.
     pub model: Option<String>,
-    /// Chip or processor name (macOS).
+    /// Chip or processor name (macOS `Chip`/`Processor Name`, Linux `/proc/cpuinfo`).
     pub chip: Option<String>,
 }
 
@@ -53,7 +53,7 @@ pub fn platform_identity(host: &dyn Host) -> PlatformIdentity {
         Os::Macos => {
             if let Ok(out) = host.run(&["system_profiler", "SPHardwareDataType"], DEFAULT_COMMAND_TIMEOUT) {
                 if let Ok(hw) = parse::parse_sp_hardware(&out.stdout) {
-                    id.serial_number = hw.serial_number;
+                    id.serial_number = hw.serial_number.as_deref().and_then(parse::real_serial);
                     id.model = hw.model_identifier;
                     id.chip = hw.chip;
                 }
@@ -63,14 +63,11 @@ pub fn platform_identity(host: &dyn Host) -> PlatformIdentity {
             }
         }
         Os::Linux => {
-            let dmi = |name: &str| {
-                host.read_file(&format!("/sys/class/dmi/id/{name}"))
-                    .ok()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty() && s != "None" && !s.starts_with("To be filled"))
-            };
-            id.serial_number = dmi("product_serial");
-            id.model = dmi("product_name");
+            let dmi = |name: &str| host.read_file(&format!("/sys/class/dmi/id/{name}")).ok();
+            id.serial_number = dmi("product_serial").as_deref().and_then(parse::real_serial);
+            id.model = dmi("product_name").as_deref().and_then(parse::real_serial);
+            id.chip =
+                host.read_file("/proc/cpuinfo").ok().and_then(|text| parse::parse_cpuinfo_model(&text).ok().flatten());
         }
         Os::Other => {}
     }
@@ -129,36 +126,31 @@ impl Widget for MachineWidget {
         )
         .map_err(|e| CollectError::Other(format!("reading system information: {e}")))?;
         let networks = Networks::new_with_refreshed_list().ok();
-        let disks: Vec<Value> = Disks::new_with_refreshed_list()
-            .map(|disks| {
-                disks
-                    .iter()
-                    .map(|d| {
-                        json!({
-                            "device": d.name().to_string_lossy(),
-                            "mountpoint": d.mount_point().to_string_lossy(),
-                            "fstype": d.file_system().to_string_lossy(),
-                            "total": d.total_space(),
-                            "removable": d.is_removable(),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         let identity = platform_identity(host);
         let hostname = System::host_name().unwrap_or_default();
+        // Atlas: `platform.mac_ver()[0]` on macOS, the kernel elsewhere, so a page printing
+        // `os + " " + os_version` reads "Darwin 14.4.1" or "Linux 6.1.0-18-amd64".
+        let os_version = match host.os() {
+            Os::Macos => System::os_version().ok(),
+            _ => System::kernel_version().ok(),
+        };
+        let local_ip = networks.as_ref().and_then(|n| local_ip(host, n)).map(|ip| ip.to_string());
         let data = json!({
             "hostname": hostname,
             "os": os_name(host.os()),
-            "os_version": System::long_os_version().ok(),
+            "os_version": os_version,
+            "os_name": System::long_os_version().ok(),
             "kernel_version": System::kernel_version().ok(),
             "architecture": System::cpu_arch(),
+            "processor": identity.chip.clone(),
             "cpu_count": System::physical_core_count().ok(),
             "cpu_threads": system.cpus().len(),
             "total_memory": system.total_memory(),
             "boot_time": System::boot_time().ok(),
-            "local_ip": networks.as_ref().and_then(|n| local_ip(host, n)).map(|ip| ip.to_string()),
-            "disks": disks,
+            // Atlas falls back to "localhost"; its pages build URLs from this field.
+            "local_ip": local_ip.unwrap_or_else(|| "localhost".to_string()),
+            "disks": disk_list(host),
+            "network_interfaces": networks.as_ref().map(|n| network_interfaces(host, n)).unwrap_or_default(),
             "computer_name": identity.computer_name.unwrap_or(hostname),
             "serial_number": identity.serial_number,
             "model": identity.model,
@@ -166,6 +158,78 @@ impl Widget for MachineWidget {
         });
         Ok(vec![Sample::machine_info(data)])
     }
+}
+
+/// Mounted disks as Atlas lists them (`{device, mountpoint, fstype, total, used, free}`, df
+/// semantics). Linux: real block-device filesystems of `/proc/self/mountinfo` only (see
+/// [`parse::real_disks`]); elsewhere `sysinfo`'s list.
+pub fn disk_list(host: &dyn Host) -> Vec<Value> {
+    let entry = |device: &str, mountpoint: &str, fstype: &str| {
+        let usage = crate::disk::filesystem_usage(mountpoint).ok()?;
+        Some(json!({
+            "device": device, "mountpoint": mountpoint, "fstype": fstype,
+            "total": usage.total, "used": usage.used, "free": usage.free, "percent": usage.percent,
+        }))
+    };
+    if host.os() == Os::Linux {
+        if let Ok(text) = host.read_file("/proc/self/mountinfo") {
+            if let Ok(mounts) = parse::parse_mountinfo(&text) {
+                return parse::real_disks(&mounts)
+                    .into_iter()
+                    .filter_map(|m| entry(&m.source, &m.mount_point, &m.fstype))
+                    .collect();
+            }
+        }
+    }
+    Disks::new_with_refreshed_list()
+        .map(|disks| {
+            disks
+                .iter()
+                .filter_map(|d| {
+                    entry(
+                        &d.name().to_string_lossy(),
+                        &d.mount_point().to_string_lossy(),
+                        &d.file_system().to_string_lossy(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Interfaces with an address, as Atlas lists them: `{name, is_up, speed, addresses[{type,
+/// address}]}` (`type` `IPv4`/`IPv6`, `speed` in Mbit/s, 0 when unknown). Linux reads
+/// `is_up` (up and running) and `speed` from `/sys/class/net/<if>/`; elsewhere an interface
+/// listed with an address is reported up, speed 0. Linux `is_up` is psutil's: `IFF_UP` in
+/// `flags` and a link (`carrier` = 1).
+pub fn network_interfaces(host: &dyn Host, networks: &Networks) -> Vec<Value> {
+    let mut list: Vec<(String, Value)> = networks
+        .iter()
+        .filter(|(_, data)| !data.ip_networks().is_empty())
+        .map(|(name, data)| {
+            let name = name.to_string_lossy().into_owned();
+            let addresses: Vec<Value> = data
+                .ip_networks()
+                .iter()
+                .map(|net| {
+                    let kind = if net.addr.is_ipv4() { "IPv4" } else { "IPv6" };
+                    json!({ "type": kind, "address": net.addr.to_string() })
+                })
+                .collect();
+            let sys = |file: &str| host.read_file(&format!("/sys/class/net/{name}/{file}")).ok();
+            let (is_up, speed) = match host.os() {
+                Os::Linux => (
+                    parse::sysfs_if_running(sys("flags").as_deref(), sys("carrier").as_deref()),
+                    sys("speed").and_then(|t| parse::parse_sysfs_speed(&t).ok()).unwrap_or(0),
+                ),
+                _ => (true, 0),
+            };
+            let value = json!({ "name": name, "is_up": is_up, "speed": speed, "addresses": addresses });
+            (name, value)
+        })
+        .collect();
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    list.into_iter().map(|(_, v)| v).collect()
 }
 
 /// The machine's hostname as the OS reports it (empty if unknown). The default `machine_id`.

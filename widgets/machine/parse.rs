@@ -81,6 +81,189 @@ pub fn parse_proc_net_route_default(text: &str) -> Result<Option<String>, ParseE
     Ok(best.map(|(_, iface)| iface))
 }
 
+/// One line of `/proc/self/mountinfo` (see `proc_pid_mountinfo(5)`), the fields the disk list
+/// needs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Mount {
+    /// Field 4: the directory of the filesystem that is mounted here (`/` for the whole
+    /// filesystem, a subdirectory for a bind mount).
+    pub root: String,
+    /// Field 5: where it is mounted.
+    pub mount_point: String,
+    /// After the `-` separator: the filesystem type.
+    pub fstype: String,
+    /// After the type: the mount source (`/dev/vda`, `tmpfs`, …).
+    pub source: String,
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+fn unescape_mount_field(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal =
+            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                let value = u32::from(d[0] - b'0') * 64 + u32::from(d[1] - b'0') * 8 + u32::from(d[2] - b'0');
+                out.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parse `/proc/self/mountinfo`. Lines without the ` - ` separator are errors.
+pub fn parse_mountinfo(text: &str) -> Result<Vec<Mount>, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let mut mounts = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (left, right) = line.split_once(" - ").ok_or(ParseError::Unrecognised("mountinfo lines with ` - `"))?;
+        let mut fields = left.split(' ');
+        let root = fields.nth(3).ok_or(ParseError::MissingField("root"))?;
+        let mount_point = fields.next().ok_or(ParseError::MissingField("mount point"))?;
+        let mut after = right.split(' ');
+        let fstype = after.next().filter(|t| !t.is_empty()).ok_or(ParseError::MissingField("filesystem type"))?;
+        let source = after.next().ok_or(ParseError::MissingField("mount source"))?;
+        mounts.push(Mount {
+            root: unescape_mount_field(root),
+            mount_point: unescape_mount_field(mount_point),
+            fstype: fstype.to_string(),
+            source: unescape_mount_field(source),
+        });
+    }
+    Ok(mounts)
+}
+
+/// The mounts that are disks a person would name: a block device (`/dev/…`, not a loop
+/// device's `squashfs` image) mounted whole (`root` is `/`), each device once (its first
+/// mount). Bind mounts of a directory (systemd's `ReadOnlyPaths=`, `StateDirectory=`,
+/// `PrivateTmp=`) and pseudo filesystems are left out.
+pub fn real_disks(mounts: &[Mount]) -> Vec<&Mount> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut disks = Vec::new();
+    for mount in mounts {
+        if !mount.source.starts_with("/dev/") || mount.root != "/" || mount.fstype == "squashfs" {
+            continue;
+        }
+        if seen.contains(&mount.source.as_str()) {
+            continue;
+        }
+        seen.push(&mount.source);
+        disks.push(mount);
+    }
+    disks
+}
+
+/// The processor's name from Linux `/proc/cpuinfo`: the first `model name` (x86), else
+/// `Processor` / `cpu model` (older ARM, MIPS). `Ok(None)` when the kernel gives none.
+pub fn parse_cpuinfo_model(text: &str) -> Result<Option<String>, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let value = |key: &str| {
+        text.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_string()).filter(|v| !v.is_empty())
+        })
+    };
+    Ok(value("model name").or_else(|| value("Processor")).or_else(|| value("cpu model")))
+}
+
+/// `IFF_UP` in `/sys/class/net/<if>/flags` (the kernel does not show `IFF_RUNNING` there).
+const IFF_UP: u64 = 0x1;
+
+/// Whether an interface is administratively up, from `/sys/class/net/<if>/flags` (`0x1003`).
+/// Running (link present) is `/sys/class/net/<if>/carrier` = `1`, which the kernel refuses to
+/// read (`EINVAL`) while the interface is down.
+pub fn parse_sysfs_if_up(text: &str) -> Result<bool, ParseError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let hex = text.strip_prefix("0x").ok_or_else(|| ParseError::bad_value("flags", text))?;
+    let flags = u64::from_str_radix(hex, 16).map_err(|_| ParseError::bad_value("flags", text))?;
+    Ok(flags & IFF_UP != 0)
+}
+
+/// Whether an interface is up and has its link, as psutil's `net_if_stats().isup` says
+/// (`IFF_UP` and `IFF_RUNNING`): `flags` and `carrier` are the contents of
+/// `/sys/class/net/<if>/flags` and `carrier` (`None` when unreadable).
+pub fn sysfs_if_running(flags: Option<&str>, carrier: Option<&str>) -> bool {
+    flags.and_then(|f| parse_sysfs_if_up(f).ok()).unwrap_or(false) && carrier.is_some_and(|c| c.trim() == "1")
+}
+
+/// Link speed in Mbit/s from `/sys/class/net/<if>/speed`; 0 when the driver reports none
+/// (`-1`), as psutil's `net_if_stats()` does.
+pub fn parse_sysfs_speed(text: &str) -> Result<u64, ParseError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let speed: i64 = text.parse().map_err(|_| ParseError::bad_value("speed", text))?;
+    Ok(u64::try_from(speed).unwrap_or(0))
+}
+
+/// Serial numbers that firmware and hackintosh builders leave in place of a real one
+/// (compared trimmed, case-insensitively, trailing dots ignored). Atlas deletes every other
+/// machine reporting the same serial, so one of these would merge a fleet into one machine.
+pub const PLACEHOLDER_SERIALS: &[&str] = &[
+    "to be filled by o.e.m",
+    "to be filled by oem",
+    "not specified",
+    "not applicable",
+    "not available",
+    "not provided",
+    "default string",
+    "default",
+    "system serial number",
+    "chassis serial number",
+    "base board serial number",
+    "serial number",
+    "none",
+    "null",
+    "n/a",
+    "na",
+    "unknown",
+    "invalid",
+    "empty",
+    "oem",
+    "o.e.m",
+    "sernum0",
+    "0123456789",
+    "123456789",
+    "1234567890",
+    "systemserialnumb",
+    "unavailable",
+];
+
+/// True for a serial number that identifies nothing: empty, a known placeholder
+/// ([`PLACEHOLDER_SERIALS`]), or one character repeated (`0`, `00000000`, `--`, `XXXXXXXX`,
+/// `........`).
+pub fn is_placeholder_serial(serial: &str) -> bool {
+    let trimmed = serial.trim();
+    let mut chars = trimmed.chars();
+    let Some(first) = chars.next() else { return true };
+    if chars.all(|c| c == first) {
+        return true;
+    }
+    let normalized = trimmed.trim_end_matches('.').trim().to_lowercase();
+    PLACEHOLDER_SERIALS.contains(&normalized.as_str())
+}
+
+/// `serial`, trimmed, unless it is a placeholder.
+pub fn real_serial(serial: &str) -> Option<String> {
+    (!is_placeholder_serial(serial)).then(|| serial.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +273,137 @@ mod tests {
         let path = format!("{}/machine/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         strip_fixture_header(&text).to_string()
+    }
+
+    fn render(name: &str, body: &str) -> Option<serde_json::Value> {
+        use crate::golden::result_json;
+        if name.starts_with("system_profiler-SPHardwareDataType") {
+            Some(result_json(parse_sp_hardware(body).map(|hw| {
+                serde_json::json!({
+                    "model_name": hw.model_name, "model_identifier": hw.model_identifier, "chip": hw.chip,
+                    "serial_number": hw.serial_number, "hardware_uuid": hw.hardware_uuid,
+                })
+            })))
+        } else if name.starts_with("scutil-get") {
+            Some(result_json(parse_scutil_get(body)))
+        } else if name.starts_with("proc-self-mountinfo") {
+            Some(result_json(parse_mountinfo(body).map(|m| real_disks(&m).into_iter().cloned().collect::<Vec<_>>())))
+        } else if name.starts_with("proc-cpuinfo") {
+            Some(result_json(parse_cpuinfo_model(body)))
+        } else if name.starts_with("sys-class-net-flags") {
+            Some(result_json(parse_sysfs_if_up(body)))
+        } else if name.starts_with("sys-class-net-speed") {
+            Some(result_json(parse_sysfs_speed(body)))
+        } else {
+            None
+        }
+    }
+
+    #[test]
+    fn fixtures_match_their_golden_files() {
+        crate::golden::check_golden("machine", render);
+    }
+
+    #[test]
+    fn parsers_never_panic() {
+        crate::golden::check_robust(
+            "machine",
+            |text| {
+                let _ = parse_mountinfo(text).map(|m| real_disks(&m).len());
+                let _ = parse_cpuinfo_model(text);
+                let _ = parse_sysfs_if_up(text);
+                let _ = parse_sysfs_speed(text);
+                let _ = is_placeholder_serial(text);
+            },
+            render,
+        );
+    }
+
+    #[test]
+    fn systemd_sandbox_bind_mounts_are_not_disks() {
+        let mounts = parse_mountinfo(&fixture("proc-self-mountinfo--systemd-sandbox-bind-mounts-captured.txt"));
+        let mounts = mounts.expect("parses");
+        assert!(mounts.iter().any(|m| m.mount_point == "/etc/fleet-agent" && m.source == "/dev/vda"));
+        let disks: Vec<&str> = real_disks(&mounts).iter().map(|m| m.mount_point.as_str()).collect();
+        assert_eq!(disks, vec!["/"]);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        let line = "36 35 98:0 / /mnt/my\\040disk rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n";
+        let mounts = parse_mountinfo(line).expect("parses");
+        assert_eq!(mounts[0].mount_point, "/mnt/my disk");
+        assert_eq!(parse_mountinfo("garbage\n"), Err(ParseError::Unrecognised("mountinfo lines with ` - `")));
+    }
+
+    #[test]
+    fn interface_flags_and_speed() {
+        assert_eq!(parse_sysfs_if_up("0x1003\n"), Ok(true));
+        assert_eq!(parse_sysfs_if_up("0x1002\n"), Ok(false));
+        assert!(sysfs_if_running(Some("0x9\n"), Some("1\n")), "lo");
+        assert!(!sysfs_if_running(Some("0x1003\n"), Some("0\n")), "up, cable out");
+        assert!(!sysfs_if_running(Some("0x82\n"), None), "down: carrier unreadable");
+        assert_eq!(parse_sysfs_speed("-1\n"), Ok(0));
+        assert_eq!(parse_sysfs_speed("1000\n"), Ok(1000));
+        assert!(parse_sysfs_speed("fast").is_err());
+    }
+
+    /// One test per placeholder serial: each is refused, whatever its case.
+    macro_rules! placeholder_tests {
+        ($($test:ident => $serial:expr,)*) => {$(
+            #[test]
+            fn $test() {
+                for variant in [$serial.to_string(), $serial.to_uppercase(), $serial.to_lowercase(), format!("  {}  ", $serial)] {
+                    assert!(is_placeholder_serial(&variant), "{variant:?} must be refused");
+                    assert_eq!(real_serial(&variant), None);
+                }
+            }
+        )*};
+    }
+
+    placeholder_tests! {
+        serial_to_be_filled_by_oem => "To Be Filled By O.E.M.",
+        serial_to_be_filled_by_oem_no_dot => "To be filled by O.E.M",
+        serial_to_be_filled_by_oem_letters => "To Be Filled By OEM",
+        serial_not_specified => "Not Specified",
+        serial_not_applicable => "Not Applicable",
+        serial_not_available => "Not Available",
+        serial_not_provided => "Not Provided",
+        serial_default_string => "Default string",
+        serial_default => "Default",
+        serial_system_serial_number => "System Serial Number",
+        serial_chassis_serial_number => "Chassis Serial Number",
+        serial_base_board_serial_number => "Base Board Serial Number",
+        serial_serial_number => "Serial Number",
+        serial_none => "None",
+        serial_null => "null",
+        serial_n_a => "N/A",
+        serial_na => "NA",
+        serial_unknown => "Unknown",
+        serial_invalid => "Invalid",
+        serial_empty_word => "Empty",
+        serial_oem => "OEM",
+        serial_o_e_m => "O.E.M.",
+        serial_sernum0 => "SerNum0",
+        serial_0123456789 => "0123456789",
+        serial_123456789 => "123456789",
+        serial_1234567890 => "1234567890",
+        serial_hackintosh_systemserialnumb => "SystemSerialNumb",
+        serial_unavailable => "Unavailable",
+        serial_zero => "0",
+        serial_zeros => "00000000",
+        serial_dashes => "--",
+        serial_x_run => "XXXXXXXXXXXX",
+        serial_dots => "........",
+        serial_spaces_only => "   ",
+        serial_empty => "",
+    }
+
+    #[test]
+    fn real_serials_are_kept() {
+        for serial in ["GGJXG26P75", "W8805BRDX89", "PF2ABCDE", "C02XK0AAJG5H", "5CG1234XYZ", "00000001"] {
+            assert_eq!(real_serial(&format!(" {serial}\n")).as_deref(), Some(serial), "{serial}");
+        }
     }
 
     #[test]

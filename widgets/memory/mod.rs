@@ -1,4 +1,5 @@
-//! `memory`: physical memory and swap, in bytes, with percentages 0..100.
+//! `memory`: physical memory and swap, in bytes, with percentages 0..100 (`swap_total`,
+//! `swap_used`, `swap_percent` flat, as Atlas's agent sends them).
 
 use serde_json::json;
 use sysinfo::{MemoryRefreshKind, RefreshKind, System};
@@ -47,11 +48,10 @@ impl Widget for MemoryWidget {
             "available": available,
             "used": used,
             "percent": percent(used, total),
-            "swap": {
-                "total": system.total_swap(),
-                "used": system.used_swap(),
-                "percent": percent(system.used_swap(), system.total_swap()),
-            },
+            // Flat, as Atlas's agent sends them and its pages read them.
+            "swap_total": system.total_swap(),
+            "swap_used": system.used_swap(),
+            "swap_percent": percent(system.used_swap(), system.total_swap()),
         });
         Ok(vec![Sample::metric("memory", data)])
     }
@@ -69,6 +69,6 @@ mod tests {
         let (total, used, avail) = (d["total"].as_u64(), d["used"].as_u64(), d["available"].as_u64());
         assert!(total.is_some_and(|t| t > 0));
         assert_eq!(total, used.zip(avail).map(|(u, a)| u + a));
-        assert!(d["swap"]["percent"].is_f64());
+        assert!(d["swap_percent"].is_f64() && d["swap_total"].is_u64() && d["swap_used"].is_u64());
     }
 }

@@ -1,5 +1,8 @@
-//! `ping`: reachability and round-trip latency to a few targets, one widget-log entry per
-//! target per run.
+//! `ping`: reachability and round-trip latency to a few targets. The widget may probe every
+//! interval, but it logs one summary per target per window (`window_s`, default 120 s: sent,
+//! received, loss, min/avg/max/jitter over the window), so a machine stays far below the
+//! 10,000 rows a day Atlas reads for its 24 h analysis (720 a day per target at defaults
+//! instead of 8,640) without losing a lost packet or a latency spike.
 //!
 //! Methods, first that works: unprivileged ICMP echo (`SOCK_DGRAM`), RAW ICMP (root or
 //! `CAP_NET_RAW`), the system `ping -c N <target>` (output parsed by [`parse::parse_ping`]),
@@ -28,7 +31,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     default_interval_s: None,
     default_jitter_s: 0,
     validate: |options| PingConfig::from_options(options).map(|_| ()),
-    build: |options| Box::new(PingWidget { config: PingConfig::from_options(options).unwrap_or_default() }),
+    build: |options| Box::new(PingWidget::new(PingConfig::from_options(options).unwrap_or_default())),
 };
 
 /// How a target was measured (the `method` field).
@@ -76,7 +79,13 @@ pub struct PingConfig {
     pub interval: Duration,
     /// Methods to try, in order (all by default; tests force one).
     pub methods: Vec<Method>,
+    /// Length of the summary window (option `window_s`, default 120 s, at most a day; 0 logs
+    /// every run).
+    pub window: Duration,
 }
+
+/// Default summary window.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
 
 impl Default for PingConfig {
     fn default() -> Self {
@@ -87,6 +96,7 @@ impl Default for PingConfig {
             tcp_port: 443,
             interval: Duration::from_millis(200),
             methods: Method::ALL.to_vec(),
+            window: DEFAULT_WINDOW,
         }
     }
 }
@@ -132,6 +142,13 @@ impl PingConfig {
                         .map(|p| p as u16)
                         .ok_or("`tcp_port` must be a port number")?;
                 }
+                "window_s" => {
+                    let secs = value
+                        .as_f64()
+                        .filter(|s| (0.0..=86_400.0).contains(s))
+                        .ok_or("`window_s` must be a number of seconds from 0 to 86400")?;
+                    config.window = Duration::from_secs_f64(secs);
+                }
                 other => return Err(format!("unknown option `{other}`")),
             }
         }
@@ -171,6 +188,8 @@ pub struct Measurement {
     /// Mean absolute difference of consecutive round trips, ms (`None` when the individual
     /// round trips are unknown, e.g. `ping -q` output, or nothing was received).
     pub jitter_ms: Option<f64>,
+    /// How many differences `jitter_ms` averages (to weigh it in a window).
+    pub jitter_pairs: u64,
 }
 
 impl Measurement {
@@ -189,6 +208,7 @@ impl Measurement {
             min_ms: got.iter().copied().reduce(f64::min),
             max_ms: got.iter().copied().reduce(f64::max),
             jitter_ms: jitter(&got),
+            jitter_pairs: got.len().saturating_sub(1) as u64,
         }
     }
 
@@ -204,6 +224,7 @@ impl Measurement {
             min_ms: out.min_ms.filter(|_| received),
             max_ms: out.max_ms.filter(|_| received),
             jitter_ms: jitter(&out.rtts_ms).filter(|_| received),
+            jitter_pairs: if received { out.rtts_ms.len().saturating_sub(1) as u64 } else { 0 },
         }
     }
 
@@ -326,30 +347,134 @@ pub fn measure(host: &dyn Host, config: &PingConfig, target: &str) -> Result<Mea
     Err(errors.join("; "))
 }
 
-/// The sample for one target: info, warning at 100 % loss, error (with `error`) when no method
-/// worked.
+/// The sample for one run of one target alone (a window of one run): info, warning at 100 %
+/// loss, error (with `error`) when no method worked.
 pub fn sample_for(target: &str, result: &Result<Measurement, String>) -> Sample {
-    match result {
-        Ok(m) => {
-            let level = if m.received == 0 { Level::Warning } else { Level::Info };
-            Sample::log("ping", level, "ping", m.to_json(target))
+    let mut window = Window::default();
+    window.add(Timestamp(0), result);
+    window.take_summary(target, Duration::ZERO)
+}
+
+/// One target's runs since its window opened.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    started: Option<Timestamp>,
+    /// The latest run, kept across windows (the gap between runs predicts the next one).
+    last_run: Option<Timestamp>,
+    runs: u64,
+    failed_runs: u64,
+    sent: u64,
+    received: u64,
+    rtt_sum_ms: f64,
+    min_ms: Option<f64>,
+    max_ms: Option<f64>,
+    jitter_sum_ms: f64,
+    jitter_pairs: u64,
+    method: Option<Method>,
+    last_error: Option<String>,
+}
+
+impl Window {
+    /// Add one run's result taken at `now`.
+    pub fn add(&mut self, now: Timestamp, result: &Result<Measurement, String>) {
+        self.started.get_or_insert(now);
+        self.last_run = Some(now);
+        self.runs += 1;
+        match result {
+            Ok(m) => {
+                self.method = Some(m.method);
+                self.sent += m.sent;
+                self.received += m.received;
+                if let Some(avg) = m.avg_ms {
+                    self.rtt_sum_ms += avg * m.received as f64;
+                }
+                self.min_ms = [self.min_ms, m.min_ms].into_iter().flatten().reduce(f64::min);
+                self.max_ms = [self.max_ms, m.max_ms].into_iter().flatten().reduce(f64::max);
+                if let Some(jitter) = m.jitter_ms {
+                    self.jitter_sum_ms += jitter * m.jitter_pairs as f64;
+                    self.jitter_pairs += m.jitter_pairs;
+                }
+            }
+            Err(error) => {
+                self.failed_runs += 1;
+                self.last_error = Some(error.clone());
+            }
         }
-        Err(error) => Sample::log(
-            "ping",
-            Level::Error,
-            "ping",
-            json!({
-                "target": target, "method": null, "sent": 0, "received": 0, "packet_loss": null,
-                "latency": null, "min": null, "max": null, "jitter": null, "error": error,
-            }),
-        ),
+    }
+
+    /// The summary sample of the window for `target` (`window` is its configured length),
+    /// and a fresh window. Level: `error` when every run failed (with the last `error`),
+    /// `warning` when nothing answered, else `info`.
+    pub fn take_summary(&mut self, target: &str, window: Duration) -> Sample {
+        let w = std::mem::replace(self, Window { last_run: self.last_run, ..Window::default() });
+        let mut data = json!({
+            "target": target,
+            "method": w.method.map(Method::as_str),
+            "sent": w.sent,
+            "received": w.received,
+            "packet_loss": (w.sent > 0).then(|| round3((w.sent - w.received.min(w.sent)) as f64 * 100.0 / w.sent as f64)),
+            "latency": (w.received > 0).then(|| round3(w.rtt_sum_ms / w.received as f64)),
+            "min": w.min_ms.map(round3),
+            "max": w.max_ms.map(round3),
+            "jitter": (w.jitter_pairs > 0)
+                .then(|| round3(w.jitter_sum_ms / w.jitter_pairs as f64))
+                .or_else(|| (w.received == 1).then_some(0.0)),
+            "runs": w.runs,
+            "failed_runs": w.failed_runs,
+            "window_s": window.as_secs_f64(),
+        });
+        let level = if w.failed_runs == w.runs {
+            if let (Some(map), Some(error)) = (data.as_object_mut(), w.last_error) {
+                map.insert("error".to_string(), json!(error));
+            }
+            Level::Error
+        } else if w.received == 0 {
+            Level::Warning
+        } else {
+            Level::Info
+        };
+        Sample::log("ping", level, "ping", data)
     }
 }
 
-/// Pings each configured target in turn.
+/// Pings each configured target in turn and logs one summary per target per window.
 pub struct PingWidget {
     /// Settings.
     pub config: PingConfig,
+    /// One open window per target, in `config.targets` order.
+    pub windows: Vec<Window>,
+}
+
+impl PingWidget {
+    /// A widget with empty windows.
+    pub fn new(config: PingConfig) -> Self {
+        let windows = vec![Window::default(); config.targets.len()];
+        PingWidget { config, windows }
+    }
+
+    /// Fold one run's `result` for target number `index`, taken at `now`, into its window;
+    /// the summaries that are due come out. A window closes before a run that falls past its
+    /// end, or right after a run when the next one (expected one run gap later) would.
+    pub fn record(&mut self, index: usize, now: Timestamp, result: &Result<Measurement, String>) -> Vec<Sample> {
+        let window = self.config.window;
+        let window_ms = window.as_millis() as i64;
+        let target = self.config.targets.get(index).cloned().unwrap_or_default();
+        if self.windows.len() <= index {
+            self.windows.resize(index + 1, Window::default());
+        }
+        let w = &mut self.windows[index];
+        let mut out = Vec::new();
+        let gap = w.last_run.map(|last| now.0 - last.0);
+        if w.started.is_some_and(|start| now.0 - start.0 >= window_ms) {
+            out.push(w.take_summary(&target, window));
+        }
+        w.add(now, result);
+        let start = w.started.unwrap_or(now);
+        if window_ms == 0 || gap.is_some_and(|gap| now.0 + gap >= start.0 + window_ms) {
+            out.push(w.take_summary(&target, window));
+        }
+        out
+    }
 }
 
 impl Widget for PingWidget {
@@ -357,8 +482,24 @@ impl Widget for PingWidget {
         SPEC.name
     }
 
-    fn collect(&mut self, host: &dyn Host, _now: Timestamp) -> Result<Vec<Sample>, CollectError> {
-        Ok(self.config.targets.iter().map(|t| sample_for(t, &measure(host, &self.config, t))).collect())
+    fn collect(&mut self, host: &dyn Host, now: Timestamp) -> Result<Vec<Sample>, CollectError> {
+        let mut samples = Vec::new();
+        for index in 0..self.config.targets.len() {
+            let result = measure(host, &self.config, &self.config.targets[index]);
+            samples.extend(self.record(index, now, &result));
+        }
+        Ok(samples)
+    }
+
+    fn flush(&mut self, _now: Timestamp) -> Vec<Sample> {
+        let window = self.config.window;
+        let targets = &self.config.targets;
+        self.windows
+            .iter_mut()
+            .zip(targets)
+            .filter(|(w, _)| w.runs > 0)
+            .map(|(w, target)| w.take_summary(target, window))
+            .collect()
     }
 }
 

@@ -143,7 +143,7 @@ fn options_are_validated_and_unknown_keys_named() {
 fn replay_uses_the_ping_command_and_levels_follow_loss() {
     let read = |name: &str| std::fs::read_to_string(testdata().join(name)).expect("fixture");
     let host = FixtureHost::new(Os::Linux).with_command("ping -c 5 *", &read("ping--iputils-localhost-nodeping.txt"));
-    let mut widget = PingWidget { config: PingConfig::default() };
+    let mut widget = PingWidget::new(PingConfig { window: Duration::ZERO, ..PingConfig::default() });
     let samples = widget.collect(&host, Timestamp(0)).expect("collect");
     assert_eq!(samples.len(), 1);
     let s = &samples[0];
@@ -157,7 +157,7 @@ fn replay_uses_the_ping_command_and_levels_follow_loss() {
     let samples = widget.collect(&lost, Timestamp(0)).expect("collect");
     assert_eq!(samples[0].level, Level::Warning);
     assert_eq!(samples[0].data["packet_loss"], 100.0);
-    assert!(samples[0].data["latency"].is_null());
+    assert!(samples[0].data.get("latency").is_none(), "unknown numbers are left out, not null");
 
     // Real `ping` writes the permission error to stderr and exits 2.
     let denied = FixtureHost::new(Os::Macos).with_command_output(
@@ -228,13 +228,14 @@ fn fast_config(targets: &[&str]) -> PingConfig {
         count: 3,
         timeout: Duration::from_secs(1),
         interval: Duration::from_millis(20),
+        window: Duration::ZERO,
         ..PingConfig::default()
     }
 }
 
 #[test]
 fn live_loopback_ping_uses_a_permitted_method() {
-    let mut widget = PingWidget { config: fast_config(&["127.0.0.1"]) };
+    let mut widget = PingWidget::new(fast_config(&["127.0.0.1"]));
     let samples = widget.collect(&LiveHost, Timestamp(0)).expect("collect");
     assert_eq!(samples.len(), 1);
     let d = &samples[0].data;
@@ -298,5 +299,109 @@ fn live_ipv6_loopback_when_the_machine_has_it() {
     eprintln!("live ::1 ping: {}", m.to_json("::1"));
     if matches!(m.method, Method::Icmp | Method::IcmpRaw) {
         assert_eq!((m.sent, m.received), (3, 3), "ICMPv6 echo replies are matched");
+    }
+}
+
+/// A run result with `sent` requests, `got` round trips.
+fn run_result(sent: usize, got: &[f64]) -> Result<Measurement, String> {
+    let mut rtts: Vec<Option<f64>> = got.iter().copied().map(Some).collect();
+    rtts.resize(sent, None);
+    Ok(Measurement::from_rtts(Method::Icmp, &rtts))
+}
+
+#[test]
+fn one_summary_per_target_per_window_at_interval_10s() {
+    let mut widget = PingWidget::new(PingConfig { targets: vec!["a".into(), "b".into()], ..PingConfig::default() });
+    let mut logs = Vec::new();
+    // A day of runs every 10 s: 8,640 runs per target.
+    for run in 0..8640i64 {
+        let now = Timestamp(1_000_000 + run * 10_000);
+        for index in 0..2 {
+            let result =
+                if run % 100 == 7 { run_result(5, &[]) } else { run_result(5, &[10.0, 12.0, 11.0, 10.0, 13.0]) };
+            logs.extend(widget.record(index, now, &result));
+        }
+    }
+    assert_eq!(logs.len(), 2 * 720, "720 summaries per target per day");
+    let first = &logs[0].data;
+    assert_eq!(
+        (first["runs"].as_u64(), first["sent"].as_u64(), first["received"].as_u64()),
+        (Some(12), Some(60), Some(55))
+    );
+    assert_eq!(first["packet_loss"], 8.333, "the lost run is in the summary");
+    assert_eq!((first["min"].as_f64(), first["max"].as_f64()), (Some(10.0), Some(13.0)));
+    assert_eq!(first["latency"], 11.2);
+    assert_eq!(first["jitter"], 1.75);
+    assert_eq!(first["window_s"], 120.0);
+    assert_eq!(logs[0].level, Level::Info);
+    assert!(logs.iter().all(|l| l.data["runs"] == 12));
+}
+
+#[test]
+fn a_window_shorter_than_the_interval_logs_every_run_and_failures_are_errors() {
+    let mut widget = PingWidget::new(PingConfig { targets: vec!["x".into()], ..PingConfig::default() });
+    // Interval 300 s > window 120 s: the first run's window closes at the second run.
+    let first = widget.record(0, Timestamp(0), &run_result(5, &[1.0]));
+    assert!(first.is_empty());
+    let second = widget.record(0, Timestamp(300_000), &Err("no route".into()));
+    assert_eq!(second.len(), 2, "the old window, then this run's");
+    assert_eq!((second[0].level, second[1].level), (Level::Info, Level::Error));
+    assert_eq!(second[1].data["error"], "no route");
+    assert!(second[1].data.get("latency").is_none() && second[1].data.get("packet_loss").is_none());
+    let lost = widget.record(0, Timestamp(600_000), &run_result(5, &[]));
+    assert_eq!((lost.len(), lost[0].level), (1, Level::Warning));
+    assert_eq!(lost[0].data["packet_loss"], 100.0);
+}
+
+#[test]
+fn window_option_is_validated() {
+    let opts = |v: Value| v.as_object().cloned().expect("object");
+    assert_eq!(
+        PingConfig::from_options(&opts(json!({"window_s": 300}))).map(|c| c.window),
+        Ok(Duration::from_secs(300))
+    );
+    assert_eq!(PingConfig::from_options(&opts(json!({"window_s": 0}))).map(|c| c.window), Ok(Duration::ZERO));
+    assert!(PingConfig::from_options(&opts(json!({"window_s": -1}))).is_err());
+    assert!(PingConfig::from_options(&opts(json!({"window_s": "2m"}))).is_err());
+}
+
+#[test]
+fn flush_hands_over_the_open_window_once() {
+    let mut widget = PingWidget::new(PingConfig { targets: vec!["a".into(), "b".into()], ..PingConfig::default() });
+    assert!(widget.record(0, Timestamp(0), &run_result(5, &[1.0, 2.0])).is_empty());
+    let flushed = widget.flush(Timestamp(1));
+    assert_eq!(flushed.len(), 1, "only the target with runs");
+    assert_eq!((flushed[0].data["target"].as_str(), flushed[0].data["runs"].as_u64()), (Some("a"), Some(1)));
+    assert!(widget.flush(Timestamp(2)).is_empty());
+}
+
+/// Atlas reads at most 10,000 widget-log rows per machine for its 24 h analysis; at default
+/// settings a machine must send at most ~1,500 a day. The widgets that log are wifi (one row
+/// per run), ping (one row per target per window, proven above) and speedtest (one per run).
+#[test]
+fn default_widget_log_rows_per_day_stay_under_1500() {
+    let day = 86_400;
+    let interval = |name: &str| crate::find(name).and_then(|s| s.default_interval_s).expect(name);
+    let wifi = day / interval("wifi");
+    let speedtest = day / interval("speedtest");
+    let config = PingConfig::default();
+    let ping = config.targets.len() as u64 * day / config.window.as_secs();
+    let total = wifi + speedtest + ping;
+    eprintln!("rows a day at defaults: wifi {wifi} + ping {ping} + speedtest {speedtest} = {total}");
+    assert!(total <= 1500, "{total} widget-log rows a day");
+    let logging: Vec<&str> = ["wifi", "ping", "speedtest"].to_vec();
+    for spec in crate::ALL {
+        // Every other widget reports metrics or machine info (no rows): keep this list honest.
+        let mut widget = (spec.build)(&Default::default());
+        let host = FixtureHost::new(Os::Other);
+        if let Ok(samples) = widget.collect(&host, Timestamp(0)) {
+            for sample in samples {
+                assert!(
+                    sample.kind != crate::SampleKind::Log || logging.contains(&spec.name),
+                    "{} writes widget logs: count it above",
+                    spec.name
+                );
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     name: "wifi",
     summary: "Wi-Fi SSID (or redacted), BSSID, RSSI/noise/SNR, channel, band, width, rate, security, quality",
     enabled_by_default: true,
-    default_interval_s: Some(60),
+    default_interval_s: Some(300),
     default_jitter_s: 0,
     validate: no_options,
     build: |_| Box::new(WifiWidget),
@@ -141,12 +141,51 @@ fn from_proc(stats: &parse::ProcWireless) -> WifiInfo {
     info
 }
 
-/// The widget-log `data` object for a reading.
+/// What Atlas's Wi-Fi monitor puts in `ssid` when macOS redacts it (`<redacted>` without
+/// Location Services, since macOS 14), so its pages and analyzer show the same text.
+pub const ATLAS_SSID_REDACTED: &str = "WiFi Connected (SSID hidden by macOS)";
+/// What Atlas's Wi-Fi monitor puts in `ssid` when connected but the name is unknown.
+pub const ATLAS_SSID_UNKNOWN: &str = "WiFi Connected";
+
+/// Atlas's `signal_strength`: its 0..100 quality score (`atlas/network/monitors/wifi.py`),
+/// steps of RSSI (≥ −50 dBm: 100, ≥ −60: 90, ≥ −67: 75, ≥ −70: 60, ≥ −80: 40, else 20), then
+/// +10 for an SNR of 40 dB or more and −20 below 20 dB (no adjustment when the noise is
+/// unknown). Its fleet analyzer reads a value under 60 as a weak signal. `None` when not
+/// connected or the RSSI is unknown.
+pub fn atlas_signal_strength(info: &WifiInfo) -> Option<u8> {
+    let rssi = info.rssi.filter(|_| info.connected)?;
+    let base: i32 = match rssi {
+        r if r >= -50 => 100,
+        r if r >= -60 => 90,
+        r if r >= -67 => 75,
+        r if r >= -70 => 60,
+        r if r >= -80 => 40,
+        _ => 20,
+    };
+    let score = match info.snr() {
+        Some(snr) if snr >= 40 => (base + 10).min(100),
+        Some(snr) if snr < 20 => (base - 20).max(0),
+        _ => base,
+    };
+    u8::try_from(score).ok()
+}
+
+/// The `ssid` as sent: the name, or Atlas's text when connected without a readable name.
+pub fn ssid_field(info: &WifiInfo) -> Option<String> {
+    match (&info.ssid, info.connected, info.ssid_redacted) {
+        (Some(ssid), _, _) => Some(ssid.clone()),
+        (None, true, true) => Some(ATLAS_SSID_REDACTED.to_string()),
+        (None, true, false) => Some(ATLAS_SSID_UNKNOWN.to_string()),
+        (None, false, _) => None,
+    }
+}
+
+/// The widget-log `data` object for a reading (unknown values left out by [`Sample::log`]).
 pub fn to_json(info: &WifiInfo) -> Value {
     json!({
         "interface": info.interface,
         "connected": info.connected,
-        "ssid": info.ssid,
+        "ssid": ssid_field(info),
         "ssid_redacted": info.ssid_redacted,
         "bssid": info.bssid,
         "rssi": info.rssi,
@@ -159,6 +198,7 @@ pub fn to_json(info: &WifiInfo) -> Value {
         "phy_mode": info.phy_mode,
         "security": info.security,
         "quality_score": info.quality_score(),
+        "signal_strength": atlas_signal_strength(info),
         "source": info.source,
     })
 }
@@ -212,10 +252,10 @@ mod tests {
         assert_eq!(
             s.data,
             json!({
-                "interface": "en0", "connected": true, "ssid": null, "ssid_redacted": true, "bssid": null,
+                "interface": "en0", "connected": true, "ssid": ATLAS_SSID_REDACTED, "ssid_redacted": true,
                 "rssi": -79, "noise": -91, "snr": 12, "channel": 44, "band": "5GHz", "channel_width_mhz": 40,
                 "tx_rate": 103.0, "phy_mode": "802.11ax", "security": "WPA2 Personal", "quality_score": 42,
-                "source": "wdutil",
+                "signal_strength": 20, "source": "wdutil",
             })
         );
     }
@@ -269,11 +309,39 @@ mod tests {
         assert_eq!(
             s.data,
             json!({
-                "interface": "wlan0", "connected": true, "ssid": "xxx", "ssid_redacted": false, "bssid": null,
-                "rssi": -60, "noise": null, "snr": null, "channel": 60, "band": "5GHz", "channel_width_mhz": 20,
-                "tx_rate": 173.3, "phy_mode": "802.11ac", "security": null, "quality_score": 80, "source": "iw",
+                "interface": "wlan0", "connected": true, "ssid": "xxx", "ssid_redacted": false,
+                "rssi": -60, "channel": 60, "band": "5GHz", "channel_width_mhz": 20,
+                "tx_rate": 173.3, "phy_mode": "802.11ac", "quality_score": 80, "signal_strength": 90, "source": "iw",
             })
         );
+    }
+
+    #[test]
+    fn atlas_signal_strength_steps_and_snr_adjustment() {
+        let mut info = WifiInfo::disconnected(Some("en0".into()), "wdutil");
+        info.rssi = Some(-45);
+        assert_eq!(atlas_signal_strength(&info), None, "not connected");
+        assert_eq!(ssid_field(&info), None);
+        info.connected = true;
+        assert_eq!(ssid_field(&info).as_deref(), Some(ATLAS_SSID_UNKNOWN));
+        info.ssid_redacted = true;
+        assert_eq!(ssid_field(&info).as_deref(), Some(ATLAS_SSID_REDACTED));
+        let cases = [
+            (-45, None, 100),
+            (-55, None, 90),
+            (-65, None, 75),
+            (-70, None, 60),
+            (-75, None, 40),
+            (-85, None, 20),
+            (-55, Some(-95), 100),
+            (-65, Some(-80), 55),
+            (-85, Some(-90), 0),
+        ];
+        for (rssi, noise, expected) in cases {
+            info.rssi = Some(rssi);
+            info.noise = noise;
+            assert_eq!(atlas_signal_strength(&info), Some(expected), "rssi {rssi} noise {noise:?}");
+        }
     }
 
     #[test]
