@@ -91,6 +91,8 @@ pub struct Agent {
     sender: Option<Box<dyn Sender>>,
     pending: VecDeque<Record>,
     pending_dropped: u64,
+    /// Oldest and newest time of the records in `pending_dropped`.
+    pending_dropped_span: Option<(Timestamp, Timestamp)>,
     spool_error: Option<String>,
 }
 
@@ -108,6 +110,7 @@ impl Agent {
             sender: None,
             pending: VecDeque::new(),
             pending_dropped: 0,
+            pending_dropped_span: None,
             spool_error: None,
         }
     }
@@ -203,6 +206,13 @@ impl Agent {
         }
         if !self.pending.is_empty() {
             log::error!("{} records could not be written to the spool and are lost at exit", self.pending.len());
+            for record in std::mem::take(&mut self.pending) {
+                self.note_unspooled(&record);
+            }
+        }
+        self.count_unspooled();
+        if self.pending_dropped > 0 {
+            log::error!("{} records dropped from memory could not be counted in the spool", self.pending_dropped);
         }
     }
 
@@ -218,9 +228,11 @@ impl Agent {
         };
         self.pending.extend(records);
         while self.pending.len() > PENDING_MAX_RECORDS {
-            self.pending.pop_front();
-            self.pending_dropped += 1;
+            if let Some(dropped) = self.pending.pop_front() {
+                self.note_unspooled(&dropped);
+            }
         }
+        self.count_unspooled();
         let Some(spool) = self.spool.as_mut() else { return };
         if self.pending.is_empty() {
             return;
@@ -237,13 +249,7 @@ impl Agent {
                 if self.spool_error.take().is_some() {
                     log::info!("spool: writing again ({batch_len} held records stored)");
                 }
-                if self.pending_dropped > 0 {
-                    log::error!(
-                        "spool: {} records were dropped from memory while it was failing",
-                        self.pending_dropped
-                    );
-                    self.pending_dropped = 0;
-                }
+                self.count_unspooled();
             }
             Err(e) => {
                 // Logged once per episode: the text changes while the disk stays full (the
@@ -259,6 +265,39 @@ impl Agent {
                 }
                 self.spool_error = Some(text);
             }
+        }
+    }
+
+    /// A held record dropped from memory (the hold is full): remembered until the spool's
+    /// ledger takes the count.
+    fn note_unspooled(&mut self, record: &Record) {
+        self.pending_dropped += 1;
+        if let Some(ts) = record.timestamp() {
+            self.pending_dropped_span = Some(match self.pending_dropped_span {
+                Some((oldest, newest)) => (Timestamp(oldest.0.min(ts.0)), Timestamp(newest.0.max(ts.0))),
+                None => (ts, ts),
+            });
+        }
+    }
+
+    /// Add the records dropped from memory to the spool's dropped ledger (and to the accepted
+    /// total), as soon as the ledger can be written: nothing is only logged.
+    fn count_unspooled(&mut self) {
+        if self.pending_dropped == 0 {
+            return;
+        }
+        let Some(spool) = self.spool.as_mut() else { return };
+        let span = self.pending_dropped_span;
+        match spool.count_unspooled(self.pending_dropped, span.map(|s| s.0), span.map(|s| s.1)) {
+            Ok(()) => {
+                log::error!(
+                    "spool: {} records were dropped from memory while it was failing (counted as dropped)",
+                    self.pending_dropped
+                );
+                self.pending_dropped = 0;
+                self.pending_dropped_span = None;
+            }
+            Err(e) => log::debug!("spool: counting {} records dropped from memory: {e}", self.pending_dropped),
         }
     }
 
@@ -326,7 +365,9 @@ mod tests {
             agent.store(chunk.iter().map(|&n| record(n)).collect());
         }
         assert_eq!(agent.pending.len(), PENDING_MAX_RECORDS, "bounded");
-        assert_eq!(agent.pending_dropped, 25, "the oldest are dropped and counted");
+        let counts = agent.spool.as_ref().expect("spool").stats().counts;
+        assert_eq!((counts.dropped, counts.accepted), (25, 25), "the oldest are dropped and counted in the ledger");
+        assert_eq!(agent.pending_dropped, 0, "nothing left only in memory");
         assert!(agent.spool_error.is_some());
 
         let spool = agent.spool.as_mut().expect("spool");
@@ -345,5 +386,11 @@ mod tests {
             at = batch.next;
         }
         assert_eq!(stored, (25..total).collect::<Vec<_>>(), "the newest 10,000, once, in order");
+        let counts = spool.stats().counts;
+        assert_eq!(counts.accepted, total as u64, "every record accepted: stored or counted dropped");
+        assert_eq!(counts.accepted, counts.dropped + counts.backlog);
+        drop(agent);
+        let reopened = crate::spool::inspect(&dir.path().join("spool")).expect("inspect").expect("spool").counts;
+        assert_eq!((reopened.accepted, reopened.dropped, reopened.backlog), (total as u64, 25, 10_000), "persisted");
     }
 }

@@ -196,3 +196,155 @@ fn conflict_keeps_the_records_and_resends_them_under_a_fresh_seq() {
     assert!(error.contains("machine_id \"test-machine\"") && error.contains("409"), "{error}");
     assert!(state.next_seq > second["seq"].as_u64().unwrap_or(u64::MAX));
 }
+
+/// Two agents report under one machine id with the same seq numbers (a cloned disk image with
+/// its `sender.json`): the receiver answers the second one's seq with 409 instead of
+/// "duplicate" (which would have made it delete its records unsent), and that agent moves to a
+/// fresh seq range. Every record of both is stored exactly once.
+#[test]
+fn cloned_agents_collide_and_both_deliver_everything_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
+    let mut agents = Vec::new();
+    for (name, from, count) in [("a", 0, 3), ("b", 3, 4)] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(sub.join("spool")).expect("mkdir");
+        // The clone: both start from the same sender.json.
+        std::fs::write(sub.join("spool").join("sender.json"), r#"{"next_seq":1000}"#).expect("state");
+        let config = load(&sub, "c.json", &url, Some(TEST_KEY_B64));
+        let mut spool = Spool::open(&config.spool).expect("spool");
+        spool.append(&records(from, count)).expect("append");
+        let sender = sender::build(&config, &url, config.spool.dir.clone()).expect("sender");
+        agents.push((sender, spool));
+    }
+    for (sender, spool) in agents.iter_mut() {
+        push_until(sender.as_mut(), spool, |spool| spool.stats().unacked_records == 0);
+    }
+    assert_eq!(stored_messages(&store), expected_messages(7), "both agents' records, each once");
+    let (a, b) = (agents[0].0.state(), agents[1].0.state());
+    assert_eq!((a.sent_records, b.sent_records), (3, 4));
+    assert_eq!((a.seq_collisions, b.seq_collisions), (0, 1));
+    let error = b.last_error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+    assert!(error.contains("\"test-machine\"") && error.contains("seq 1000"), "{error}");
+}
+
+#[test]
+fn a_second_receiver_on_one_store_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (first, _url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
+    let output = crate::support::run(&["receive", "--listen", "127.0.0.1:0", "--store", crate::support::s(&store)]);
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = crate::support::stderr(&output);
+    assert!(stderr.contains(&store.display().to_string()), "names the store: {stderr}");
+    assert!(stderr.contains(&format!("process {}", first.child.id())), "names the holder's pid: {stderr}");
+}
+
+fn status_json(config: &Path) -> (Option<i32>, Value) {
+    let out = crate::support::run(&["status", "--config", crate::support::s(config), "--json"]);
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", crate::support::stdout(&out)));
+    (out.status.code(), json)
+}
+
+fn assert_accounted(status: &Value) {
+    let r = &status["records"];
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("records.{k} missing: {status}"));
+    assert_eq!(
+        n("accepted"),
+        n("delivered") + n("superseded") + n("dropped") + n("rejected") + n("backlog"),
+        "accounting: {r}"
+    );
+}
+
+/// A receiver started without its key refuses sealed batches (400): they are kept in
+/// rejected/ and counted; once the receiver has its key, `spool requeue-rejected` puts them
+/// back and they are delivered, each once. `status --json` tells the truth at every step.
+#[test]
+fn refused_batches_are_kept_requeued_and_delivered_once_with_honest_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (mut keyless, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
+    let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "v2", "");
+    let spool = dir.path().join("spool");
+    let mut agent = crate::support::start_agent(&config, &dir.path().join("agent-1.log"));
+    let rejected = || fleet_agent::spool::rejected::records(&spool).unwrap_or(0);
+    assert!(crate::support::wait_for(Duration::from_secs(10), || rejected() >= 6), "batches refused and kept");
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    keyless.kill9();
+    let (code, status) = status_json(&config);
+    assert_accounted(&status);
+    assert_eq!(status["records"]["delivered"], 0, "{status}");
+    assert!(status["records"]["rejected"].as_u64() >= Some(6), "{status}");
+    assert_eq!(code, Some(0), "a refusal is not a failing sender: {status}");
+    assert!(stored_records(&store, MACHINE).is_empty());
+
+    let out = crate::support::run(&["spool", "requeue-rejected", "--config", crate::support::s(&config)]);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::support::stderr(&out));
+    let (_, status) = status_json(&config);
+    assert_accounted(&status);
+    assert_eq!(status["records"]["rejected"], 0, "{status}");
+
+    let port = url.rsplit(':').next().expect("port");
+    let (_receiver, _) = start_receiver(&store, &format!("127.0.0.1:{port}"), "test-api-key", &[TEST_KEY_B64]);
+    let mut agent = crate::support::start_agent(&config, &dir.path().join("agent-2.log"));
+    assert!(crate::support::wait_for(Duration::from_secs(15), || {
+        spool_unacked(&spool) == 0 && !spool.join("inflight.json").exists()
+    }));
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    let (code, status) = status_json(&config);
+    assert_accounted(&status);
+    let stored = stored_messages_of(&store);
+    assert_eq!(status["records"]["delivered"].as_u64(), Some(stored), "delivered = stored: {status}");
+    assert_eq!(status["records"]["accepted"].as_u64(), Some(stored), "everything delivered: {status}");
+    assert_eq!((status["records"]["dropped"].as_u64(), status["records"]["backlog"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(code, Some(0), "{status}");
+    assert_eq!(status["health"]["verdict"], "ok");
+    let kid = fleet_agent::envelope::kid(&fleet_agent::keys::Key32::from_base64(TEST_KEY_B64).expect("key"));
+    assert_eq!(status["encryption"]["kid"], kid.as_str());
+    assert_eq!(status["encryption"]["source"], "config");
+    assert_eq!(status["encryption"]["kid_in_use"], kid.as_str());
+}
+
+/// Records stored for MACHINE, each once (panics on a duplicate).
+fn stored_messages_of(store: &Path) -> u64 {
+    let records = stored_records(store, MACHINE);
+    crate::sender::unique_records(&records).len() as u64
+}
+
+#[test]
+fn status_exits_3_while_the_sender_fails_and_shows_the_spool_without_contents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let config = agent_config(dir.path(), "c.json", &format!("http://127.0.0.1:{port}"), Some(TEST_KEY_B64), "v2", "");
+    let spool = dir.path().join("spool");
+    let mut agent = crate::support::start_agent(&config, &dir.path().join("agent.log"));
+    assert!(crate::support::wait_for(Duration::from_secs(10), || spool_unacked(&spool) >= 9));
+    let (code, status) = status_json(&config);
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    assert_eq!(code, Some(3), "{status}");
+    assert_eq!(status["health"]["verdict"], "failing");
+    assert_eq!(status["sender"]["failing"], true);
+    assert!(
+        status["sender"]["last_error"]["message"].as_str().is_some_and(|m| m.contains(&port.to_string())),
+        "{status}"
+    );
+    assert_accounted(&status);
+    let widgets = status["spool"]["widgets"].as_array().expect("widgets");
+    let total: u64 = widgets.iter().map(|w| w["records"].as_u64().unwrap_or(0)).sum();
+    let (_, after) = status_json(&config);
+    assert_eq!(Some(total), status["records"]["backlog"].as_u64().or(after["records"]["backlog"].as_u64()), "{status}");
+    assert!(widgets.iter().all(|w| w.get("data").is_none()), "counts and times only");
+    let text = crate::support::run(&["status", "--config", crate::support::s(&config)]);
+    let text = crate::support::stdout(&text);
+    assert!(text.starts_with("health:      FAILING"), "{text}");
+    assert!(!text.contains("\"data\""), "no record contents in status: {text}");
+    let shown = crate::support::run(&["spool", "show", "--limit", "2", "--config", crate::support::s(&config)]);
+    assert_eq!(shown.status.code(), Some(0));
+    let lines: Vec<Record> = crate::support::stdout(&shown)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "decrypted records on request");
+}

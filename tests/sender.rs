@@ -424,8 +424,9 @@ fn without_a_transport_key_no_plaintext_lands_in_the_spool_dir() {
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
     let spool = dir.path().join("spool");
     assert!(spool.join("inflight.json").exists(), "a batch is in flight");
-    let rejected = files_under(&spool.join("rejected"));
-    assert_eq!(rejected.len(), 1, "the refused batch is noted");
+    let rejected = fleet_agent::spool::rejected::list(&spool).expect("rejected/");
+    assert_eq!(rejected.len(), 1, "the refused batch is kept (sealed with the spool's key)");
+    assert!(rejected[0].records >= 1);
     for file in files_under(&spool) {
         let bytes = std::fs::read(&file).expect("read");
         for needle in [MACHINE.as_bytes(), br#""widget":"cpu""#.as_slice()] {

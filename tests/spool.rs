@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use fleet_agent::config::{FsyncPolicy, SpoolConfig};
 use fleet_agent::record::Record;
-use fleet_agent::spool::{Cursor, Spool, SpoolError};
+use fleet_agent::spool::{Acked, Cursor, RecordCounts, Spool};
 use fleet_widgets::{Level, SampleKind, Timestamp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
@@ -160,22 +160,21 @@ fn a_flipped_bit_in_every_byte_is_detected() {
         let mut bytes = original.clone();
         bytes[at] ^= 1 << (at % 8);
         fs::write(dir.path().join(&name), &bytes).expect("write");
-        let mut spool = match Spool::open(&config_never(dir.path(), 1 << 20)) {
-            Ok(spool) => spool,
-            Err(SpoolError::UnknownVersion { path, version }) => {
-                assert_eq!(at, 8, "only the version byte reads as another version");
-                assert_eq!(version, 1 ^ 1);
-                assert_eq!(fs::read(&path).expect("read"), bytes, "never overwritten");
-                continue;
-            }
-            Err(e) => panic!("byte {at}: {e}"),
-        };
+        // A flipped version byte too: the segment is quarantined, start-up goes on.
+        let mut spool = Spool::open(&config_never(dir.path(), 1 << 20)).unwrap_or_else(|e| panic!("byte {at}: {e}"));
         let got = read_all(&mut spool);
         let moved = quarantined(dir.path());
+        // Every loss is counted: what is read plus what is counted dropped is what was stored.
+        let counts = spool.stats().counts;
+        assert_eq!(got.len() as u64 + spool.stats().dropped.count, 3, "byte {at}: a record lost uncounted");
+        assert_eq!(counts.accepted, 3, "byte {at}");
+        assert_eq!(counts.accepted, counts.dropped + counts.backlog, "byte {at}");
         if moved.is_empty() {
-            // Only damage to the last record's body may look like a torn tail; it is cut off.
+            // Only damage to the last record's body may look like a torn tail; it is cut off
+            // and counted as dropped.
             assert!(at as u64 >= last_start + 20, "byte {at}: damage before the last body must quarantine");
             assert_eq!(got, records(0..2), "byte {at}");
+            assert_eq!(spool.stats().dropped.count, 1, "byte {at}: the damaged last record is counted");
         } else {
             assert!(got.is_empty(), "byte {at}: nothing is read from a quarantined segment");
             assert_eq!(moved.len(), 1);
@@ -219,16 +218,21 @@ fn wrong_or_missing_master_key_quarantines_and_goes_on() {
 }
 
 #[test]
-fn unknown_version_is_refused_naming_the_file() {
+fn unknown_version_quarantines_the_segment_and_starts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (segment, _) = one_segment(dir.path(), 2);
     let mut bytes = fs::read(&segment).expect("read");
     bytes[8] = 9;
     fs::write(&segment, &bytes).expect("write");
-    let err = Spool::open(&config(dir.path(), 1 << 20)).err().expect("refused");
-    assert!(matches!(err, SpoolError::UnknownVersion { version: 9, .. }), "{err}");
-    assert!(err.to_string().contains(s(&segment)), "{err}");
-    assert_eq!(fs::read(&segment).expect("read"), bytes, "left untouched");
+    let mut spool = Spool::open(&config(dir.path(), 1 << 20)).expect("starts");
+    assert!(read_all(&mut spool).is_empty());
+    assert_eq!(spool.stats().dropped.count, 2, "its records are counted as dropped");
+    let moved = quarantined(dir.path());
+    assert_eq!(moved.len(), 1);
+    assert_eq!(fs::read(&moved[0]).expect("read"), bytes, "kept as found, never deleted");
+    assert!(!segment.exists());
+    spool.append(&records(5..6)).expect("goes on");
+    assert_eq!(read_all(&mut spool), records(5..6));
 }
 
 #[test]
@@ -547,4 +551,94 @@ fn status_and_verify_read_without_changing_anything() {
     assert_eq!(listing(&spool_dir), before, "verify changes nothing");
     assert_eq!(crate::support::run(&["spool", "--config", s(&config)]).status.code(), Some(2));
     assert_eq!(crate::support::run(&["spool", "frob", "--config", s(&config)]).status.code(), Some(2));
+}
+
+/// The accounting invariant every spool state must satisfy.
+fn assert_balanced(counts: RecordCounts, context: &str) {
+    assert_eq!(
+        counts.accepted,
+        counts.delivered + counts.superseded + counts.dropped + counts.rejected + counts.backlog,
+        "{context}: {counts:?}"
+    );
+}
+
+#[test]
+fn rejected_records_are_kept_sealed_counted_and_requeued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..10)).expect("append");
+    let start = spool.acked_cursor();
+    let batch = spool.read_from(start, 4, usize::MAX).expect("read");
+    spool.set_aside(start, &batch.records, "batch-1", "HTTP 422: no").expect("set aside");
+    spool.set_aside(start, &batch.records, "batch-1", "HTTP 422: no").expect("idempotent");
+    spool.ack_counted(batch.next, Acked::default()).expect("ack");
+    let counts = spool.stats().counts;
+    assert_eq!((counts.accepted, counts.rejected, counts.backlog), (10, 4, 6), "{counts:?}");
+    assert_balanced(counts, "after set aside");
+    // Sealed at rest: no record text in rejected/.
+    for entry in fs::read_dir(dir.path().join("rejected")).expect("rejected/").flatten() {
+        let bytes = fs::read(entry.path()).expect("read");
+        assert!(!String::from_utf8_lossy(&bytes).contains("wifi"), "{} holds plaintext", entry.path().display());
+    }
+    drop(spool);
+    let inspected = fleet_agent::spool::inspect(dir.path()).expect("inspect").expect("spool").counts;
+    assert_eq!(inspected, counts, "status reads the same persisted counters");
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(spool.stats().counts, counts, "persisted across a restart");
+    let done = spool.requeue_rejected().expect("requeue");
+    assert_eq!((done.batches, done.records), (1, 4));
+    let counts = spool.stats().counts;
+    assert_eq!((counts.accepted, counts.rejected, counts.backlog), (10, 0, 10), "{counts:?}");
+    assert!(fleet_agent::spool::rejected::list(dir.path()).expect("list").is_empty());
+    assert_eq!(read_all(&mut spool), [records(4..10), records(0..4)].concat(), "sent again, after the rest");
+}
+
+#[test]
+fn rejected_is_bounded_by_max_bytes_oldest_dropped_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = SpoolConfig { max_bytes: 6000, ..config(dir.path(), 1500) };
+    let mut spool = Spool::open(&cfg).expect("open");
+    let mut next = 0;
+    for round in 0..12 {
+        spool.append(&records(next..next + 5)).expect("append");
+        next += 5;
+        let start = spool.acked_cursor();
+        let batch = spool.read_from(start, 5, usize::MAX).expect("read");
+        spool.set_aside(start, &batch.records, &format!("batch-{round}"), "HTTP 400").expect("set aside");
+        spool.ack_counted(batch.next, Acked::default()).expect("ack");
+        let counts = spool.stats().counts;
+        assert_balanced(counts, &format!("round {round}"));
+        assert_eq!(counts.accepted, next);
+    }
+    let counts = spool.stats().counts;
+    assert!(counts.dropped > 0 && counts.rejected > 0, "oldest dropped, newest kept: {counts:?}");
+    let on_disk: u64 = fs::read_dir(dir.path().join("rejected"))
+        .expect("list")
+        .flatten()
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum();
+    assert!(on_disk <= 6000 + 1024, "rejected/ stays near the cap: {on_disk} bytes");
+    drop(spool);
+    let reopened = Spool::open(&cfg).expect("reopen").stats().counts;
+    assert_eq!(reopened, counts, "persisted");
+}
+
+#[test]
+fn counters_survive_restarts_and_match_acks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 2048);
+    for round in 0..5u64 {
+        let mut spool = Spool::open(&cfg).expect("open");
+        spool.append(&records(round * 20..round * 20 + 20)).expect("append");
+        let batch = spool.read_from(spool.acked_cursor(), 15, usize::MAX).expect("read");
+        spool.ack_counted(batch.next, Acked { delivered: 15, superseded: 0 }).expect("ack");
+        let counts = spool.stats().counts;
+        assert_balanced(counts, &format!("round {round}"));
+        assert_eq!((counts.accepted, counts.delivered), ((round + 1) * 20, (round + 1) * 15));
+        // No shutdown step exists: the counters come from cursor.json and the segments.
+        drop(spool);
+        let seen = fleet_agent::spool::inspect(dir.path()).expect("inspect").expect("spool").counts;
+        assert_eq!(seen, counts, "round {round}");
+    }
 }

@@ -168,7 +168,7 @@ fn bad(message: &str) -> Response {
 fn store_failed(error: &StoreError) -> Response {
     match error {
         StoreError::MachineId(_) => bad(&error.to_string()),
-        StoreError::Io { .. } => {
+        StoreError::Io { .. } | StoreError::Locked { .. } => {
             log::error!("storing failed: {error}");
             Response::error(500, "storing failed")
         }
@@ -313,6 +313,24 @@ fn batch(body: &[u8], shared: &Shared) -> Response {
     match shared.store.append_batch(&batch, kid.as_deref()) {
         Ok(BatchOutcome::Stored(n)) => ok(&[("status", json!("ok")), ("stored", json!(n))]),
         Ok(BatchOutcome::Duplicate) => ok(&[("status", json!("ok")), ("duplicate", json!(true))]),
+        Ok(BatchOutcome::Conflict { stored, offered }) => {
+            let error = format!(
+                "seq {} of machine {:?} was stored with other records: seq space collision (another sender uses \
+                 this machine_id and seq); nothing stored",
+                batch.seq, batch.machine_id
+            );
+            log::warn!("{error} (stored digest {stored}, offered {offered})");
+            Response::ordered_json(
+                409,
+                &[
+                    ("error", json!(error)),
+                    ("machine_id", json!(batch.machine_id)),
+                    ("seq", json!(batch.seq)),
+                    ("stored_digest", json!(stored)),
+                    ("offered_digest", json!(offered)),
+                ],
+            )
+        }
         Err(e) => store_failed(&e),
     }
 }

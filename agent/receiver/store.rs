@@ -4,18 +4,29 @@
 //!
 //! ```text
 //! STORE/                              mode 0700
+//!   .lock                             held with an exclusive flock by the running receiver;
+//!                                     holds its pid (a second receiver refuses to start)
 //!   <machine dir>/                    mode 0700, one per machine (name: see below)
 //!     reports.jsonl                   v1 reports             (mode 0600)
 //!     widget-logs.jsonl               v1 widget-log entries  (mode 0600)
 //!     records.jsonl                   v2 records and batch commit lines (mode 0600)
 //! ```
 //!
-//! The machine dir name is the `machine_id` with every byte outside `A-Z a-z 0-9 - _ .` (and a
-//! leading `.`) written as `%XX` (uppercase hex), so `mac-01` is stored in `mac-01/` and
-//! `a b` in `a%20b/`. Machine ids are 1..=128 bytes without control characters (the receiver
-//! answers 400 otherwise, the agent's own limit); an id whose `%XX` form would exceed 200 bytes
-//! is stored as `~` + its unpadded base64url (at most 172 bytes), so a dir name always fits
-//! the 255-byte file name limit and maps back to exactly one id.
+//! The machine dir name is the `machine_id` with every byte outside `a-z 0-9 - _ .` (and a
+//! leading `.`) written as `%XX` (uppercase hex), so `mac-01` is stored in `mac-01/`, `Mac-01`
+//! in `%4Dac-01/` and `a b` in `a%20b/`. Upper-case letters are escaped too, so that two ids
+//! differing only in case never share a directory on a case-insensitive file system (APFS,
+//! the macOS default): no two names this scheme makes are equal under case folding (letters
+//! outside escapes are lower case, hex digits inside them upper case, and `%` always starts an
+//! escape). Machine ids are 1..=128 bytes without control characters (the receiver answers
+//! 400 otherwise, the agent's own limit); an id whose `%XX` form would exceed 200 bytes is
+//! stored as `~` + its unpadded lower-case base32 (RFC 4648 alphabet, at most 206 bytes), so a
+//! dir name always fits the 255-byte file name limit and maps back to exactly one id.
+//!
+//! Upgrades: stores written before upper case was escaped named `Mac-01` `Mac-01/` and long ids
+//! `~` + base64url. [`Store::open`] renames such directories to their current names (logged;
+//! a directory whose current name already exists is left alone with an error), and the
+//! readers fall back to the old name, so an old store stays readable without a receiver.
 //!
 //! # Lines
 //!
@@ -26,7 +37,7 @@
 //! {"received_at":T,"machine_id":M,"kind":"report","e2ee":B,"report":{machine_id, machine_info, metrics, …}}
 //! {"received_at":T,"machine_id":M,"kind":"widget-log","e2ee":B,"log":{timestamp, level, widget_type, message, data}}
 //! {"received_at":T,"machine_id":M,"kind":"record","seq":N,"index":I,"record":{ts, widget, kind, level, message, data}}
-//! {"received_at":T,"machine_id":M,"kind":"batch","seq":N,"kid":K,"sent_at":S,"records":COUNT,"dropped":{count, oldest?, newest?}}
+//! {"received_at":T,"machine_id":M,"kind":"batch","seq":N,"kid":K,"sent_at":S,"records":COUNT,"dropped":{count, oldest?, newest?},"digest":D}
 //! ```
 //!
 //! `received_at` is the receiver's clock (RFC 3339 UTC, milliseconds); `e2ee` says whether the
@@ -43,6 +54,18 @@
 //! receiver remembers each file's length after its last good append; if an append fails, the
 //! file is cut back before anything else is written (and again before the next append if that
 //! undo failed too), so a failed group never sits between two good ones.
+//!
+//! The commit line's `digest` is [`records_digest`] of the batch's records: lower-case hex
+//! SHA-256 of the `records` array as compact JSON, each record's members in the order `ts`,
+//! `widget`, `kind`, `level`, `message`, `data`, object members inside `data` sorted by key
+//! (bytewise), as [`Record`] serializes (see `docs/v2-protocol.md` for the vector). A repeated
+//! `(machine_id, seq)` with the same digest is a duplicate (answered 200, nothing written);
+//! with another digest it is a collision ([`BatchOutcome::Conflict`], answered 409, nothing
+//! written): another sender used the same seq for other records, and acknowledging it as a
+//! duplicate would make that sender delete records nobody stored. Commit lines written before
+//! the digest existed have none: their digest is computed from their record lines when needed.
+//! The digests of the last [`RECENT_DIGESTS`] batches of each machine are kept in memory; an
+//! older repeat reads its commit line back from the file (rare: a very late resend).
 //!
 //! Readers: a batch's records are the `records` (count) lines right before its `batch` line.
 //! Record lines not followed by their commit line (the tail of a store no receiver has reopened
@@ -76,6 +99,10 @@ pub const REPORTS_FILE: &str = "reports.jsonl";
 pub const WIDGET_LOGS_FILE: &str = "widget-logs.jsonl";
 /// File of v2 records and batch commit lines.
 pub const RECORDS_FILE: &str = "records.jsonl";
+/// Lock file inside the store directory (not a machine dir: those never start with `.`).
+pub const LOCK_FILE: &str = ".lock";
+/// Digests of this many most recent batches per machine are kept in memory.
+pub const RECENT_DIGESTS: usize = 4096;
 /// Longest accepted machine id, in bytes.
 pub const MAX_MACHINE_ID: usize = crate::config::MAX_MACHINE_ID_BYTES;
 
@@ -93,6 +120,13 @@ pub enum StoreError {
     },
     /// The machine id cannot name a store directory (empty, too long, control characters).
     MachineId(String),
+    /// Another receiver has this store open.
+    Locked {
+        /// The store directory.
+        store: PathBuf,
+        /// The pid written in the lock file by the holder (`None`: unreadable).
+        pid: Option<u32>,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -100,6 +134,15 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Io { doing, path, source } => write!(f, "{doing} {}: {source}", path.display()),
             StoreError::MachineId(why) => write!(f, "invalid machine_id: {why}"),
+            StoreError::Locked { store, pid } => {
+                let holder = pid.map_or_else(|| "another process".to_string(), |pid| format!("process {pid}"));
+                write!(
+                    f,
+                    "store {} is in use by {holder} (another receiver; two receivers on one store would cut each \
+                     other's batches): stop it or use another --store",
+                    store.display()
+                )
+            }
         }
     }
 }
@@ -108,7 +151,7 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Io { source, .. } => Some(source),
-            StoreError::MachineId(_) => None,
+            StoreError::MachineId(_) | StoreError::Locked { .. } => None,
         }
     }
 }
@@ -132,12 +175,21 @@ pub fn check_machine_id(machine_id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Longest `%XX` form used as a directory name; longer ids use the `~` + base64url form.
+/// Longest `%XX` form used as a directory name; longer ids use the `~` + base32 form.
 const MAX_PERCENT_NAME: usize = 200;
 
-/// The directory name of a machine id (see the module docs).
+/// The directory name of a machine id (see the module docs): unique under case folding.
 pub fn dir_name(machine_id: &str) -> String {
-    let percent = percent_name(machine_id);
+    let percent = percent_name(machine_id, false);
+    if percent.len() <= MAX_PERCENT_NAME {
+        return percent;
+    }
+    format!("~{}", base32_lower(machine_id.as_bytes()))
+}
+
+/// The name stores written before upper case was escaped used (see "Upgrades").
+fn legacy_dir_name(machine_id: &str) -> String {
+    let percent = percent_name(machine_id, true);
     if percent.len() <= MAX_PERCENT_NAME {
         return percent;
     }
@@ -145,10 +197,15 @@ pub fn dir_name(machine_id: &str) -> String {
     format!("~{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(machine_id))
 }
 
-fn percent_name(machine_id: &str) -> String {
+fn percent_name(machine_id: &str, plain_upper: bool) -> String {
     let mut out = String::with_capacity(machine_id.len());
     for (i, b) in machine_id.bytes().enumerate() {
-        let plain = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
+        let plain = b.is_ascii_lowercase()
+            || b.is_ascii_digit()
+            || (plain_upper && b.is_ascii_uppercase())
+            || b == b'-'
+            || b == b'_'
+            || (b == b'.' && i > 0);
         if plain {
             out.push(b as char);
         } else {
@@ -158,14 +215,43 @@ fn percent_name(machine_id: &str) -> String {
     out
 }
 
-/// The machine id of a directory name, if it is one [`dir_name`] makes.
-pub fn machine_id_of(dir: &str) -> Option<String> {
-    if let Some(encoded) = dir.strip_prefix('~') {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).ok()?;
-        let id = String::from_utf8(bytes).ok()?;
-        return (dir_name(&id) == dir).then_some(id);
+const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// RFC 4648 base32, lower case, no padding.
+fn base32_lower(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let (mut buffer, mut bits) = (0u64, 0u32);
+    for &b in bytes {
+        buffer = (buffer << 8) | u64::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(BASE32[((buffer >> bits) & 31) as usize] as char);
+        }
     }
+    if bits > 0 {
+        out.push(BASE32[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+fn base32_lower_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let (mut buffer, mut bits) = (0u64, 0u32);
+    for c in text.bytes() {
+        let value = BASE32.iter().position(|&a| a == c)? as u64;
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The id a `%XX` name spells (not checked for canonical form).
+fn percent_decode(dir: &str) -> Option<String> {
     let bytes = dir.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -179,8 +265,51 @@ pub fn machine_id_of(dir: &str) -> Option<String> {
             i += 1;
         }
     }
-    let id = String::from_utf8(out).ok()?;
+    String::from_utf8(out).ok()
+}
+
+/// The machine id of a directory name, if it is one [`dir_name`] makes.
+pub fn machine_id_of(dir: &str) -> Option<String> {
+    let id = match dir.strip_prefix('~') {
+        Some(encoded) => String::from_utf8(base32_lower_decode(encoded)?).ok()?,
+        None => percent_decode(dir)?,
+    };
     (dir_name(&id) == dir).then_some(id)
+}
+
+/// The machine id of a directory name the old scheme made (and the current one does not).
+fn legacy_machine_id_of(dir: &str) -> Option<String> {
+    let id = match dir.strip_prefix('~') {
+        Some(encoded) => {
+            use base64::Engine as _;
+            String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).ok()?).ok()?
+        }
+        None => percent_decode(dir)?,
+    };
+    (legacy_dir_name(&id) == dir && dir_name(&id) != dir).then_some(id)
+}
+
+/// The directory of `machine_id` in `store`: its current name, or the name an older version
+/// gave it if only that exists (a store no receiver of this version has opened yet).
+pub fn machine_dir(store: &Path, machine_id: &str) -> PathBuf {
+    let current = store.join(dir_name(machine_id));
+    if !current.exists() {
+        let legacy = store.join(legacy_dir_name(machine_id));
+        if legacy.is_dir() {
+            return legacy;
+        }
+    }
+    current
+}
+
+/// The SHA-256 (lower-case hex) of a batch's records in their canonical form (see the module
+/// docs): what a commit line's `digest` holds.
+pub fn records_digest(records: &[Record]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    // Serializing records (strings, enums, JSON values) cannot fail.
+    hasher.update(serde_json::to_vec(records).unwrap_or_default());
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A set of u64 kept as disjoint inclusive ranges: seqs arrive mostly in order, so the seen set
@@ -224,12 +353,20 @@ impl SeqSet {
 }
 
 /// What happened to a v2 batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOutcome {
     /// Stored now, with this many records.
     Stored(usize),
-    /// This `(machine_id, seq)` was stored before: nothing written.
+    /// This `(machine_id, seq)` was stored before with the same records: nothing written.
     Duplicate,
+    /// This `(machine_id, seq)` was stored before with OTHER records (another sender uses the
+    /// same seq numbers): nothing written, nothing to acknowledge.
+    Conflict {
+        /// Digest of the records stored under this seq.
+        stored: String,
+        /// Digest of the records offered now.
+        offered: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -271,6 +408,7 @@ struct BatchLine<'a> {
     sent_at: &'a str,
     records: usize,
     dropped: &'a Dropped,
+    digest: &'a str,
 }
 
 /// Just enough of any line to rebuild state.
@@ -287,6 +425,9 @@ const FILES: [&str; 3] = [REPORTS_FILE, WIDGET_LOGS_FILE, RECORDS_FILE];
 struct MachineState {
     dir: PathBuf,
     seen: SeqSet,
+    /// Digests of the most recent batches (at most [`RECENT_DIGESTS`]); older ones are read
+    /// back from the file.
+    recent: BTreeMap<u64, String>,
     /// Length of each of [`FILES`] after the last good append: anything beyond is a failed
     /// append's leftover and is cut before the next write.
     lens: [u64; 3],
@@ -296,12 +437,35 @@ impl MachineState {
     fn append(&mut self, file: usize, bytes: &[u8]) -> Result<(), StoreError> {
         append_durably(&self.dir.join(FILES[file]), bytes, &mut self.lens[file])
     }
+
+    fn remember(&mut self, seq: u64, digest: String) {
+        self.recent.insert(seq, digest);
+        while self.recent.len() > RECENT_DIGESTS {
+            self.recent.pop_first();
+        }
+    }
+
+    /// The digest of committed batch `seq` (`None`: not found, the file is unreadable).
+    fn digest_of(&self, seq: u64) -> Option<String> {
+        if let Some(digest) = self.recent.get(&seq) {
+            return Some(digest.clone());
+        }
+        let mut found = None;
+        let _ = visit_committed(&self.dir.join(RECORDS_FILE), |seq_of, digest| {
+            if seq_of == seq {
+                found = Some(digest);
+            }
+        });
+        found
+    }
 }
 
 /// An open store: per-machine state behind per-machine locks.
 pub struct Store {
     root: PathBuf,
     machines: Mutex<HashMap<String, Arc<Mutex<MachineState>>>>,
+    /// The exclusive lock on [`LOCK_FILE`], held while the store is open.
+    _lock: File,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -393,9 +557,13 @@ fn now() -> String {
 }
 
 impl Store {
-    /// Open (or create) a store: repair torn tails and rebuild the seen `(machine_id, seq)` set.
+    /// Open (or create) a store: take its lock (failing with [`StoreError::Locked`] if another
+    /// receiver holds it), rename directories an older version named (see "Upgrades"), repair
+    /// torn tails and rebuild the seen `(machine_id, seq)` set.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         create_dir(root)?;
+        let lock = lock_store(root)?;
+        migrate_legacy_names(root)?;
         let mut machines = HashMap::new();
         let entries = fs::read_dir(root).map_err(io_error("listing", root))?;
         for entry in entries {
@@ -407,10 +575,10 @@ impl Store {
             if !dir.is_dir() {
                 continue;
             }
-            let (seen, lens) = recover_machine(&dir)?;
-            machines.insert(machine_id, Arc::new(Mutex::new(MachineState { dir, seen, lens })));
+            let (seen, recent, lens) = recover_machine(&dir)?;
+            machines.insert(machine_id, Arc::new(Mutex::new(MachineState { dir, seen, recent, lens })));
         }
-        Ok(Store { root: root.to_path_buf(), machines: Mutex::new(machines) })
+        Ok(Store { root: root.to_path_buf(), machines: Mutex::new(machines), _lock: lock })
     }
 
     /// The store directory.
@@ -427,7 +595,8 @@ impl Store {
         let dir = self.root.join(dir_name(machine_id));
         create_dir(&dir)?;
         sync_dir(&self.root)?;
-        let state = Arc::new(Mutex::new(MachineState { dir, seen: SeqSet::default(), lens: [0; 3] }));
+        let state =
+            Arc::new(Mutex::new(MachineState { dir, seen: SeqSet::default(), recent: BTreeMap::new(), lens: [0; 3] }));
         machines.insert(machine_id.to_string(), Arc::clone(&state));
         Ok(state)
     }
@@ -465,8 +634,12 @@ impl Store {
         let machine_id = batch.machine_id.as_str();
         let state = self.machine(machine_id)?;
         let mut state = lock(&state);
+        let digest = records_digest(&batch.records);
         if state.seen.contains(batch.seq) {
-            return Ok(BatchOutcome::Duplicate);
+            return Ok(match state.digest_of(batch.seq) {
+                Some(stored) if stored != digest => BatchOutcome::Conflict { stored, offered: digest },
+                _ => BatchOutcome::Duplicate,
+            });
         }
         let received_at = now();
         let mut bytes = Vec::new();
@@ -485,17 +658,23 @@ impl Store {
             sent_at: &batch.sent_at,
             records: batch.records.len(),
             dropped: &batch.dropped,
+            digest: &digest,
         };
         bytes.extend(serde_json::to_vec(&commit).unwrap_or_default());
         bytes.push(b'\n');
         state.append(2, &bytes)?;
         state.seen.insert(batch.seq);
+        state.remember(batch.seq, digest);
         Ok(BatchOutcome::Stored(batch.records.len()))
     }
 }
 
-/// Repair one machine dir: its committed seqs and the good length of each of [`FILES`].
-fn recover_machine(dir: &Path) -> Result<(SeqSet, [u64; 3]), StoreError> {
+/// What recovery rebuilt for one machine: committed seqs, recent digests, good file lengths.
+type Recovered = (SeqSet, BTreeMap<u64, String>, [u64; 3]);
+
+/// Repair one machine dir: its committed seqs, the digests of its latest batches and the good
+/// length of each of [`FILES`].
+fn recover_machine(dir: &Path) -> Result<Recovered, StoreError> {
     let mut lens = [0u64; 3];
     for (i, name) in FILES[..2].iter().enumerate() {
         let path = dir.join(name);
@@ -508,7 +687,109 @@ fn recover_machine(dir: &Path) -> Result<(SeqSet, [u64; 3]), StoreError> {
     }
     let (seen, committed) = recover_records(&dir.join(RECORDS_FILE))?;
     lens[2] = committed;
-    Ok((seen, lens))
+    let mut recent = BTreeMap::new();
+    visit_committed(&dir.join(RECORDS_FILE), |seq, digest| {
+        recent.insert(seq, digest);
+        while recent.len() > RECENT_DIGESTS {
+            recent.pop_first();
+        }
+    })?;
+    Ok((seen, recent, lens))
+}
+
+/// Take the store's exclusive lock and write our pid into it.
+fn lock_store(root: &Path) -> Result<File, StoreError> {
+    let path = root.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error("opening the lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let pid = fs::read_to_string(&path).ok().and_then(|text| text.trim().parse().ok());
+            return Err(StoreError::Locked { store: root.to_path_buf(), pid });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_error("locking", &path)(e)),
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
+        .and_then(|()| file.sync_data());
+    written.map_err(io_error("writing the pid into", &path))?;
+    Ok(file)
+}
+
+/// Rename machine dirs an older version named (upper case unescaped, `~` + base64url) to
+/// their current names. One already under its current name is left alone, with an error.
+fn migrate_legacy_names(root: &Path) -> Result<(), StoreError> {
+    let mut renamed = false;
+    for entry in fs::read_dir(root).map_err(io_error("listing", root))? {
+        let entry = entry.map_err(io_error("listing", root))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let Some(machine_id) = legacy_machine_id_of(&name) else { continue };
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let to = root.join(dir_name(&machine_id));
+        if to.exists() {
+            log::error!(
+                "{} and {} both hold machine {machine_id:?}; the first (an older version's name) is left as it is",
+                entry.path().display(),
+                to.display()
+            );
+            continue;
+        }
+        fs::rename(entry.path(), &to).map_err(io_error("renaming an old machine directory", &entry.path()))?;
+        log::info!("renamed {} to {} (upper case is escaped since issue 11)", entry.path().display(), to.display());
+        renamed = true;
+    }
+    if renamed {
+        sync_dir(root)?;
+    }
+    Ok(())
+}
+
+/// Visit every commit line of a `records.jsonl` in order with its seq and digest (computed
+/// from its record lines if the line has none: written before digests existed).
+fn visit_committed(path: &Path, mut visit: impl FnMut(u64, String)) -> Result<(), StoreError> {
+    #[derive(Deserialize)]
+    struct Line {
+        kind: String,
+        #[serde(default)]
+        seq: Option<u64>,
+        #[serde(default)]
+        records: Option<usize>,
+        #[serde(default)]
+        digest: Option<String>,
+        #[serde(default)]
+        record: Option<Record>,
+    }
+    let mut pending: Vec<Record> = Vec::new();
+    scan_lines(path, |bytes, _| {
+        let Ok(line) = serde_json::from_slice::<Line>(bytes) else { return };
+        match (line.kind.as_str(), line.seq) {
+            ("batch", Some(seq)) => {
+                let digest = line.digest.unwrap_or_else(|| {
+                    let count = line.records.unwrap_or(0);
+                    records_digest(&pending[pending.len().saturating_sub(count)..])
+                });
+                pending.clear();
+                visit(seq, digest);
+            }
+            ("record", _) => {
+                if let Some(record) = line.record {
+                    pending.push(record);
+                }
+            }
+            _ => {}
+        }
+    })?;
+    Ok(())
 }
 
 /// Rebuild the seen set of a `records.jsonl` and cut everything after its last commit line;
@@ -544,7 +825,7 @@ pub fn visit_v1(
     file: &str,
     mut visit: impl FnMut(Map<String, Value>),
 ) -> Result<(), StoreError> {
-    scan_lines(&store.join(dir_name(machine_id)).join(file), |line, _| {
+    scan_lines(&machine_dir(store, machine_id).join(file), |line, _| {
         if let Ok(Value::Object(map)) = serde_json::from_slice(line) {
             visit(map);
         }
@@ -561,7 +842,7 @@ pub fn visit_records(
     mut visit: impl FnMut(Map<String, Value>),
 ) -> Result<(), StoreError> {
     let mut pending = Vec::new();
-    scan_lines(&store.join(dir_name(machine_id)).join(RECORDS_FILE), |line, _| {
+    scan_lines(&machine_dir(store, machine_id).join(RECORDS_FILE), |line, _| {
         if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) {
             if map.get("kind").and_then(Value::as_str) == Some("batch") {
                 // A batch's records are the lines right before its commit line; anything older
@@ -780,13 +1061,16 @@ pub fn machine_ids(store: &Path) -> Result<Vec<String>, StoreError> {
     let mut ids = Vec::new();
     for entry in entries {
         let entry = entry.map_err(io_error("listing", store))?;
-        if let Some(id) = entry.file_name().to_str().and_then(machine_id_of) {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = machine_id_of(name).or_else(|| legacy_machine_id_of(name)) {
             if entry.path().is_dir() {
                 ids.push(id);
             }
         }
     }
     ids.sort();
+    ids.dedup();
     Ok(ids)
 }
 
@@ -801,13 +1085,179 @@ mod tests {
         for id in ["mac-01", "a b", ".hidden", "..", "x/../y", "münchen", "a%b", "A.b_c", &long_plain, &long_odd] {
             let dir = dir_name(id);
             assert!(!dir.contains('/') && dir != "." && dir != ".." && !dir.starts_with('.'), "{dir}");
-            assert!(dir.len() <= 200, "{} bytes", dir.len());
+            assert!(dir.len() <= 206, "{} bytes", dir.len());
             assert_eq!(machine_id_of(&dir).as_deref(), Some(id));
         }
         assert_eq!(dir_name("mac-01"), "mac-01");
+        assert_eq!(dir_name("Mac-01"), "%4Dac-01");
         assert_eq!(dir_name("a b"), "a%20b");
+        assert_eq!(machine_id_of("Mac-01"), None, "the old name is not a current one");
         assert_eq!(machine_id_of("a%2x"), None);
         assert_eq!(machine_id_of("a%62"), None, "not canonical: b would be written plain");
+    }
+
+    /// Case folding as a case-insensitive file system applies it (ASCII and Unicode).
+    fn folded(name: &str) -> String {
+        name.to_lowercase()
+    }
+
+    #[test]
+    fn ids_differing_only_in_case_get_names_apart_under_case_folding() {
+        let ids = ["mac-01", "Mac-01", "MAC-01", "mAc-01", "m%41", "mA", "ma", "Ma", "É", "é", "a.B", "a.b"];
+        let long = ["x".repeat(128), "X".repeat(128), format!("{}y", "x".repeat(127)), format!("{}Y", "x".repeat(127))];
+        let all: Vec<&str> = ids.iter().copied().chain(long.iter().map(String::as_str)).collect();
+        let mut names = std::collections::BTreeMap::new();
+        for id in &all {
+            let name = dir_name(id);
+            assert_eq!(machine_id_of(&name).as_deref(), Some(*id));
+            if let Some(other) = names.insert(folded(&name).into_bytes(), *id) {
+                panic!("{other:?} and {id:?} share the directory {name:?} under case folding");
+            }
+        }
+        assert_ne!(folded(&dir_name("mac-01")).as_bytes(), folded(&dir_name("Mac-01")).as_bytes());
+    }
+
+    #[test]
+    fn no_two_ids_share_a_name_under_case_folding() {
+        // Every id of up to two bytes from a set rich in case pairs and escape look-alikes.
+        let alphabet = ["a", "A", "b", "B", "4", "1", "%", ".", "-", "é", "É", "ß", "~"];
+        let mut names = std::collections::BTreeMap::new();
+        for a in alphabet {
+            for b in alphabet.iter().chain([&""]) {
+                let id = format!("{a}{b}");
+                if let Some(other) = names.insert(folded(&dir_name(&id)), id.clone()) {
+                    panic!("{other:?} and {id:?} collide under case folding");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn base32_round_trips() {
+        for bytes in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar", &[0xff; 128]] {
+            assert_eq!(base32_lower_decode(&base32_lower(bytes)).as_deref(), Some(bytes));
+        }
+        assert_eq!(base32_lower(b"foobar"), "mzxw6ytboi", "RFC 4648 vector, lower case, no padding");
+    }
+
+    #[test]
+    fn stores_of_older_versions_are_renamed_and_stay_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long_id = "L".repeat(128);
+        for id in ["Mac-01", long_id.as_str()] {
+            let old = dir.path().join(legacy_dir_name(id));
+            fs::create_dir_all(&old).expect("mkdir");
+            let lines = [
+                r#"{"kind":"record","seq":1,"index":0,"record":{"ts":"2026-11-22T13:00:00.000Z","widget":"ping","kind":"log","level":"info","message":"","data":null}}"#,
+                r#"{"kind":"batch","seq":1,"records":1}"#,
+            ];
+            fs::write(old.join(RECORDS_FILE), lines.join("\n") + "\n").expect("write");
+            assert_eq!(read_records(dir.path(), id).expect("read").len(), 2, "readable before any receiver ran");
+            assert_eq!(machine_ids(dir.path()).expect("ids").iter().filter(|m| m.as_str() == id).count(), 1);
+        }
+        let store = Store::open(dir.path()).expect("open");
+        for id in ["Mac-01", long_id.as_str()] {
+            assert!(dir.path().join(dir_name(id)).is_dir(), "renamed to the current name");
+            assert!(!dir.path().join(legacy_dir_name(id)).exists());
+            assert_eq!(read_records(dir.path(), id).expect("read").len(), 2);
+            let mut again = batch(1, 1);
+            again.machine_id = id.to_string();
+            assert_eq!(store.append_batch(&again, None).ok(), Some(BatchOutcome::Duplicate), "seq 1 still known");
+        }
+        assert_eq!(machine_ids(dir.path()).expect("ids"), vec![long_id.clone(), "Mac-01".to_string()]);
+    }
+
+    #[test]
+    fn mac_01_and_mac_01_in_upper_case_keep_their_own_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut lower = batch(1, 2);
+        lower.machine_id = "mac-01".into();
+        let mut upper = batch(1, 3);
+        upper.machine_id = "Mac-01".into();
+        assert_eq!(store.append_batch(&lower, None).ok(), Some(BatchOutcome::Stored(2)));
+        assert_eq!(store.append_batch(&upper, None).ok(), Some(BatchOutcome::Stored(3)));
+        let names: Vec<Vec<u8>> = fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| folded(&e.file_name().to_string_lossy()).into_bytes())
+            .collect();
+        assert_eq!(names.len(), 2);
+        assert_ne!(names[0], names[1], "distinct even on a case-insensitive file system");
+        assert_eq!(read_records(dir.path(), "mac-01").expect("read").len(), 3);
+        assert_eq!(read_records(dir.path(), "Mac-01").expect("read").len(), 4);
+    }
+
+    #[test]
+    fn a_reused_seq_with_other_records_is_a_conflict_and_stores_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(store.append_batch(&batch(7, 2), None).ok(), Some(BatchOutcome::Stored(2)));
+        assert_eq!(store.append_batch(&batch(7, 2), None).ok(), Some(BatchOutcome::Duplicate));
+        let mut resent = batch(7, 2);
+        resent.sent_at = "2026-11-23T00:00:00Z".into();
+        resent.dropped.count = 5;
+        assert_eq!(store.append_batch(&resent, None).ok(), Some(BatchOutcome::Duplicate), "records decide");
+        let outcome = store.append_batch(&batch(7, 3), None);
+        assert!(matches!(outcome, Ok(BatchOutcome::Conflict { .. })), "{outcome:?}");
+        let path = dir.path().join("m").join(RECORDS_FILE);
+        assert_eq!(fs::read_to_string(&path).expect("read").lines().count(), 3, "nothing written");
+        drop(store);
+        // After a restart the digest comes back from the commit line.
+        let store = Store::open(dir.path()).expect("reopen");
+        assert!(matches!(store.append_batch(&batch(7, 1), None), Ok(BatchOutcome::Conflict { .. })));
+        assert_eq!(store.append_batch(&batch(7, 2), None).ok(), Some(BatchOutcome::Duplicate));
+    }
+
+    #[test]
+    fn old_commit_lines_and_old_seqs_are_checked_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let machine = dir.path().join("m");
+        fs::create_dir_all(&machine).expect("mkdir");
+        let record = serde_json::to_string(&batch(0, 1).records[0]).expect("json");
+        // seq 0: an old commit line without a digest; then more batches than are kept in memory.
+        let mut text = format!("{{\"kind\":\"record\",\"seq\":0,\"index\":0,\"record\":{record}}}\n");
+        text.push_str("{\"kind\":\"batch\",\"seq\":0,\"records\":1}\n");
+        let digest = records_digest(&batch(0, 0).records);
+        for seq in 1..=RECENT_DIGESTS as u64 + 10 {
+            text.push_str(&format!("{{\"kind\":\"batch\",\"seq\":{seq},\"records\":0,\"digest\":\"{digest}\"}}\n"));
+        }
+        fs::write(machine.join(RECORDS_FILE), text).expect("write");
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(store.append_batch(&batch(0, 1), None).ok(), Some(BatchOutcome::Duplicate));
+        assert!(matches!(store.append_batch(&batch(0, 2), None), Ok(BatchOutcome::Conflict { .. })));
+        assert_eq!(store.append_batch(&batch(3, 0), None).ok(), Some(BatchOutcome::Duplicate));
+        assert!(matches!(store.append_batch(&batch(3, 1), None), Ok(BatchOutcome::Conflict { .. })));
+    }
+
+    #[test]
+    fn a_second_store_on_one_directory_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = Store::open(dir.path()).expect("open");
+        match Store::open(dir.path()) {
+            Err(e @ StoreError::Locked { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(&dir.path().display().to_string()), "{text}");
+                assert!(text.contains(&format!("process {}", std::process::id())), "{text}");
+            }
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn the_records_digest_matches_the_known_answer_vectors() {
+        // tests/vectors/digest.json, computed with Python's json and hashlib.
+        let vectors: Value = serde_json::from_str(include_str!("../../tests/vectors/digest.json")).expect("json");
+        let list = vectors["vectors"].as_array().expect("vectors");
+        assert!(list.len() >= 3);
+        for vector in list {
+            let name = vector["name"].as_str().unwrap_or("?");
+            let records: Vec<Record> = serde_json::from_value(vector["records"].clone()).expect("records");
+            let canonical = serde_json::to_string(&records).expect("json");
+            assert_eq!(Some(canonical.as_str()), vector["canonical"].as_str(), "{name}");
+            assert_eq!(Some(records_digest(&records).as_str()), vector["digest"].as_str(), "{name}");
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ use super::verdict::Verdict;
 use super::{Sender, Step, MAX_BATCH_PLAINTEXT, MAX_BATCH_RECORDS};
 use crate::record::Record;
 use crate::report::{widget_log_entry, LatestReport};
-use crate::spool::Spool;
+use crate::spool::{Acked, Spool};
 
 /// Most requests in any 60 s window (Atlas's agent at its defaults: 6 reports, 2 command polls
 /// and its widget-log post).
@@ -161,7 +161,8 @@ impl AtlasSender {
     /// One widget-log batch from the spool. `Continue` when a full batch went (more may wait).
     fn send_widget_logs(&mut self, spool: &mut Spool) -> Step {
         loop {
-            let batch = match spool.read_from(spool.acked_cursor(), MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT) {
+            let start = spool.acked_cursor();
+            let batch = match spool.read_from(start, MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT) {
                 Ok(batch) => batch,
                 Err(e) => return self.link.local_failure(&format!("reading the spool: {e}")),
             };
@@ -171,14 +172,15 @@ impl AtlasSender {
             let full = batch.records.len() >= MAX_BATCH_RECORDS;
             let logs: Vec<_> =
                 batch.records.iter().filter(|r| r.kind == SampleKind::Log).map(widget_log_entry).collect();
+            let count = logs.len() as u64;
+            // Metric records an older version spooled: the report carries their newest values.
+            let superseded = batch.records.len() as u64 - count;
             if logs.is_empty() {
-                // Metric records an older version spooled: the report represents them.
-                if let Step::Wait = self.link.ack(spool, batch.next, 0) {
+                if let Step::Wait = self.link.ack(spool, batch.next, Acked { delivered: 0, superseded }) {
                     return Step::Wait;
                 }
                 continue;
             }
-            let count = logs.len() as u64;
             let plaintext = json!({ "machine_id": self.link.machine_id, "logs": logs }).to_string();
             let body = match self.link.seal_v1(plaintext.as_bytes()) {
                 Ok(body) => body,
@@ -189,10 +191,13 @@ impl AtlasSender {
                 return Step::Wait;
             }
             let step = match self.link.post("/api/fleet/widget-logs", &body) {
-                Some(Verdict::Ack) => self.link.ack(spool, batch.next, count),
+                Some(Verdict::Ack) => self.link.ack(spool, batch.next, Acked { delivered: count, superseded }),
                 Some(Verdict::Reject { reason } | Verdict::Conflict { reason }) => {
-                    self.link.reject("widget-logs", &body, &reason);
-                    self.link.ack(spool, batch.next, 0)
+                    let logs: Vec<Record> = batch.records.into_iter().filter(|r| r.kind == SampleKind::Log).collect();
+                    if let Step::Wait = self.link.set_aside(spool, start, &logs, "widget-logs", &reason) {
+                        return Step::Wait;
+                    }
+                    self.link.ack(spool, batch.next, Acked { delivered: 0, superseded })
                 }
                 _ => Step::Wait,
             };

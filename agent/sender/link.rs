@@ -21,7 +21,8 @@ use crate::config::Config;
 use crate::envelope;
 use crate::keys::{Key32, SecretString};
 use crate::random::random_unit;
-use crate::spool::{Cursor, Spool};
+use crate::record::Record;
+use crate::spool::{Acked, Cursor, Spool};
 use crate::transport_key;
 
 /// Longest time bookkeeping changes stay unwritten in `sender.json`.
@@ -80,13 +81,16 @@ impl Link {
         let (key, kid) = match active {
             Some(active) => {
                 log::info!("transport key id {} (from {})", active.kid, active.source.as_str());
+                state.key_source = Some(active.source.as_str().to_string());
                 (Some(active.key), Some(active.kid))
             }
             None => {
                 log::warn!("no encryption_key: bodies are sent unsealed (protected by TLS only)");
+                state.key_source = None;
                 (None, None)
             }
         };
+        state.kid = kid.clone();
         Ok(Link {
             client,
             machine_id: config.machine_id.clone(),
@@ -116,6 +120,9 @@ impl Link {
     pub fn key_replaced(&mut self) {
         let old = self.kid.take();
         self.kid = self.key.as_ref().map(envelope::kid);
+        self.state.kid = self.kid.clone();
+        self.state.key_source = Some(transport_key::KeySource::Rotated.as_str().to_string());
+        self.dirty = true;
         log::info!(
             "transport key rotated: key id {} -> {} (the spool's own key is unchanged)",
             old.as_deref().unwrap_or("(none)"),
@@ -163,11 +170,12 @@ impl Link {
         }
     }
 
-    /// Acknowledge up to `cursor` in the spool, counting `delivered` records.
-    pub fn ack(&mut self, spool: &mut Spool, cursor: Cursor, delivered: u64) -> Step {
-        match spool.ack(cursor) {
+    /// Acknowledge up to `cursor` in the spool; the counts land in the same atomic write as the
+    /// cursor.
+    pub fn ack(&mut self, spool: &mut Spool, cursor: Cursor, counts: Acked) -> Step {
+        match spool.ack_counted(cursor, counts) {
             Ok(()) => {
-                self.state.sent_records += delivered;
+                self.state.sent_records += counts.delivered;
                 self.dirty = true;
                 Step::Continue
             }
@@ -175,7 +183,34 @@ impl Link {
         }
     }
 
-    /// Keep a payload the server refused for good in `rejected/`, and count it.
+    /// Records the server refused for good: keep them (sealed) in the spool's `rejected/`,
+    /// counted, before they are acked. `Wait` if they could not be kept (nothing is acked).
+    pub fn set_aside(
+        &mut self,
+        spool: &mut Spool,
+        start: Cursor,
+        records: &[Record],
+        what: &str,
+        reason: &str,
+    ) -> Step {
+        self.state.rejected += 1;
+        self.dirty = true;
+        match spool.set_aside(start, records, what, reason) {
+            Ok(()) => {
+                log::error!(
+                    "server refused {what} for good ({reason}); its {} records are kept in {} \
+                     (`fleet-agent spool requeue-rejected` sends them again once the cause is fixed)",
+                    records.len(),
+                    self.spool_dir.join(super::state::REJECTED_DIR).display()
+                );
+                Step::Continue
+            }
+            Err(e) => self.local_failure(&format!("server refused {what} for good ({reason}); keeping it: {e}")),
+        }
+    }
+
+    /// Keep a payload the server refused for good in `rejected/`, and count it (the Atlas
+    /// report, which is not in the spool).
     pub fn reject(&mut self, what: &str, body: &[u8], reason: &str) {
         self.state.rejected += 1;
         self.dirty = true;

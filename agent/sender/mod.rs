@@ -14,8 +14,9 @@
 //! likewise (a wrong API key or URL is not the payload's fault); `409` (v2) means the
 //! receiver holds other records under this `(machine_id, seq)` (a second machine with our id,
 //! a cloned disk image): one error naming the machine id, the records are kept and resent
-//! under a fresh, random seq range; another 4xx moves that
-//! payload, as sent, to `rejected/`, counts it and goes on. Nothing is dropped silently, and
+//! under a fresh, random seq range; another 4xx moves the records of that
+//! payload to the spool's `rejected/` (sealed with the spool's key, counted, bounded;
+//! `fleet-agent spool requeue-rejected` puts them back) and goes on. Nothing is dropped silently, and
 //! when a key is configured every body is sealed: there is no code path that sends plaintext
 //! with a key present.
 

@@ -2,7 +2,7 @@
 //! `<spool.dir>/inflight.json`. Both are written atomically (temp, fsync, rename, fsync dir).
 //!
 //! `sender.json`: `{"next_seq":N,"last_success":T|null,"last_error":{"at":T,"message":S}|null,
-//! "retry_at":T|null,"consecutive_failures":N,"rejected":N,"sent_records":N,"seq_collisions":N,"server":S|null,
+//! "retry_at":T|null,"consecutive_failures":N,"rejected":N,"sent_records":N,"seq_collisions":N,"kid":K|null,"key_source":S|null,"server":S|null,
 //! "protocol":S}`. `status` reads it; it holds no secret and no payload.
 //!
 //! `inflight.json`: `{"seq":N,"start":{"segment":S,"index":I},"end":{"segment":S,"index":I},
@@ -61,6 +61,10 @@ pub struct SenderState {
     pub sent_records: u64,
     /// `409` answers: times another sender's batches were found under our `(machine_id, seq)`.
     pub seq_collisions: u64,
+    /// Transport key id in use (16 hex digits, the v2 `kid` formula; `None`: no key).
+    pub kid: Option<String>,
+    /// Where that key came from: `config` or `environment` (`FLEET_ENCRYPTION_KEY`).
+    pub key_source: Option<String>,
     /// The server it sends to.
     pub server: Option<String>,
     /// `atlas` or `v2`.
@@ -80,6 +84,8 @@ impl Default for SenderState {
             rejected: 0,
             sent_records: 0,
             seq_collisions: 0,
+            kid: None,
+            key_source: None,
             server: None,
             protocol: String::new(),
         }

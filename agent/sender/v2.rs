@@ -23,7 +23,7 @@ use super::{Sender, Step, MAX_BATCH_PLAINTEXT, MAX_BATCH_RECORDS};
 use crate::envelope;
 use crate::random::random_unit;
 use crate::record::{BatchBody, Record};
-use crate::spool::{Cursor, ReadBatch, Spool};
+use crate::spool::{Acked, Cursor, ReadBatch, Spool};
 
 /// Pushes spool records as sealed, sequenced v2 batches.
 pub struct V2Sender {
@@ -84,7 +84,15 @@ impl V2Sender {
             Some(Verdict::Ack) => self.finish(spool, &inflight, inflight.records),
             Some(Verdict::Conflict { reason }) => self.seq_collision(spool, &inflight, &reason),
             Some(Verdict::Reject { reason }) => {
-                self.link.reject(&format!("batch-{}", inflight.seq), inflight.body.as_bytes(), &reason);
+                let start = inflight.start.unwrap_or(spool.acked_cursor());
+                let records = match spool.read_from(start, inflight.records as usize, usize::MAX) {
+                    Ok(batch) => batch.records,
+                    Err(e) => return self.link.local_failure(&format!("reading the spool: {e}")),
+                };
+                let what = format!("batch-{}", inflight.seq);
+                if let Step::Wait = self.link.set_aside(spool, start, &records, &what, &reason) {
+                    return Step::Wait;
+                }
                 self.finish(spool, &inflight, 0)
             }
             _ => Step::Wait,
@@ -199,7 +207,7 @@ impl V2Sender {
     /// recognises.
     fn finish(&mut self, spool: &mut Spool, inflight: &Inflight, delivered: u64) -> Step {
         self.seq_used(inflight.seq);
-        self.link.ack(spool, inflight.end, delivered)
+        self.link.ack(spool, inflight.end, Acked { delivered, superseded: 0 })
     }
 
     /// `seq` was used (sent and acknowledged, or set aside): never use it again.

@@ -7,9 +7,19 @@
 //! in clear.
 //!
 //! ```text
-//! cursor.json   {"version":1,"segment":12,"index":40}
-//! dropped.json  {"version":1,"count":310,"oldest_ms":1763800000000,"newest_ms":1763803600000,"through_segment":9}
+//! cursor.json   {"version":1,"segment":12,"index":40,"appended":5000,"appended_through":{"segment":14,"index":7},
+//!                "delivered":4400,"superseded":0,"requeued":0}
+//! dropped.json  {"version":1,"count":310,"oldest_ms":1763800000000,"newest_ms":1763803600000,"through_segment":9,
+//!                "unspooled":25,"rejected_through":0}
 //! ```
+//!
+//! The counters (all added after version 1 shipped, absent = 0) make the record accounting
+//! of `status` crash-consistent: `delivered` is written in the same atomic replace as the ack
+//! that delivered the records; `appended` counts the records before `appended_through`, and
+//! the ones after it are counted from the segments on open, so an append needs no extra write.
+//! `appended_through` is brought up to date before any segment is deleted or quarantined.
+//! Records ever accepted = `appended - requeued + unspooled`; at any moment that equals
+//! delivered + superseded + dropped (`count`) + rejected (records in `rejected/`) + backlog.
 //!
 //! `through_segment` is the newest segment the size cap has dropped: the ledger is written
 //! before the segment is deleted, so if the agent dies in between, recovery deletes leftover
@@ -39,24 +49,57 @@ pub struct Cursor {
     pub index: u64,
 }
 
+/// Record counters kept with the ack cursor in `cursor.json` (so an ack and the count of what
+/// it delivered are one atomic write). All are totals since the spool was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Records appended to segments before `appended_through` (records at or after it are
+    /// counted from the segments themselves on open).
+    #[serde(default)]
+    pub appended: u64,
+    /// The position just past the last record `appended` counts.
+    #[serde(default)]
+    pub appended_through: Cursor,
+    /// Records the server acknowledged.
+    #[serde(default)]
+    pub delivered: u64,
+    /// Atlas metric records acknowledged because the report (the server's heartbeat) carries
+    /// their newest values, not sent one by one.
+    #[serde(default)]
+    pub superseded: u64,
+    /// Records put back from `rejected/` (appended a second time).
+    #[serde(default)]
+    pub requeued: u64,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CursorFile {
     version: u64,
     segment: u64,
     index: u64,
+    #[serde(flatten)]
+    counters: Counters,
 }
 
 /// Read `dir/cursor.json`: `Ok(None)` if absent. An unreadable file is reported (the caller
 /// restarts from the oldest record: duplicates are better than loss); an unknown version is
 /// an error.
 pub fn load_cursor(dir: &Path) -> Result<Option<Cursor>, SpoolError> {
+    Ok(load_state(dir)?.map(|(cursor, _)| cursor))
+}
+
+/// Read `dir/cursor.json` with its counters (see [`load_cursor`]; files written before the
+/// counters existed read as zero counters).
+pub fn load_state(dir: &Path) -> Result<Option<(Cursor, Counters)>, SpoolError> {
     let path = dir.join(CURSOR_FILE);
     let Some(text) = read_optional(&path)? else {
         return Ok(None);
     };
     match serde_json::from_slice::<CursorFile>(&text) {
-        Ok(file) if file.version == STATE_VERSION => Ok(Some(Cursor { segment: file.segment, index: file.index })),
+        Ok(file) if file.version == STATE_VERSION => {
+            Ok(Some((Cursor { segment: file.segment, index: file.index }, file.counters)))
+        }
         Ok(file) => Err(SpoolError::UnknownStateVersion { path, version: file.version }),
         Err(e) => {
             log::warn!("spool cursor {} is unreadable ({e}); resending from the oldest record", path.display());
@@ -66,8 +109,8 @@ pub fn load_cursor(dir: &Path) -> Result<Option<Cursor>, SpoolError> {
 }
 
 /// Replace `dir/cursor.json` (durably unless the policy is `never`).
-pub fn store_cursor(dir: &Path, cursor: Cursor, durable: bool) -> Result<(), SpoolError> {
-    let file = CursorFile { version: STATE_VERSION, segment: cursor.segment, index: cursor.index };
+pub fn store_cursor(dir: &Path, cursor: Cursor, counters: &Counters, durable: bool) -> Result<(), SpoolError> {
+    let file = CursorFile { version: STATE_VERSION, segment: cursor.segment, index: cursor.index, counters: *counters };
     let bytes = serde_json::to_vec(&file).map_err(|e| SpoolError::Encode { index: 0, message: e.to_string() })?;
     fsio::write_atomic(&dir.join(CURSOR_FILE), &bytes, durable)
 }
@@ -88,6 +131,14 @@ pub struct Ledger {
     /// Newest segment id dropped by the size cap (0 = none).
     #[serde(default)]
     pub through_segment: u64,
+    /// Of `count`: records dropped before they reached the spool (the in-memory hold while
+    /// the disk was full). They count as accepted too.
+    #[serde(default)]
+    pub unspooled: u64,
+    /// Newest `rejected/` file id dropped by the bound on `rejected/` (0 = none): its records
+    /// are in `count`; a file with an id at or below it is a leftover, deleted uncounted.
+    #[serde(default)]
+    pub rejected_through: u64,
 }
 
 impl Ledger {
@@ -153,9 +204,10 @@ mod tests {
     fn state_files_round_trip_and_refuse_unknown_versions() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(matches!(load_cursor(dir.path()), Ok(None)));
-        store_cursor(dir.path(), Cursor { segment: 12, index: 40 }, true).expect("store");
+        store_cursor(dir.path(), Cursor { segment: 12, index: 40 }, &Counters::default(), true).expect("store");
         let text = std::fs::read_to_string(dir.path().join(CURSOR_FILE)).expect("read");
-        assert_eq!(text, r#"{"version":1,"segment":12,"index":40}"#);
+        assert!(text.starts_with(r#"{"version":1,"segment":12,"index":40,"appended":0,"#), "{text}");
+        std::fs::write(dir.path().join(CURSOR_FILE), r#"{"version":1,"segment":12,"index":40}"#).expect("old file");
         assert_eq!(load_cursor(dir.path()).ok().flatten(), Some(Cursor { segment: 12, index: 40 }));
         std::fs::write(dir.path().join(CURSOR_FILE), r#"{"version":2,"segment":1,"index":0}"#).expect("write");
         assert!(matches!(load_cursor(dir.path()), Err(SpoolError::UnknownStateVersion { version: 2, .. })));

@@ -18,17 +18,31 @@ pub fn inspect(dir: &Path) -> Result<Option<SpoolStats>, SpoolError> {
         return Ok(None);
     }
     let master = MasterKey::load(dir)?;
-    let acked = cursor::load_cursor(dir)?.unwrap_or_default();
-    let ledger = cursor::load_ledger(dir)?;
-    let mut stats = SpoolStats { dropped: ledger.to_dropped(), ..SpoolStats::default() };
+    let (acked, counters) = cursor::load_state(dir)?.unwrap_or_default();
+    let mut ledger = cursor::load_ledger(dir)?;
+    let mut appended_since = 0;
+    let mut stats = SpoolStats::default();
     for id in list_segments(dir)? {
         let path = dir.join(segment::file_name(id));
-        let scan = scan(&path, id, master.as_ref())?;
+        let scan = match scan(&path, id, master.as_ref()) {
+            Ok(scan) => scan,
+            // Deleted (acknowledged) by a running agent since it was listed.
+            Err(_) if !path.exists() => continue,
+            Err(e) => return Err(e),
+        };
         stats.bytes += scan.file_bytes;
         stats.segments += 1;
+        if id <= ledger.through_segment {
+            continue; // already counted as dropped; the next open deletes it
+        }
+        appended_since += unacked_in(id, scan.record_count(), counters.appended_through);
+        // What the next open will count as dropped (an unreadable segment, a damaged last record).
         if scan.header != HeaderState::Ok || matches!(scan.problem, Some(Problem::Bad { .. })) {
+            ledger.add(unacked_in(id, scan.record_count(), acked), scan.first_ts, scan.last_ts);
             continue;
         }
+        let damaged = scan.damaged_tail();
+        ledger.add(unacked_in(id, scan.good + damaged, acked).min(damaged), None, None);
         let unacked = unacked_in(id, scan.good, acked);
         if unacked == 0 {
             continue;
@@ -43,6 +57,11 @@ pub fn inspect(dir: &Path) -> Result<Option<SpoolStats>, SpoolError> {
         }
         stats.newest = scan.last_ts.or(stats.newest);
     }
+    let mut counters = counters;
+    counters.appended += appended_since;
+    let rejected = super::rejected::records(dir)?;
+    stats.counts = super::RecordCounts::from_parts(&counters, &ledger, rejected, stats.unacked_records);
+    stats.dropped = ledger.to_dropped();
     Ok(Some(stats))
 }
 
@@ -56,6 +75,78 @@ fn ts_at(path: &Path, master: &MasterKey, index: u64) -> Option<super::Timestamp
         Step::Record => record_ts(&frames.buf),
         _ => None,
     }
+}
+
+/// Visit every unacknowledged, readable record of the spool in `dir`, oldest first, decrypted
+/// with its master key. Read-only (safe while `run` runs: a segment deleted meanwhile is
+/// skipped). Stops at the first damaged frame of a segment (the next open quarantines or cuts
+/// it). `Ok(false)` if there is no spool or no master key.
+pub fn visit_unacked(dir: &Path, mut visit: impl FnMut(&crate::record::Record)) -> Result<bool, SpoolError> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let Some(master) = MasterKey::load(dir)? else { return Ok(false) };
+    let acked = cursor::load_cursor(dir)?.unwrap_or_default();
+    let through = cursor::load_ledger(dir)?.through_segment;
+    for id in list_segments(dir)? {
+        if id < acked.segment || id <= through {
+            continue;
+        }
+        let path = dir.join(segment::file_name(id));
+        let Ok((mut frames, header)) = segment::open(&path, None) else { continue };
+        let Ok(header) = header else { continue };
+        let Ok(cipher) = master.open_segment(&header) else { continue };
+        frames.set_cipher(cipher);
+        if id == acked.segment && frames.skip(acked.index)? != Step::Record && acked.index > 0 {
+            continue;
+        }
+        while frames.next(true)? == Step::Record {
+            if let Ok(record) = serde_json::from_slice::<crate::record::Record>(&frames.buf) {
+                visit(&record);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Unacknowledged records of one widget (and kind) in the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WidgetBacklog {
+    /// Widget (metrics key or widget-log type).
+    pub widget: String,
+    /// `metric`, `log`, `machine_info`.
+    pub kind: String,
+    /// How many.
+    pub records: u64,
+    /// Oldest record's time (as stored, RFC 3339).
+    pub oldest: String,
+    /// Newest record's time.
+    pub newest: String,
+}
+
+/// The backlog per widget (sorted by widget, then kind), read-only; `None` if there is no
+/// spool or no master key. Prints nothing of the records' contents.
+pub fn backlog_by_widget(dir: &Path) -> Result<Option<Vec<WidgetBacklog>>, SpoolError> {
+    let mut by: std::collections::BTreeMap<(String, String), WidgetBacklog> = Default::default();
+    let found = visit_unacked(dir, |record| {
+        let kind = serde_json::to_value(record.kind).ok().and_then(|v| v.as_str().map(str::to_string));
+        let kind = kind.unwrap_or_default();
+        let entry = by.entry((record.widget.clone(), kind.clone())).or_insert_with(|| WidgetBacklog {
+            widget: record.widget.clone(),
+            kind,
+            records: 0,
+            oldest: record.ts.clone(),
+            newest: record.ts.clone(),
+        });
+        entry.records += 1;
+        if record.ts < entry.oldest {
+            entry.oldest = record.ts.clone();
+        }
+        if record.ts > entry.newest {
+            entry.newest = record.ts.clone();
+        }
+    })?;
+    Ok(found.then(|| by.into_values().collect()))
 }
 
 /// What `spool verify` found.
@@ -109,7 +200,7 @@ impl fmt::Display for VerifyReport {
             let name = s.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let status = match (&s.header, &s.problem) {
                 (HeaderState::Ok, None) => "ok".to_string(),
-                (HeaderState::Ok, Some(Problem::Torn { offset, bytes, reason })) => {
+                (HeaderState::Ok, Some(Problem::Torn { offset, bytes, reason, .. })) => {
                     format!("TORN tail: {bytes} bytes at offset {offset} ({reason})")
                 }
                 (HeaderState::Ok, Some(Problem::Bad { index, offset, reason })) => {

@@ -15,9 +15,10 @@
 //!   spool.lock                      0600  empty; held with flock by the open Spool
 //!   00000000000000000001.seg        segments, append-only, oldest = lowest id
 //!   00000000000000000002.seg
-//!   cursor.json                     ack position   (see cursor.rs)
+//!   cursor.json                     ack position and record counters   (see cursor.rs)
 //!   dropped.json                    dropped-records ledger
 //!   quarantine/                     unreadable segments, moved here, never deleted
+//!   rejected/                       records a server refused for good, sealed (see rejected.rs)
 //!   (anything else)                 someone else's (the sender's files): never touched
 //! ```
 //!
@@ -85,17 +86,26 @@
 //! Every segment is walked frame by frame and authenticated (one frame in memory at a time):
 //! - a torn tail (short frame, a zero-filled tail, or a last frame that does not
 //!   authenticate) is truncated back to the last good record and logged with the bytes cut;
+//!   a last frame that is whole but does not authenticate was stored once and is damaged, so
+//!   it is also counted as dropped (a write cut short never returned, so it is not);
 //! - a bad frame with data after it, a bad header, or a segment written under another (or a
 //!   missing) master key: the segment is moved to `quarantine/` (never deleted) and its
 //!   unacknowledged records are counted as dropped (past a frame whose length field is
 //!   destroyed, the walk finds the next sound frame header, so every frame is counted);
-//! - an unknown format version: `open` fails naming the file, changing nothing.
+//! - an unknown format version (a flipped version byte, or a newer agent's spool): the
+//!   segment is quarantined and counted like any unreadable one, and start-up goes on.
 //!
 //! # Bounds
 //!
-//! Past `spool.max_bytes` the oldest whole segment is deleted; its unacknowledged records are
-//! added to the persistent dropped ledger (count, oldest and newest time) before the file is
-//! removed. Memory is one frame plus one batch, independent of the backlog.
+//! Past `spool.max_bytes` (segments plus `rejected/`) the oldest rejected batch, then the
+//! oldest whole segment is deleted; its records are added to the persistent dropped ledger
+//! (count, oldest and newest time) before the file is removed.
+//!
+//! # Accounting
+//!
+//! [`SpoolStats::counts`] says where every record ever accepted is: delivered, superseded
+//! (Atlas metric records the report carries), dropped, rejected or still in the backlog; the
+//! totals are persisted crash-consistently (cursor.rs) and always add up. Memory is one frame plus one batch, independent of the backlog.
 
 mod cursor;
 mod error;
@@ -104,6 +114,7 @@ pub(crate) mod fsio;
 mod inspect;
 mod keys;
 mod recovery;
+pub mod rejected;
 mod segment;
 
 use std::collections::VecDeque;
@@ -115,11 +126,12 @@ use fleet_widgets::Timestamp;
 
 pub use cursor::{load_cursor, Cursor};
 pub use error::SpoolError;
-pub use inspect::{inspect, verify, VerifyReport};
+pub use inspect::{backlog_by_widget, inspect, verify, visit_unacked, VerifyReport, WidgetBacklog};
 pub use recovery::{HeaderState, Problem, SegmentScan, QUARANTINE_DIR};
 
 use crate::config::{FsyncPolicy, SpoolConfig};
 use crate::record::{Dropped, Record};
+pub use cursor::Counters;
 use cursor::Ledger;
 use format::{FRAME_OVERHEAD, HEADER_LEN, MAX_RECORD_BYTES};
 use keys::MasterKey;
@@ -158,6 +170,51 @@ pub struct SpoolStats {
     pub oldest: Option<Timestamp>,
     /// Time of the newest unacknowledged record.
     pub newest: Option<Timestamp>,
+    /// The record accounting (what `status` reports under `records`).
+    pub counts: RecordCounts,
+}
+
+/// Where every record the spool ever accepted is now. Persisted, crash-consistent totals:
+/// `accepted == delivered + superseded + dropped + rejected + backlog` at every moment
+/// (see cursor.rs), apart from an undecodable record, which is counted as dropped when it
+/// is skipped and leaves the backlog with the next ack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordCounts {
+    /// Records ever accepted into the spool, plus those dropped before reaching it.
+    pub accepted: u64,
+    /// Records the server acknowledged.
+    pub delivered: u64,
+    /// Atlas only: metric records acknowledged because the report carries their values.
+    pub superseded: u64,
+    /// Records dropped (size cap, damage, unreadable segments, the in-memory hold, the bound
+    /// on `rejected/`).
+    pub dropped: u64,
+    /// Records in `rejected/` (refused by the server for good; `spool requeue-rejected`).
+    pub rejected: u64,
+    /// Records in the spool not yet acknowledged.
+    pub backlog: u64,
+}
+
+impl RecordCounts {
+    fn from_parts(counters: &Counters, ledger: &Ledger, rejected: u64, backlog: u64) -> Self {
+        RecordCounts {
+            accepted: (counters.appended + ledger.unspooled).saturating_sub(counters.requeued),
+            delivered: counters.delivered,
+            superseded: counters.superseded,
+            dropped: ledger.count,
+            rejected,
+            backlog,
+        }
+    }
+}
+
+/// What an ack delivered, for the counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Acked {
+    /// Records the server acknowledged.
+    pub delivered: u64,
+    /// Atlas metric records the report carries (acknowledged without being sent).
+    pub superseded: u64,
 }
 
 struct ReadState {
@@ -178,6 +235,10 @@ pub struct Spool {
     next_id: u64,
     acked: Cursor,
     ledger: Ledger,
+    /// Record counters (see cursor.rs); `appended` is exact for the records in memory.
+    counters: Counters,
+    /// Committed batches in `rejected/`, oldest first.
+    rejected: Vec<rejected::RejectedBatch>,
     reader: Option<ReadState>,
     oldest_unacked: Option<Timestamp>,
     /// Undecodable records before this position have been counted as dropped.
@@ -222,12 +283,14 @@ impl Spool {
             log::info!("created a new master key in {}", dir.join(keys::MASTER_KEY_FILE).display());
         }
         let mut ledger = cursor::load_ledger(&dir)?;
-        let acked = cursor::load_cursor(&dir)?.unwrap_or_default();
+        let (acked, mut counters) = cursor::load_state(&dir)?.unwrap_or_default();
         let durable = config.fsync != FsyncPolicy::Never;
-        let recovered = recovery::recover(&dir, &master, &mut ledger, acked, durable)?;
+        let recovered = recovery::recover(&dir, &master, &mut ledger, acked, counters.appended_through, durable)?;
         if recovered.ledger_changed {
             cursor::store_ledger(&dir, &ledger, durable)?;
         }
+        counters.appended += recovered.appended_since;
+        let (rejected, rejected_max_id) = rejected::recover(&dir, ledger.rejected_through)?;
         let mut spool = Spool {
             dir,
             fsync: config.fsync,
@@ -237,15 +300,20 @@ impl Spool {
             _lock: lock,
             segments: recovered.segments.into(),
             writer: None,
-            next_id: recovered.max_id.saturating_add(1),
+            next_id: recovered.max_id.max(rejected_max_id).saturating_add(1),
             acked,
             ledger,
+            counters,
+            rejected,
             reader: None,
             oldest_unacked: None,
             undecodable_counted: Cursor::default(),
             #[cfg(test)]
             fail_segment_create: false,
         };
+        if recovered.appended_since > 0 {
+            spool.store_state()?;
+        }
         spool.collect_garbage()?;
         spool.refresh_oldest();
         let stats = spool.stats();
@@ -400,6 +468,12 @@ impl Spool {
     /// Acknowledge everything before `cursor` (durably: `cursor.json`), then delete segments
     /// that are fully acknowledged. A cursor at or before the current ack is ignored.
     pub fn ack(&mut self, cursor: Cursor) -> Result<(), SpoolError> {
+        self.ack_counted(cursor, Acked::default())
+    }
+
+    /// [`Spool::ack`], adding `counts` to the delivered / superseded counters in the SAME
+    /// atomic write as the new cursor: after a crash the counters match the ack exactly.
+    pub fn ack_counted(&mut self, cursor: Cursor, counts: Acked) -> Result<(), SpoolError> {
         if cursor <= self.acked {
             return Ok(());
         }
@@ -408,7 +482,12 @@ impl Spool {
         if beyond {
             return Err(SpoolError::CursorBeyondEnd { cursor });
         }
-        cursor::store_cursor(&self.dir, cursor, self.durable())?;
+        let mut counters = self.counters;
+        counters.delivered += counts.delivered;
+        counters.superseded += counts.superseded;
+        counters.appended_through = self.end_position();
+        cursor::store_cursor(&self.dir, cursor, &counters, self.durable())?;
+        self.counters = counters;
         self.acked = cursor;
         self.collect_garbage()?;
         self.refresh_oldest();
@@ -432,7 +511,43 @@ impl Spool {
             dropped: self.ledger.to_dropped(),
             oldest: if unacked_records > 0 { self.oldest_unacked } else { None },
             newest,
+            counts: RecordCounts::from_parts(&self.counters, &self.ledger, self.rejected_records(), unacked_records),
         }
+    }
+
+    /// Count `count` records dropped before they reached the spool (the in-memory hold of
+    /// `run` while the disk is full), spanning `oldest..=newest`: they are added to `dropped`
+    /// and to the accepted total (one ledger write).
+    pub fn count_unspooled(
+        &mut self,
+        count: u64,
+        oldest: Option<Timestamp>,
+        newest: Option<Timestamp>,
+    ) -> Result<(), SpoolError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let mut ledger = self.ledger.clone();
+        ledger.add(count, oldest, newest);
+        ledger.unspooled += count;
+        cursor::store_ledger(&self.dir, &ledger, self.durable())?;
+        self.ledger = ledger;
+        Ok(())
+    }
+
+    /// The position just past the last stored record.
+    fn end_position(&self) -> Cursor {
+        match self.segments.back() {
+            Some(seg) => Cursor { segment: seg.id, index: seg.records },
+            None => Cursor { segment: self.next_id.saturating_sub(1), index: u64::MAX },
+        }
+    }
+
+    /// Write `cursor.json` with the counters brought up to date (before a segment is deleted
+    /// or moved aside, so the records it held stay counted as appended).
+    fn store_state(&mut self) -> Result<(), SpoolError> {
+        self.counters.appended_through = self.end_position();
+        cursor::store_cursor(&self.dir, self.acked, &self.counters, self.durable())
     }
 
     /// fsync the live segment now (at shutdown, and under `never` when wanted).
@@ -475,6 +590,7 @@ impl Spool {
             return Err(e);
         }
         let (id, bytes, records) = (writer.id(), writer.len(), writer.next_index());
+        self.counters.appended += count;
         if let Some(seg) = self.segments.iter_mut().find(|s| s.id == id) {
             seg.bytes = bytes;
             seg.records = records;
@@ -531,11 +647,15 @@ impl Spool {
         Ok(())
     }
 
-    /// Drop oldest closed segments while over the cap, counting their unacknowledged records.
+    /// While over the cap (segments plus `rejected/`): drop the oldest rejected batches, then
+    /// the oldest closed segments, counting their records.
     fn enforce_cap(&mut self) -> Result<(), SpoolError> {
         let live = self.writer.as_ref().map(SegmentWriter::id);
         let mut dropped_any = false;
-        while self.segments.iter().map(|s| s.bytes).sum::<u64>() > self.max_bytes {
+        while self.segments.iter().map(|s| s.bytes).sum::<u64>() + self.rejected_bytes() > self.max_bytes {
+            if self.drop_oldest_rejected()? {
+                continue;
+            }
             let Some(seg) = self.segments.front().cloned() else { break };
             if Some(seg.id) == live {
                 break;
@@ -546,6 +666,7 @@ impl Spool {
             } else {
                 seg.first_ts
             };
+            self.store_state()?;
             if lost > 0 {
                 self.ledger.add(lost, oldest, seg.last_ts);
             }
@@ -584,6 +705,7 @@ impl Spool {
         }
         let path = self.dir.join(segment::file_name(id));
         let lost = unacked_in(id, seg.records, self.acked).min(seg.records.saturating_sub(from));
+        self.store_state()?;
         if path.exists() {
             let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR), self.durable())?;
             log::error!(

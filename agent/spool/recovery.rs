@@ -57,6 +57,9 @@ pub enum Problem {
         bytes: u64,
         /// What was found.
         reason: String,
+        /// Whole records the cut destroys (1 when the last frame is complete but damaged: it
+        /// was stored once, so recovery counts it as dropped; 0 for a write cut short).
+        damaged: u64,
     },
     /// A damaged frame with data after it.
     Bad {
@@ -101,7 +104,15 @@ pub struct SegmentScan {
 impl SegmentScan {
     /// Records this segment holds or held (for dropped accounting when it is quarantined).
     pub fn record_count(&self) -> u64 {
-        self.good + self.bad + self.good_after_bad + self.unchecked
+        self.good + self.bad + self.good_after_bad + self.unchecked + self.damaged_tail()
+    }
+
+    /// Whole records a torn-tail cut destroys (see [`Problem::Torn`]).
+    pub fn damaged_tail(&self) -> u64 {
+        match &self.problem {
+            Some(Problem::Torn { damaged, .. }) => *damaged,
+            _ => 0,
+        }
     }
 
     /// True when nothing is wrong.
@@ -152,10 +163,7 @@ pub fn scan(path: &Path, id: u64, master: Option<&MasterKey>) -> Result<SegmentS
             Some(Err(UnwrapError::OtherKey)) => Err(HeaderState::OtherKey),
             Some(Err(UnwrapError::Corrupt)) => Err(HeaderState::Bad("wrapped data key does not authenticate".into())),
         },
-        Err(HeaderError::Version(v)) => {
-            scan.header = HeaderState::UnknownVersion(v);
-            return Ok(scan);
-        }
+        Err(HeaderError::Version(v)) => Err(HeaderState::UnknownVersion(v)),
         Err(e) => Err(HeaderState::Bad(e.to_string())),
     };
     match state {
@@ -188,7 +196,8 @@ pub fn scan(path: &Path, id: u64, master: Option<&MasterKey>) -> Result<SegmentS
             Step::End => break,
             Step::Torn(reason) => {
                 if scan.problem.is_none() {
-                    scan.problem = Some(Problem::Torn { offset, bytes: reader.end() - offset, reason });
+                    let damaged = u64::from(reader.torn_was_complete());
+                    scan.problem = Some(Problem::Torn { offset, bytes: reader.end() - offset, reason, damaged });
                 } else {
                     scan.bad += 1;
                 }
@@ -261,16 +270,22 @@ pub struct Recovered {
     pub max_id: u64,
     /// Whether the ledger changed (quarantined records were counted).
     pub ledger_changed: bool,
+    /// Records found at or after the `appended_through` position given (appended since the
+    /// counters were last written), including those recovery quarantined or cut as damaged.
+    pub appended_since: u64,
 }
 
 /// Bring `dir` to a consistent state: drop our temp files and leftovers of an interrupted cap
 /// drop, truncate torn tails, quarantine unreadable segments (counting their unacked records
-/// in `ledger`), delete empty ones. Refuses (changing nothing more) on an unknown version.
+/// in `ledger`, like a damaged last record that is cut), delete empty ones. A segment of an
+/// unknown format version (a flipped version byte, or a newer agent's spool) is quarantined
+/// like any unreadable one: start-up goes on. `through` is the counters' `appended_through`.
 pub fn recover(
     dir: &Path,
     master: &MasterKey,
     ledger: &mut Ledger,
     acked: Cursor,
+    through: Cursor,
     durable: bool,
 ) -> Result<Recovered, SpoolError> {
     remove_temp_files(dir)?;
@@ -286,20 +301,14 @@ pub fn recover(
         }
         true
     });
-    // Refuse before changing anything if any segment is from an unknown format version.
-    let mut scans = Vec::with_capacity(ids.len());
-    for &id in &ids {
-        let path = dir.join(segment::file_name(id));
-        let scan = scan(&path, id, Some(master))?;
-        if let HeaderState::UnknownVersion(version) = scan.header {
-            return Err(SpoolError::UnknownVersion { path, version });
-        }
-        scans.push(scan);
-    }
     let mut segments = Vec::new();
     let mut ledger_changed = false;
     let mut other_key = 0;
-    for scan in scans {
+    let mut appended_since = 0;
+    for &id in &ids {
+        let path = dir.join(segment::file_name(id));
+        let scan = scan(&path, id, Some(master))?;
+        appended_since += unacked_in(scan.id, scan.record_count(), through);
         let repairable = scan.header == HeaderState::Ok && !matches!(scan.problem, Some(Problem::Bad { .. }));
         if !repairable {
             if matches!(scan.header, HeaderState::OtherKey | HeaderState::NoKey) {
@@ -310,6 +319,9 @@ pub fn recover(
                     format!("record {index} at offset {offset}: {reason}")
                 }
                 (HeaderState::OtherKey | HeaderState::NoKey, _) => "written under another master key".into(),
+                (HeaderState::UnknownVersion(v), _) => {
+                    format!("unknown format version {v} in its header: damaged, or written by a newer agent")
+                }
                 (HeaderState::Bad(reason), _) => reason.clone(),
                 _ => "unreadable".into(),
             };
@@ -326,12 +338,22 @@ pub fn recover(
             }
             continue;
         }
-        if let Some(Problem::Torn { offset, bytes, reason }) = &scan.problem {
+        if let Some(Problem::Torn { offset, bytes, reason, damaged }) = &scan.problem {
             log::warn!(
                 "segment {}: torn tail ({reason}); truncating {bytes} bytes at offset {offset} after {} good records",
                 scan.path.display(),
                 scan.good
             );
+            let lost = unacked_in(scan.id, scan.good + damaged, acked).min(*damaged);
+            if lost > 0 {
+                // A whole record that was stored and is now damaged: its loss is counted.
+                log::error!(
+                    "segment {}: its last record is damaged; {lost} record counted as dropped",
+                    scan.path.display()
+                );
+                ledger.add(lost, scan.last_ts, scan.last_ts);
+                ledger_changed = true;
+            }
             truncate(&scan.path, *offset)?;
         }
         if scan.good == 0 {
@@ -359,7 +381,7 @@ pub fn recover(
     if removed_any && durable {
         fsio::sync_dir(dir)?;
     }
-    Ok(Recovered { segments, max_id, ledger_changed })
+    Ok(Recovered { segments, max_id, ledger_changed, appended_since })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {

@@ -157,6 +157,8 @@ pub struct FrameReader {
     end: u64,
     index: u64,
     cipher: Option<SegmentCipher>,
+    /// The last `Torn` was a whole frame that does not authenticate (damage, not a torn write).
+    torn_complete: bool,
     /// The last record's plaintext (or body, when not decrypting).
     pub buf: Vec<u8>,
 }
@@ -179,6 +181,7 @@ pub fn open(path: &Path, end: Option<u64>) -> Result<(FrameReader, Result<Segmen
         end,
         index: 0,
         cipher: None,
+        torn_complete: false,
         buf: Vec::new(),
     };
     Ok((frames, header))
@@ -188,6 +191,12 @@ impl FrameReader {
     /// Use `cipher` to authenticate and decrypt frames.
     pub fn set_cipher(&mut self, cipher: SegmentCipher) {
         self.cipher = Some(cipher);
+    }
+
+    /// Whether the last [`Step::Torn`] was a complete frame that fails authentication: a
+    /// damaged record (accepted once, so its loss is counted), not a write cut short.
+    pub fn torn_was_complete(&self) -> bool {
+        self.torn_complete
     }
 
     /// Byte offset of the next frame.
@@ -255,6 +264,7 @@ impl FrameReader {
                 if cipher.open_body(self.index, &mut self.buf).is_err() {
                     self.unread(frame_len)?;
                     return Ok(if frame_len == remaining {
+                        self.torn_complete = true;
                         Step::Torn("last frame does not authenticate".into())
                     } else {
                         Step::Bad { reason: "frame does not authenticate".into(), skip: Some(frame_len) }
