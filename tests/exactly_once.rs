@@ -289,9 +289,9 @@ fn refused_batches_are_kept_requeued_and_delivered_once_with_honest_status() {
     let port = url.rsplit(':').next().expect("port");
     let (_receiver, _) = start_receiver(&store, &format!("127.0.0.1:{port}"), "test-api-key", &[TEST_KEY_B64]);
     let mut agent = crate::support::start_agent(&config, &dir.path().join("agent-2.log"));
-    assert!(crate::support::wait_for(Duration::from_secs(15), || {
-        spool_unacked(&spool) == 0 && !spool.join("inflight.json").exists()
-    }));
+    // Nothing unacknowledged is nothing in flight (an acknowledged inflight.json stays as the
+    // record of the last seq used).
+    assert!(crate::support::wait_for(Duration::from_secs(15), || spool_unacked(&spool) == 0));
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
     let (code, status) = status_json(&config);
     assert_accounted(&status);
