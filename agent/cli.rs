@@ -20,7 +20,8 @@ pub const EXIT_USAGE: u8 = 2;
 const MAIN_HELP: &str = "\
 fleet-agent: endpoint telemetry agent with an encrypted spool and sealed batches
 
-Usage: fleet-agent <command> [options]
+Usage: fleet-agent [global options] <command> [options]
+       fleet-agent help <command>
 
 Commands:
   run        the service loop: collect, spool, send (used by launchd/systemd)
@@ -32,10 +33,10 @@ Commands:
   receive    run the bundled receiver
   spool      inspect the spool (`spool verify`)
 
-Global options:
+Global options (before or after the command):
   --config FILE   config file (default: the OS default path if it exists, else built-in defaults)
-  -v, -q          more / less logging (overrides log_level)
-  -h, --help      help for fleet-agent or a command
+  -v, -vv, -q     more / less logging (moves log_level)
+  -h, --help      help for fleet-agent or a command (`fleet-agent help CMD` too)
   -V, --version   print the version
 ";
 
@@ -153,50 +154,97 @@ impl Common {
     }
 }
 
-/// Print an error and its `source()` chain to stderr.
+/// Print an error and its `source()` chain to stderr, each cause once.
 pub fn print_error(error: &dyn std::error::Error) {
-    eprintln!("error: {error}");
+    let mut text = Vec::new();
+    let _ = write_error(&mut text, error);
+    // Under systemd each line is a journal entry: each gets priority `err`.
+    let prefix = crate::log::error_line_prefix();
+    let lines: String = String::from_utf8_lossy(&text).lines().map(|line| format!("{prefix}{line}\n")).collect();
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), lines.as_bytes());
+}
+
+/// Write `error: …` and one `  caused by: …` line per cause. A cause whose text the line
+/// above already holds (a `Display` that embeds its source) is not repeated.
+pub fn write_error(out: &mut dyn std::io::Write, error: &dyn std::error::Error) -> std::io::Result<()> {
+    let mut shown = error.to_string();
+    writeln!(out, "error: {shown}")?;
     let mut source = error.source();
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            writeln!(out, "  caused by: {text}")?;
+        }
+        shown = text;
         source = cause.source();
     }
+    Ok(())
+}
+
+/// Move the global options given before the command (`fleet-agent -v --config F run`) out of
+/// `argv`; they are handed to the command with its own arguments, where order does not matter.
+fn leading_globals(argv: &mut Vec<String>) -> Vec<String> {
+    let mut globals = Vec::new();
+    while let Some(first) = argv.first() {
+        let takes_value = first == "--config";
+        let is_global = takes_value || first.starts_with("--config=") || matches!(first.as_str(), "-v" | "-vv" | "-q");
+        if !is_global {
+            break;
+        }
+        globals.push(argv.remove(0));
+        if takes_value && !argv.is_empty() {
+            globals.push(argv.remove(0));
+        }
+    }
+    globals
 }
 
 /// Parse `argv` and run the command; the process exit code.
 pub fn main(argv: Vec<OsString>) -> ExitCode {
     let mut argv: Vec<String> = argv.into_iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let globals = leading_globals(&mut argv);
     if argv.is_empty() {
         eprint!("{MAIN_HELP}");
         return ExitCode::from(EXIT_USAGE);
     }
     let command = argv.remove(0);
-    let args = Args::new(argv);
     match command.as_str() {
-        "-h" | "--help" | "help" => {
-            print!("{MAIN_HELP}");
-            ExitCode::from(EXIT_OK)
-        }
+        "-h" | "--help" | "help" => match argv.first().map(String::as_str) {
+            None => {
+                print!("{MAIN_HELP}");
+                ExitCode::from(EXIT_OK)
+            }
+            Some(name) => match commands::find(name) {
+                Some(command) => {
+                    print!("{}", command.help);
+                    ExitCode::from(EXIT_OK)
+                }
+                None => unknown_command(name),
+            },
+        },
         "-V" | "--version" => {
             println!("fleet-agent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::from(EXIT_OK)
         }
         name => match commands::find(name) {
             Some(command) => {
-                let mut args = args;
+                argv.extend(globals);
+                let mut args = Args::new(argv);
                 if args.flag(&["-h", "--help"]) {
                     print!("{}", command.help);
                     return ExitCode::from(EXIT_OK);
                 }
                 ExitCode::from((command.run)(args))
             }
-            None => {
-                eprintln!("error: unknown command `{name}`\n");
-                eprint!("{MAIN_HELP}");
-                ExitCode::from(EXIT_USAGE)
-            }
+            None => unknown_command(name),
         },
     }
+}
+
+fn unknown_command(name: &str) -> ExitCode {
+    eprintln!("error: unknown command `{name}`\n");
+    eprint!("{MAIN_HELP}");
+    ExitCode::from(EXIT_USAGE)
 }
 
 #[cfg(test)]
@@ -225,5 +273,47 @@ mod tests {
         assert_eq!(common.log_level(log::LevelFilter::Info), log::LevelFilter::Debug);
         let quiet = Common { config: None, verbosity: -9 };
         assert_eq!(quiet.log_level(log::LevelFilter::Info), log::LevelFilter::Off);
+    }
+
+    #[test]
+    fn global_options_before_the_command_are_moved_after_it() {
+        let mut argv: Vec<String> =
+            ["-v", "--config", "a.json", "-q", "--config=b.json", "run", "-v"].iter().map(|s| s.to_string()).collect();
+        let globals = leading_globals(&mut argv);
+        assert_eq!(globals, ["-v", "--config", "a.json", "-q", "--config=b.json"]);
+        assert_eq!(argv, ["run", "-v"]);
+        let mut only: Vec<String> = vec!["--config".into()];
+        assert_eq!(leading_globals(&mut only), ["--config"], "the command then reports the missing value");
+    }
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "opening the spool: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        let mut out = Vec::new();
+        let error = Outer(std::io::Error::other("disk on fire"));
+        write_error(&mut out, &error).expect("write");
+        let text = String::from_utf8_lossy(&out);
+        assert_eq!(text, "error: opening the spool: disk on fire\n", "the embedded cause is not repeated");
+        let mut out = Vec::new();
+        let plain = crate::config::ConfigError::Read {
+            path: "/x/c.json".into(),
+            error: std::io::Error::other("permission denied"),
+        };
+        write_error(&mut out, &plain).expect("write");
+        assert_eq!(String::from_utf8_lossy(&out).matches("permission denied").count(), 1);
     }
 }

@@ -70,6 +70,7 @@ struct RawConfig {
     machine_id: Option<String>,
     protocol: Option<String>,
     ca_file: Option<PathBuf>,
+    server_cert_sha256: Option<OneOrMany>,
     spool: Option<RawSpool>,
     widgets: Option<Map<String, Value>>,
     log_level: Option<String>,
@@ -90,6 +91,7 @@ pub fn is_native_key(key: &str) -> bool {
             | "machine_id"
             | "protocol"
             | "ca_file"
+            | "server_cert_sha256"
             | "spool"
             | "widgets"
             | "log_level"
@@ -112,6 +114,14 @@ struct RawSpool {
     max_bytes: Option<u64>,
     segment_bytes: Option<u64>,
     fsync: Option<String>,
+}
+
+/// A string or a list of strings (`server_cert_sha256`: one pin, or several during a renewal).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Which server protocol the sender speaks.
@@ -164,6 +174,9 @@ pub struct WidgetConfig {
     pub name: &'static str,
     /// Whether it runs.
     pub enabled: bool,
+    /// The config file says `"enabled": true` (not just the widget's default): `once` runs
+    /// network widgets without `--network` only then.
+    pub enabled_explicitly: bool,
     /// How often it runs.
     pub interval: Duration,
     /// Up to this much random delay is added to every run (including the first).
@@ -192,6 +205,9 @@ pub struct Config {
     pub protocol: Protocol,
     /// Extra PEM CA bundle trusted beside the webpki roots.
     pub ca_file: Option<PathBuf>,
+    /// SHA-256 fingerprints of the server certificates accepted as they are (a self-signed
+    /// server); when non-empty, no other certificate is accepted.
+    pub server_cert_sha256: Vec<[u8; 32]>,
     /// Spool settings.
     pub spool: SpoolConfig,
     /// Every registry widget, enabled or not, in registry order.
@@ -237,6 +253,13 @@ pub enum ConfigError {
         /// What is wrong and what was found.
         problem: String,
     },
+    /// An environment variable that overrides a field has an unacceptable value.
+    Env {
+        /// The variable (`FLEET_ENCRYPTION_KEY`).
+        var: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
     /// The file holds a secret but group or others can read it.
     InsecureMode {
         /// The file.
@@ -254,7 +277,10 @@ impl fmt::Display for ConfigError {
             ConfigError::Field { path: Some(path), field, problem } => {
                 write!(f, "config {}: field `{field}`: {problem}", path.display())
             }
-            ConfigError::Field { path: None, field, problem } => write!(f, "config: field `{field}`: {problem}"),
+            ConfigError::Field { path: None, field, problem } => {
+                write!(f, "config (built-in defaults): field `{field}`: {problem}")
+            }
+            ConfigError::Env { var, problem } => write!(f, "environment variable {var}: {problem}"),
             ConfigError::InsecureMode { path, mode } => write!(
                 f,
                 "config {} holds a key but has mode {mode:04o} (readable by group or others); run: chmod 600 {}",
@@ -299,39 +325,61 @@ impl Config {
 
     /// [`Config::load`] with an explicit environment.
     pub fn load_with_env(path: Option<&Path>, env: &dyn Env) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
         let raw = match path {
             None => RawConfig::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|error| vec![ConfigError::Read { path: path.to_path_buf(), error }])?;
-                let (raw, warnings) = parse_file(path, &text)?;
+                let (raw, problems, translated) = parse_file(path, &text);
+                errors.extend(problems);
+                warnings = translated;
                 if raw.api_key.is_some() || raw.encryption_key.is_some() {
-                    check_private(path).map_err(|e| vec![e])?;
+                    if let Err(e) = check_private(path) {
+                        errors.push(e);
+                    }
                 }
-                let mut config = resolve(raw, Some(path), env)?;
-                config.warnings.extend(warnings);
-                return Ok(config);
+                raw
             }
         };
-        resolve(raw, path, env)
+        // A file that is not JSON at all has nothing more to check.
+        if errors.iter().any(|e| matches!(e, ConfigError::Parse { message, .. } if message.starts_with(SYNTAX))) {
+            return Err(errors);
+        }
+        match resolve(raw, path, env) {
+            Ok(mut config) if errors.is_empty() => {
+                config.warnings = warnings;
+                Ok(config)
+            }
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more);
+                Err(errors)
+            }
+        }
     }
 }
 
-/// Parse a config file: ours, or an Atlas `agent-config.json` (see [`crate::atlas_config`]),
-/// which is translated first; returns the warnings the translation made.
-fn parse_file(path: &Path, text: &str) -> Result<(RawConfig, Vec<String>), Vec<ConfigError>> {
-    let parse_error = |message: String| vec![ConfigError::Parse { path: path.to_path_buf(), message }];
-    if let Ok(value) = serde_json::from_str::<Value>(text) {
-        if crate::atlas_config::is_atlas_agent_config(&value) {
-            let Value::Object(file) = value else { return Err(parse_error("not a JSON object".into())) };
-            let translated = crate::atlas_config::translate(file).map_err(|problems| {
-                problems
-                    .into_iter()
-                    .map(|(field, problem)| ConfigError::Field { path: Some(path.to_path_buf()), field, problem })
-                    .collect::<Vec<_>>()
-            })?;
-            let raw: RawConfig =
-                serde_json::from_value(Value::Object(translated.native)).map_err(|e| parse_error(e.to_string()))?;
+/// Parse a config file: ours (see [`parse_raw`]), or an Atlas `agent-config.json` (see
+/// [`crate::atlas_config`]), which is translated first. Returns what could be read, every
+/// problem, and the warnings of a translation.
+fn parse_file(path: &Path, text: &str) -> (RawConfig, Vec<ConfigError>, Vec<String>) {
+    let parse_error = |message: String| ConfigError::Parse { path: path.to_path_buf(), message };
+    if let Ok(Value::Object(file)) = serde_json::from_str::<Value>(text) {
+        if crate::atlas_config::is_atlas_agent_config(&Value::Object(file.clone())) {
+            let translated = match crate::atlas_config::translate(file) {
+                Ok(translated) => translated,
+                Err(problems) => {
+                    let errors = problems
+                        .into_iter()
+                        .map(|(field, problem)| ConfigError::Field { path: Some(path.to_path_buf()), field, problem })
+                        .collect();
+                    return (RawConfig::default(), errors, Vec::new());
+                }
+            };
+            let native = serde_json::to_string(&Value::Object(translated.native)).unwrap_or_default();
+            let (raw, problems) = parse_raw(&native);
             let mut warnings = Vec::new();
             if !translated.ignored.is_empty() {
                 warnings.push(format!(
@@ -340,11 +388,94 @@ fn parse_file(path: &Path, text: &str) -> Result<(RawConfig, Vec<String>), Vec<C
                     translated.ignored.join(", ")
                 ));
             }
-            return Ok((raw, warnings));
+            return (raw, problems.into_iter().map(parse_error).collect(), warnings);
         }
     }
-    let raw = serde_json::from_str(text).map_err(|e| parse_error(parse_message(text, &e)))?;
-    Ok((raw, Vec::new()))
+    let (raw, problems) = parse_raw(text);
+    (raw, problems.into_iter().map(parse_error).collect(), Vec::new())
+}
+
+/// How a JSON syntax error's message starts.
+const SYNTAX: &str = "not valid JSON: ";
+
+/// Parse the file strictly: what could be read (every member that was fine) and one message
+/// per bad member (none when all is well), so `validate` lists every problem at once rather
+/// than serde's first. A syntax error gives one message starting with [`SYNTAX`].
+fn parse_raw(text: &str) -> (RawConfig, Vec<String>) {
+    let error = match serde_json::from_str::<RawConfig>(text) {
+        Ok(raw) => return (raw, Vec::new()),
+        Err(error) => error,
+    };
+    let value = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return (RawConfig::default(), vec![format!("must be a JSON object ({error})")]),
+        Err(syntax) => return (RawConfig::default(), vec![format!("{SYNTAX}{syntax}")]),
+    };
+    // Each member on its own: every field is optional, so `{key: value}` fails only for that key.
+    let mut good = Map::new();
+    let mut problems = Vec::new();
+    for (key, value) in value {
+        let alone = Value::Object(Map::from_iter([(key.clone(), value.clone())]));
+        match serde_json::from_value::<RawConfig>(alone) {
+            Ok(_) => {
+                good.insert(key, value);
+            }
+            Err(e) => match (key.as_str(), value) {
+                ("spool", Value::Object(spool)) => {
+                    let mut good_spool = Map::new();
+                    for (sub, v) in spool {
+                        let alone = serde_json::json!({ "spool": { sub.clone(): v.clone() } });
+                        match serde_json::from_value::<RawConfig>(alone) {
+                            Ok(_) => {
+                                good_spool.insert(sub, v);
+                            }
+                            Err(e) => problems.push(friendly(&format!("spool.{sub}"), &e.to_string())),
+                        }
+                    }
+                    good.insert(key, Value::Object(good_spool));
+                }
+                _ => problems.push(friendly(&key, &e.to_string())),
+            },
+        }
+    }
+    let raw = serde_json::from_value::<RawConfig>(Value::Object(good)).unwrap_or_default();
+    (raw, problems)
+}
+
+/// serde's message about `field`, in the words of the README: ``field `interval`: must be a
+/// number of seconds, found string "x"`` rather than ``invalid type: string "x", expected f64``.
+fn friendly(field: &str, message: &str) -> String {
+    if message.starts_with("unknown field") {
+        // serde: "unknown field `colour`, expected one of `server_url`, …": add the likely one.
+        let quoted = |s: &str| s.split('`').skip(1).step_by(2).map(str::to_string).collect::<Vec<_>>();
+        let names = quoted(message);
+        if let Some((unknown, known)) = names.split_first() {
+            if let Some(near) = closest(unknown, known.iter().map(String::as_str)) {
+                return format!("{message} (did you mean `{near}`?)");
+            }
+        }
+        return message.to_string();
+    }
+    if message.contains("untagged enum OneOrMany") {
+        return format!("field `{field}`: must be a string or a list of strings");
+    }
+    let Some(rest) = message.strip_prefix("invalid type: ").or_else(|| message.strip_prefix("invalid value: ")) else {
+        return format!("field `{field}`: {message}");
+    };
+    let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+    let seconds = field == "interval" || field.ends_with("_interval") || field.ends_with("interval_s");
+    let wanted = match expected {
+        "f64" | "f32" if seconds => "a number of seconds".to_string(),
+        "f64" | "f32" => "a number".to_string(),
+        "u64" | "u32" | "usize" if field.ends_with("bytes") => "a whole number of bytes".to_string(),
+        "u64" | "u32" | "usize" => "a whole number".to_string(),
+        "a boolean" => "true or false".to_string(),
+        "string or list of strings" | "untagged enum OneOrMany" => "a string or a list of strings".to_string(),
+        "struct RawSpool" => "an object".to_string(),
+        "a map" => "an object".to_string(),
+        other => other.to_string(),
+    };
+    format!("field `{field}`: must be {wanted}, found {found}")
 }
 
 /// Refuse a secret-holding file readable by group or others.
@@ -386,6 +517,107 @@ fn parse_interval(field: &str, seconds: f64) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A key that does not decode, with the way to a good one (and a word on hex, the usual
+/// mistake: `openssl rand -hex 32`).
+fn key_problem(text: &str, error: &crate::keys::KeyError) -> String {
+    let hint = "keys are standard base64 of 32 bytes; make one with `fleet-agent keygen`";
+    let trimmed = text.trim();
+    if trimmed.len() == 64 && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("looks like hex (64 hex digits), not base64: {hint}")
+    } else {
+        format!("{error}: {hint}")
+    }
+}
+
+/// The candidate within two edits of `name` (a typo), if exactly one is closest.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut previous = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let substitution = previous + usize::from(ca != *cb);
+                previous = row[j + 1];
+                row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+            }
+        }
+        row[b.len()]
+    }
+    let mut scored: Vec<(usize, &str)> = candidates.map(|c| (distance(name, c), c)).filter(|(d, _)| *d <= 2).collect();
+    scored.sort();
+    match scored.as_slice() {
+        [(d, only)] => Some(*only).filter(|_| *d > 0),
+        [(d, first), (next, _), ..] if d < next => Some(*first),
+        _ => None,
+    }
+}
+
+/// `server_url` is a base URL: scheme, host, optional port; no credentials (they would be sent
+/// as Basic auth and written to `sender.json`), no path, query or fragment (the agent appends
+/// its own paths).
+pub fn check_server_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("must start with https:// or http://, found {url:?}"));
+    };
+    if scheme != "https" && scheme != "http" {
+        return Err(format!("must start with https:// or http://, found {url:?}"));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err("holds credentials (user:password@): they would be sent and stored in clear; remove them \
+                    and put the server's key in api_key"
+            .to_string());
+    }
+    if authority.is_empty() {
+        return Err(format!("has no host, found {url:?}"));
+    }
+    let port = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((_, after)) => after.strip_prefix(':'),
+            None => return Err(format!("has an unclosed IPv6 bracket, found {url:?}")),
+        },
+        None => authority.rsplit_once(':').map(|(_, port)| port),
+    };
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("has a bad port {port:?}"));
+        }
+    }
+    if !(tail.is_empty() || tail == "/") {
+        return Err(format!(
+            "must be the server's base URL without a path, query or fragment (the agent adds /api/…): \
+             use {scheme}://{authority}, found {url:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// A SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (`AB:CD:…`) or as 64
+/// hex digits; case does not matter.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    let text =
+        text.strip_prefix("sha256 Fingerprint=").or_else(|| text.strip_prefix("SHA256 Fingerprint=")).unwrap_or(text);
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    let problem = || {
+        format!(
+            "must be the certificate's SHA-256 fingerprint, 64 hex digits (colons allowed), as printed by \
+             `openssl x509 -noout -fingerprint -sha256 -in server.pem`; found {text:?}"
+        )
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(problem());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| problem())?;
+    }
+    Ok(out)
+}
+
 fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut field_error = |field: &str, problem: String| {
@@ -394,27 +626,59 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
 
     let server_url = raw.server_url.filter(|s| !s.is_empty());
     if let Some(url) = &server_url {
-        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < "http://x".len() {
-            field_error("server_url", format!("must start with https:// or http://, found {url:?}"));
+        if let Err(problem) = check_server_url(url) {
+            field_error("server_url", problem);
         }
     }
 
     let api_key = env.var(ENV_API_KEY).or(raw.api_key).filter(|k| !k.is_empty()).map(SecretString::new);
 
-    let (key_text, key_field, encryption_key_source) = match env.var(ENV_ENCRYPTION_KEY) {
-        Some(text) => (Some(text), ENV_ENCRYPTION_KEY, KeySource::Environment),
-        None => (raw.encryption_key.filter(|k| !k.is_empty()), "encryption_key", KeySource::Config),
-    };
-    let encryption_key = match key_text {
-        None => None,
-        Some(text) => match Key32::from_base64(&text) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                field_error(key_field, e.to_string());
-                None
+    let mut env_errors = Vec::new();
+    let encryption_key_source =
+        if env.var(ENV_ENCRYPTION_KEY).is_some() { KeySource::Environment } else { KeySource::Config };
+    let encryption_key = match env.var(ENV_ENCRYPTION_KEY) {
+        Some(text) => Key32::from_base64(&text)
+            .map_err(|e| env_errors.push(ConfigError::Env { var: ENV_ENCRYPTION_KEY, problem: key_problem(&text, &e) }))
+            .ok(),
+        None => match raw.encryption_key.filter(|k| !k.is_empty()) {
+            None => None,
+            Some(text) => {
+                Key32::from_base64(&text).map_err(|e| field_error("encryption_key", key_problem(&text, &e))).ok()
             }
         },
     };
+
+    let verify_ssl = raw.verify_ssl.unwrap_or(true);
+    let pins = match raw.server_cert_sha256 {
+        None => Vec::new(),
+        Some(OneOrMany::One(text)) => vec![text],
+        Some(OneOrMany::Many(list)) => list,
+    };
+    let mut server_cert_sha256 = Vec::new();
+    for (i, text) in pins.iter().enumerate() {
+        match parse_fingerprint(text) {
+            Ok(pin) => server_cert_sha256.push(pin),
+            Err(problem) => {
+                let field =
+                    if pins.len() == 1 { "server_cert_sha256".to_string() } else { format!("server_cert_sha256[{i}]") };
+                field_error(&field, problem);
+            }
+        }
+    }
+    if !pins.is_empty() {
+        if !verify_ssl {
+            field_error("server_cert_sha256", "pins a certificate, but verify_ssl is false: remove one of them".into());
+        }
+        if raw.ca_file.is_some() {
+            field_error(
+                "server_cert_sha256",
+                "and ca_file are alternatives (a pinned certificate or a CA): keep one".into(),
+            );
+        }
+        if server_url.as_deref().is_some_and(|u| u.starts_with("http://")) {
+            field_error("server_cert_sha256", "needs an https:// server_url".into());
+        }
+    }
 
     let interval_s = raw.interval.unwrap_or(DEFAULT_INTERVAL_S);
     let interval = parse_interval("interval", interval_s).unwrap_or_else(|problem| {
@@ -440,8 +704,13 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
     };
 
     if let Some(ca) = &raw.ca_file {
-        if !ca.is_file() {
-            field_error("ca_file", format!("{} is not a readable file", ca.display()));
+        match std::fs::read_to_string(ca) {
+            Err(e) => field_error("ca_file", format!("{} is not a readable file: {e}", ca.display())),
+            Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => field_error(
+                "ca_file",
+                format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", ca.display()),
+            ),
+            Ok(_) => {}
         }
     }
 
@@ -485,6 +754,7 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
         resolve_send_intervals(raw.send_interval, raw.widget_log_interval, protocol, &mut field_error);
     let commands_allow = resolve_commands(raw.commands.unwrap_or_default(), &mut field_error);
 
+    errors.extend(env_errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -493,11 +763,12 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
         server_url,
         api_key,
         encryption_key,
-        verify_ssl: raw.verify_ssl.unwrap_or(true),
+        verify_ssl,
         interval,
         machine_id,
         protocol,
         ca_file: raw.ca_file,
+        server_cert_sha256,
         spool,
         widgets,
         log_level,
@@ -571,7 +842,9 @@ fn resolve_widgets(
     for name in raw.keys() {
         if !known.contains_key(name.as_str()) {
             let names: Vec<&str> = known.keys().copied().collect();
-            field_error(&format!("widgets.{name}"), format!("unknown widget (known: {})", names.join(", ")));
+            let hint =
+                closest(name, names.iter().copied()).map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
+            field_error(&format!("widgets.{name}"), format!("unknown widget (known: {}){hint}", names.join(", ")));
         }
     }
     let mut widgets = Vec::new();
@@ -584,7 +857,9 @@ fn resolve_widgets(
                 Map::new()
             }
         };
-        let enabled = match options.remove("enabled") {
+        let enabled_option = options.remove("enabled");
+        let enabled_explicitly = enabled_option == Some(Value::Bool(true));
+        let enabled = match enabled_option {
             None => spec.enabled_by_default,
             Some(Value::Bool(b)) => b,
             Some(other) => {
@@ -620,98 +895,25 @@ fn resolve_widgets(
             },
         };
         if let Err(problem) = (spec.validate)(&options) {
+            let problem = match problem.strip_prefix("unknown option `").and_then(|r| r.split_once('`')) {
+                Some((unknown, rest)) => {
+                    // The widget lists its options as "(ping options: a, b, c)".
+                    let listed = rest.split_once("options: ").map_or("", |(_, l)| l.trim_end_matches(')'));
+                    let known = listed.split(", ").filter(|o| !o.is_empty()).chain(["enabled", "interval", "jitter"]);
+                    let hint = closest(unknown, known).map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
+                    format!("{problem}; every widget also takes enabled, interval and jitter{hint}")
+                }
+                None => problem,
+            };
             field_error(&format!("widgets.{}", spec.name), problem);
         }
-        widgets.push(WidgetConfig { name: spec.name, enabled, interval, jitter, options });
+        widgets.push(WidgetConfig { name: spec.name, enabled, enabled_explicitly, interval, jitter, options });
     }
     widgets
 }
 
 fn sysinfo_hostname() -> String {
     fleet_widgets::machine::hostname()
-}
-
-/// serde's message, prefixed with the dotted field it is about when serde does not name it
-/// (a value of the wrong type: `invalid type: string "x", expected f64 at line 1 column 15`
-/// becomes ``field `interval`: invalid type: …``).
-fn parse_message(text: &str, error: &serde_json::Error) -> String {
-    let message = error.to_string();
-    if error.classify() != serde_json::error::Category::Data || message.contains("field `") {
-        return message;
-    }
-    match field_at(text, error.line(), error.column()) {
-        Some(field) if !field.is_empty() => format!("field `{field}`: {message}"),
-        _ => message,
-    }
-}
-
-/// The dotted path (`spool.max_bytes`, `widgets.ping.targets[0]`) of the JSON value being
-/// read at 1-based `line` and `column` (bytes) of `text`, found by walking the text up to
-/// there. `None` when the position is outside `text`.
-fn field_at(text: &str, line: usize, column: usize) -> Option<String> {
-    enum Frame {
-        Object { key: Option<String>, in_key: bool },
-        Array { index: usize },
-    }
-    let line_start: usize = text.split_inclusive('\n').take(line.checked_sub(1)?).map(str::len).sum();
-    let end = (line_start + column).min(text.len());
-    let bytes = text.as_bytes().get(..end)?;
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut i = 0;
-    let mut last = b' ';
-    while i < bytes.len() {
-        let b = bytes[i];
-        match b {
-            b'"' => {
-                let start = i + 1;
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                if let Some(Frame::Object { key, in_key: true }) = stack.last_mut() {
-                    *key = Some(String::from_utf8_lossy(&bytes[start..i.min(bytes.len())]).into_owned());
-                }
-            }
-            b'{' => stack.push(Frame::Object { key: None, in_key: true }),
-            b'[' => stack.push(Frame::Array { index: 0 }),
-            b'}' | b']' => {
-                stack.pop();
-            }
-            b':' => {
-                if let Some(Frame::Object { in_key, .. }) = stack.last_mut() {
-                    *in_key = false;
-                }
-            }
-            b',' => match stack.last_mut() {
-                Some(Frame::Object { in_key, .. }) => *in_key = true,
-                Some(Frame::Array { index }) => *index += 1,
-                None => {}
-            },
-            _ => {}
-        }
-        if !b.is_ascii_whitespace() {
-            last = b;
-        }
-        i += 1;
-    }
-    // An error reported right after `[` or `{` is about that container, not its contents.
-    if matches!(last, b'[' | b'{') {
-        stack.pop();
-    }
-    let mut path = String::new();
-    for frame in &stack {
-        match frame {
-            Frame::Object { key: Some(key), .. } => {
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-            }
-            Frame::Object { key: None, .. } => {}
-            Frame::Array { index } => path.push_str(&format!("[{index}]")),
-        }
-    }
-    Some(path)
 }
 
 #[cfg(test)]
@@ -783,7 +985,13 @@ mod tests {
         assert_eq!(config.api_key.as_ref().map(SecretString::expose), Some("from-env"));
         assert_eq!(config.encryption_key.as_ref().map(|k| k.as_bytes()[31]), Some(31));
         let bad_env = MapEnv(vec![(ENV_ENCRYPTION_KEY, "!!")]);
-        assert_eq!(field_errors(resolve_json("{}", &bad_env)), vec![ENV_ENCRYPTION_KEY.to_string()]);
+        let errors = resolve_json("{}", &bad_env).err().expect("bad env key");
+        assert!(matches!(errors.as_slice(), [ConfigError::Env { var: ENV_ENCRYPTION_KEY, .. }]), "{errors:?}");
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with("environment variable FLEET_ENCRYPTION_KEY: ") && !text.contains("config.json"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -796,20 +1004,100 @@ mod tests {
     }
 
     #[test]
-    fn type_errors_name_the_field() {
-        let cases = [
-            (r#"{"interval":"x"}"#, "field `interval`: invalid type: string"),
-            (r#"{"spool":{"max_bytes":"big"}}"#, "field `spool.max_bytes`: invalid type"),
-            (r#"{"machine_id":[1,2]}"#, "field `machine_id`: invalid type: sequence"),
-            ("{\n  \"spool\": {\"dir\": \"/x\",\n  \"fsync\": 3}}", "field `spool.fsync`"),
-            (r#"{"widgets":[1]}"#, "field `widgets`: invalid type: sequence"),
-            (r#"{"bogus":1}"#, "unknown field `bogus`"),
-        ];
-        for (text, want) in cases {
-            let error = serde_json::from_str::<RawConfig>(text).map(|_| ()).expect_err(text);
-            let message = parse_message(text, &error);
-            assert!(message.starts_with(want) || message.contains(want), "{text}: {message}");
+    fn every_bad_member_is_named_in_plain_words() {
+        let text = r#"{"interval":"x","colour":1,"spool":{"max_bytes":"big","fsync":"batch"},"machine_id":[1,2],
+            "widgets":[1],"verify_ssl":"yes","server_cert_sha256":5}"#;
+        let (raw, problems) = parse_raw(text);
+        let all = problems.join("\n");
+        for want in [
+            "field `interval`: must be a number of seconds, found string \"x\"",
+            "unknown field `colour`, expected one of",
+            "field `spool.max_bytes`: must be a whole number of bytes, found string \"big\"",
+            "field `machine_id`: must be a string, found sequence",
+            "field `widgets`: must be an object, found sequence",
+            "field `verify_ssl`: must be true or false",
+            "field `server_cert_sha256`: must be a string or a list of strings",
+        ] {
+            assert!(all.contains(want), "{want:?} not in:\n{all}");
         }
-        assert_eq!(field_at(r#"{"a":{"b":["x","y",{"c":"#, 1, 24).as_deref(), Some("a.b[2].c"));
+        assert!(!all.contains("f64"), "no serde type names: {all}");
+        assert_eq!(raw.spool.and_then(|s| s.fsync).as_deref(), Some("batch"), "the good members are kept");
+        let (_, syntax) = parse_raw(r#"{"interval": 10,"#);
+        assert!(syntax.len() == 1 && syntax[0].starts_with(SYNTAX), "{syntax:?}");
+    }
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        assert_eq!(closest("intervall", ["interval", "machine_id"].into_iter()), Some("interval"));
+        assert_eq!(closest("zzz", ["interval"].into_iter()), None);
+        let (_, problems) = parse_raw(r#"{"sever_url":"https://x","widgets":{"pign":{}}}"#);
+        assert!(problems[0].contains("did you mean `server_url`?"), "{problems:?}");
+        let errors = resolve_json(r#"{"widgets":{"pign":{}}}"#, &MapEnv(vec![])).err().expect("unknown widget");
+        assert!(errors[0].to_string().contains("did you mean `ping`?"), "{}", errors[0]);
+        let errors = resolve_json(r#"{"widgets":{"ping":{"targetz":[]},"cpu":{"intervall":5}}}"#, &MapEnv(vec![]))
+            .err()
+            .expect("unknown options");
+        let text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        assert!(text.contains("did you mean `targets`?") && text.contains("did you mean `interval`?"), "{text}");
+    }
+
+    #[test]
+    fn server_urls_are_base_urls_without_credentials() {
+        for good in [
+            "https://fleet.example.com",
+            "https://fleet.example.com:8443/",
+            "http://127.0.0.1:8768",
+            "https://[::1]:443",
+        ] {
+            assert_eq!(check_server_url(good), Ok(()), "{good}");
+        }
+        let cases = [
+            ("https://user:s3cr3t@fleet.example.com", "credentials"),
+            ("https://fleet.example.com/api/fleet", "without a path"),
+            ("https://fleet.example.com?x=1", "without a path"),
+            ("ftp://fleet.example.com", "https://"),
+            ("https://", "no host"),
+            ("https://fleet.example.com:99999", "bad port"),
+        ];
+        for (url, needle) in cases {
+            let problem = check_server_url(url).expect_err(url);
+            assert!(problem.contains(needle), "{url}: {problem}");
+            assert!(!problem.contains("s3cr3t"), "the password is not echoed: {problem}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_in_openssl_or_plain_hex() {
+        let colons = "AB:".repeat(31) + "AB";
+        assert_eq!(parse_fingerprint(&colons), Ok([0xab; 32]));
+        assert_eq!(parse_fingerprint(&format!("sha256 Fingerprint={colons}")), Ok([0xab; 32]));
+        assert_eq!(parse_fingerprint(&"0f".repeat(32)), Ok([0x0f; 32]));
+        assert!(parse_fingerprint("abcd").is_err());
+        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+        let pinned = resolve_json(
+            &format!(r#"{{"server_url":"https://h","server_cert_sha256":["{colons}","{}"]}}"#, "01".repeat(32)),
+            &MapEnv(vec![]),
+        )
+        .map_err(|e| e.len())
+        .expect("two pins");
+        assert_eq!(pinned.server_cert_sha256.len(), 2);
+        let conflicts = field_errors(resolve_json(
+            &format!(
+                r#"{{"server_url":"http://h","verify_ssl":false,"ca_file":"/nonexistent.pem","server_cert_sha256":"{colons}"}}"#
+            ),
+            &MapEnv(vec![]),
+        ));
+        assert_eq!(conflicts.iter().filter(|f| *f == "server_cert_sha256").count(), 3, "{conflicts:?}");
+    }
+
+    #[test]
+    fn key_errors_point_at_keygen_and_recognise_hex() {
+        let hex = "00".repeat(32);
+        let error =
+            resolve_json(&format!(r#"{{"encryption_key":"{hex}"}}"#), &MapEnv(vec![])).err().expect("hex refused");
+        let text = error.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        assert!(text.contains("looks like hex") && text.contains("fleet-agent keygen"), "{text}");
+        let error = resolve_json(r#"{"encryption_key":"c2hvcnQ="}"#, &MapEnv(vec![])).err().expect("short");
+        assert!(error[0].to_string().contains("5 bytes") && error[0].to_string().contains("keygen"));
     }
 }

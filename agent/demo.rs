@@ -157,7 +157,7 @@ pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
             "spool": {"dir": dir.0.join(format!("spool-{protocol}")), "fsync": "batch"},
             "widgets": {
                 "ping": {"targets": ["127.0.0.1"], "count": 3},
-                "speedtest": {"url": url, "max_bytes": 20_000_000, "connections": 2, "jitter": 0, "min_battery_percent": 0},
+                "speedtest": {"enabled": true, "url": url, "max_bytes": 20_000_000, "connections": 2, "jitter": 0, "min_battery_percent": 0},
             },
             "log_level": "warn",
         });

@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod host;
 pub mod keys;
 pub mod log;
+pub mod progress;
 pub mod random;
 pub mod receiver;
 pub mod record;

@@ -1,33 +1,114 @@
 //! A small stderr logger: one line per event, `LEVEL target: message`.
 //!
-//! Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp, since journald adds its own;
-//! elsewhere they start with an RFC 3339 UTC time. What each level prints is listed in the
-//! README ("Logging"); keys, API keys and payloads are never passed to the logger.
+//! - Under systemd (stderr is the journal stream named by `JOURNAL_STREAM`) lines carry no
+//!   timestamp, since journald adds its own, and start with the `sd-daemon` priority prefix
+//!   (`<3>` error, `<4>` warn, `<6>` info, `<7>` debug and trace), so `journalctl -p warning`
+//!   finds warnings. Elsewhere lines start with an RFC 3339 UTC time.
+//! - Our own targets (`fleet_agent`, `fleet_widgets`) follow the configured level; every other
+//!   target (ureq, rustls, …) has its own level, `warn` unless `FLEET_LOG_DEPENDENCIES` says
+//!   otherwise, and never more than `debug`: ureq's `trace` output hex-dumps request heads,
+//!   `X-API-Key` included.
+//!
+//! What each level prints is listed in the README ("Logging"); keys, API keys and payloads are
+//! never passed to the logger (`tests/sender.rs` greps a `trace` log for them).
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fleet_widgets::Timestamp;
-use log::{LevelFilter, Log, Metadata, Record};
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// Environment variable setting the level of dependency targets (`off` … `debug`).
+pub const ENV_DEPENDENCY_LEVEL: &str = "FLEET_LOG_DEPENDENCIES";
+/// The dependency level when [`ENV_DEPENDENCY_LEVEL`] is not set.
+pub const DEFAULT_DEPENDENCY_LEVEL: LevelFilter = LevelFilter::Warn;
+/// The most a dependency may log: ureq's `trace` dumps request bytes, API key included.
+pub const MAX_DEPENDENCY_LEVEL: LevelFilter = LevelFilter::Debug;
+
+/// The level of our own targets (a `LevelFilter` as usize; changed by SIGHUP).
+static OWN_LEVEL: AtomicUsize = AtomicUsize::new(LevelFilter::Info as usize);
+
+/// How each line starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineStyle {
+    /// `2026-11-22T13:00:00.000Z INFO  target: message` (a terminal, a log file).
+    Timestamped,
+    /// `<6>INFO  target: message`: the journal, which adds the time and reads the priority.
+    Journal,
+}
+
+/// The filter and line format, without the global logger (so tests can use it directly).
+#[derive(Debug, Clone, Copy)]
+pub struct Format {
+    /// How lines start.
+    pub style: LineStyle,
+    /// Level of targets that are not ours.
+    pub dependency_level: LevelFilter,
+}
+
+/// True for targets of this project (`fleet_agent::…`, `fleet_widgets::…`).
+pub fn is_own_target(target: &str) -> bool {
+    ["fleet_agent", "fleet_widgets"]
+        .iter()
+        .any(|own| target.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+}
+
+/// The `sd-daemon(3)` priority prefix for a level.
+pub fn journal_prefix(level: Level) -> &'static str {
+    match level {
+        Level::Error => "<3>",
+        Level::Warn => "<4>",
+        Level::Info => "<6>",
+        Level::Debug | Level::Trace => "<7>",
+    }
+}
+
+impl Format {
+    /// Whether a line of `level` from `target` is printed when our own level is `own`.
+    pub fn enabled(&self, own: LevelFilter, target: &str, level: Level) -> bool {
+        if is_own_target(target) {
+            level <= own
+        } else {
+            level <= self.dependency_level
+        }
+    }
+
+    /// The whole line, newline included.
+    pub fn line(&self, level: Level, target: &str, message: &std::fmt::Arguments<'_>) -> String {
+        let target = target.trim_start_matches("fleet_agent::");
+        match self.style {
+            LineStyle::Timestamped => format!("{} {level:<5} {target}: {message}\n", Timestamp::now().to_rfc3339()),
+            LineStyle::Journal => format!("{}{level:<5} {target}: {message}\n", journal_prefix(level)),
+        }
+    }
+}
 
 struct StderrLogger {
-    timestamps: bool,
+    format: Format,
+}
+
+fn own_level() -> LevelFilter {
+    const LEVELS: [LevelFilter; 6] = [
+        LevelFilter::Off,
+        LevelFilter::Error,
+        LevelFilter::Warn,
+        LevelFilter::Info,
+        LevelFilter::Debug,
+        LevelFilter::Trace,
+    ];
+    LEVELS[OWN_LEVEL.load(Ordering::Relaxed).min(5)]
 }
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        self.format.enabled(own_level(), metadata.target(), metadata.level())
     }
 
     fn log(&self, record: &Record<'_>) {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let target = record.target().trim_start_matches("fleet_agent::");
-        let line = if self.timestamps {
-            format!("{} {:<5} {target}: {}\n", Timestamp::now().to_rfc3339(), record.level(), record.args())
-        } else {
-            format!("{:<5} {target}: {}\n", record.level(), record.args())
-        };
+        let line = self.format.line(record.level(), record.target(), record.args());
         // One write call per line so concurrent threads (the receiver's workers) do not interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
@@ -37,16 +118,105 @@ impl Log for StderrLogger {
     }
 }
 
+/// The dependency level from the text of [`ENV_DEPENDENCY_LEVEL`] (`None`: unset), capped at
+/// [`MAX_DEPENDENCY_LEVEL`]; an unreadable value keeps the default.
+pub fn dependency_level(text: Option<&str>) -> LevelFilter {
+    text.and_then(|t| t.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(DEFAULT_DEPENDENCY_LEVEL)
+        .min(MAX_DEPENDENCY_LEVEL)
+}
+
+/// True when `JOURNAL_STREAM` (`DEVICE:INODE`) names the file stderr is open on: systemd
+/// connected stderr to the journal (a child whose stderr was redirected inherits the variable
+/// but not the stream, and gets plain lines).
+pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+    let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else { return false };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
+    stderr_identity().is_some_and(|(d, i)| d == dev && i == ino)
+}
+
+#[cfg(unix)]
+fn stderr_identity() -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let meta = std::fs::File::from(fd).metadata().ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn stderr_identity() -> Option<(u64, u64)> {
+    None
+}
+
+/// `<3>` when stderr is the journal, else nothing: for the `error: …` lines commands print
+/// themselves (a config refused by `validate` in `ExecStartPre=` shows under `journalctl -p err`).
+pub fn error_line_prefix() -> &'static str {
+    if stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref()) {
+        journal_prefix(Level::Error)
+    } else {
+        ""
+    }
+}
+
 /// Install the logger (once per process; later calls only change the level).
 pub fn init(level: LevelFilter) {
-    let timestamps = std::env::var_os("JOURNAL_STREAM").is_none();
-    // Dependencies (rustls, ureq) log at debug/trace with their own targets: keep them at warn
-    // unless the user asked for trace.
-    let _ = log::set_boxed_logger(Box::new(StderrLogger { timestamps }));
+    let journal = stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
+    let format = Format {
+        style: if journal { LineStyle::Journal } else { LineStyle::Timestamped },
+        dependency_level: dependency_level(std::env::var(ENV_DEPENDENCY_LEVEL).ok().as_deref()),
+    };
+    let _ = log::set_boxed_logger(Box::new(StderrLogger { format }));
     set_level(level);
 }
 
-/// Change the level (SIGHUP reload).
+/// Change our own level (SIGHUP reload); dependencies keep theirs.
 pub fn set_level(level: LevelFilter) {
-    log::set_max_level(level);
+    OWN_LEVEL.store(level as usize, Ordering::Relaxed);
+    let dependencies = dependency_level(std::env::var(ENV_DEPENDENCY_LEVEL).ok().as_deref());
+    log::set_max_level(level.max(dependencies));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_have_their_own_level_capped_at_debug() {
+        let format = Format { style: LineStyle::Timestamped, dependency_level: dependency_level(None) };
+        assert!(format.enabled(LevelFilter::Trace, "fleet_agent::sender", Level::Trace));
+        assert!(format.enabled(LevelFilter::Trace, "fleet_widgets::ping", Level::Trace));
+        assert!(!format.enabled(LevelFilter::Trace, "ureq_proto::util", Level::Trace));
+        assert!(!format.enabled(LevelFilter::Trace, "ureq::run", Level::Debug));
+        assert!(!format.enabled(LevelFilter::Trace, "fleet_agentx", Level::Debug), "a lookalike is not ours");
+        assert!(format.enabled(LevelFilter::Error, "rustls::conn", Level::Warn));
+        assert!(!format.enabled(LevelFilter::Warn, "fleet_agent::run", Level::Info));
+        assert_eq!(dependency_level(Some("trace")), LevelFilter::Debug, "never trace: it dumps the API key");
+        assert_eq!(dependency_level(Some("error")), LevelFilter::Error);
+        assert_eq!(dependency_level(Some("loud")), LevelFilter::Warn);
+    }
+
+    #[test]
+    fn journal_lines_carry_the_sd_daemon_priority_and_no_time() {
+        let journal = Format { style: LineStyle::Journal, dependency_level: LevelFilter::Warn };
+        let line = |level| journal.line(level, "fleet_agent::sender", &format_args!("hello"));
+        assert_eq!(line(Level::Error), "<3>ERROR sender: hello\n");
+        assert_eq!(line(Level::Warn), "<4>WARN  sender: hello\n");
+        assert_eq!(line(Level::Info), "<6>INFO  sender: hello\n");
+        assert_eq!(line(Level::Debug), "<7>DEBUG sender: hello\n");
+        assert_eq!(line(Level::Trace), "<7>TRACE sender: hello\n");
+        let plain = Format { style: LineStyle::Timestamped, dependency_level: LevelFilter::Warn };
+        let text = plain.line(Level::Warn, "fleet_agent::run", &format_args!("x"));
+        assert!(text.starts_with("20") && text.ends_with(" WARN  run: x\n"), "{text}");
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderr() {
+        assert!(!stderr_is_journal(None));
+        assert!(!stderr_is_journal(Some("garbage")));
+        assert!(!stderr_is_journal(Some("1:2")), "another file than stderr");
+        if let Some((dev, ino)) = stderr_identity() {
+            assert!(stderr_is_journal(Some(&format!("{dev}:{ino}"))));
+        }
+    }
 }

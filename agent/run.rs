@@ -23,6 +23,7 @@ use crate::cli::Common;
 use crate::collect::Collector;
 use crate::config::Config;
 use crate::host::SystemHost;
+use crate::progress::{Counts, Progress};
 use crate::record::Record;
 use crate::sender::{self, Sender, SenderError};
 use crate::signals::Signals;
@@ -94,6 +95,7 @@ pub struct Agent {
     /// Oldest and newest time of the records in `pending_dropped`.
     pending_dropped_span: Option<(Timestamp, Timestamp)>,
     spool_error: Option<String>,
+    progress: Option<Progress>,
 }
 
 impl Agent {
@@ -112,6 +114,7 @@ impl Agent {
             pending_dropped: 0,
             pending_dropped_span: None,
             spool_error: None,
+            progress: None,
         }
     }
 
@@ -136,6 +139,10 @@ impl Agent {
             self.config.server_url.as_deref().unwrap_or("none: spooling only"),
             self.config.protocol.as_str(),
         );
+        let kid = self.config.encryption_key.as_ref().map(crate::envelope::kid);
+        log::info!("{}", Progress::start_line(kid.as_deref()));
+        let delivered = self.sender.as_ref().map_or(0, |s| s.state().sent_records);
+        self.progress = Some(Progress::new(Instant::now(), delivered));
         while !signals.terminating() && limit.is_none_or(|at| Instant::now() < at) {
             if signals.take_reload() {
                 self.reload();
@@ -190,6 +197,24 @@ impl Agent {
         if let (Some(sender), Some(spool)) = (self.sender.as_mut(), self.spool.as_mut()) {
             sender.push(spool, deadline);
         }
+        self.report_progress();
+    }
+
+    /// The periodic `info` line (see [`crate::progress`]): counts are gathered only when due.
+    fn report_progress(&mut self) {
+        let now = Instant::now();
+        let Some(progress) = self.progress.as_mut().filter(|p| p.due(now)) else { return };
+        let state = self.sender.as_ref().map(|s| s.state());
+        let counts = Counts {
+            delivered_total: state.map(|s| s.sent_records),
+            backlog: self.spool.as_ref().map_or(0, |s| s.stats().unacked_records) + self.pending.len() as u64,
+            failing: state
+                .filter(|s| s.consecutive_failures > 0)
+                .and_then(|s| s.last_error.as_ref())
+                .map(|e| e.message.clone()),
+            last_success: state.and_then(|s| s.last_success.clone()),
+        };
+        log::info!("{}", progress.line(now, &counts));
     }
 
     /// SIGTERM: make the spool durable, then one last push with a short deadline.

@@ -39,7 +39,10 @@ fn keygen_prints_32_random_bytes() {
 #[test]
 fn once_prints_the_report_with_typed_fields() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), "c.json", &format!(r#"{{"machine_id":"test-mid",{SAFE_WIDGETS}}}"#), 0o644);
+    // ping explicitly enabled (to loopback only): `once` runs it without --network.
+    let widgets =
+        r#""widgets":{"ping":{"enabled":true,"targets":["127.0.0.1"],"count":1},"speedtest":{"enabled":false}}"#;
+    let config = write_config(dir.path(), "c.json", &format!(r#"{{"machine_id":"test-mid",{widgets}}}"#), 0o644);
     let out = run(&["once", "--config", s(&config)]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let body: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
@@ -82,7 +85,12 @@ fn once_works_without_any_config() {
     // would ping 1.1.1.1 and run a speed test against speed.cloudflare.com.
     if !std::path::Path::new("/etc/fleet-agent/config.json").exists() {
         let out = agent().args(["validate"]).env("HOME", "/nonexistent").output().expect("runs");
-        assert_eq!((out.status.code(), stdout(&out).trim()), (Some(0), "ok"), "stderr: {}", stderr(&out));
+        assert_eq!(
+            (out.status.code(), stdout(&out).trim()),
+            (Some(0), "ok (no config file at /etc/fleet-agent/config.json: built-in defaults)"),
+            "stderr: {}",
+            stderr(&out)
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let config = write_config(dir.path(), "c.json", &format!("{{{SAFE_WIDGETS}}}"), 0o644);
         let out = agent().args(["once", "--config", s(&config)]).env("HOME", "/nonexistent").output().expect("runs");
@@ -98,7 +106,12 @@ fn config_errors_name_the_file_and_field_with_exit_2() {
     let cases: &[(&str, &str, u32, &[&str])] = &[
         ("unknown.json", r#"{"server_url":"https://x","colour":"blue"}"#, 0o600, &["unknown field `colour`"]),
         ("badjson.json", r#"{"interval": 10,"#, 0o600, &["badjson.json"]),
-        ("shortkey.json", r#"{"encryption_key":"c2hvcnQ="}"#, 0o600, &["encryption_key", "5 bytes"]),
+        (
+            "shortkey.json",
+            r#"{"encryption_key":"c2hvcnQ="}"#,
+            0o600,
+            &["encryption_key", "5 bytes", "fleet-agent keygen"],
+        ),
         ("alphabet.json", r#"{"encryption_key":"not base64!"}"#, 0o600, &["encryption_key", "' '"]),
         ("open.json", &format!(r#"{{"encryption_key":"{TEST_KEY_B64}"}}"#), 0o644, &["open.json", "0644"]),
         ("apikey.json", r#"{"api_key":"secret"}"#, 0o640, &["apikey.json", "0640"]),
@@ -198,4 +211,133 @@ fn run_stops_on_sigterm_within_a_second() {
     };
     assert!(sent.elapsed() < Duration::from_secs(1), "stopped in {:?}", sent.elapsed());
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn global_options_go_before_or_after_the_command_and_help_takes_a_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = write_config(dir.path(), "bad.json", r#"{"protocol":"v9"}"#, 0o600);
+    for args in [
+        vec!["--config", s(&bad), "validate"],
+        vec!["validate", "--config", s(&bad)],
+        vec!["-v", "--config", s(&bad), "-q", "validate"],
+        vec![&format!("--config={}", s(&bad)), "validate", "-vv"],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("bad.json") && stderr(&out).contains("protocol"), "{args:?}: {}", stderr(&out));
+    }
+    let out = run(&["-v", "keygen"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for command in ["run", "once", "validate", "receive", "status", "spool", "keygen", "demo"] {
+        let out = run(&["help", command]);
+        assert_eq!(out.status.code(), Some(0), "help {command}");
+        assert_eq!(stdout(&out), stdout(&run(&[command, "--help"])), "help {command} == {command} --help");
+    }
+    assert_eq!(run(&["help", "frobnicate"]).status.code(), Some(2));
+    assert!(stdout(&run(&["help"])).contains("Commands:"));
+}
+
+#[test]
+fn validate_lists_every_problem_in_plain_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hex = "00".repeat(32);
+    // A readable-by-others file with a key, a type error, an unknown key, a hex key, a misspelt
+    // widget option, a server_url with a path: all reported in one run.
+    let json = format!(
+        r#"{{"server_url":"https://fleet.example.com/api/fleet","encryption_key":"{hex}","interval":"ten",
+            "colour":"blue","widgets":{{"ping":{{"targetz":["1.1.1.1"]}}}},"protocol":"v9"}}"#
+    );
+    let path = write_config(dir.path(), "many.json", &json, 0o644);
+    let out = run(&["validate", "--config", s(&path)]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for needle in [
+        "mode 0644",
+        "field `interval`: must be a number of seconds, found string \"ten\"",
+        "unknown field `colour`",
+        "looks like hex",
+        "fleet-agent keygen",
+        "unknown option `targetz` (ping options: targets, count, timeout_s, tcp_port)",
+        "enabled, interval and jitter",
+        "without a path",
+        "field `protocol`",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in:\n{err}");
+    }
+    assert!(!err.contains("f64"), "no serde type names: {err}");
+    assert!(err.lines().all(|l| l.starts_with("error: ") && l.contains("many.json")), "each names the file:\n{err}");
+
+    let not_pem = dir.path().join("ca.txt");
+    std::fs::write(&not_pem, "not a certificate").expect("write");
+    let ca = write_config(dir.path(), "ca.json", &format!(r#"{{"ca_file":"{}"}}"#, s(&not_pem)), 0o600);
+    let out = run(&["validate", "--config", s(&ca)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("ca_file") && stderr(&out).contains("no PEM certificate"), "{}", stderr(&out));
+
+    let creds =
+        write_config(dir.path(), "creds.json", r#"{"server_url":"https://admin:hunter2@fleet.example.com"}"#, 0o600);
+    let out = run(&["validate", "--config", s(&creds)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("credentials") && !stderr(&out).contains("hunter2"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_environment_variable_is_blamed_for_its_own_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_config(dir.path(), "fine.json", r#"{"machine_id":"m"}"#, 0o600);
+    let hex = "ab".repeat(32);
+    let out =
+        agent().args(["validate", "--config", s(&path)]).env("FLEET_ENCRYPTION_KEY", &hex).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: environment variable FLEET_ENCRYPTION_KEY: looks like hex"), "{err}");
+    assert!(!err.contains("fine.json"), "the file is not blamed: {err}");
+}
+
+#[test]
+fn once_stays_off_the_network_unless_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // ping enabled only by default (targets loopback so that --network stays on this machine).
+    let config = write_config(dir.path(), "c.json", &format!(r#"{{"machine_id":"m",{SAFE_WIDGETS}}}"#), 0o600);
+    let out = run(&["once", "--config", s(&config)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let body: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let logs = body["widget_logs"].as_array().expect("widget_logs");
+    assert!(logs.iter().all(|l| l["widget_type"] != "ping"), "no ping without --network: {logs:?}");
+    assert!(stderr(&out).contains("not running ping") && stderr(&out).contains("--network"), "{}", stderr(&out));
+
+    let out = run(&["once", "--network", "--config", s(&config)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let body: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    let logs = body["widget_logs"].as_array().expect("widget_logs");
+    assert!(logs.iter().any(|l| l["widget_type"] == "ping"), "--network runs ping: {logs:?}");
+}
+
+#[test]
+fn the_template_and_the_defaults_keep_the_speed_test_off() {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/config.template.json"))
+        .expect("template");
+    let template: Value = serde_json::from_str(&template).expect("template is JSON");
+    assert_eq!(template["widgets"]["speedtest"]["enabled"], Value::Bool(false), "opt-in, visible in the template");
+    let config = fleet_agent::config::Config::load(None).map_err(|e| e.len()).expect("defaults");
+    let speedtest = config.widgets.iter().find(|w| w.name == "speedtest").expect("speedtest");
+    assert!(!speedtest.enabled, "the built-in default is off");
+}
+
+#[test]
+fn an_error_cause_is_printed_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).expect("mkdir");
+    std::fs::write(spool.join("sender.json"), "garbage").expect("write");
+    let json = format!(
+        r#"{{"machine_id":"m","server_url":"http://127.0.0.1:9","spool":{{"dir":"{}"}},{SAFE_WIDGETS}}}"#,
+        s(&spool)
+    );
+    let config = write_config(dir.path(), "c.json", &json, 0o600);
+    let out = run(&["run", "--config", s(&config)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("sender.json").count(), 1, "the cause once: {err}");
 }

@@ -60,6 +60,7 @@ fn p<'a>(paths: &'a BTreeMap<String, String>, name: &str) -> &'a str {
 const SCRIPTS: &[&str] = &[
     "packaging/lib.sh",
     "packaging/check.sh",
+    "packaging/live-systemd-check.sh",
     "packaging/macos/build-pkg.sh",
     "packaging/macos/uninstall.sh",
     "packaging/macos/scripts/preinstall",
@@ -311,6 +312,23 @@ fn paths_env_is_plain_and_complete() {
 }
 
 #[test]
+fn every_license_cargo_toml_claims_has_its_file() {
+    for manifest in ["Cargo.toml", "widgets/Cargo.toml"] {
+        let text = read(manifest);
+        let line = text.lines().find(|l| l.starts_with("license = ")).unwrap_or_else(|| panic!("{manifest}: license"));
+        assert_eq!(line, r#"license = "MIT OR Apache-2.0""#, "{manifest}: update the LICENSE files with the claim");
+    }
+    let mit = read("LICENSE-MIT");
+    assert!(
+        mit.starts_with("MIT License\n\nCopyright (c) ")
+            && mit.contains("Permission is hereby granted, free of charge")
+    );
+    let apache = read("LICENSE-APACHE");
+    assert!(apache.contains("Apache License") && apache.contains("Version 2.0, January 2004"));
+    assert!(apache.contains("END OF TERMS AND CONDITIONS"), "the whole Apache text");
+}
+
+#[test]
 fn agent_defaults_agree_with_paths_env() {
     let paths = paths();
     // This OS's defaults, from the code itself.
@@ -358,13 +376,33 @@ fn systemd_unit_agrees_with_paths_env() {
     let (bin, config) = (p(&paths, "LINUX_BIN"), p(&paths, "LINUX_CONFIG"));
     assert_eq!(unit_value(&unit, "ExecStartPre"), format!("{bin} validate --config {config}"));
     assert_eq!(unit_value(&unit, "ExecStart"), format!("{bin} run --config {config}"));
-    assert_eq!(unit_value(&unit, "ExecReload"), "/bin/kill -HUP $MAINPID");
+    // Reload validates first: `systemctl reload` fails on a config the agent would refuse.
+    assert_eq!(
+        unit_values(&unit, "ExecReload"),
+        vec![format!("{bin} validate --config {config}").as_str(), "/bin/kill -HUP $MAINPID"]
+    );
     assert!(unit_value(&unit, "ExecCondition").ends_with(&format!(" {config}")));
+    assert_eq!(unit_value(&unit, "Documentation"), format!("file:{}", p(&paths, "LINUX_DOC")));
     assert_eq!(unit_value(&unit, "User"), p(&paths, "LINUX_USER"));
     assert_eq!(unit_value(&unit, "Group"), p(&paths, "LINUX_GROUP"));
     assert_eq!(format!("/var/lib/{}", unit_value(&unit, "StateDirectory")), p(&paths, "LINUX_STATE_DIR"));
-    assert_eq!(format!("/etc/{}", unit_value(&unit, "ConfigurationDirectory")), p(&paths, "LINUX_CONFIG_DIR"));
+    // The config folder stays read-only to the service: ConfigurationDirectory= (and
+    // ReadWritePaths=) would mount it writable under ProtectSystem=strict.
+    for key in ["ConfigurationDirectory", "ReadWritePaths"] {
+        assert!(unit_values(&unit, key).is_empty(), "{key}= makes a path writable to the service");
+    }
     assert_eq!(unit_value(&unit, "StateDirectoryMode"), "0700");
+    // A bad config stops after a few tries: the limit must be reachable with RestartSec.
+    let seconds = |key: &str| -> u64 {
+        let value = unit_value(&unit, key);
+        value.strip_suffix('s').unwrap_or(value).parse().unwrap_or_else(|_| panic!("{key}={value}: seconds"))
+    };
+    let burst: u64 = unit_value(&unit, "StartLimitBurst").parse().expect("StartLimitBurst is a number");
+    assert!((2..=5).contains(&burst), "StartLimitBurst={burst}");
+    assert!(
+        burst * seconds("RestartSec") < seconds("StartLimitIntervalSec"),
+        "{burst} starts RestartSec apart must fit in StartLimitIntervalSec, or the limit is never hit"
+    );
     assert_eq!(unit_value(&unit, "UMask"), "0077");
     assert_eq!(unit_value(&unit, "Restart"), "on-failure");
     assert_eq!(unit_value(&unit, "RestrictAddressFamilies"), "AF_UNIX AF_INET AF_INET6 AF_NETLINK");
@@ -498,9 +536,14 @@ fn launchd_plist_parses_and_has_every_key() {
     assert!(label.split('.').count() >= 3, "reverse-DNS label");
     let args: Vec<&str> =
         plist["ProgramArguments"].as_array().expect("array").iter().filter_map(Value::as_str).collect();
-    assert_eq!(args, vec![p(&paths, "MACOS_BIN"), "run", "--config", p(&paths, "MACOS_CONFIG")]);
+    let launcher = format!("echo $$ >{} && exec \"$0\" \"$@\"", p(&paths, "MACOS_PID_FILE"));
+    assert_eq!(
+        args,
+        vec!["/bin/sh", "-c", &launcher, p(&paths, "MACOS_BIN"), "run", "--config", p(&paths, "MACOS_CONFIG")]
+    );
     assert_eq!(plist["RunAtLoad"], true);
-    assert_eq!(plist["KeepAlive"], serde_json::json!({"SuccessfulExit": false}), "restart on crash, not on exit 0");
+    // Also after the clean exit newsyslog's SIGTERM causes at a log rotation.
+    assert_eq!(plist["KeepAlive"], true, "restart after any exit");
     assert!(plist["ThrottleInterval"].as_u64().is_some_and(|s| s >= 10));
     assert_eq!(plist["ProcessType"], "Background");
     assert_eq!(plist["LowPriorityIO"], true);
@@ -516,6 +559,51 @@ fn launchd_plist_parses_and_has_every_key() {
     let text = read(&format!("launchd/{label}.plist")).replacen("</dict>", "", 1);
     std::fs::write(&broken, text).expect("write");
     assert!(plist_as_json(&broken).is_err(), "plistlib accepted a plist missing </dict>");
+}
+
+/// The one rotation line of `launchd/newsyslog.conf`, split into its fields.
+fn newsyslog_entry() -> Vec<String> {
+    let text = read("launchd/newsyslog.conf");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 1, "one entry: {lines:?}");
+    lines[0].split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn newsyslog_entry_rotates_the_plists_log_and_signals_the_launchers_pid() {
+    let paths = paths();
+    let fields = newsyslog_entry();
+    // logfilename owner:group mode count size when flags pid_file sig_num
+    assert_eq!(fields.len(), 9, "{fields:?}");
+    assert_eq!(fields[0], p(&paths, "MACOS_LOG_FILE"));
+    assert_eq!((fields[1].as_str(), fields[2].as_str()), ("root:wheel", "600"), "root only, as the plist's umask");
+    let count: u32 = fields[3].parse().expect("count");
+    let size_kib: u32 = fields[4].parse().expect("size in KiB");
+    assert!((1..=10).contains(&count) && (256..=10240).contains(&size_kib), "bounded: {count} x {size_kib} KiB");
+    assert_eq!(fields[5], "*", "by size only");
+    assert!(fields[6].contains('Z') && !fields[6].contains('N'), "gzip, and signal the agent: {}", fields[6]);
+    assert_eq!(fields[7], p(&paths, "MACOS_PID_FILE"));
+    assert_eq!(fields[8], "15", "SIGTERM: a clean exit, then launchd's KeepAlive reopens the log");
+    // The .pkg installs it where newsyslog looks, and its uninstall.sh removes it.
+    let build = read("packaging/macos/build-pkg.sh");
+    assert!(build.contains(r#"install -m 0644 "$repo/launchd/newsyslog.conf" "$payload$MACOS_NEWSYSLOG_CONF""#));
+    assert!(p(&paths, "MACOS_NEWSYSLOG_CONF").starts_with("/etc/newsyslog.d/"));
+    assert!(p(&paths, "MACOS_NEWSYSLOG_CONF").ends_with(".conf"), "newsyslog reads only *.conf there");
+}
+
+#[test]
+fn launchd_launcher_writes_the_pid_that_exec_hands_to_the_agent() {
+    let paths = paths();
+    let plist = read(&format!("launchd/{}.plist", p(&paths, "FLEET_LABEL")));
+    let launcher = format!("echo $$ >{} &amp;&amp; exec \"$0\" \"$@\"", p(&paths, "MACOS_PID_FILE"));
+    assert!(plist.contains(&format!("<string>{launcher}</string>")), "plist launcher");
+    // Run it with a scratch pid file; the program it execs prints its own pid.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("agent.pid");
+    let script = format!("echo $$ >{} && exec \"$0\" \"$@\"", pid_file.display());
+    let out = run_ok(Command::new("/bin/sh").args(["-c", &script, "/bin/sh", "-c", "echo $$"]));
+    let written = std::fs::read_to_string(&pid_file).expect("pid file written");
+    assert_eq!(written.trim(), stdout(&out).trim(), "the pid newsyslog signals is the agent's");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,8 +718,14 @@ fn macos_postinstall_and_uninstall_in_a_scratch_volume() {
         std::fs::create_dir_all(under(&volume, "MACOS_BIN").parent().expect("parent")).expect("mkdir");
         std::fs::copy(bin(), under(&volume, "MACOS_BIN")).expect("copy binary");
         write_mode(&under(&volume, "MACOS_PLIST"), &read("launchd/io.fleetagent.agent.plist"), 0o644);
+        write_mode(&under(&volume, "MACOS_NEWSYSLOG_CONF"), &read("launchd/newsyslog.conf"), 0o644);
+        write_mode(&under(&volume, "MACOS_PID_FILE"), "4242\n", 0o600);
         write_mode(&under(&volume, "MACOS_SHARE_DIR").join("config.template.json"), &template, 0o644);
-        write_mode(&under(&volume, "MACOS_SHARE_DIR").join("uninstall.sh"), "#!/bin/bash\n", 0o755);
+        write_mode(
+            &under(&volume, "MACOS_SHARE_DIR").join("uninstall.sh"),
+            &std::fs::read_to_string(&uninstall).expect("inlined uninstall.sh"),
+            0o755,
+        );
         if let Some(text) = preseed {
             write_mode(&under(&volume, "MACOS_CONFIG"), text, 0o644);
         }
@@ -657,15 +751,22 @@ fn macos_postinstall_and_uninstall_in_a_scratch_volume() {
         run_ok(Command::new(scripts.join("postinstall")).args(["pkg", "/", target]));
         assert_eq!(std::fs::read_to_string(&config).expect("config"), r#"{"machine_id":"edited"}"#);
 
-        // Uninstall: binary, plist, logs and shared files go; config and spool stay.
+        // Uninstall (the installed copy, as the README says): binary, plist, log rotation
+        // entry, pid file, logs and template go; config, spool and uninstall.sh stay.
         std::fs::write(under(&volume, "MACOS_STATE_DIR").join("00000000000000000001.seg"), "x").expect("spool");
-        run_ok(Command::new(&uninstall).args(["--root", target]));
-        for key in ["MACOS_BIN", "MACOS_PLIST", "MACOS_LOG_DIR", "MACOS_SHARE_DIR"] {
+        let installed = under(&volume, "MACOS_SHARE_DIR").join("uninstall.sh");
+        let said = stdout(&run_ok(Command::new(&installed).args(["--root", target])));
+        for key in ["MACOS_BIN", "MACOS_PLIST", "MACOS_NEWSYSLOG_CONF", "MACOS_PID_FILE", "MACOS_LOG_DIR"] {
             assert!(!under(&volume, key).exists(), "{name}: {key} left after uninstall");
         }
         assert!(config.exists() && under(&volume, "MACOS_STATE_DIR").join("00000000000000000001.seg").exists());
-        run_ok(Command::new(&uninstall).args(["--purge", "--root", target]));
-        assert!(!under(&volume, "MACOS_SUPPORT_DIR").exists(), "{name}: --purge left the support folder");
+        let share: Vec<_> = std::fs::read_dir(under(&volume, "MACOS_SHARE_DIR")).expect("share kept").collect();
+        assert_eq!(share.len(), 1, "{name}: only uninstall.sh is kept: {share:?}");
+        assert!(said.contains("uninstall.sh --purge"), "{name}: {said}");
+        run_ok(Command::new(&installed).args(["--purge", "--root", target]));
+        for key in ["MACOS_SUPPORT_DIR", "MACOS_SHARE_DIR"] {
+            assert!(!under(&volume, key).exists(), "{name}: --purge left {key}");
+        }
     }
 }
 
@@ -720,6 +821,14 @@ fn tarball_install_then_purge_leaves_nothing() {
     assert_eq!((config.mode() & 0o7777, config.uid().to_string()), (0o600, user[2].clone()));
     let link = std::fs::read_link(under("LINUX_WANTS_LINK")).expect("enabled");
     assert_eq!(link, Path::new(p(&paths, "LINUX_TARBALL_UNIT")));
+    // Documentation= names the README installed beside it (the .deb's path is not there).
+    let doc = unit_value(&unit, "Documentation").strip_prefix("file:").expect("a file: URL");
+    assert_eq!(doc, p(&paths, "LINUX_TARBALL_DOC"));
+    assert_eq!(mode(&root.join(&doc[1..])), 0o644, "{doc} installed");
+    assert_eq!(
+        unit_values(&unit, "ExecReload")[0],
+        format!("{} validate --config {}", p(&paths, "LINUX_TARBALL_BIN"), p(&paths, "LINUX_CONFIG"))
+    );
     if can_verify {
         let out = systemd_verify(&root, p(&paths, "LINUX_UNIT_NAME"));
         assert!(out.status.success() && out.stderr.is_empty(), "verify the installed unit: {}", stderr(&out));
@@ -741,11 +850,20 @@ fn tarball_install_then_purge_leaves_nothing() {
                 .env("PATH", sbin_path()),
         )
     };
-    uninstall(&[]);
+    let said = stdout(&uninstall(&[]));
     assert!(!under("LINUX_TARBALL_BIN").exists() && !under("LINUX_TARBALL_UNIT").exists());
-    assert!(!under("LINUX_WANTS_LINK").exists());
+    assert!(!under("LINUX_WANTS_LINK").exists() && !under("LINUX_TARBALL_DOC").exists());
     assert!(under("LINUX_CONFIG").exists() && under("LINUX_STATE_DIR").join("spool.key").exists());
     assert!(account(&root, "passwd", p(&paths, "LINUX_USER")).is_some());
+    // The README's purge command still exists after a plain uninstall, and only it is left.
+    let share: Vec<_> = std::fs::read_dir(under("LINUX_TARBALL_SHARE_DIR")).expect("share dir kept").collect();
+    assert_eq!(share.len(), 1, "only uninstall.sh is kept: {share:?}");
+    assert!(said.contains(&format!("{}/uninstall.sh --purge", p(&paths, "LINUX_TARBALL_SHARE_DIR"))), "{said}");
+    uninstall(&["--purge"]);
+    assert_same_tree(&before, &snapshot(&root), "install.sh then uninstall.sh, then uninstall.sh --purge");
+
+    // The unpacked tarball's copy purges a live install in one go, too.
+    install(&[]);
     run_ok(Command::new(unpacked.join("uninstall.sh")).arg("--purge").env("DESTDIR", &root).env("PATH", sbin_path()));
     assert_same_tree(&before, &snapshot(&root), "install.sh then uninstall.sh --purge");
 }
@@ -831,6 +949,16 @@ fn deb_lists_exactly_the_expected_files() {
         std::fs::read_to_string(control.join("conffiles")).expect("conffiles"),
         "/etc/fleet-agent/config.json\n"
     );
+    let files = dir.path().join("files");
+    run_ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&files));
+    let copyright = std::fs::read_to_string(files.join("usr/share/doc/fleet-agent/copyright")).expect("copyright");
+    for needle in [
+        "License: MIT or Apache-2.0",
+        "License: MIT\n Permission is hereby granted",
+        "/usr/share/common-licenses/Apache-2.0",
+    ] {
+        assert!(copyright.contains(needle), "copyright lacks {needle:?}:\n{copyright}");
+    }
     for script in ["postinst", "prerm", "postrm"] {
         assert_eq!(mode(&control.join(script)), 0o755, "{script}");
         run_ok(Command::new("sh").arg("-n").arg(control.join(script)));

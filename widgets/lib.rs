@@ -90,7 +90,7 @@ pub struct WidgetSpec {
 pub fn no_options(options: &WidgetOptions) -> Result<(), String> {
     match options.keys().next() {
         None => Ok(()),
-        Some(key) => Err(format!("unknown option `{key}`")),
+        Some(key) => Err(format!("unknown option `{key}` (this widget has no options of its own)")),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `fleet-agent keygen`: print a fresh key.
 
 use super::{usage_error, Command};
-use crate::cli::{print_error, Args, EXIT_OK, EXIT_RUNTIME};
+use crate::cli::{print_error, Args, Common, EXIT_OK, EXIT_RUNTIME};
 use crate::keys::Key32;
 
 /// Registry entry.
@@ -16,8 +16,9 @@ else on stdout. Use it for `encryption_key` (shared with the server) or `FLEET_E
     run,
 };
 
-fn run(args: Args) -> u8 {
-    if let Err(e) = args.finish() {
+fn run(mut args: Args) -> u8 {
+    // The global options are accepted (and mean nothing here), so `fleet-agent -v keygen` works.
+    if let Err(e) = Common::take(&mut args).and_then(|_| args.finish()) {
         return usage_error("keygen", &e);
     }
     match Key32::generate() {

@@ -42,8 +42,9 @@ pub fn find(name: &str) -> Option<&'static Command> {
 
 /// Print every config error to stderr (one per line).
 pub fn print_config_errors(errors: &[ConfigError]) {
+    let prefix = crate::log::error_line_prefix();
     for error in errors {
-        eprintln!("error: {error}");
+        eprintln!("{prefix}error: {error}");
     }
 }
 

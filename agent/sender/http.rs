@@ -1,8 +1,15 @@
 //! The HTTP client the sender posts with: `ureq` 3 over rustls (ring), one request per call.
 //!
-//! - Trust: Mozilla's roots (webpki); with `ca_file`, those plus every certificate in the PEM
-//!   file (a private CA). `verify_ssl: false` disables verification (Atlas compatibility) and is
-//!   warned about at every start by the caller.
+//! - Trust ([`tls`]): Mozilla's roots (webpki); with `ca_file`, those plus every certificate in
+//!   the PEM file (a private CA); with `server_cert_sha256`, exactly the pinned certificates (a
+//!   self-signed server). `verify_ssl: false` disables verification (Atlas compatibility) and
+//!   is warned about at every start by the caller. A failed handshake becomes
+//!   [`HttpError::Tls`]: a sentence with the fix, which the sender treats as a configuration
+//!   problem (an error and a slow retry), not as a network blip.
+//! - Cheap per request: a server given as an IP literal is used as is (no resolver thread);
+//!   buffers are [`BUFFER_BYTES`], allocated once per connection; one idle connection is kept
+//!   for reuse when the server allows it (HTTP/1.1 keep-alive; the Atlas server closes every
+//!   connection, so there each request connects anew).
 //! - Every request: `Content-Type: application/json`, an explicit `Content-Length` (the body
 //!   is a byte slice, never chunked), `X-API-Key` when configured, never `Authorization`.
 //! - Redirects are not followed (a 3xx is reported back as a status), so a hostile or
@@ -10,17 +17,30 @@
 //! - Bounded: connect and whole-request timeouts; at most [`MAX_RESPONSE_BYTES`] of a response
 //!   body is read.
 
+pub mod tls;
+
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use rustls::pki_types::CertificateDer;
+use ureq::config::Config as UreqConfig;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, NextTimeout, TcpConnector};
 
 use crate::keys::SecretString;
+use tls::{TlsConnector, TlsFailure, Trust};
 
 /// Most bytes of a response body that are read (enough for any JSON answer).
 pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
+/// Size of each of a connection's input and output buffers (ureq's default is 128 KiB, zero
+/// filled, twice per connection). Requests stream through it; a response head must fit.
+pub const BUFFER_BYTES: usize = 16 * 1024;
+/// How long an idle connection is kept for reuse (it is probed before use, and dropped when the
+/// server has closed it).
+pub const MAX_IDLE: Duration = Duration::from_secs(30);
 
 /// What the server answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,15 +65,26 @@ pub enum HttpError {
         /// What was wrong.
         problem: String,
     },
-    /// Connecting, TLS, sending or receiving failed (includes timeouts).
+    /// TLS failed in a way only an admin can fix (certificate, pin, TLS on one side only):
+    /// the message says how.
+    Tls(String),
+    /// Connecting, sending or receiving failed (includes timeouts and TLS failures a retry may
+    /// cure).
     Transport(String),
+}
+
+impl HttpError {
+    /// True when retrying soon cannot help (a configuration problem, not a network blip).
+    pub fn needs_admin(&self) -> bool {
+        matches!(self, HttpError::CaFile { .. } | HttpError::Tls(_))
+    }
 }
 
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HttpError::CaFile { path, problem } => write!(f, "ca_file {path}: {problem}"),
-            HttpError::Transport(message) => write!(f, "{message}"),
+            HttpError::Tls(message) | HttpError::Transport(message) => write!(f, "{message}"),
         }
     }
 }
@@ -64,6 +95,8 @@ impl std::error::Error for HttpError {}
 pub struct HttpSettings<'a> {
     /// Extra trusted CA certificates (PEM).
     pub ca_file: Option<&'a Path>,
+    /// SHA-256 fingerprints of the only certificates accepted (empty: no pinning).
+    pub pinned: &'a [[u8; 32]],
     /// False disables certificate verification.
     pub verify_tls: bool,
     /// Connect timeout.
@@ -79,13 +112,13 @@ pub struct HttpClient {
     api_key: Option<SecretString>,
 }
 
-fn load_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, HttpError> {
+fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
     let ca_error = |problem: String| HttpError::CaFile { path: path.display().to_string(), problem };
     let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item.map_err(|e| ca_error(format!("bad PEM: {e}")))? {
-            ureq::tls::PemItem::Certificate(cert) => certs.push(cert),
+            ureq::tls::PemItem::Certificate(cert) => certs.push(CertificateDer::from(cert.der().to_vec())),
             _ => continue,
         }
     }
@@ -98,28 +131,37 @@ fn load_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, HttpError> {
 impl HttpClient {
     /// A client posting to `base_url` (no trailing slash needed).
     pub fn new(base_url: &str, api_key: Option<SecretString>, settings: &HttpSettings<'_>) -> Result<Self, HttpError> {
-        let roots = match settings.ca_file {
-            None => RootCerts::WebPki,
-            Some(path) => {
-                let mut certs: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-                    .iter()
-                    .map(|der| Certificate::from_der(der.as_ref()).to_owned())
-                    .collect();
-                certs.extend(load_ca_file(path)?);
-                RootCerts::Specific(Arc::new(certs))
-            }
+        let trust = if !settings.verify_tls {
+            Trust::Off
+        } else if !settings.pinned.is_empty() {
+            Trust::Pinned(settings.pinned.to_vec())
+        } else {
+            Trust::Roots(match settings.ca_file {
+                None => Vec::new(),
+                Some(path) => load_ca_file(path)?,
+            })
         };
-        let tls = TlsConfig::builder().root_certs(roots).disable_verification(!settings.verify_tls).build();
+        let tls = TlsConnector::new(trust).map_err(|problem| HttpError::CaFile {
+            path: settings.ca_file.map_or_else(|| "(none)".into(), |p| p.display().to_string()),
+            problem,
+        })?;
         let config = ureq::Agent::config_builder()
-            .tls_config(tls)
             .http_status_as_error(false)
             .max_redirects(0)
             .timeout_connect(Some(settings.connect_timeout))
             .timeout_global(Some(settings.request_timeout))
-            .max_idle_connections(0)
+            .input_buffer_size(BUFFER_BYTES)
+            .output_buffer_size(BUFFER_BYTES)
+            .max_response_header_size(BUFFER_BYTES)
+            .max_idle_connections(1)
+            .max_idle_connections_per_host(1)
+            .max_idle_age(MAX_IDLE)
             .user_agent(concat!("fleet-agent/", env!("CARGO_PKG_VERSION")))
             .build();
-        Ok(HttpClient { agent: config.into(), base_url: base_url.trim_end_matches('/').to_string(), api_key })
+        // ureq's default chain minus SOCKS (not built in) and its own TLS (ours instead).
+        let connector = ().chain(ConnectProxyConnector::default()).chain(TcpConnector::default()).chain(tls);
+        let agent = ureq::Agent::with_parts(config, connector, LiteralFirstResolver::default());
+        Ok(HttpClient { agent, base_url: base_url.trim_end_matches('/').to_string(), api_key })
     }
 
     /// The server's base URL.
@@ -134,7 +176,7 @@ impl HttpClient {
         if let Some(key) = &self.api_key {
             request = request.header("X-API-Key", key.expose());
         }
-        let response = request.send(body).map_err(|e| HttpError::Transport(describe(&e)))?;
+        let response = request.send(body).map_err(|e| classify_error(&e, &self.base_url))?;
         Ok(read_response(response))
     }
 
@@ -145,7 +187,7 @@ impl HttpClient {
         if let Some(key) = &self.api_key {
             request = request.header("X-API-Key", key.expose());
         }
-        let response = request.call().map_err(|e| HttpError::Transport(describe(&e)))?;
+        let response = request.call().map_err(|e| classify_error(&e, &self.base_url))?;
         Ok(read_response(response))
     }
 }
@@ -166,10 +208,55 @@ fn read_response(mut response: ureq::http::Response<ureq::Body>) -> HttpResponse
     HttpResponse { status, retry_after, body, location }
 }
 
-fn describe(error: &ureq::Error) -> String {
+/// A ureq error as the sender sees it: a TLS failure that needs an admin, or a transport error.
+fn classify_error(error: &ureq::Error, base_url: &str) -> HttpError {
     match error {
-        ureq::Error::Timeout(what) => format!("timed out ({what})"),
-        other => other.to_string(),
+        // Not HTTP at all: typically a TLS server behind an http:// URL.
+        ureq::Error::Protocol(e) if base_url.starts_with("http://") => HttpError::Tls(format!(
+            "the server did not answer in HTTP ({e}): if it serves HTTPS, use an https:// server_url; otherwise \
+             check the port"
+        )),
+        ureq::Error::Other(inner) => match inner.downcast_ref::<TlsFailure>() {
+            Some(failure) if failure.needs_admin() => HttpError::Tls(failure.to_string()),
+            Some(failure) => HttpError::Transport(failure.to_string()),
+            None => HttpError::Transport(error.to_string()),
+        },
+        ureq::Error::Timeout(what) => HttpError::Transport(format!("timed out ({what})")),
+        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            HttpError::Transport("connection refused (is the server running, and is the port right?)".into())
+        }
+        other => HttpError::Transport(other.to_string()),
+    }
+}
+
+/// The host of `uri` as an address when it is an IP literal (`127.0.0.1`, `[::1]`).
+fn ip_literal(uri: &Uri) -> Option<SocketAddr> {
+    let host = uri.host()?;
+    let ip: IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Uses an IP literal as is; only names go to ureq's resolver (which starts a thread per
+/// lookup to honour the timeout).
+#[derive(Debug, Default)]
+struct LiteralFirstResolver(DefaultResolver);
+
+impl Resolver for LiteralFirstResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &UreqConfig,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        match ip_literal(uri) {
+            Some(addr) if config.proxy().is_none() => {
+                let mut addrs = self.empty();
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            _ => self.0.resolve(uri, config, timeout),
+        }
     }
 }
 
@@ -207,11 +294,129 @@ mod tests {
         std::fs::write(&empty, "nothing here").expect("write");
         let settings = HttpSettings {
             ca_file: Some(&empty),
+            pinned: &[],
             verify_tls: true,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
         };
         let error = HttpClient::new("https://127.0.0.1:1", None, &settings).err().map(|e| e.to_string());
         assert!(error.as_deref().is_some_and(|e| e.contains("empty.pem") && e.contains("no CERTIFICATE")), "{error:?}");
+    }
+
+    fn settings() -> HttpSettings<'static> {
+        HttpSettings {
+            ca_file: None,
+            pinned: &[],
+            verify_tls: true,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A loopback HTTP/1.1 server answering every request `200 ok`, with `Connection: close`
+    /// when `close`; returns its URL and the count of accepted connections.
+    fn counting_server(close: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                    let mut writer = stream;
+                    loop {
+                        let mut length = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                                length = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let connection = if close { "Connection: close\r\n" } else { "" };
+                        let answer = format!("HTTP/1.1 200 OK\r\n{connection}Content-Length: 2\r\n\r\nok");
+                        if writer.write_all(answer.as_bytes()).is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    #[test]
+    fn connections_are_reused_when_the_server_keeps_them_alive() {
+        use std::sync::atomic::Ordering;
+        let (url, accepted) = counting_server(false);
+        let client = HttpClient::new(&url, None, &settings()).map_err(|e| e.to_string()).expect("client");
+        for _ in 0..5 {
+            let response = client.post_json("/x", b"{\"a\":1}").map_err(|e| e.to_string()).expect("answer");
+            assert_eq!((response.status, response.body.as_str()), (200, "ok"));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for five requests");
+
+        let (url, accepted) = counting_server(true);
+        let client = HttpClient::new(&url, None, &settings()).map_err(|e| e.to_string()).expect("client");
+        for _ in 0..3 {
+            let response = client.post_json("/x", b"{}").map_err(|e| e.to_string()).expect("answer");
+            assert_eq!(response.status, 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "a server that closes gets a new connection each time");
+    }
+
+    #[test]
+    fn bodies_larger_than_the_buffers_are_sent_whole() {
+        let (url, _) = counting_server(false);
+        let client = HttpClient::new(&url, None, &settings()).map_err(|e| e.to_string()).expect("client");
+        let body = vec![b'x'; 5 * BUFFER_BYTES + 17];
+        let response = client.post_json("/x", &body).map_err(|e| e.to_string()).expect("answer");
+        assert_eq!(response.status, 200);
+    }
+
+    #[test]
+    fn ip_literals_need_no_resolver() {
+        let uri = |text: &str| text.parse::<Uri>().expect("uri");
+        assert_eq!(ip_literal(&uri("http://127.0.0.1:8768/x")), Some("127.0.0.1:8768".parse().expect("addr")));
+        assert_eq!(ip_literal(&uri("https://[::1]/x")), Some("[::1]:443".parse().expect("addr")));
+        assert_eq!(ip_literal(&uri("http://10.1.2.3/x")), Some("10.1.2.3:80".parse().expect("addr")));
+        assert_eq!(ip_literal(&uri("https://fleet.example.com/x")), None);
+        let resolver = LiteralFirstResolver::default();
+        let config = UreqConfig::default();
+        let timeout = NextTimeout {
+            after: ureq::unversioned::transport::time::Duration::Exact(Duration::from_secs(1)),
+            reason: ureq::Timeout::Resolve,
+            ..NextTimeout::default()
+        };
+        let addrs = resolver
+            .resolve(&uri("http://127.0.0.1:9/x"), &config, timeout)
+            .map_err(|e| e.to_string())
+            .expect("resolves");
+        assert_eq!(addrs.as_ref(), &["127.0.0.1:9".parse::<SocketAddr>().expect("addr")]);
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_network_error_not_an_admin_one() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let client = HttpClient::new(&format!("http://127.0.0.1:{port}"), None, &settings())
+            .map_err(|e| e.to_string())
+            .expect("client");
+        let error = client.post_json("/x", b"{}").expect_err("nobody listens");
+        assert!(!error.needs_admin(), "{error}");
+        assert!(error.to_string().contains("refused"), "{error}");
     }
 }

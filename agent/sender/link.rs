@@ -63,6 +63,7 @@ impl Link {
         }
         let settings = HttpSettings {
             ca_file: config.ca_file.as_deref(),
+            pinned: &config.server_cert_sha256,
             verify_tls: config.verify_ssl,
             connect_timeout: CONNECT_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
@@ -245,6 +246,8 @@ impl Link {
     pub fn post(&mut self, path: &str, body: &[u8]) -> Option<Verdict> {
         let verdict = match self.client.post_json(path, body) {
             Ok(response) => classify(&response),
+            // A certificate or pin problem: an error with the fix, retried slowly.
+            Err(e) if e.needs_admin() => Verdict::Misconfigured { reason: e.to_string() },
             Err(e) => {
                 let message = format!("POST {}{path}: {e}", self.client.base_url());
                 let delay = self.backoff.next_delay(random_unit(), None);
@@ -287,7 +290,7 @@ impl Link {
             Verdict::Misconfigured { reason } => {
                 let delay = self.backoff.slow_delay();
                 let message = format!(
-                    "POST {}{path}: {reason}: check api_key and server_url; everything is kept, retrying in {}s",
+                    "POST {}{path}: {reason}; everything is kept, retrying in {}s",
                     self.client.base_url(),
                     delay.as_secs()
                 );

@@ -18,7 +18,8 @@ pub enum Verdict {
     },
     /// `400 Decryption failed`: the server holds another key. Keep everything, retry slowly.
     KeyMismatch,
-    /// 401/403/404/405: the API key or the URL is wrong, not the payload. Keep, retry slowly.
+    /// 401/403/404/405 (the API key or the URL is wrong, not the payload), or a TLS failure
+    /// only an admin can fix (certificate, pin): keep, retry slowly. `reason` holds the hint.
     Misconfigured {
         /// For the log and `status`.
         reason: String,
@@ -43,7 +44,9 @@ pub fn classify(response: &HttpResponse) -> Verdict {
     match status {
         200..=299 => Verdict::Ack,
         400 if response.body.contains("Decryption failed") => Verdict::KeyMismatch,
-        401 | 403 | 404 | 405 => Verdict::Misconfigured { reason: format!("HTTP {status}: {snippet}") },
+        401 | 403 | 404 | 405 => {
+            Verdict::Misconfigured { reason: format!("HTTP {status}: {snippet}: check api_key and server_url") }
+        }
         408 | 425 | 429 | 500..=599 => {
             Verdict::Retry { retry_after: response.retry_after, reason: format!("HTTP {status}") }
         }

@@ -69,13 +69,25 @@ install -m 0755 "$binary" "$pkg$LINUX_BIN"
 install -m 0644 "$repo/systemd/$LINUX_UNIT_NAME" "$pkg$LINUX_UNIT"
 install -m 0600 "$repo/packaging/config.template.json" "$pkg$LINUX_CONFIG"
 install -m 0644 "$repo/README.md" "$doc/README.md"
-cat >"$doc/copyright" <<COPYRIGHT
-Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
-Upstream-Name: $FLEET_NAME
-
-Files: *
-License: MIT OR Apache-2.0
-COPYRIGHT
+# Machine-readable copyright: the dual license, the MIT text from LICENSE-MIT, the Apache text
+# by reference to the copy every Debian system has (Debian policy 12.5).
+{
+  echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
+  echo "Upstream-Name: $FLEET_NAME"
+  echo
+  echo "Files: *"
+  echo "Copyright: $(sed -n 's/^Copyright (c) //p' "$repo/LICENSE-MIT" | head -n 1)"
+  echo "License: MIT or Apache-2.0"
+  echo
+  echo "License: MIT"
+  # The text after the Copyright line, as an indented field (blank lines become " .").
+  awk 'body && (started || $0 != "") { started = 1; print ($0 == "" ? " ." : " " $0) } /^Copyright/ { body = 1 }' \
+    "$repo/LICENSE-MIT"
+  echo
+  echo "License: Apache-2.0"
+  echo " On Debian systems, the full text of the Apache License 2.0 is in"
+  echo " /usr/share/common-licenses/Apache-2.0 (and in LICENSE-APACHE of the source)."
+} >"$doc/copyright"
 chmod 0644 "$doc/copyright"
 
 for script in postinst prerm postrm; do

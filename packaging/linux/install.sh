@@ -10,8 +10,9 @@
 #   then created only when DIR/etc/passwd exists and we are root (useradd --prefix), the unit
 #   is enabled offline (systemctl --root) and nothing is started.
 # Paths: binary /usr/local/bin/fleet-agent, unit /etc/systemd/system/fleet-agent.service
-#   (ExecStart rewritten to that binary), config /etc/fleet-agent/config.json,
-#   state /var/lib/fleet-agent, uninstall.sh and the template in /usr/local/share/fleet-agent.
+#   (Exec lines rewritten to that binary, Documentation= to the README installed here),
+#   config /etc/fleet-agent/config.json, state /var/lib/fleet-agent; uninstall.sh, the template
+#   and README.md in /usr/local/share/fleet-agent.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../paths.env
 . "$(dirname "$0")/../paths.env"
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-for file in fleet-agent "$LINUX_UNIT_NAME" config.template.json uninstall.sh; do
+for file in fleet-agent "$LINUX_UNIT_NAME" config.template.json uninstall.sh README.md; do
   if [ ! -f "$here/$file" ]; then
     echo "error: $here/$file is missing: run install.sh from an unpacked release tarball" >&2
     echo "  (packaging/linux/build-tarball.sh builds one)" >&2
@@ -55,9 +56,11 @@ field() { # field FILE NAME COLUMN: a column of NAME's line in a passwd/group-st
 install -d -m 0755 "$root$(dirname "$LINUX_TARBALL_BIN")" "$root$(dirname "$LINUX_TARBALL_UNIT")" \
   "$root$LINUX_CONFIG_DIR" "$root$LINUX_TARBALL_SHARE_DIR"
 install -m 0755 "$here/fleet-agent" "$root$LINUX_TARBALL_BIN"
-sed "s|$LINUX_BIN |$LINUX_TARBALL_BIN |g" "$here/$LINUX_UNIT_NAME" >"$root$LINUX_TARBALL_UNIT"
+sed -e "s|$LINUX_BIN |$LINUX_TARBALL_BIN |g" -e "s|^Documentation=file:$LINUX_DOC\$|Documentation=file:$LINUX_TARBALL_DOC|" \
+  "$here/$LINUX_UNIT_NAME" >"$root$LINUX_TARBALL_UNIT"
 chmod 0644 "$root$LINUX_TARBALL_UNIT"
 install -m 0644 "$here/config.template.json" "$root$LINUX_TARBALL_SHARE_DIR/config.template.json"
+install -m 0644 "$here/README.md" "$root$LINUX_TARBALL_DOC"
 install -m 0755 "$here/uninstall.sh" "$root$LINUX_TARBALL_SHARE_DIR/uninstall.sh"
 echo "installed $LINUX_TARBALL_BIN, $LINUX_TARBALL_UNIT, $LINUX_TARBALL_SHARE_DIR"
 

@@ -1,7 +1,9 @@
 #!/bin/bash
 # Remove a tarball install of fleet-agent (install.sh's counterpart): stop and disable the
-# unit, remove the binary, the unit and /usr/local/share/fleet-agent. The config and the state
-# (spool, keys, unsent records) and the system user stay unless --purge.
+# unit, remove the binary, the unit, the template and the README. The config, the state
+# (spool, keys, unsent records), the system user and this script
+# (/usr/local/share/fleet-agent/uninstall.sh, so `… uninstall.sh --purge` still works later,
+# as dpkg keeps a removed package's postrm for its purge) stay unless --purge.
 #
 # Usage: sudo uninstall.sh [--purge] [--no-user] [--no-systemctl]
 #   --purge         also remove /etc/fleet-agent, /var/lib/fleet-agent and the user and group
@@ -54,19 +56,23 @@ if $use_systemctl && command -v systemctl >/dev/null 2>&1 && [ -e "$root$LINUX_T
 fi
 rm -f "$root$LINUX_WANTS_LINK"
 
-for path in "$LINUX_TARBALL_BIN" "$LINUX_TARBALL_UNIT" "$LINUX_TARBALL_SHARE_DIR"; do
+for path in "$LINUX_TARBALL_BIN" "$LINUX_TARBALL_UNIT" "$LINUX_TARBALL_SHARE_DIR/config.template.json" \
+  "$LINUX_TARBALL_DOC"; do
   if [ -e "$root$path" ]; then
-    rm -rf "$root$path"
+    rm -f "$root$path"
     echo "removed $path"
   fi
 done
 if $use_systemctl && [ -z "$root" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 if ! $purge; then
-  echo "kept $LINUX_CONFIG_DIR, $LINUX_STATE_DIR and the user $LINUX_USER; --purge removes them"
+  echo "kept $LINUX_CONFIG_DIR, $LINUX_STATE_DIR, the user $LINUX_USER and $LINUX_TARBALL_SHARE_DIR/uninstall.sh;"
+  echo "  remove them with: $LINUX_TARBALL_SHARE_DIR/uninstall.sh --purge"
   exit 0
 fi
-for dir in "$LINUX_CONFIG_DIR" "$LINUX_STATE_DIR"; do
+# The share folder may hold this very script: bash keeps reading it through its open
+# descriptor after the unlink.
+for dir in "$LINUX_TARBALL_SHARE_DIR" "$LINUX_CONFIG_DIR" "$LINUX_STATE_DIR"; do
   if [ -e "$root$dir" ]; then
     rm -rf "$root$dir"
     echo "removed $dir"

@@ -100,10 +100,13 @@ fi
 
 step "payload root"
 payload="$work/root"
-install -d -m 0755 "$payload$(dirname "$MACOS_BIN")" "$payload$(dirname "$MACOS_PLIST")" "$payload$MACOS_SHARE_DIR"
+install -d -m 0755 "$payload$(dirname "$MACOS_BIN")" "$payload$(dirname "$MACOS_PLIST")" "$payload$MACOS_SHARE_DIR" \
+  "$payload$(dirname "$MACOS_NEWSYSLOG_CONF")"
 install -m 0755 "$work/fleet-agent" "$payload$MACOS_BIN"
 install -m 0644 "$repo/launchd/$FLEET_LABEL.plist" "$payload$MACOS_PLIST"
 plutil -lint "$payload$MACOS_PLIST"
+# Log rotation: newsyslog reads /etc/newsyslog.d/*.conf on its hourly run.
+install -m 0644 "$repo/launchd/newsyslog.conf" "$payload$MACOS_NEWSYSLOG_CONF"
 install -m 0644 "$repo/packaging/config.template.json" "$payload$MACOS_SHARE_DIR/config.template.json"
 inline_paths "$here/uninstall.sh" "$payload$MACOS_SHARE_DIR/uninstall.sh" "$repo/packaging/paths.env"
 chmod 0755 "$payload$MACOS_SHARE_DIR/uninstall.sh"

@@ -1,10 +1,13 @@
 #!/bin/bash
 # Remove fleet-agent from a Mac: stop and boot out the daemon, remove the binary, the plist,
-# the logs, the shared files and the package receipt. The config and the spool (unsent
-# records, the spool key) stay, so a reinstall picks up where it left off, unless --purge.
+# the log rotation entry, the pid file, the logs, the template and the package receipt. The
+# config, the spool (unsent records, the spool key) and this script
+# (/usr/local/share/fleet-agent/uninstall.sh, so `… uninstall.sh --purge` works later) stay,
+# so a reinstall picks up where it left off, unless --purge.
 #
 # Usage: sudo uninstall.sh [--purge] [--root DIR]
 #   --purge     also remove "/Library/Application Support/FleetAgent" (config, spool, keys)
+#               and /usr/local/share/fleet-agent
 #   --root DIR  work under DIR instead of / (another volume, or a test); launchctl and
 #               pkgutil are only used for /
 # Installed by the .pkg as /usr/local/share/fleet-agent/uninstall.sh.
@@ -43,18 +46,17 @@ if [ -z "$root" ]; then
   fi
 fi
 
-for file in "$MACOS_BIN" "$MACOS_PLIST"; do
+for file in "$MACOS_BIN" "$MACOS_PLIST" "$MACOS_NEWSYSLOG_CONF" "$MACOS_PID_FILE" \
+  "$MACOS_SHARE_DIR/config.template.json"; do
   if [ -e "$root$file" ]; then
     rm -f "$root$file"
     echo "removed $file"
   fi
 done
-for dir in "$MACOS_LOG_DIR" "$MACOS_SHARE_DIR"; do
-  if [ -e "$root$dir" ]; then
-    rm -rf "$root$dir"
-    echo "removed $dir"
-  fi
-done
+if [ -e "$root$MACOS_LOG_DIR" ]; then
+  rm -rf "$root$MACOS_LOG_DIR"
+  echo "removed $MACOS_LOG_DIR"
+fi
 
 if [ -z "$root" ] && pkgutil --pkg-info "$MACOS_PKG_ID" >/dev/null 2>&1; then
   pkgutil --forget "$MACOS_PKG_ID" >/dev/null
@@ -66,6 +68,12 @@ if $purge; then
     rm -rf "$root$MACOS_SUPPORT_DIR"
     echo "removed $MACOS_SUPPORT_DIR (config, spool, keys)"
   fi
+  # Possibly this very script: bash reads on through its open descriptor.
+  if [ -e "$root$MACOS_SHARE_DIR" ]; then
+    rm -rf "$root$MACOS_SHARE_DIR"
+    echo "removed $MACOS_SHARE_DIR"
+  fi
 else
-  echo "kept $MACOS_SUPPORT_DIR (config and spool); run with --purge to remove them too"
+  echo "kept $MACOS_SUPPORT_DIR (config and spool) and $MACOS_SHARE_DIR/uninstall.sh;"
+  echo "  remove them with: sudo $MACOS_SHARE_DIR/uninstall.sh --purge"
 fi

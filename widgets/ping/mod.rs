@@ -104,6 +104,10 @@ impl Default for PingConfig {
 /// Most targets one run may have, to keep a run short.
 const MAX_TARGETS: usize = 16;
 
+/// Every option [`PingConfig::from_options`] accepts, named in the error for an unknown one
+/// (keep in step with its `match`; a test checks each is accepted).
+pub const OPTIONS: &[&str] = &["targets", "count", "timeout_s", "tcp_port", "window_s"];
+
 impl PingConfig {
     /// Read and validate the `widgets.ping` options; the error names the offending key.
     pub fn from_options(options: &WidgetOptions) -> Result<PingConfig, String> {
@@ -149,7 +153,7 @@ impl PingConfig {
                         .ok_or("`window_s` must be a number of seconds from 0 to 86400")?;
                     config.window = Duration::from_secs_f64(secs);
                 }
-                other => return Err(format!("unknown option `{other}`")),
+                other => return Err(format!("unknown option `{other}` (ping options: {})", OPTIONS.join(", "))),
             }
         }
         Ok(config)

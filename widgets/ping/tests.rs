@@ -124,7 +124,10 @@ fn options_are_validated_and_unknown_keys_named() {
     assert_eq!(config.targets, ["127.0.0.1", "example.org"]);
     assert_eq!((config.count, config.timeout), (3, Duration::from_millis(500)));
     assert_eq!(PingConfig::from_options(&opts(json!({}))), Ok(PingConfig::default()));
-    assert_eq!((SPEC.validate)(&opts(json!({"colour": 1}))), Err("unknown option `colour`".to_string()));
+    assert_eq!(
+        (SPEC.validate)(&opts(json!({"colour": 1}))),
+        Err("unknown option `colour` (ping options: targets, count, timeout_s, tcp_port)".to_string())
+    );
     for bad in [
         json!({"targets": []}),
         json!({"targets": ["-f"]}),
@@ -404,4 +407,14 @@ fn default_widget_log_rows_per_day_stay_under_1500() {
             }
         }
     }
+
+#[test]
+fn every_listed_option_is_accepted() {
+    let opts = |v: Value| v.as_object().cloned().expect("object");
+    for option in super::OPTIONS {
+        let problem = (SPEC.validate)(&opts(json!({ *option: null }))).err().unwrap_or_default();
+        assert!(!problem.starts_with("unknown option"), "{option}: {problem}");
+    }
+    let problem = (SPEC.validate)(&opts(json!({"colour": 1}))).err().unwrap_or_default();
+    assert!(problem.contains(&super::OPTIONS.join(", ")), "{problem}");
 }

@@ -20,7 +20,7 @@ use parse::{SpeedResult, ToolOutcome};
 pub static SPEC: WidgetSpec = WidgetSpec {
     name: "speedtest",
     summary: "Download/upload Mbps, idle and loaded latency (HTTP, Ookla CLI or networkQuality)",
-    enabled_by_default: true,
+    enabled_by_default: false,
     default_interval_s: Some(21600),
     default_jitter_s: 1800,
     validate: |options| SpeedtestConfig::from_options(options).map(|_| ()),
@@ -79,6 +79,10 @@ impl Default for SpeedtestConfig {
     }
 }
 
+/// Every option [`SpeedtestConfig::from_options`] accepts, named in the error for an unknown
+/// one (keep in step with its `match`; a test checks each is accepted).
+pub const OPTIONS: &[&str] = &["method", "url", "max_bytes", "connections", "min_battery_percent"];
+
 impl SpeedtestConfig {
     /// Read and validate the `widgets.speedtest` options; the error names the offending key.
     pub fn from_options(options: &WidgetOptions) -> Result<SpeedtestConfig, String> {
@@ -122,7 +126,7 @@ impl SpeedtestConfig {
                         .filter(|p| (0.0..=100.0).contains(p))
                         .ok_or("`min_battery_percent` must be from 0 to 100")?;
                 }
-                other => return Err(format!("unknown option `{other}`")),
+                other => return Err(format!("unknown option `{other}` (speedtest options: {})", OPTIONS.join(", "))),
             }
         }
         Ok(config)

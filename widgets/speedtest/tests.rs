@@ -211,7 +211,11 @@ fn options_are_validated_and_unknown_keys_named() {
         (Method::Ookla, "http://127.0.0.1:8080", 1000000, 2)
     );
     assert_eq!(SpeedtestConfig::from_options(&opts(json!({}))), Ok(SpeedtestConfig::default()));
-    assert_eq!((SPEC.validate)(&opts(json!({"speed": 1}))), Err("unknown option `speed`".to_string()));
+    assert_eq!(
+        (SPEC.validate)(&opts(json!({"speed": 1}))),
+        Err("unknown option `speed` (speedtest options: method, url, max_bytes, connections, min_battery_percent)"
+            .to_string())
+    );
     for bad in [
         json!({"method": "fast"}),
         json!({"url": "ftp://x"}),
@@ -369,4 +373,15 @@ fn http_method_reports_an_unreachable_server_as_an_error_sample() {
     let error = samples[0].data["error"].as_str().unwrap_or("");
     assert!(error.starts_with("connecting for idle latency"), "{error}");
     assert!(samples[0].data["download"].is_null());
+}
+
+#[test]
+fn every_listed_option_is_accepted() {
+    let opts = |v: Value| v.as_object().cloned().expect("object");
+    for option in super::OPTIONS {
+        let problem = (SPEC.validate)(&opts(json!({ *option: null }))).err().unwrap_or_default();
+        assert!(!problem.starts_with("unknown option"), "{option}: {problem}");
+    }
+    let problem = (SPEC.validate)(&opts(json!({"speed": 1}))).err().unwrap_or_default();
+    assert!(problem.contains(&super::OPTIONS.join(", ")), "{problem}");
 }
