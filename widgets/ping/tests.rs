@@ -126,7 +126,7 @@ fn options_are_validated_and_unknown_keys_named() {
     assert_eq!(PingConfig::from_options(&opts(json!({}))), Ok(PingConfig::default()));
     assert_eq!(
         (SPEC.validate)(&opts(json!({"colour": 1}))),
-        Err("unknown option `colour` (ping options: targets, count, timeout_s, tcp_port)".to_string())
+        Err("unknown option `colour` (ping options: targets, count, timeout_s, tcp_port, window_s)".to_string())
     );
     for bad in [
         json!({"targets": []}),
@@ -407,6 +407,7 @@ fn default_widget_log_rows_per_day_stay_under_1500() {
             }
         }
     }
+}
 
 #[test]
 fn every_listed_option_is_accepted() {
