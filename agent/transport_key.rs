@@ -22,7 +22,8 @@
 //! deliberate re-key: it wins, and the stale file is reported at every start. With no key
 //! configured at all, the rotated key is still used (fail closed: encryption, once on, is not
 //! turned off by a config that lost its key); delete the file to turn encryption off.
-//! Do not rename fields: `status` and older agents read them.
+//! Do not rename fields: `status` and older agents read them. Documented, with the command
+//! that writes it, in `docs/atlas-commands.md`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

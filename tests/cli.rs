@@ -258,7 +258,7 @@ fn validate_lists_every_problem_in_plain_words() {
         "unknown field `colour`",
         "looks like hex",
         "fleet-agent keygen",
-        "unknown option `targetz` (ping options: targets, count, timeout_s, tcp_port)",
+        "unknown option `targetz` (ping options: targets, count, timeout_s, tcp_port, window_s)",
         "enabled, interval and jitter",
         "without a path",
         "field `protocol`",

@@ -210,7 +210,8 @@ fn report_matches_atlas_agent_field_by_field() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config =
         write_config(tmp.path(), "c.json", &format!(r#"{{"machine_id":"atlas-shape",{SAFE_WIDGETS}}}"#), 0o644);
-    let out = run(&["once", "--config", s(&config)]);
+    // `--network`: ping (to 127.0.0.1 only, SAFE_WIDGETS) runs in `once` only when asked.
+    let out = run(&["once", "--network", "--config", s(&config)]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let body: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
     let mut nullable: Vec<&str> = nullable.iter().map(String::as_str).collect();

@@ -34,16 +34,27 @@ pub struct V2Sender {
     collisions_in_a_row: u32,
     /// `inflight.json` was written this turn (the turn's one durable sender write).
     wrote_inflight: bool,
+    /// `inflight.json` holds a batch this process saw acknowledged (not read back from disk).
+    finished: bool,
 }
 
 impl V2Sender {
     /// A v2 sender over `link`, starting a push round at most every `send_interval`.
     pub fn new(link: Link, send_interval: Duration) -> Self {
-        V2Sender { link, send_interval, next_send: Instant::now(), collisions_in_a_row: 0, wrote_inflight: false }
+        V2Sender {
+            link,
+            send_interval,
+            next_send: Instant::now(),
+            collisions_in_a_row: 0,
+            wrote_inflight: false,
+            finished: false,
+        }
     }
 
     fn send_batch(&mut self, spool: &mut Spool) -> Step {
-        let inflight = match Inflight::load(&self.link.spool_dir) {
+        // The file on disk is the batch this process just finished: no need to read it back.
+        let on_disk = if self.finished { Ok(None) } else { Inflight::load(&self.link.spool_dir) };
+        let inflight = match on_disk {
             // The last batch, acknowledged (its file stays as the record of the last seq used).
             Ok(Some(done)) if done.end <= spool.acked_cursor() => {
                 self.seq_used(done.seq);
@@ -196,6 +207,7 @@ impl V2Sender {
         let inflight = Inflight { seq, start: Some(start), end: batch.next, records, kid: self.link.kid.clone(), body };
         inflight.save(&self.link.spool_dir)?;
         self.wrote_inflight = true;
+        self.finished = false;
         Ok(inflight)
     }
 
@@ -207,7 +219,9 @@ impl V2Sender {
     /// recognises.
     fn finish(&mut self, spool: &mut Spool, inflight: &Inflight, delivered: u64) -> Step {
         self.seq_used(inflight.seq);
-        self.link.ack(spool, inflight.end, Acked { delivered, superseded: 0 })
+        let step = self.link.ack(spool, inflight.end, Acked { delivered, superseded: 0 });
+        self.finished = !matches!(step, Step::Wait);
+        step
     }
 
     /// `seq` was used (sent and acknowledged, or set aside): never use it again.

@@ -15,6 +15,8 @@
 //!   [`DONE_MAX`] entries. A rotation's own commit point is the rotated-key file, which names
 //!   its command (see [`crate::transport_key`]).
 //! - Acks are plaintext JSON (Atlas reads them unsealed); they carry no telemetry or secrets.
+//!
+//! The wire, the actions and the files are written down in `docs/atlas-commands.md`.
 
 pub mod actions;
 
