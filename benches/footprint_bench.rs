@@ -140,7 +140,7 @@ const VARIANTS: [Variant; 2] = [
         widgets: r#"{"disk":{"enabled":false},"network":{"enabled":false},"processes":{"enabled":false},
             "battery":{"enabled":false},"wifi":{"enabled":false},"ping":{"enabled":false},
             "speedtest":{"enabled":false},"machine_info":{"enabled":false},"security":{"enabled":false},
-            "users":{"enabled":false}}"#,
+            "users":{"enabled":false},"temperature":{"enabled":false}}"#,
     },
 ];
 

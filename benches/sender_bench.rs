@@ -119,7 +119,7 @@ fn write_config(dir: &Path, url: &str, key: &Key32, protocol: &str) -> Result<Pa
         "spool": {"dir": dir.join("spool")},
         "widgets": {"memory": off, "system": off, "disk": off, "network": off, "processes": off,
                     "battery": off, "wifi": off, "ping": off, "speedtest": off, "machine_info": off,
-                    "security": off, "users": off},
+                    "security": off, "users": off, "temperature": off},
     });
     let path = dir.join("agent.json");
     std::fs::write(&path, config.to_string()).map_err(|e| format!("writing {}: {e}", path.display()))?;

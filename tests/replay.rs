@@ -61,6 +61,7 @@ fn macos_laptop_replay() {
     assert_eq!(info["serial_number"], "GGJXG26P75");
     assert_eq!(info["model"], "MacBookPro18,3");
     assert_eq!(info["chip"], "Apple M1 Pro");
+    assert_eq!(info["gpu"], json!({"name": "Apple M4"}), "Atlas's machine_info.gpu");
     // The four security commands, read for real (published outputs).
     assert_eq!(
         body["metrics"]["security"],
@@ -210,7 +211,7 @@ fn report_matches_atlas_agent_field_by_field() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config =
         write_config(tmp.path(), "c.json", &format!(r#"{{"machine_id":"atlas-shape",{SAFE_WIDGETS}}}"#), 0o644);
-    // `--network`: ping (to 127.0.0.1 only, SAFE_WIDGETS) runs in `once` only when asked.
+    // --network: ping to 127.0.0.1 (SAFE_WIDGETS) runs, so there is a ping log to compare.
     let out = run(&["once", "--network", "--config", s(&config)]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let body: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");

@@ -148,7 +148,7 @@ pub fn agent_config(
             "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
             "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
             "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
-            "users":{{"enabled":false}}}}{extra}}}"#,
+            "users":{{"enabled":false}},"temperature":{{"enabled":false}}}}{extra}}}"#,
         s(&dir.join("spool"))
     );
     write_config(dir, name, &json, 0o600)

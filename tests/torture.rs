@@ -353,7 +353,7 @@ fn outage_agent_config(dir: &Path, url: &str, spool: &str) -> PathBuf {
             "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
             "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
             "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
-            "users":{{"enabled":false}}}}}}"#
+            "users":{{"enabled":false}},"temperature":{{"enabled":false}}}}}}"#
     );
     write_config(dir, "outage.json", &json, 0o600)
 }
@@ -423,7 +423,7 @@ fn disk_full_holds_records_in_memory_logs_once_and_recovers() {
             "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
             "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
             "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
-            "users":{{"enabled":false}}}}}}"#,
+            "users":{{"enabled":false}},"temperature":{{"enabled":false}}}}}}"#,
         s(&spool)
     );
     let config = write_config(dir.path(), "c.json", &json, 0o600);

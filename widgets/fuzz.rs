@@ -20,6 +20,7 @@ use crate::ping::parse as ping;
 use crate::processes::parse as processes;
 use crate::security::parse as security;
 use crate::speedtest::parse as speedtest;
+use crate::temperature::parse as temperature;
 use crate::users::parse as users;
 use crate::wifi::parse as wifi;
 
@@ -66,6 +67,7 @@ fn parse_all(widget: &str, text: &str) {
             let _ = machine::parse_proc_net_route_default(text);
             let _ = machine::parse_mountinfo(text).map(|m| machine::real_disks(&m).len());
             let _ = machine::parse_cpuinfo_model(text);
+            let _ = machine::parse_sp_displays(text);
             let _ = machine::parse_sysfs_if_up(text);
             let _ = machine::sysfs_if_running(Some(text), Some(text));
             let _ = machine::parse_sysfs_speed(text);
@@ -88,6 +90,10 @@ fn parse_all(widget: &str, text: &str) {
         }
         "users" => {
             let _ = users::parse_who(text);
+        }
+        "temperature" => {
+            let _ = temperature::parse_zone_temp(text);
+            let _ = temperature::parse_zone_type(text).map(|t| temperature::cpu_zone_rank(&t));
         }
         "disk" => {
             let _ = disk::parse_diskstats(text, |name| name.len() % 2 == 0);

@@ -36,6 +36,7 @@ pub mod processes;
 pub mod security;
 pub mod speedtest;
 pub mod system;
+pub mod temperature;
 pub mod users;
 pub mod wifi;
 
@@ -109,6 +110,7 @@ pub static ALL: &[&WidgetSpec] = &[
     &ping::SPEC,
     &security::SPEC,
     &users::SPEC,
+    &temperature::SPEC,
     &speedtest::SPEC,
 ];
 

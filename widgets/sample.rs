@@ -52,13 +52,20 @@ impl Level {
 /// is left out rather than sent as `null`, because Atlas's readers call `float()` on what
 /// they find and crash on `None` while they default a missing key. A top-level `null` (a
 /// desktop's `battery`) is kept: Atlas sends that one itself.
-pub fn without_nulls(value: Value) -> Value {
+pub fn without_nulls(mut value: Value) -> Value {
+    remove_nulls(&mut value);
+    value
+}
+
+/// [`without_nulls`] in place: no allocation (the per-cycle path calls it for every sample).
+fn remove_nulls(value: &mut Value) {
     match value {
         Value::Object(map) => {
-            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect())
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(remove_nulls);
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
-        other => other,
+        Value::Array(items) => items.iter_mut().for_each(remove_nulls),
+        _ => {}
     }
 }
 

@@ -155,9 +155,23 @@ impl Widget for MachineWidget {
             "serial_number": identity.serial_number,
             "model": identity.model,
             "chip": identity.chip,
+            "gpu": gpu(host),
         });
         Ok(vec![Sample::machine_info(data)])
     }
+}
+
+/// The GPU as Atlas's agent reports it on macOS: `{name}` of the first `Chipset Model` of
+/// `system_profiler SPDisplaysDataType` (plus `names` when there are several). `None` elsewhere
+/// or when it cannot be read.
+pub fn gpu(host: &dyn Host) -> Option<Value> {
+    if host.os() != Os::Macos {
+        return None;
+    }
+    let out = host.run(&["system_profiler", "SPDisplaysDataType"], DEFAULT_COMMAND_TIMEOUT).ok()?;
+    let names = parse::parse_sp_displays(&out.stdout).ok()?;
+    let first = names.first()?.clone();
+    Some(if names.len() > 1 { json!({ "name": first, "names": names }) } else { json!({ "name": first }) })
 }
 
 /// Mounted disks as Atlas lists them (`{device, mountpoint, fstype, total, used, free}`, df

@@ -56,6 +56,24 @@ pub fn parse_scutil_get(text: &str) -> Result<Option<String>, ParseError> {
     Ok(Some(line.to_string()))
 }
 
+/// The GPU names (`Chipset Model`) of `system_profiler SPDisplaysDataType`, in order; an error
+/// when the output is not the displays report.
+pub fn parse_sp_displays(text: &str) -> Result<Vec<String>, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let names: Vec<String> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Chipset Model:"))
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .collect();
+    if names.is_empty() && !text.contains("Graphics/Displays:") {
+        return Err(ParseError::Unrecognised("`Graphics/Displays:` with `Chipset Model:` lines"));
+    }
+    Ok(names)
+}
+
 /// The interface of the IPv4 default route from Linux `/proc/net/route` (destination and mask
 /// both `00000000`), lowest metric first. `Ok(None)` when there is no default route.
 pub fn parse_proc_net_route_default(text: &str) -> Result<Option<String>, ParseError> {
@@ -286,6 +304,8 @@ mod tests {
             })))
         } else if name.starts_with("scutil-get") {
             Some(result_json(parse_scutil_get(body)))
+        } else if name.starts_with("system_profiler-SPDisplaysDataType") {
+            Some(result_json(parse_sp_displays(body)))
         } else if name.starts_with("proc-self-mountinfo") {
             Some(result_json(parse_mountinfo(body).map(|m| real_disks(&m).into_iter().cloned().collect::<Vec<_>>())))
         } else if name.starts_with("proc-cpuinfo") {
@@ -310,6 +330,7 @@ mod tests {
             "machine",
             |text| {
                 let _ = parse_mountinfo(text).map(|m| real_disks(&m).len());
+                let _ = parse_sp_displays(text);
                 let _ = parse_cpuinfo_model(text);
                 let _ = parse_sysfs_if_up(text);
                 let _ = parse_sysfs_speed(text);
@@ -326,6 +347,28 @@ mod tests {
         assert!(mounts.iter().any(|m| m.mount_point == "/etc/fleet-agent" && m.source == "/dev/vda"));
         let disks: Vec<&str> = real_disks(&mounts).iter().map(|m| m.mount_point.as_str()).collect();
         assert_eq!(disks, vec!["/"]);
+    }
+
+    #[test]
+    fn node_exporter_host_lists_root_boot_and_one_kubelet_volume() {
+        let text = fixture("proc-self-mountinfo--lvm-root-boot-kubelet-node_exporter.txt");
+        let mounts = parse_mountinfo(&text).expect("parses");
+        let disks: Vec<(&str, &str)> =
+            real_disks(&mounts).iter().map(|m| (m.source.as_str(), m.mount_point.as_str())).collect();
+        assert_eq!(disks.len(), 3, "{disks:?}");
+        assert_eq!(&disks[..2], &[("/dev/dm-2", "/"), ("/dev/sda3", "/boot")]);
+        assert!(disks[2].1.contains("[vsanDatastore] bafb9e5a"), "\\040 decoded: {disks:?}");
+    }
+
+    #[test]
+    fn gpu_names_in_order() {
+        let two =
+            parse_sp_displays(&fixture("system_profiler-SPDisplaysDataType--intel-uhd630-radeon560x-go-test.txt"));
+        assert_eq!(two, Ok(vec!["Intel UHD Graphics 630".to_string(), "Radeon Pro 560X".to_string()]));
+        let m4 = parse_sp_displays(&fixture("system_profiler-SPDisplaysDataType--m4-macbook-air-notes.txt"));
+        assert_eq!(m4, Ok(vec!["Apple M4".to_string()]));
+        assert_eq!(parse_sp_displays("Graphics/Displays:\n"), Ok(vec![]));
+        assert!(parse_sp_displays("Hardware:\n").is_err());
     }
 
     #[test]
