@@ -304,7 +304,7 @@ fn receiver_store_lines_match_the_docs() {
 
     let long_id = "x".repeat(128).replace('x', "é");
     let long_id = &long_id[..long_id.char_indices().nth(60).map_or(long_id.len(), |(i, _)| i)];
-    let names: Vec<Value> = ["mac-01", "vec 01", ".hidden", "a/b", "Ünï", long_id]
+    let names: Vec<Value> = ["mac-01", "Mac-01", "vec 01", ".hidden", "a/b", "Ünï", long_id]
         .iter()
         .map(|id| {
             let dir = store::dir_name(id);

@@ -348,3 +348,79 @@ fn status_exits_3_while_the_sender_fails_and_shows_the_spool_without_contents() 
         .collect();
     assert_eq!(lines.len(), 2, "decrypted records on request");
 }
+
+/// kill -9 of the agent at random moments while it sends: afterwards every record the spool
+/// accepted is stored exactly once, and `status` says so (delivered == stored == accepted).
+#[test]
+fn kill_9_loop_keeps_the_record_accounting_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
+    let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "v2", "");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..15 {
+        let mut agent = crate::support::start_agent(&config, &dir.path().join(format!("agent-{i}.log")));
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(100 + seed % 400));
+        agent.kill9();
+        let (_, status) = status_json(&config);
+        assert_accounted(&status);
+    }
+    let spool = dir.path().join("spool");
+    let final_log = dir.path().join("final.log");
+    let mut agent = crate::support::start_agent(&config, &final_log);
+    let started = || std::fs::read_to_string(&final_log).unwrap_or_default().contains("started:");
+    assert!(crate::support::wait_for(Duration::from_secs(10), started), "agent starts");
+    assert!(crate::support::wait_for(Duration::from_secs(15), || spool_unacked(&spool) <= 3));
+    assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    let (code, status) = status_json(&config);
+    assert_accounted(&status);
+    let stored = stored_messages_of(&store);
+    assert_eq!(status["records"]["delivered"].as_u64(), Some(stored), "{status}");
+    assert_eq!(status["records"]["accepted"].as_u64(), Some(stored), "{status}");
+    assert_eq!(status["records"]["backlog"].as_u64(), Some(0), "{status}");
+    assert_eq!(code, Some(0), "{status}");
+}
+
+/// POST a plaintext batch to a keyless receiver; the status and body of the answer.
+fn post_batch(url: &str, seq: u64, messages: &[&str]) -> (u16, Value) {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"ts":"2026-11-22T13:00:00.000Z","widget":"ping","kind":"log","level":"info","message":m,"data":null}))
+        .collect();
+    let body = json!({"machine_id":"Mac-01","seq":seq,"sent_at":"2026-11-22T13:00:00Z","records":records,"dropped":{"count":0}})
+        .to_string();
+    let mut stream = TcpStream::connect(url.trim_start_matches("http://")).expect("connect");
+    let request = format!(
+        "POST /api/v2/batches HTTP/1.1\r\nHost: x\r\nX-API-Key: test-api-key\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let json = answer.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[test]
+fn the_receiver_answers_409_naming_machine_and_seq_for_a_reused_seq_with_other_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
+    assert_eq!(post_batch(&url, 5, &["a", "b"]).0, 200);
+    let (status, body) = post_batch(&url, 5, &["a", "b"]);
+    assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "same records: duplicate");
+    let (status, body) = post_batch(&url, 5, &["a", "b", "c"]);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!((&body["machine_id"], &body["seq"]), (&json!("Mac-01"), &json!(5)), "{body}");
+    let error = body["error"].as_str().unwrap_or("");
+    assert!(error.contains("Mac-01") && error.contains("seq 5"), "{error}");
+    let stored = fleet_agent::receiver::store::read_records(&store, "Mac-01").expect("read");
+    assert_eq!(stored.len(), 3, "two records and one commit line: nothing more stored");
+    // `mac-01` is another machine: its seq 5 is its own.
+    let lower = fleet_agent::receiver::store::read_records(&store, "mac-01").expect("read");
+    assert!(lower.is_empty());
+}

@@ -642,3 +642,71 @@ fn counters_survive_restarts_and_match_acks() {
         assert_eq!(seen, counts, "round {round}");
     }
 }
+
+#[test]
+fn an_interrupted_set_aside_leaves_nothing_counted_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..6)).expect("append");
+    let start = spool.acked_cursor();
+    let batch = spool.read_from(start, 3, usize::MAX).expect("read");
+    spool.set_aside(start, &batch.records, "batch-9", "HTTP 422").expect("set aside");
+    drop(spool);
+    // A crash before the ack: a second, uncommitted set-aside of the same records is also on
+    // disk (its .seg written, its mark not), as is a mark's temp file.
+    let rejected = dir.path().join("rejected");
+    let committed = fleet_agent::spool::rejected::list(dir.path()).expect("list");
+    assert_eq!(committed.len(), 1);
+    let seg = rejected.join(format!("{:020}.seg", committed[0].id));
+    fs::copy(&seg, rejected.join(format!("{:020}.seg", committed[0].id + 100))).expect("copy");
+    fs::write(rejected.join(format!("{:020}.json.tmp", committed[0].id + 100)), b"{").expect("tmp");
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    let names: Vec<String> = fs::read_dir(&rejected)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "only the committed batch is left: {names:?}");
+    // The batch is refused again after the restart: kept once.
+    let batch = spool.read_from(start, 3, usize::MAX).expect("read");
+    spool.set_aside(start, &batch.records, "batch-9", "HTTP 422").expect("idempotent");
+    spool.ack_counted(batch.next, Acked::default()).expect("ack");
+    let counts = spool.stats().counts;
+    assert_eq!((counts.accepted, counts.rejected, counts.backlog), (6, 3, 3), "{counts:?}");
+    assert_balanced(counts, "after the restart");
+}
+
+/// A crash during recovery, between counting a loss and making the cut or the move, must not
+/// count it twice: recovery counts first (naming what it counts), then changes the file.
+#[test]
+fn a_crash_between_counting_and_cutting_or_moving_counts_once() {
+    // The damaged last record.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (segment, _) = one_segment(dir.path(), 3);
+    let mut bytes = fs::read(&segment).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x40;
+    fs::write(&segment, &bytes).expect("write");
+    let counts = Spool::open(&config(dir.path(), 1 << 20)).expect("open").stats().counts;
+    assert_eq!((counts.accepted, counts.dropped, counts.backlog), (3, 1, 2), "{counts:?}");
+    // As if the process died after the ledger write, before the cut.
+    fs::write(&segment, &bytes).expect("restore the damaged file");
+    let again = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen").stats().counts;
+    assert_eq!(again, counts, "counted once");
+
+    // The quarantined segment.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (segment, _) = one_segment(dir.path(), 3);
+    let mut bytes = fs::read(&segment).expect("read");
+    bytes[100] ^= 0x01;
+    fs::write(&segment, &bytes).expect("write");
+    let counts = Spool::open(&config(dir.path(), 1 << 20)).expect("open").stats().counts;
+    assert_eq!((counts.accepted, counts.dropped, counts.backlog), (3, 3, 0), "{counts:?}");
+    // As if the process died after the ledger write, before the move.
+    let moved = quarantined(dir.path());
+    fs::rename(&moved[0], &segment).expect("put it back");
+    let again = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen").stats().counts;
+    assert_eq!(again, counts, "counted once");
+    assert!(!segment.exists(), "moved aside again");
+}

@@ -10,7 +10,7 @@
 //! cursor.json   {"version":1,"segment":12,"index":40,"appended":5000,"appended_through":{"segment":14,"index":7},
 //!                "delivered":4400,"superseded":0,"requeued":0}
 //! dropped.json  {"version":1,"count":310,"oldest_ms":1763800000000,"newest_ms":1763803600000,"through_segment":9,
-//!                "unspooled":25,"rejected_through":0}
+//!                "unspooled":25,"rejected_through":0,"quarantined":4,"damaged_tail":{"segment":6,"index":99}}
 //! ```
 //!
 //! The counters (all added after version 1 shipped, absent = 0) make the record accounting
@@ -18,6 +18,8 @@
 //! that delivered the records; `appended` counts the records before `appended_through`, and
 //! the ones after it are counted from the segments on open, so an append needs no extra write.
 //! `appended_through` is brought up to date before any segment is deleted or quarantined.
+//! The ledger's `quarantined` / `damaged_tail` name the last loss counted before its segment
+//! was moved or its damaged last record cut, so a crash in between never counts it twice.
 //! Records ever accepted = `appended - requeued + unspooled`; at any moment that equals
 //! delivered + superseded + dropped (`count`) + rejected (records in `rejected/`) + backlog.
 //!
@@ -139,6 +141,14 @@ pub struct Ledger {
     /// are in `count`; a file with an id at or below it is a leftover, deleted uncounted.
     #[serde(default)]
     pub rejected_through: u64,
+    /// The last segment counted as dropped when it was quarantined: if it is still in place
+    /// (a crash between this write and the move), it is moved without being counted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<u64>,
+    /// The last damaged final record counted as dropped before it was cut (segment, index):
+    /// if it is still there (a crash before the cut), it is cut without being counted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged_tail: Option<Cursor>,
 }
 
 impl Ledger {

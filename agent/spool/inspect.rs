@@ -38,11 +38,15 @@ pub fn inspect(dir: &Path) -> Result<Option<SpoolStats>, SpoolError> {
         appended_since += unacked_in(id, scan.record_count(), counters.appended_through);
         // What the next open will count as dropped (an unreadable segment, a damaged last record).
         if scan.header != HeaderState::Ok || matches!(scan.problem, Some(Problem::Bad { .. })) {
-            ledger.add(unacked_in(id, scan.record_count(), acked), scan.first_ts, scan.last_ts);
+            if ledger.quarantined != Some(id) {
+                ledger.add(unacked_in(id, scan.record_count(), acked), scan.first_ts, scan.last_ts);
+            }
             continue;
         }
         let damaged = scan.damaged_tail();
-        ledger.add(unacked_in(id, scan.good + damaged, acked).min(damaged), None, None);
+        if ledger.damaged_tail != Some(Cursor { segment: id, index: scan.good }) {
+            ledger.add(unacked_in(id, scan.good + damaged, acked).min(damaged), None, None);
+        }
         let unacked = unacked_in(id, scan.good, acked);
         if unacked == 0 {
             continue;

@@ -285,11 +285,7 @@ impl Spool {
         let mut ledger = cursor::load_ledger(&dir)?;
         let (acked, mut counters) = cursor::load_state(&dir)?.unwrap_or_default();
         let durable = config.fsync != FsyncPolicy::Never;
-        let recovered = recovery::recover(&dir, &master, &mut ledger, acked, counters.appended_through, durable)?;
-        if recovered.ledger_changed {
-            cursor::store_ledger(&dir, &ledger, durable)?;
-        }
-        counters.appended += recovered.appended_since;
+        let recovered = recovery::recover(&dir, &master, &mut ledger, acked, &mut counters, durable)?;
         let (rejected, rejected_max_id) = rejected::recover(&dir, ledger.rejected_through)?;
         let mut spool = Spool {
             dir,
@@ -311,9 +307,6 @@ impl Spool {
             #[cfg(test)]
             fail_segment_create: false,
         };
-        if recovered.appended_since > 0 {
-            spool.store_state()?;
-        }
         spool.collect_garbage()?;
         spool.refresh_oldest();
         let stats = spool.stats();
@@ -705,7 +698,13 @@ impl Spool {
         }
         let path = self.dir.join(segment::file_name(id));
         let lost = unacked_in(id, seg.records, self.acked).min(seg.records.saturating_sub(from));
+        // Counted before the move, naming the segment: after a crash in between, recovery
+        // moves it without counting it again.
         self.store_state()?;
+        let oldest = if from == 0 { seg.first_ts } else { None };
+        self.ledger.add(lost, oldest, seg.last_ts);
+        self.ledger.quarantined = Some(id);
+        cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
         if path.exists() {
             let to = fsio::move_aside(&path, &self.dir.join(QUARANTINE_DIR), self.durable())?;
             log::error!(
@@ -716,9 +715,6 @@ impl Spool {
         } else {
             log::error!("segment {} vanished; {lost} unacknowledged records counted as dropped", path.display());
         }
-        let oldest = if from == 0 { seg.first_ts } else { None };
-        self.ledger.add(lost, oldest, seg.last_ts);
-        cursor::store_ledger(&self.dir, &self.ledger, self.durable())?;
         self.forget(id);
         self.refresh_oldest();
         Ok(())

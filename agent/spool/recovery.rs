@@ -268,24 +268,25 @@ pub struct Recovered {
     pub segments: Vec<SegmentInfo>,
     /// Largest id seen anywhere (next segment = this + 1).
     pub max_id: u64,
-    /// Whether the ledger changed (quarantined records were counted).
-    pub ledger_changed: bool,
-    /// Records found at or after the `appended_through` position given (appended since the
-    /// counters were last written), including those recovery quarantined or cut as damaged.
-    pub appended_since: u64,
 }
 
 /// Bring `dir` to a consistent state: drop our temp files and leftovers of an interrupted cap
 /// drop, truncate torn tails, quarantine unreadable segments (counting their unacked records
 /// in `ledger`, like a damaged last record that is cut), delete empty ones. A segment of an
 /// unknown format version (a flipped version byte, or a newer agent's spool) is quarantined
-/// like any unreadable one: start-up goes on. `through` is the counters' `appended_through`.
+/// like any unreadable one: start-up goes on.
+///
+/// Crash-safe accounting: every segment is scanned first; records appended since
+/// `counters.appended_through` are added to `counters.appended` and `cursor.json` is written
+/// (with `acked`) BEFORE anything is cut or moved; each cut or move is preceded by its ledger
+/// write, which names the cut position or segment, so a crash in between never counts it
+/// twice or not at all.
 pub fn recover(
     dir: &Path,
     master: &MasterKey,
     ledger: &mut Ledger,
     acked: Cursor,
-    through: Cursor,
+    counters: &mut super::cursor::Counters,
     durable: bool,
 ) -> Result<Recovered, SpoolError> {
     remove_temp_files(dir)?;
@@ -301,14 +302,22 @@ pub fn recover(
         }
         true
     });
-    let mut segments = Vec::new();
-    let mut ledger_changed = false;
-    let mut other_key = 0;
-    let mut appended_since = 0;
+    let mut scans = Vec::with_capacity(ids.len());
     for &id in &ids {
-        let path = dir.join(segment::file_name(id));
-        let scan = scan(&path, id, Some(master))?;
-        appended_since += unacked_in(scan.id, scan.record_count(), through);
+        scans.push(scan(&dir.join(segment::file_name(id)), id, Some(master))?);
+    }
+    let appended_since: u64 =
+        scans.iter().map(|scan| unacked_in(scan.id, scan.record_count(), counters.appended_through)).sum();
+    if appended_since > 0 {
+        counters.appended += appended_since;
+        if let Some(last) = scans.last() {
+            counters.appended_through = Cursor { segment: last.id, index: last.record_count() };
+        }
+        super::cursor::store_cursor(dir, acked, counters, durable)?;
+    }
+    let mut segments = Vec::new();
+    let mut other_key = 0;
+    for scan in scans {
         let repairable = scan.header == HeaderState::Ok && !matches!(scan.problem, Some(Problem::Bad { .. }));
         if !repairable {
             if matches!(scan.header, HeaderState::OtherKey | HeaderState::NoKey) {
@@ -325,17 +334,19 @@ pub fn recover(
                 (HeaderState::Bad(reason), _) => reason.clone(),
                 _ => "unreadable".into(),
             };
-            let to = fsio::move_aside(&scan.path, &dir.join(QUARANTINE_DIR), durable)?;
             let lost = unacked_in(scan.id, scan.record_count(), acked);
+            let counted_before = ledger.quarantined == Some(scan.id);
+            if lost > 0 && !counted_before {
+                ledger.add(lost, scan.first_ts, scan.last_ts);
+                ledger.quarantined = Some(scan.id);
+                super::cursor::store_ledger(dir, ledger, durable)?;
+            }
+            let to = fsio::move_aside(&scan.path, &dir.join(QUARANTINE_DIR), durable)?;
             log::error!(
                 "segment {} is unreadable ({why}); moved to {}, {lost} unacknowledged records counted as dropped",
                 scan.path.display(),
                 to.display()
             );
-            if lost > 0 {
-                ledger.add(lost, scan.first_ts, scan.last_ts);
-                ledger_changed = true;
-            }
             continue;
         }
         if let Some(Problem::Torn { offset, bytes, reason, damaged }) = &scan.problem {
@@ -345,14 +356,16 @@ pub fn recover(
                 scan.good
             );
             let lost = unacked_in(scan.id, scan.good + damaged, acked).min(*damaged);
-            if lost > 0 {
+            let at = Cursor { segment: scan.id, index: scan.good };
+            if lost > 0 && ledger.damaged_tail != Some(at) {
                 // A whole record that was stored and is now damaged: its loss is counted.
                 log::error!(
                     "segment {}: its last record is damaged; {lost} record counted as dropped",
                     scan.path.display()
                 );
                 ledger.add(lost, scan.last_ts, scan.last_ts);
-                ledger_changed = true;
+                ledger.damaged_tail = Some(at);
+                super::cursor::store_ledger(dir, ledger, durable)?;
             }
             truncate(&scan.path, *offset)?;
         }
@@ -381,7 +394,7 @@ pub fn recover(
     if removed_any && durable {
         fsio::sync_dir(dir)?;
     }
-    Ok(Recovered { segments, max_id, ledger_changed, appended_since })
+    Ok(Recovered { segments, max_id })
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {

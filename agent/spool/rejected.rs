@@ -273,6 +273,11 @@ pub(super) fn recover(spool_dir: &Path, rejected_through: u64) -> Result<(Vec<Re
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".json.tmp") {
+                // An interrupted mark write: the batch was never committed.
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
             let Some(id) = segment::parse_file_name(name.strip_suffix(".tmp").unwrap_or(name)) else { continue };
             max_id = max_id.max(id);
             if name.ends_with(".tmp") || !batches.iter().any(|b| b.id == id) {
