@@ -139,7 +139,11 @@ impl Agent {
             self.config.server_url.as_deref().unwrap_or("none: spooling only"),
             self.config.protocol.as_str(),
         );
-        let kid = self.config.encryption_key.as_ref().map(crate::envelope::kid);
+        // The key the sender uses (a rotated one wins over the config's, see transport_key).
+        let kid = match self.sender.as_ref() {
+            Some(sender) => sender.kid().map(str::to_string),
+            None => self.config.encryption_key.as_ref().map(crate::envelope::kid),
+        };
         log::info!("{}", Progress::start_line(kid.as_deref()));
         let delivered = self.sender.as_ref().map_or(0, |s| s.state().sent_records);
         self.progress = Some(Progress::new(Instant::now(), delivered));
