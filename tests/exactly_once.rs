@@ -424,3 +424,36 @@ fn the_receiver_answers_409_naming_machine_and_seq_for_a_reused_seq_with_other_r
     let lower = fleet_agent::receiver::store::read_records(&store, "mac-01").expect("read");
     assert!(lower.is_empty());
 }
+
+/// A send costs one durable sender write (`inflight.json`); `sender.json` is written lazily,
+/// so after a crash it may hold a `next_seq` that was already used. The acknowledged
+/// `inflight.json` is the record of the last seq: the next batch never reuses it (before this
+/// design `sender.json` was written durably before every ack). Oracle: no 409 collision, the
+/// new batch's seq is past the old one, every record stored once.
+#[test]
+fn a_lagging_sender_json_never_reuses_an_acknowledged_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
+    let config = load(dir.path(), "c.json", &url, Some(TEST_KEY_B64));
+    let spool_dir = config.spool.dir.clone();
+    let mut spool = Spool::open(&config.spool).expect("spool");
+    spool.append(&records(0, 3)).expect("append");
+    let mut sender = sender::build(&config, &url, spool_dir.clone()).expect("sender");
+    push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
+    let first: Value =
+        serde_json::from_slice(&std::fs::read(spool_dir.join("inflight.json")).expect("inflight kept")).expect("json");
+    let used = first["seq"].as_u64().expect("seq");
+    drop(sender);
+    // The crash: sender.json never got the advanced next_seq.
+    std::fs::write(spool_dir.join("sender.json"), format!(r#"{{"next_seq":{used}}}"#)).expect("stale state");
+
+    spool.append(&records(3, 2)).expect("append");
+    let mut sender = sender::build(&config, &url, spool_dir.clone()).expect("sender");
+    push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
+    let second: Value =
+        serde_json::from_slice(&std::fs::read(spool_dir.join("inflight.json")).expect("inflight")).expect("json");
+    assert!(second["seq"].as_u64() > Some(used), "a fresh seq: {} after {used}", second["seq"]);
+    assert_eq!(sender.state().seq_collisions, 0, "no seq was reused");
+    assert_eq!(stored_messages(&store), expected_messages(5), "every record stored exactly once");
+}
