@@ -158,7 +158,12 @@ impl CommandChannel {
             Err(e) => {
                 // Once per distinct failure: the report path already logs an unreachable server.
                 if self.last_error.as_deref() != Some(e.as_str()) {
-                    log::warn!("polling commands: {e}; next poll in {}s", POLL_INTERVAL.as_secs());
+                    // A server without the channel (the bundled receiver) is not a fault.
+                    if e.starts_with("HTTP 404") {
+                        log::info!("polling commands: {e}; next poll in {}s", POLL_INTERVAL.as_secs());
+                    } else {
+                        log::warn!("polling commands: {e}; next poll in {}s", POLL_INTERVAL.as_secs());
+                    }
                     self.last_error = Some(e);
                 }
                 return effects;
