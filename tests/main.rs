@@ -8,6 +8,7 @@ mod commands;
 mod docs_vectors;
 mod envelope;
 mod exactly_once;
+mod fault;
 mod fuzz;
 mod logs;
 mod packaging;

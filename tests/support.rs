@@ -176,3 +176,44 @@ pub fn wait_for(limit: std::time::Duration, mut condition: impl FnMut() -> bool)
     }
     condition()
 }
+
+/// A size-limited tmpfs, unmounted (lazily) on drop.
+pub struct TinyFs(PathBuf);
+
+impl TinyFs {
+    /// Mount `size_kib` KiB of tmpfs at `at`; `Err` says why not (not root, no permission).
+    pub fn mount(at: &Path, size_kib: u64) -> Result<TinyFs, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700"), "tmpfs", s(at)])
+            .output()
+            .map_err(|e| format!("running mount: {e}"))?;
+        if output.status.success() {
+            Ok(TinyFs(at.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for TinyFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").args(["-l", s(&self.0)]).status();
+    }
+}
+
+/// Fill the filesystem holding `path` with a file until the disk is full; returns its size.
+pub fn fill_up(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let block = vec![0xa5u8; 4096];
+    let mut written = 0;
+    while let Ok(n) = file.write(&block) {
+        if n == 0 {
+            break;
+        }
+        written += n as u64;
+    }
+    let _ = file.sync_all();
+    written
+}

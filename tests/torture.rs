@@ -23,8 +23,8 @@ use serde_json::json;
 
 use crate::sender::{assert_whole_cycles, unique_records};
 use crate::support::{
-    agent, agent_config, s, spool_unacked, start_agent, start_receiver, stored_records, wait_for, write_config,
-    TEST_KEY_B64,
+    agent, agent_config, fill_up, s, spool_unacked, start_agent, start_receiver, stored_records, wait_for,
+    write_config, TinyFs, TEST_KEY_B64,
 };
 
 const MACHINE: &str = "test-machine";
@@ -360,46 +360,6 @@ fn outage_agent_config(dir: &Path, url: &str, spool: &str) -> PathBuf {
 
 // ---------------------------------------------------------------------------------------
 // disk full
-
-/// A size-limited tmpfs, unmounted (lazily) on drop.
-struct TinyFs(PathBuf);
-
-impl TinyFs {
-    /// Mount `size_kib` KiB of tmpfs at `at`; `Err` says why not (not root, no permission).
-    fn mount(at: &Path, size_kib: u64) -> Result<TinyFs, String> {
-        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k,mode=0700"), "tmpfs", s(at)])
-            .output()
-            .map_err(|e| format!("running mount: {e}"))?;
-        if output.status.success() {
-            Ok(TinyFs(at.to_path_buf()))
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
-        }
-    }
-}
-
-impl Drop for TinyFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").args(["-l", s(&self.0)]).status();
-    }
-}
-
-/// Fill the filesystem holding `path` with a file until the disk is full; returns its size.
-fn fill_up(path: &Path) -> u64 {
-    let mut file = std::fs::File::create(path).expect("filler");
-    let block = vec![0xa5u8; 4096];
-    let mut written = 0;
-    while let Ok(n) = file.write(&block) {
-        if n == 0 {
-            break;
-        }
-        written += n as u64;
-    }
-    let _ = file.sync_all();
-    written
-}
 
 #[test]
 fn disk_full_holds_records_in_memory_logs_once_and_recovers() {

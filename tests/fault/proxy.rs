@@ -1,0 +1,351 @@
+//! The faulty network: an HTTP/1.x proxy on 127.0.0.1 between the agent and the server.
+//!
+//! One request per connection (the agent opens a new connection for each request and both
+//! servers close after answering). For each request the proxy takes the schedule's fate for
+//! its number, acts it out, and logs an [`Exchange`]: the body the agent sent, what the
+//! server answered to each forwarded copy, and what (if anything) was relayed to the agent.
+//! The upstream addresses can change at any time (a restarted server gets a new port); with
+//! two servers (a second receiver on the same store) requests alternate between them by
+//! number, and the two copies of a concurrent duplicate go to different ones. While no server
+//! is up a forwarded request finds no one and the agent's connection is closed.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::schedule::{Fate, Schedule};
+use super::wire::RecordId;
+
+/// Longest a proxy thread waits on a socket.
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest request or answer head.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// One request through the proxy.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// Request number (the schedule's fate index).
+    pub n: u64,
+    /// Request path (`/api/v2/batches`, …).
+    pub path: String,
+    /// What the proxy did.
+    pub fate: Fate,
+    /// The whole body the agent sent (`None`: the agent did not finish sending it).
+    pub body: Option<Vec<u8>>,
+    /// Status of the server's answer to each forwarded copy (`None`: no answer).
+    pub upstream: Vec<Option<u16>>,
+    /// Status relayed to the agent, complete (`None`: the agent got no answer).
+    pub relayed: Option<u16>,
+}
+
+/// Tells the proxy which record identities a body carries (for [`Fate::Reject`]).
+pub type Identify = dyn Fn(&str, &[u8]) -> Vec<RecordId> + Send + Sync;
+
+struct Shared {
+    schedule: Arc<Schedule>,
+    identify: Box<Identify>,
+    upstreams: Mutex<Vec<SocketAddr>>,
+    faults: AtomicBool,
+    next: AtomicU64,
+    log: Mutex<Vec<Exchange>>,
+    /// Identities that reached the server at least once (never rejected afterwards).
+    forwarded: Mutex<HashSet<RecordId>>,
+    stop: AtomicBool,
+    /// Connections being handled.
+    active: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The running proxy; stopped (accept loop joined) on drop.
+pub struct Proxy {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listen on a free loopback port; faults on.
+    pub fn start(schedule: Arc<Schedule>, identify: Box<Identify>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy binds");
+        let addr = listener.local_addr().expect("proxy address");
+        let shared = Arc::new(Shared {
+            schedule,
+            identify,
+            upstreams: Mutex::new(Vec::new()),
+            faults: AtomicBool::new(true),
+            next: AtomicU64::new(0),
+            log: Mutex::new(Vec::new()),
+            forwarded: Mutex::new(HashSet::new()),
+            stop: AtomicBool::new(false),
+            active: AtomicU64::new(0),
+        });
+        let accept = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if shared.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let shared = Arc::clone(&shared);
+                    shared.active.fetch_add(1, Ordering::SeqCst);
+                    std::thread::spawn(move || {
+                        handle(conn, &shared);
+                        shared.active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            })
+        };
+        Proxy { addr, shared, accept: Some(accept) }
+    }
+
+    /// The URL the agent is given.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Point at the running servers (their URLs).
+    pub fn set_upstreams(&self, urls: &[String]) {
+        let addrs = urls.iter().map(|url| url.trim_start_matches("http://").parse().expect("server address"));
+        *lock(&self.shared.upstreams) = addrs.collect();
+    }
+
+    /// Turn the network faults off (heal) or on.
+    pub fn set_faults(&self, on: bool) {
+        self.shared.faults.store(on, Ordering::SeqCst);
+    }
+
+    /// Every exchange, in request-number order, once no request is in progress (at most
+    /// `limit` of waiting; a handler still busy then is left out).
+    pub fn exchanges(&self, limit: Duration) -> Vec<Exchange> {
+        let started = std::time::Instant::now();
+        while self.shared.active.load(Ordering::SeqCst) > 0 && started.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut log = lock(&self.shared.log).clone();
+        log.sort_by_key(|e| e.n);
+        log
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+/// A request or an answer: its head (text), its body and its status (answers).
+struct Message {
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Message {
+    fn head_text(&self) -> String {
+        String::from_utf8_lossy(&self.head).into_owned()
+    }
+
+    fn content_length(&self) -> Option<usize> {
+        self.head_text().lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+        })
+    }
+
+    fn status(&self) -> Option<u16> {
+        self.head_text().split_whitespace().nth(1)?.parse().ok()
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = self.head.clone();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// Read a head (through the blank line); `buf` keeps what was read past it.
+fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(at + 4);
+            return Some(std::mem::replace(buf, rest));
+        }
+        if buf.len() > MAX_HEAD {
+            return None;
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Read `len` body bytes (`None`: to the end of the stream), starting with `buf`.
+fn read_body(stream: &mut TcpStream, mut buf: Vec<u8>, len: Option<usize>) -> Option<Vec<u8>> {
+    match len {
+        Some(len) => {
+            if buf.len() < len {
+                let start = buf.len();
+                buf.resize(len, 0);
+                stream.read_exact(&mut buf[start..]).ok()?;
+            }
+            buf.truncate(len);
+            Some(buf)
+        }
+        None => {
+            stream.read_to_end(&mut buf).ok()?;
+            Some(buf)
+        }
+    }
+}
+
+/// The server for copy `n` of a request.
+fn upstream(shared: &Shared, n: u64) -> Option<SocketAddr> {
+    let upstreams = lock(&shared.upstreams);
+    (!upstreams.is_empty()).then(|| upstreams[n as usize % upstreams.len()])
+}
+
+/// Send one request to server `n` and read its whole answer.
+fn forward(shared: &Shared, n: u64, request: &Message) -> Option<Message> {
+    let addr = upstream(shared, n)?;
+    let mut server = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    server.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
+    server.set_write_timeout(Some(IO_TIMEOUT)).ok()?;
+    server.write_all(&request.bytes()).ok()?;
+    let mut buf = Vec::new();
+    let head = read_head(&mut server, &mut buf)?;
+    let mut answer = Message { head, body: Vec::new() };
+    answer.body = read_body(&mut server, buf, answer.content_length())?;
+    Some(answer)
+}
+
+fn canned(status: u16, reason: &str, body: &str) -> Message {
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    Message { head: head.into_bytes(), body: body.as_bytes().to_vec() }
+}
+
+fn relay(agent: &mut TcpStream, answer: &Message) -> Option<u16> {
+    agent.write_all(&answer.bytes()).ok()?;
+    agent.flush().ok()?;
+    let _ = agent.shutdown(Shutdown::Write);
+    answer.status()
+}
+
+fn handle(mut agent: TcpStream, shared: &Shared) {
+    let _ = agent.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = agent.set_write_timeout(Some(IO_TIMEOUT));
+    let mut buf = Vec::new();
+    let Some(head) = read_head(&mut agent, &mut buf) else { return };
+    let mut request = Message { head, body: Vec::new() };
+    let path = request.head_text().split_whitespace().nth(1).unwrap_or("").to_string();
+    let n = shared.next.fetch_add(1, Ordering::SeqCst);
+    let mut fate = if shared.faults.load(Ordering::SeqCst) { shared.schedule.fate(n) } else { Fate::Pass };
+    let len = request.content_length().unwrap_or(0);
+    let mut exchange = Exchange { n, path: path.clone(), fate, body: None, upstream: Vec::new(), relayed: None };
+
+    if let Fate::ResetMidBody { upstream: tear_upstream } = fate {
+        // Take part of the body and go: what is left unread makes the kernel send a reset.
+        let part = len / 2;
+        let mut taken = buf;
+        if taken.len() < part {
+            let start = taken.len();
+            taken.resize(part, 0);
+            let _ = agent.read_exact(&mut taken[start..]);
+        }
+        taken.truncate(part);
+        if tear_upstream {
+            if let Some(mut server) =
+                upstream(shared, n).and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+            {
+                let _ = server.write_all(&request.head);
+                let _ = server.write_all(&taken);
+                exchange.upstream.push(None);
+            }
+        }
+        drop(agent);
+        lock(&shared.log).push(exchange);
+        return;
+    }
+
+    let Some(body) = read_body(&mut agent, buf, Some(len)) else {
+        lock(&shared.log).push(exchange);
+        return;
+    };
+    request.body = body;
+    exchange.body = Some(request.body.clone());
+    let ids = (shared.identify)(&path, &request.body);
+    if fate == Fate::Reject && ids.iter().any(|id| lock(&shared.forwarded).contains(id)) {
+        fate = Fate::Pass;
+        exchange.fate = fate;
+    }
+    let send = |exchange: &mut Exchange| {
+        lock(&shared.forwarded).extend(ids.iter().cloned());
+        let answer = forward(shared, n, &request);
+        exchange.upstream.push(answer.as_ref().and_then(Message::status));
+        answer
+    };
+    match fate {
+        Fate::Pass => {
+            if let Some(answer) = send(&mut exchange) {
+                exchange.relayed = relay(&mut agent, &answer);
+            }
+        }
+        Fate::Delay(ms) => {
+            std::thread::sleep(Duration::from_millis(ms / 2));
+            if let Some(answer) = send(&mut exchange) {
+                std::thread::sleep(Duration::from_millis(ms / 2));
+                exchange.relayed = relay(&mut agent, &answer);
+            }
+        }
+        Fate::DropRequest => {}
+        Fate::DropAnswer => {
+            send(&mut exchange);
+        }
+        Fate::Duplicate { concurrent: false } => {
+            send(&mut exchange);
+            if let Some(answer) = send(&mut exchange) {
+                exchange.relayed = relay(&mut agent, &answer);
+            }
+        }
+        Fate::Duplicate { concurrent: true } => {
+            lock(&shared.forwarded).extend(ids.iter().cloned());
+            let (a, b) = std::thread::scope(|scope| {
+                let a = scope.spawn(|| forward(shared, n, &request));
+                let b = scope.spawn(|| forward(shared, n + 1, &request));
+                (a.join().ok().flatten(), b.join().ok().flatten())
+            });
+            exchange.upstream.push(a.as_ref().and_then(Message::status));
+            exchange.upstream.push(b.as_ref().and_then(Message::status));
+            if let Some(answer) = a.or(b) {
+                exchange.relayed = relay(&mut agent, &answer);
+            }
+        }
+        Fate::Refuse(status) => {
+            let reason = if status == 429 { "Too Many Requests" } else { "Service Unavailable" };
+            exchange.relayed = relay(&mut agent, &canned(status, reason, ""));
+        }
+        Fate::Reject => {
+            let body = r#"{"error":"fault harness: this payload is refused for good"}"#;
+            exchange.relayed = relay(&mut agent, &canned(400, "Bad Request", body));
+        }
+        // Acted out before the body was read.
+        Fate::ResetMidBody { .. } => {}
+    }
+    lock(&shared.log).push(exchange);
+}
