@@ -160,10 +160,12 @@ fn backlog(spool_dir: &Path) -> Option<u64> {
 }
 
 fn stored_at_receiver(store: &Path, protocol: &str) -> Result<u64, String> {
-    use fleet_agent::receiver::store::{read_records, read_v1, WIDGET_LOGS_FILE};
+    use fleet_agent::receiver::store::WIDGET_LOGS_FILE;
+    use fleet_agent::receiver::{StoreKeys, StoreReader};
+    let reader = StoreReader::new(store, StoreKeys::plaintext());
     let lines = match protocol {
-        "atlas" => read_v1(store, MACHINE, WIDGET_LOGS_FILE),
-        _ => read_records(store, MACHINE),
+        "atlas" => reader.read_v1(MACHINE, WIDGET_LOGS_FILE),
+        _ => reader.read_records(MACHINE),
     }
     .map_err(|e| e.to_string())?;
     let is_backlog = |line: &serde_json::Map<String, serde_json::Value>| {

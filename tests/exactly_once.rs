@@ -234,7 +234,14 @@ fn a_second_receiver_on_one_store_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let (first, _url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
-    let output = crate::support::run(&["receive", "--listen", "127.0.0.1:0", "--store", crate::support::s(&store)]);
+    let output = crate::support::run(&[
+        "receive",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        crate::support::s(&store),
+        "--store-plaintext",
+    ]);
     assert_ne!(output.status.code(), Some(0));
     let stderr = crate::support::stderr(&output);
     assert!(stderr.contains(&store.display().to_string()), "names the store: {stderr}");
@@ -418,10 +425,10 @@ fn the_receiver_answers_409_naming_machine_and_seq_for_a_reused_seq_with_other_r
     assert_eq!((&body["machine_id"], &body["seq"]), (&json!("Mac-01"), &json!(5)), "{body}");
     let error = body["error"].as_str().unwrap_or("");
     assert!(error.contains("Mac-01") && error.contains("seq 5"), "{error}");
-    let stored = fleet_agent::receiver::store::read_records(&store, "Mac-01").expect("read");
+    let stored = crate::support::store_reader(&store).read_records("Mac-01").expect("read");
     assert_eq!(stored.len(), 3, "two records and one commit line: nothing more stored");
     // `mac-01` is another machine: its seq 5 is its own.
-    let lower = fleet_agent::receiver::store::read_records(&store, "mac-01").expect("read");
+    let lower = crate::support::store_reader(&store).read_records("mac-01").expect("read");
     assert!(lower.is_empty());
 }
 

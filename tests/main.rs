@@ -13,6 +13,8 @@ mod fuzz;
 mod logs;
 mod packaging;
 mod receiver;
+mod receiver_limits;
+mod receiver_store;
 mod replay;
 mod sender;
 mod spool;

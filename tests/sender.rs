@@ -323,7 +323,7 @@ fn atlas_protocol_with_the_bundled_receiver() {
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let spool = dir.path().join("spool");
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));
-    let v1 = |file: &str| fleet_agent::receiver::store::read_v1(&store, MACHINE, file).map(|l| l.len()).unwrap_or(0);
+    let v1 = |file: &str| crate::support::store_reader(&store).read_v1(MACHINE, file).map(|l| l.len()).unwrap_or(0);
     assert!(wait_for(Duration::from_secs(15), || v1("reports.jsonl") >= 1 && v1("widget-logs.jsonl") >= 3));
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
     // Metrics never enter the spool in Atlas mode; the last widget logs go with the final push.
@@ -351,21 +351,8 @@ fn tls_with_a_private_ca_and_refusal_of_an_untrusted_certificate() {
 
     let store = dir.path().join("store");
     let mut receiver = crate::support::agent();
-    receiver.args([
-        "receive",
-        "--listen",
-        "127.0.0.1:0",
-        "--api-key",
-        "test-api-key",
-        "--encryption-key",
-        TEST_KEY_B64,
-        "--store",
-        s(&store),
-        "--tls-cert",
-        s(&cert_pem),
-        "--tls-key",
-        s(&key_pem),
-    ]);
+    receiver.args(crate::support::receiver_args(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]));
+    receiver.args(["--tls-cert", s(&cert_pem), "--tls-key", s(&key_pem)]);
     let mut child =
         receiver.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("rx");
     let mut line = String::new();

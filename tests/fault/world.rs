@@ -152,12 +152,9 @@ impl World {
         let command = match &self.server {
             Server::Receiver { store } => {
                 let mut cmd = agent();
-                cmd.args(["receive", "--listen", "127.0.0.1:0", "--api-key", API_KEY, "--store", s(store)]);
-                if self.schedule.sealed {
-                    for key in KEYS {
-                        cmd.args(["--encryption-key", key]);
-                    }
-                }
+                // Secrets in files beside the store, the store sealed under the test store key.
+                let keys: &[&str] = if self.schedule.sealed { &KEYS } else { &[] };
+                cmd.args(crate::support::receiver_args(store, "127.0.0.1:0", API_KEY, keys));
                 cmd
             }
             Server::Atlas { capture } => {
