@@ -43,7 +43,7 @@ pub fn write_config(dir: &Path, name: &str, json: &str, mode: u32) -> PathBuf {
     path
 }
 
-/// A fixed valid key (bytes 0x00..0x1f), the DESIGN test-vector key.
+/// A fixed valid key (bytes 0x00..0x1f), the key of the test vectors in tests/vectors/ and docs/v2-protocol.md.
 pub const TEST_KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// Path as &str for command arguments.

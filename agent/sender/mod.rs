@@ -4,7 +4,7 @@
 //! the run loop talks only to the trait, and [`build`] is the one place that knows which
 //! protocols exist (a third one is a module and a line there):
 //!
-//! - [`atlas`]: Atlas's fleet server (report, widget logs, command channel; DESIGN section 4).
+//! - [`atlas`]: Atlas's fleet server (report, widget logs, command channel; docs/architecture.md, "Atlas protocol", and docs/atlas-commands.md).
 //! - [`v2`]: our sealed, sequenced batches (`docs/v2-protocol.md`).
 //!
 //! Both share a [`link::Link`] (the server, the key, answer handling and backoff, the state
