@@ -43,7 +43,7 @@ pub fn write_config(dir: &Path, name: &str, json: &str, mode: u32) -> PathBuf {
     path
 }
 
-/// A fixed valid key (bytes 0x00..0x1f), the DESIGN test-vector key.
+/// A fixed valid key (bytes 0x00..0x1f), the key of the test vectors in tests/vectors/ and docs/v2-protocol.md.
 pub const TEST_KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// Path as &str for command arguments.
@@ -183,6 +183,8 @@ pub fn agent_config(
     extra: &str,
 ) -> PathBuf {
     let key = key.map(|k| format!(r#","encryption_key":"{k}""#)).unwrap_or_default();
+    // v2 pushes every cycle here (the default coalesces 20 s); Atlas keeps its defaults.
+    let key = if protocol == "v2" { format!(r#"{key},"send_interval":0.2"#) } else { key };
     let json = format!(
         r#"{{"server_url":"{server_url}","api_key":"test-api-key","machine_id":"test-machine","protocol":"{protocol}",
             "interval":0.2{key},"spool":{{"dir":"{}"}},"log_level":"debug",
