@@ -19,8 +19,8 @@
 //!    At 2 and 10 minutes (`--quick`: 5 and 15 s; `--seconds N`: N/5 and N): VmRSS and VmHWM
 //!    (`/proc/PID/status`), CPU (utime + stime of `/proc/PID/stat`, all threads, 10 ms ticks)
 //!    per cycle, and wake-ups (voluntary context switches of every thread) per minute. A cycle
-//!    of the agent is a set of records sharing one timestamp, counted at the receiver; one of
-//!    collectd is one interval.
+//!    of a v2 agent is a set of records sharing one timestamp, counted at the receiver; one of
+//!    the Atlas agent (metrics folded into reports) and of collectd is one interval.
 //! 5. Then `strace -c -f` is attached to every subject for a window (60 s; `--quick`: 5 s):
 //!    syscalls per cycle and per minute, and the five most frequent (strace's own overhead
 //!    is why it comes after the CPU figures). Skipped, with a line saying so, without strace.
@@ -193,7 +193,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let Subject { name, interval_s, kind, process, points, syscalls, .. } = subject;
         drop(process); // SIGTERM: an agent's final push delivers its last cycles
         let cycles_at = cycle_counter(&kind, &store)?;
-        results.push(report(name, interval_s, &points, syscalls.as_ref(), &*cycles_at));
+        results.push(report(name, interval_s, &points, syscalls.as_ref(), cycles_at.as_deref()));
     }
     print_ratios(&results);
     drop(receiver);
@@ -290,20 +290,15 @@ fn count_syscalls(subjects: &mut [Subject], scratch: &Path, window: Duration) ->
 /// Cycles completed between two moments (RFC 3339 UTC, comparable as text).
 type CycleCounter = dyn Fn(Option<&str>, &str) -> u64;
 
-/// For an agent: distinct record timestamps at the receiver (v2) or reports stored (Atlas).
-/// For collectd: none here ([`report`] counts its intervals).
-fn cycle_counter(kind: &Kind, store: &Path) -> Result<Box<CycleCounter>, String> {
+/// For a v2 agent: distinct record timestamps at the receiver. `None` (cycles counted by
+/// interval, in [`report`]) for collectd and for the Atlas agent, whose metrics reach the
+/// server folded into reports every `send_interval`, not as records per cycle.
+fn cycle_counter(kind: &Kind, store: &Path) -> Result<Option<Box<CycleCounter>>, String> {
     let times: Vec<String> = match kind {
-        Kind::Collectd => return Ok(Box::new(|_, _| 0)),
-        Kind::Agent { variant } if variant.protocol == "atlas" => {
-            // The bench's receiver keeps a plaintext store (receiver_bench::spawn_receiver).
-            let reader = StoreReader::new(store, StoreKeys::plaintext());
-            let reports = reader
-                .read_v1(variant.machine, fleet_agent::receiver::store::REPORTS_FILE)
-                .map_err(|e| e.to_string())?;
-            reports.iter().filter_map(|l| l.get("received_at").and_then(Value::as_str).map(str::to_string)).collect()
-        }
+        Kind::Collectd => return Ok(None),
+        Kind::Agent { variant } if variant.protocol == "atlas" => return Ok(None),
         Kind::Agent { variant } => {
+            // The bench's receiver keeps a plaintext store (receiver_bench::spawn_receiver).
             let reader = StoreReader::new(store, StoreKeys::plaintext());
             let lines = reader.read_records(variant.machine).map_err(|e| e.to_string())?;
             let stamps: BTreeSet<String> = lines
@@ -314,9 +309,9 @@ fn cycle_counter(kind: &Kind, store: &Path) -> Result<Box<CycleCounter>, String>
             stamps.into_iter().collect()
         }
     };
-    Ok(Box::new(move |from, to| {
+    Ok(Some(Box::new(move |from, to| {
         times.iter().filter(|t| from.is_none_or(|f| t.as_str() > f) && t.as_str() <= to).count() as u64
-    }))
+    })))
 }
 
 /// Print a subject's lines; returns its steady figures for the ratios.
@@ -325,16 +320,12 @@ fn report(
     interval_s: u64,
     points: &[Checkpoint],
     syscalls: Option<&Syscalls>,
-    cycles_between: &CycleCounter,
+    cycles_between: Option<&CycleCounter>,
 ) -> Figures {
-    let collectd = name == "collectd";
-    // collectd: one cycle per interval since its start.
-    let cycles_until = |p: &Checkpoint| {
-        if collectd {
-            (p.elapsed_s / interval_s as f64).floor() as u64
-        } else {
-            cycles_between(None, &p.at)
-        }
+    // Without a counter: one cycle per interval since the start.
+    let cycles_until = |p: &Checkpoint| match cycles_between {
+        Some(count) => count(None, &p.at),
+        None => (p.elapsed_s / interval_s as f64).floor() as u64,
     };
     let mut previous: Option<&Checkpoint> = None;
     let mut figures = Figures { name, ..Figures::default() };
@@ -367,10 +358,9 @@ fn report(
         previous = Some(point);
     }
     if let Some(s) = syscalls {
-        let cycles = if collectd {
-            (s.seconds / interval_s as f64).round() as u64
-        } else {
-            cycles_between(Some(&s.from), &s.to)
+        let cycles = match cycles_between {
+            Some(count) => count(Some(&s.from), &s.to),
+            None => (s.seconds / interval_s as f64).round() as u64,
         };
         let top: Vec<Value> = s.counts.by_name.iter().take(5).map(|(n, c)| json!({"syscall": n, "calls": c})).collect();
         figures.syscalls_per_cycle = per(s.counts.total as f64, cycles as f64);

@@ -1,9 +1,10 @@
 //! The per-stage split of one collection cycle, measured in this process with the agent's own
 //! library: each widget's `collect` (on this machine, through the same `SystemHost` as `run`),
 //! the spool append of one cycle's records (`fsync: batch`, one fsync per append), the JSON
-//! encoding and the AES-256-GCM seal of one v2 batch of those records, and one `Sender::push`
-//! to the bundled receiver on loopback (read back from the spool, seal, POST, acknowledge,
-//! save the sender's state).
+//! encoding and the AES-256-GCM seal of one v2 batch of those records, and one send round of
+//! the v2 sender to the bundled receiver on loopback (`Sender::flush`: read back from the
+//! spool, seal, POST, acknowledge, save the sender's state). `run` pushes at most every
+//! `send_interval`, so a round carries several cycles there; here each carries one.
 //!
 //! CPU is the calling thread's run time from `/proc/thread-self/schedstat` (nanoseconds), so
 //! each figure is that stage alone; helper threads a stage starts (ureq's resolver thread for a
@@ -18,8 +19,6 @@ use fleet_agent::envelope;
 use fleet_agent::host::SystemHost;
 use fleet_agent::keys::Key32;
 use fleet_agent::record::{BatchBody, Dropped, Record};
-use fleet_agent::report::LatestReport;
-use fleet_agent::sender::Sender;
 use fleet_agent::spool::Spool;
 use fleet_widgets::{CollectError, Timestamp, WidgetOptions};
 use serde_json::json;
@@ -141,16 +140,19 @@ pub fn run(iterations: usize, dir: &Path, url: &str, key: &Key32) -> Result<(), 
     let mib_per_cpu_s = (large.len() as f64 / 1048576.0) / (cost.cpu_us / 1e6);
     print("seal_256k", None, &cost, json!({"bytes": large.len(), "mib_per_cpu_s": round(mib_per_cpu_s)}));
 
-    // One push per cycle, as `run` does: append the cycle, then push what is unacknowledged.
-    let mut sender =
-        Sender::new(&config, url, config.spool.dir.clone()).map_err(|e| format!("building the sender: {e}"))?;
-    let report = LatestReport::new();
+    // One send round: `run` hands the cycle to the sender (`accept`), spools what it returns,
+    // and pushes when the send interval is due; `flush` forces that round now (and saves the
+    // sender's state, which `push` does at most every 60 s), so each iteration is one round
+    // carrying one cycle.
+    let mut sender = fleet_agent::sender::build(&config, url, config.spool.dir.clone())
+        .map_err(|e| format!("building the sender: {e}"))?;
     let mut push_cpu = 0u64;
     let mut push_wall = Duration::ZERO;
     for round in 0..=iterations {
-        spool.append(&records).map_err(|e| format!("spool append: {e}"))?;
+        let to_spool = sender.accept(records.clone());
+        spool.append(&to_spool).map_err(|e| format!("spool append: {e}"))?;
         let (cpu0, wall0) = (thread_cpu_ns()?, Instant::now());
-        sender.push(&mut spool, &report, Instant::now() + Duration::from_secs(5));
+        sender.flush(&mut spool, Instant::now() + Duration::from_secs(5));
         if round > 0 {
             push_cpu += thread_cpu_ns()? - cpu0;
             push_wall += wall0.elapsed();
@@ -166,7 +168,8 @@ pub fn run(iterations: usize, dir: &Path, url: &str, key: &Key32) -> Result<(), 
         "push",
         None,
         &cost,
-        json!({"records": records.len(), "protocol": "v2", "includes": "read back, encode, seal, POST, ack, state save"}),
+        json!({"records": records.len(), "protocol": "v2",
+               "includes": "one send round (Sender::flush): read back, encode, seal, POST, ack, state save"}),
     );
     total_cpu_us += cost.cpu_us;
     println!(
