@@ -54,6 +54,20 @@ pub fn wakeups(pid: u32) -> Result<u64, String> {
     Ok(total)
 }
 
+/// CPU time of every live thread of `pid` in nanoseconds (first field of
+/// `/proc/PID/task/*/schedstat`): precise where `/proc/PID/stat` counts 10 ms ticks, but
+/// threads that already exited are not in it (they are in [`cpu_seconds`]).
+pub fn live_threads_cpu_ns(pid: u32) -> Result<u64, String> {
+    let dir = format!("/proc/{pid}/task");
+    let mut total = 0;
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("reading {dir}: {e}"))? {
+        let path = entry.map_err(|e| format!("reading {dir}: {e}"))?.path().join("schedstat");
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        total += text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// The number in a `Name:\tvalue` line of a `/proc/…/status` text.
 fn status_field(status: &str, field: &str) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().parse().ok())
