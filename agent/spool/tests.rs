@@ -282,3 +282,37 @@ fn a_destroyed_frame_length_still_counts_every_frame_of_the_segment() {
     let spool = Spool::open(&cfg).expect("reopen");
     assert_eq!(spool.stats().dropped.count, 10);
 }
+
+/// Opening must not need a write (a start on a full disk): records appended since the last
+/// `cursor.json` write are counted from the segments in memory, the file is left as it was,
+/// and the next ack writes the counters; no reopen in between counts anything twice.
+#[test]
+fn opening_a_clean_spool_writes_nothing_and_counts_stay_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096, 1 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..10)).expect("append");
+    let (_, end) = read_all(&mut spool, Cursor::default());
+    spool.ack_counted(end, Acked { delivered: 10, superseded: 0 }).expect("ack");
+    spool.append(&records(10..40)).expect("append");
+    drop(spool);
+    let cursor_file = dir.path().join(cursor::CURSOR_FILE);
+    let before = std::fs::read(&cursor_file).expect("cursor.json");
+    let expected = RecordCounts { accepted: 40, delivered: 10, backlog: 30, ..RecordCounts::default() };
+    for _ in 0..3 {
+        let spool = Spool::open(&cfg).expect("reopen");
+        assert_eq!(spool.stats().counts, expected);
+        assert_eq!(std::fs::read(&cursor_file).expect("cursor.json"), before, "open wrote cursor.json");
+        assert_eq!(inspect(dir.path()).expect("inspect").expect("a spool").counts, expected, "status agrees");
+    }
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    let (got, end) = read_unacked(&mut spool);
+    assert_eq!(got, records(10..40));
+    spool.ack_counted(end, Acked { delivered: 30, superseded: 0 }).expect("ack");
+    assert_ne!(std::fs::read(&cursor_file).expect("cursor.json"), before, "the ack wrote the counters");
+    drop(spool);
+    let spool = Spool::open(&cfg).expect("reopen");
+    let drained = RecordCounts { accepted: 40, delivered: 40, ..RecordCounts::default() };
+    assert_eq!(spool.stats().counts, drained);
+    assert_eq!(inspect(dir.path()).expect("inspect").expect("a spool").counts, drained);
+}
