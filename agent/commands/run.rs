@@ -2,7 +2,8 @@
 
 use super::{load_config, usage_error, Command};
 use crate::cli::{print_error, Args, Common, EXIT_OK, EXIT_RUNTIME};
-use crate::run::Agent;
+use crate::run::{Agent, RunError};
+use crate::signals::Signals;
 
 /// Registry entry.
 pub static COMMAND: Command = Command {
@@ -18,6 +19,12 @@ and the old one kept), SIGUSR1 collects now.
 };
 
 fn run(mut args: Args) -> u8 {
+    // First, before anything that can take time: a SIGTERM or SIGHUP from here on is handled
+    // by the loop (stop cleanly, reload), never by the default action (see signals.rs).
+    if let Err(e) = Signals::install() {
+        print_error(&RunError::Signals(e));
+        return EXIT_RUNTIME;
+    }
     let common = match Common::take(&mut args) {
         Ok(common) => common,
         Err(e) => return usage_error("run", &e),
