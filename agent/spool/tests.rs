@@ -316,3 +316,47 @@ fn opening_a_clean_spool_writes_nothing_and_counts_stay_exact() {
     assert_eq!(spool.stats().counts, drained);
     assert_eq!(inspect(dir.path()).expect("inspect").expect("a spool").counts, drained);
 }
+
+/// A write cut short by a crash (a torn partial frame) and a segment left with only its
+/// header are repaired at open without writing the counters: neither holds a record, so a
+/// later recount finds the same records (a restart on a full disk after a kill mid-write).
+#[test]
+fn a_torn_partial_write_and_an_empty_segment_are_repaired_without_a_state_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20, 1 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..5)).expect("append");
+    let (_, end) = read_all(&mut spool, Cursor::default());
+    spool.ack(end).expect("ack");
+    spool.append(&records(5..12)).expect("append");
+    drop(spool);
+    let cursor_file = dir.path().join(cursor::CURSOR_FILE);
+    let before = std::fs::read(&cursor_file).expect("cursor.json");
+    // The next life's segment: its one record never reached the disk (a kill before the write
+    // got there), only the header did.
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    spool.append(&records(12..13)).expect("append");
+    drop(spool);
+    let segments = segment_files(dir.path());
+    let [.., last, empty] = segments[..] else { panic!("two segments: {segments:?}") };
+    let empty_path = dir.path().join(segment::file_name(empty));
+    std::fs::OpenOptions::new().write(true).open(&empty_path).and_then(|f| f.set_len(HEADER_LEN as u64)).expect("cut");
+    let path = dir.path().join(segment::file_name(last));
+    let mut bytes = std::fs::read(&path).expect("segment");
+    bytes.extend_from_slice(&[0x30, 0, 0, 0, 0xcf, 0xff]); // a frame header cut short
+    std::fs::write(&path, &bytes).expect("torn tail");
+    // As that life left it: its open did not write the counters (records 5..12 uncounted).
+    std::fs::write(&cursor_file, &before).expect("cursor.json");
+    let expected = RecordCounts { accepted: 12, backlog: 7, ..RecordCounts::default() };
+    let spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(spool.stats().counts, expected);
+    assert_eq!(std::fs::read(&cursor_file).expect("cursor.json"), before, "open wrote cursor.json");
+    assert_eq!(std::fs::metadata(&path).expect("segment").len(), bytes.len() as u64 - 6, "tail cut");
+    assert!(!empty_path.exists(), "empty segment removed");
+    assert!(!dir.path().join(QUARANTINE_DIR).exists(), "nothing quarantined");
+    drop(spool);
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(spool.stats().counts, expected);
+    let (got, _) = read_unacked(&mut spool);
+    assert_eq!(got, records(5..12));
+}
