@@ -2,8 +2,7 @@
 
 use super::{load_config, usage_error, Command};
 use crate::cli::{print_error, Args, Common, EXIT_OK, EXIT_RUNTIME};
-use crate::run::{Agent, RunError};
-use crate::signals::Signals;
+use crate::run::Agent;
 
 /// Registry entry.
 pub static COMMAND: Command = Command {
@@ -21,8 +20,8 @@ and the old one kept), SIGUSR1 collects now.
 fn run(mut args: Args) -> u8 {
     // First, before anything that can take time: a SIGTERM or SIGHUP from here on is handled
     // by the loop (stop cleanly, reload), never by the default action (see signals.rs).
-    if let Err(e) = Signals::install() {
-        print_error(&RunError::Signals(e));
+    if let Err(e) = crate::signals::Signals::install() {
+        print_error(&crate::run::RunError::Signals(e));
         return EXIT_RUNTIME;
     }
     let common = match Common::take(&mut args) {
