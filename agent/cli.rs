@@ -105,6 +105,12 @@ impl Args {
         Ok(found)
     }
 
+    /// Remove the first argument if it is one of `names` (a subcommand); which one.
+    pub fn subcommand(&mut self, names: &[&str]) -> Option<String> {
+        let first = self.rest.first()?;
+        names.contains(&first.as_str()).then(|| self.rest.remove(0))
+    }
+
     /// Remove the next positional argument (not starting with `-`).
     pub fn positional(&mut self) -> Option<String> {
         let i = self.rest.iter().position(|a| !a.starts_with('-'))?;

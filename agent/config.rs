@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::keys::{Key32, SecretString};
+use crate::sender::commands::CommandAction;
+use crate::transport_key::KeySource;
 
 /// Environment variable that overrides `encryption_key`.
 pub const ENV_ENCRYPTION_KEY: &str = "FLEET_ENCRYPTION_KEY";
@@ -47,6 +49,14 @@ pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024;
 /// Longest accepted `machine_id`, bytes.
 pub const MAX_MACHINE_ID_BYTES: usize = 128;
+/// Default `send_interval`, seconds: a laptop's radio wakes for a push every 20 s at most, and
+/// the Atlas dashboard (online within 30 s of the last report) never shows it as late.
+pub const DEFAULT_SEND_INTERVAL_S: f64 = 20.0;
+/// `send_interval` bounds with the Atlas protocol: at least Atlas's own report interval (so no
+/// more requests than its agent makes), at most its 30 s online window.
+pub const ATLAS_SEND_INTERVAL_S: (f64, f64) = (10.0, 30.0);
+/// Default `widget_log_interval`, seconds.
+pub const DEFAULT_WIDGET_LOG_INTERVAL_S: f64 = 120.0;
 
 /// The config file exactly as written. Unknown keys are rejected by serde with the key's name.
 #[derive(Debug, Default, Deserialize)]
@@ -64,6 +74,37 @@ struct RawConfig {
     spool: Option<RawSpool>,
     widgets: Option<Map<String, Value>>,
     log_level: Option<String>,
+    send_interval: Option<f64>,
+    widget_log_interval: Option<f64>,
+    commands: Option<RawCommands>,
+}
+
+/// The top-level keys of our own config format (an Atlas `agent-config.json` may carry them).
+pub fn is_native_key(key: &str) -> bool {
+    matches!(
+        key,
+        "server_url"
+            | "api_key"
+            | "encryption_key"
+            | "verify_ssl"
+            | "interval"
+            | "machine_id"
+            | "protocol"
+            | "ca_file"
+            | "server_cert_sha256"
+            | "spool"
+            | "widgets"
+            | "log_level"
+            | "send_interval"
+            | "widget_log_interval"
+            | "commands"
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommands {
+    allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +214,17 @@ pub struct Config {
     pub widgets: Vec<WidgetConfig>,
     /// Log verbosity.
     pub log_level: log::LevelFilter,
+    /// Longest time between two pushes (Atlas: reports) when there is something to send.
+    pub send_interval: Duration,
+    /// Atlas: widget logs go with the report at most this often (sooner while catching up).
+    pub widget_log_interval: Duration,
+    /// Atlas command channel: the actions this agent executes when the server asks.
+    pub commands_allow: Vec<CommandAction>,
+    /// Where `encryption_key` came from (before a rotated key in the state directory, see
+    /// [`crate::transport_key::resolve`]).
+    pub encryption_key_source: KeySource,
+    /// Things to log at start (not errors): e.g. keys of an Atlas `agent-config.json` ignored.
+    pub warnings: Vec<String>,
 }
 
 /// A configuration problem. Every variant names the file (when there is one) and the field.
@@ -274,15 +326,15 @@ impl Config {
     /// [`Config::load`] with an explicit environment.
     pub fn load_with_env(path: Option<&Path>, env: &dyn Env) -> Result<Config, Vec<ConfigError>> {
         let mut errors = Vec::new();
+        let mut warnings = Vec::new();
         let raw = match path {
             None => RawConfig::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|error| vec![ConfigError::Read { path: path.to_path_buf(), error }])?;
-                let (raw, problems) = parse_raw(&text);
-                errors.extend(
-                    problems.into_iter().map(|message| ConfigError::Parse { path: path.to_path_buf(), message }),
-                );
+                let (raw, problems, translated) = parse_file(path, &text);
+                errors.extend(problems);
+                warnings = translated;
                 if raw.api_key.is_some() || raw.encryption_key.is_some() {
                     if let Err(e) = check_private(path) {
                         errors.push(e);
@@ -296,7 +348,10 @@ impl Config {
             return Err(errors);
         }
         match resolve(raw, path, env) {
-            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(mut config) if errors.is_empty() => {
+                config.warnings = warnings;
+                Ok(config)
+            }
             Ok(_) => Err(errors),
             Err(more) => {
                 errors.extend(more);
@@ -304,6 +359,40 @@ impl Config {
             }
         }
     }
+}
+
+/// Parse a config file: ours (see [`parse_raw`]), or an Atlas `agent-config.json` (see
+/// [`crate::atlas_config`]), which is translated first. Returns what could be read, every
+/// problem, and the warnings of a translation.
+fn parse_file(path: &Path, text: &str) -> (RawConfig, Vec<ConfigError>, Vec<String>) {
+    let parse_error = |message: String| ConfigError::Parse { path: path.to_path_buf(), message };
+    if let Ok(Value::Object(file)) = serde_json::from_str::<Value>(text) {
+        if crate::atlas_config::is_atlas_agent_config(&Value::Object(file.clone())) {
+            let translated = match crate::atlas_config::translate(file) {
+                Ok(translated) => translated,
+                Err(problems) => {
+                    let errors = problems
+                        .into_iter()
+                        .map(|(field, problem)| ConfigError::Field { path: Some(path.to_path_buf()), field, problem })
+                        .collect();
+                    return (RawConfig::default(), errors, Vec::new());
+                }
+            };
+            let native = serde_json::to_string(&Value::Object(translated.native)).unwrap_or_default();
+            let (raw, problems) = parse_raw(&native);
+            let mut warnings = Vec::new();
+            if !translated.ignored.is_empty() {
+                warnings.push(format!(
+                    "config {} is an Atlas agent-config.json; ignoring what has no meaning for this agent: {}",
+                    path.display(),
+                    translated.ignored.join(", ")
+                ));
+            }
+            return (raw, problems.into_iter().map(parse_error).collect(), warnings);
+        }
+    }
+    let (raw, problems) = parse_raw(text);
+    (raw, problems.into_iter().map(parse_error).collect(), Vec::new())
 }
 
 /// How a JSON syntax error's message starts.
@@ -545,6 +634,8 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
     let api_key = env.var(ENV_API_KEY).or(raw.api_key).filter(|k| !k.is_empty()).map(SecretString::new);
 
     let mut env_errors = Vec::new();
+    let encryption_key_source =
+        if env.var(ENV_ENCRYPTION_KEY).is_some() { KeySource::Environment } else { KeySource::Config };
     let encryption_key = match env.var(ENV_ENCRYPTION_KEY) {
         Some(text) => Key32::from_base64(&text)
             .map_err(|e| env_errors.push(ConfigError::Env { var: ENV_ENCRYPTION_KEY, problem: key_problem(&text, &e) }))
@@ -659,6 +750,10 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
         },
     };
 
+    let (send_interval, widget_log_interval) =
+        resolve_send_intervals(raw.send_interval, raw.widget_log_interval, protocol, &mut field_error);
+    let commands_allow = resolve_commands(raw.commands.unwrap_or_default(), &mut field_error);
+
     errors.extend(env_errors);
     if !errors.is_empty() {
         return Err(errors);
@@ -677,7 +772,65 @@ fn resolve(raw: RawConfig, path: Option<&Path>, env: &dyn Env) -> Result<Config,
         spool,
         widgets,
         log_level,
+        send_interval,
+        widget_log_interval,
+        commands_allow,
+        encryption_key_source,
+        warnings: Vec::new(),
     })
+}
+
+/// `send_interval` (Atlas: 10..=30 s) and `widget_log_interval`, with their defaults.
+fn resolve_send_intervals(
+    send: Option<f64>,
+    widget_logs: Option<f64>,
+    protocol: Protocol,
+    field_error: &mut impl FnMut(&str, String),
+) -> (Duration, Duration) {
+    let send_s = send.unwrap_or(DEFAULT_SEND_INTERVAL_S);
+    let (low, high) = ATLAS_SEND_INTERVAL_S;
+    let send_interval = match parse_interval("send_interval", send_s) {
+        Ok(_) if protocol == Protocol::Atlas && !(low..=high).contains(&send_s) => {
+            field_error(
+                "send_interval",
+                format!(
+                    "must be between {low} and {high} seconds with protocol \"atlas\" (Atlas's own agent reports \
+                     every 10 s, and its dashboard shows a machine as late 30 s after its last report), found {send_s}"
+                ),
+            );
+            Duration::from_secs_f64(DEFAULT_SEND_INTERVAL_S)
+        }
+        Ok(interval) => interval,
+        Err(problem) => {
+            field_error("send_interval", problem);
+            Duration::from_secs_f64(DEFAULT_SEND_INTERVAL_S)
+        }
+    };
+    let widget_log_interval =
+        parse_interval("widget_log_interval", widget_logs.unwrap_or(DEFAULT_WIDGET_LOG_INTERVAL_S)).unwrap_or_else(
+            |problem| {
+                field_error("widget_log_interval", problem);
+                Duration::from_secs_f64(DEFAULT_WIDGET_LOG_INTERVAL_S)
+            },
+        );
+    (send_interval, widget_log_interval)
+}
+
+/// `commands.allow`: known action names only (a typo must not silently refuse a command).
+fn resolve_commands(raw: RawCommands, field_error: &mut impl FnMut(&str, String)) -> Vec<CommandAction> {
+    let Some(names) = raw.allow else { return CommandAction::DEFAULT_ALLOW.to_vec() };
+    let mut allow = Vec::new();
+    for name in names {
+        match CommandAction::from_name(&name) {
+            Some(action) if !allow.contains(&action) => allow.push(action),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = CommandAction::ALL.iter().map(|a| a.name()).collect();
+                field_error("commands.allow", format!("unknown action {name:?} (known: {})", known.join(", ")));
+            }
+        }
+    }
+    allow
 }
 
 fn resolve_widgets(

@@ -18,7 +18,8 @@ use crate::cli::Common;
 use crate::config::Config;
 use crate::envelope;
 use crate::keys::Key32;
-use crate::receiver::{machines, MachineSummary, Receiver, ReceiverConfig};
+use crate::keys::SecretString;
+use crate::receiver::{MachineSummary, Receiver, ReceiverConfig, StoreKeys, StoreReader};
 use crate::run::Agent;
 use crate::spool::fsio::create_private_dir;
 
@@ -121,21 +122,30 @@ pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
     let dir = TempDir::new()?;
     let key = Key32::generate().map_err(DemoError::Key)?;
     let api_key = Key32::generate().map_err(DemoError::Key)?.to_base64().chars().take(24).collect::<String>();
+    let store_key = Key32::generate().map_err(DemoError::Key)?;
     let store = dir.0.join("store");
     let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     let receiver = Receiver::start(ReceiverConfig {
         listen,
-        api_key: Some(api_key.clone()),
+        api_key: Some(SecretString::new(api_key.clone())),
+        read_token: None,
         encryption_keys: vec![key.clone_secret()],
         store: store.clone(),
+        store_keys: StoreKeys::new(&[store_key.clone_secret()]),
         tls: None,
         workers: 2,
     })
     .map_err(DemoError::Receiver)?;
     let url = receiver.url();
+    // The speedtest widget cannot send headers: the API key goes in the path (see receiver docs).
+    let speedtest_url = format!("{url}/speedtest/key/{api_key}");
     let machine_id = format!("demo-{}", fleet_widgets::machine::hostname());
     println!("fleet-agent demo");
-    println!("  receiver   {url}  (in-process, store {})", store.display());
+    println!(
+        "  receiver   {url}  (in-process, store {} sealed under store key id {})",
+        store.display(),
+        crate::receiver::seal::store_kid(&store_key)
+    );
     println!(
         "  agent      machine_id {machine_id}, key id {}, spool {}",
         envelope::kid(&key),
@@ -157,7 +167,7 @@ pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
             "spool": {"dir": dir.0.join(format!("spool-{protocol}")), "fsync": "batch"},
             "widgets": {
                 "ping": {"targets": ["127.0.0.1"], "count": 3},
-                "speedtest": {"enabled": true, "url": url, "max_bytes": 20_000_000, "connections": 2, "jitter": 0, "min_battery_percent": 0},
+                "speedtest": {"enabled": true, "url": speedtest_url, "max_bytes": 20_000_000, "connections": 2, "jitter": 0, "min_battery_percent": 0},
             },
             "log_level": "warn",
         });
@@ -173,14 +183,15 @@ pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
         phases.push(format!("{protocol} {:.1}s", phase_start.elapsed().as_secs_f64()));
     }
     receiver.shutdown();
-    let summaries = machines(&store).map_err(DemoError::Store)?;
+    let summaries = StoreReader::new(&store, StoreKeys::new(&[store_key])).machines().map_err(DemoError::Store)?;
     println!("  ran        {} (wall {:.1}s)", phases.join(", "), started.elapsed().as_secs_f64());
     println!();
-    print_summary(&summaries);
+    print_summary(&summaries, "What the receiver stored (decrypted):");
     Ok(())
 }
 
-fn compact(value: &Value, max: usize) -> String {
+/// `value` as compact JSON, cut at `max` bytes (on a char boundary) with `…`.
+pub fn compact(value: &Value, max: usize) -> String {
     let text = value.to_string();
     if text.len() <= max {
         return text;
@@ -192,10 +203,12 @@ fn compact(value: &Value, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-fn print_summary(summaries: &[MachineSummary]) {
-    println!("What the receiver stored (decrypted):");
+/// Print machine summaries under `title`: per machine its counts, last seen and size, then
+/// per widget its count and latest sample (used by `demo` and `receive ls`).
+pub fn print_summary(summaries: &[MachineSummary], title: &str) {
+    println!("{title}");
     if summaries.is_empty() {
-        println!("  nothing: see the warnings above");
+        println!("  nothing stored");
     }
     for machine in summaries {
         println!(
@@ -206,10 +219,28 @@ fn print_summary(summaries: &[MachineSummary]) {
             machine.report_count,
             machine.widget_log_count
         );
+        println!(
+            "    last seen {}, {} on disk{}",
+            machine.last_seen.as_deref().unwrap_or("never"),
+            human_bytes(machine.bytes),
+            if machine.unreadable_rows > 0 {
+                format!(", {} rows that do not authenticate (see `receive verify`)", machine.unreadable_rows)
+            } else {
+                String::new()
+            }
+        );
         for widget in &machine.widgets {
             let data = widget.sample.get("data").unwrap_or(&widget.sample);
             println!("    {:<13} {:<12} {:>4}  {}", widget.widget, widget.kind, widget.count, compact(data, 96));
         }
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
     }
 }
 

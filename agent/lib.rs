@@ -1,10 +1,11 @@
 //! fleet-agent: a small synchronous endpoint telemetry agent.
 //!
-//! Data flow (DESIGN section 1): widgets ([`fleet_widgets`]) produce samples, [`collect`]
+//! Data flow (docs/architecture.md): widgets ([`fleet_widgets`]) produce samples, [`collect`]
 //! schedules them and makes [`record::Record`]s, the service loop ([`run`]) hands them on.
 //! [`config`] loads and validates the JSON config, [`cli`] and [`commands`] are the command
 //! line, [`host`] is the real machine behind the widgets' `Host` trait.
 
+pub mod atlas_config;
 pub mod cli;
 pub mod collect;
 pub mod commands;
@@ -24,3 +25,4 @@ pub mod run;
 pub mod sender;
 pub mod signals;
 pub mod spool;
+pub mod transport_key;

@@ -5,7 +5,8 @@
 //! current step; SIGHUP reloads the config (a bad new config is logged and the old one kept);
 //! SIGUSR1 runs every widget now.
 //!
-//! Records go to the spool first (durable), then the sender pushes from the spool within a
+//! Records pass through the sender ([`crate::sender::Sender::accept`]: Atlas keeps metrics in
+//! memory for its report), the rest go to the spool (durable), then the sender pushes within a
 //! deadline: the time until the next widget is due, so sending never delays collection by
 //! more than one request's timeout. When the spool cannot take records (disk full), they are
 //! held in memory up to [`PENDING_MAX_RECORDS`] (oldest dropped past that, counted and logged)
@@ -24,8 +25,7 @@ use crate::config::Config;
 use crate::host::SystemHost;
 use crate::progress::{Counts, Progress};
 use crate::record::Record;
-use crate::report::LatestReport;
-use crate::sender::{Sender, SenderError};
+use crate::sender::{self, Sender, SenderError};
 use crate::signals::Signals;
 use crate::spool::{Spool, SpoolError};
 
@@ -72,6 +72,15 @@ impl std::error::Error for RunError {
     }
 }
 
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM/SIGINT, or the time limit.
+    Stopped,
+    /// A `restart_agent` command: the caller starts the agent again (re-executes itself).
+    Restart,
+}
+
 /// The running agent: configuration, widgets, the spool and the sender.
 pub struct Agent {
     config: Config,
@@ -80,8 +89,7 @@ pub struct Agent {
     collector: Collector,
     host: SystemHost,
     spool: Option<Spool>,
-    sender: Option<Sender>,
-    report: LatestReport,
+    sender: Option<Box<dyn Sender>>,
     pending: VecDeque<Record>,
     pending_dropped: u64,
     /// Oldest and newest time of the records in `pending_dropped`.
@@ -102,7 +110,6 @@ impl Agent {
             host: SystemHost::new(),
             spool: None,
             sender: None,
-            report: LatestReport::new(),
             pending: VecDeque::new(),
             pending_dropped: 0,
             pending_dropped_span: None,
@@ -111,14 +118,17 @@ impl Agent {
         }
     }
 
-    /// Run until SIGTERM/SIGINT.
-    pub fn run(&mut self) -> Result<(), RunError> {
+    /// Run until SIGTERM/SIGINT (or a `restart_agent` command).
+    pub fn run(&mut self) -> Result<Exit, RunError> {
         self.run_until(None)
     }
 
-    /// Run until SIGTERM/SIGINT or until `limit` has passed (`demo`).
-    pub fn run_until(&mut self, limit: Option<Instant>) -> Result<(), RunError> {
+    /// Run until SIGTERM/SIGINT, a `restart_agent` command, or until `limit` has passed (`demo`).
+    pub fn run_until(&mut self, limit: Option<Instant>) -> Result<Exit, RunError> {
         let mut signals = Signals::install().map_err(RunError::Signals)?;
+        for warning in &self.config.warnings {
+            log::warn!("{warning}");
+        }
         self.open()?;
         log::info!(
             "started: machine_id {}, {} widgets ({}), interval {}s, server {} ({})",
@@ -129,7 +139,11 @@ impl Agent {
             self.config.server_url.as_deref().unwrap_or("none: spooling only"),
             self.config.protocol.as_str(),
         );
-        let kid = self.config.encryption_key.as_ref().map(crate::envelope::kid);
+        // The key the sender uses (a rotated one wins over the config's, see transport_key).
+        let kid = match self.sender.as_ref() {
+            Some(sender) => sender.kid().map(str::to_string),
+            None => self.config.encryption_key.as_ref().map(crate::envelope::kid),
+        };
         log::info!("{}", Progress::start_line(kid.as_deref()));
         let delivered = self.sender.as_ref().map_or(0, |s| s.state().sent_records);
         self.progress = Some(Progress::new(Instant::now(), delivered));
@@ -147,8 +161,13 @@ impl Agent {
             let next_collection = self.collector.next_due().unwrap_or_else(|| Instant::now() + MAX_SLEEP);
             let deadline = limit.map_or(next_collection, |at| at.min(next_collection));
             self.push(deadline);
+            if self.sender.as_ref().is_some_and(|s| s.restart_requested()) {
+                log::info!("restart_agent: stopping to start again");
+                self.shutdown();
+                return Ok(Exit::Restart);
+            }
             let mut wake = next_collection;
-            if let Some(at) = self.sender.as_ref().and_then(Sender::next_wakeup) {
+            if let Some(at) = self.sender.as_ref().and_then(|s| s.next_wakeup()) {
                 wake = wake.min(at);
             }
             if let Some(at) = limit {
@@ -157,7 +176,7 @@ impl Agent {
             signals.sleep(wake.saturating_duration_since(Instant::now()).min(MAX_SLEEP));
         }
         self.shutdown();
-        Ok(())
+        Ok(Exit::Stopped)
     }
 
     fn open(&mut self) -> Result<(), RunError> {
@@ -168,9 +187,9 @@ impl Agent {
         Ok(())
     }
 
-    fn build_sender(&self, spool_dir: PathBuf) -> Result<Option<Sender>, SenderError> {
+    fn build_sender(&self, spool_dir: PathBuf) -> Result<Option<Box<dyn Sender>>, SenderError> {
         match self.config.server_url.as_deref() {
-            Some(url) => Sender::new(&self.config, url, spool_dir).map(Some),
+            Some(url) => sender::build(&self.config, url, spool_dir).map(Some),
             None => {
                 log::warn!("no server_url: records are kept in the spool and not sent");
                 Ok(None)
@@ -180,7 +199,7 @@ impl Agent {
 
     fn push(&mut self, deadline: Instant) {
         if let (Some(sender), Some(spool)) = (self.sender.as_mut(), self.spool.as_mut()) {
-            sender.push(spool, &self.report, deadline);
+            sender.push(spool, deadline);
         }
         self.report_progress();
     }
@@ -211,7 +230,9 @@ impl Agent {
         if let Some(Err(e)) = self.spool.as_mut().map(Spool::sync) {
             log::error!("spool: final sync: {e}");
         }
-        self.push(Instant::now() + FINAL_PUSH);
+        if let (Some(sender), Some(spool)) = (self.sender.as_mut(), self.spool.as_mut()) {
+            sender.flush(spool, Instant::now() + FINAL_PUSH);
+        }
         if !self.pending.is_empty() {
             log::error!("{} records could not be written to the spool and are lost at exit", self.pending.len());
             for record in std::mem::take(&mut self.pending) {
@@ -228,8 +249,12 @@ impl Agent {
     fn store(&mut self, records: Vec<Record>) {
         for record in &records {
             log::debug!("collected {} ({} bytes of data)", record.widget, record.data.to_string().len());
-            self.report.update(record);
         }
+        // The sender keeps what it needs only in memory (Atlas: metrics, in its report).
+        let records = match self.sender.as_mut() {
+            Some(sender) => sender.accept(records),
+            None => records,
+        };
         self.pending.extend(records);
         while self.pending.len() > PENDING_MAX_RECORDS {
             if let Some(dropped) = self.pending.pop_front() {

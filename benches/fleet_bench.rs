@@ -16,7 +16,7 @@ mod sender_bench;
 #[path = "spool_bench.rs"]
 mod spool_bench;
 
-const USAGE: &str = "usage: fleet-bench <bench> [--quick]\n\nbenches:\n  footprint  stripped binary size, RSS of `run` after 2 and 10 min, CPU per collection cycle\n  receiver   v2 batches/s of 100 records on loopback, idle RSS of `fleet-agent receive`\n  spool      append records/s per fsync policy, read records/s, bytes on disk per record\n  sender     drain rate of a 100,000-record backlog (atlas and v2) and peak RSS while draining\n";
+const USAGE: &str = "usage: fleet-bench <bench> [--quick]\n\nbenches:\n  footprint  stripped binary size, RSS of `run` after 2 and 10 min, CPU per collection cycle\n  receiver   v2 batches/s of 100 records on loopback with a plaintext and a sealed store, RSS of\n             `fleet-agent receive`, peak RSS under 16 concurrent exports (--export-store-mb N)\n  spool      append records/s per fsync policy, read records/s, bytes on disk per record\n  sender     drain rate of a 100,000-record backlog (atlas and v2) and peak RSS while draining\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -161,7 +161,8 @@ fn write_config(dir: &Path, url: &str, key: &Key32, variant: &Variant) -> Result
 
 /// The `ts` of every record stored for `machine` (a cycle's records share one).
 fn stored(store: &Path, machine: &str) -> Result<Vec<String>, String> {
-    let lines = fleet_agent::receiver::store::read_records(store, machine).map_err(|e| e.to_string())?;
+    use fleet_agent::receiver::{StoreKeys, StoreReader};
+    let lines = StoreReader::new(store, StoreKeys::plaintext()).read_records(machine).map_err(|e| e.to_string())?;
     Ok(lines
         .iter()
         .filter(|l| l.get("kind").and_then(|k| k.as_str()) == Some("record"))

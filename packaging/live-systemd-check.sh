@@ -138,13 +138,17 @@ config 3 >"$live/config-reload.json"
 config 2 ', "bogus_option": 1' >"$live/config-bad.json"
 echo "$api_key" >"$live/api-key"
 chmod 0600 "$live"/*.json "$live/api-key"
-# The receiver: a test unit started at boot (TEST ONLY: the key sits in the unit).
+# The receiver: a test unit started at boot (TEST ONLY: the transport key sits in the unit).
+# Its secrets are files (the receiver takes none on the command line); its store is sealed.
+echo "$api_key" >"$root/opt/fleet-live/api-key"
+"$agent" keygen >"$root/opt/fleet-live/store.key" || { echo "error: $agent keygen failed" >&2; exit 2; }
+chmod 0600 "$root/opt/fleet-live/api-key" "$root/opt/fleet-live/store.key"
 cat >"$root/etc/systemd/system/fleet-live-receiver.service" <<UNIT
 [Unit]
 Description=fleet-agent live check: bundled receiver (test only)
 [Service]
 Environment=FLEET_ENCRYPTION_KEY=$transport_key
-ExecStart=/opt/fleet-live/fleet-agent receive --listen 127.0.0.1:8768 --api-key $api_key --store /var/lib/fleet-live-receiver
+ExecStart=/opt/fleet-live/fleet-agent receive --listen 127.0.0.1:8768 --api-key-file /opt/fleet-live/api-key --store-key-file /opt/fleet-live/store.key --store /var/lib/fleet-live-receiver
 StateDirectory=fleet-live-receiver
 [Install]
 WantedBy=multi-user.target

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use fleet_agent::config::Config;
 use fleet_agent::record::Record;
-use fleet_agent::report::LatestReport;
-use fleet_agent::sender::Sender;
+use fleet_agent::sender::{self, Sender};
 use fleet_agent::spool::Spool;
 use serde_json::{json, Value};
 
@@ -86,11 +85,10 @@ fn load(dir: &Path, name: &str, url: &str, key: Option<&str>) -> Config {
 }
 
 /// Push until `done` (or 10 s).
-fn push_until(sender: &mut Sender, spool: &mut Spool, mut done: impl FnMut(&mut Spool) -> bool) {
-    let report = LatestReport::new();
+fn push_until(sender: &mut dyn Sender, spool: &mut Spool, mut done: impl FnMut(&mut Spool) -> bool) {
     let start = Instant::now();
     while !done(spool) && start.elapsed() < Duration::from_secs(10) {
-        sender.push(spool, &report, Instant::now() + Duration::from_millis(500));
+        sender.push(spool, Instant::now() + Duration::from_millis(500));
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -126,16 +124,16 @@ fn lost_answer_then_new_records(first_key: Option<&str>, second_key: Option<&str
     let mut spool = Spool::open(&first.spool).expect("spool");
     let spool_dir = first.spool.dir.clone();
     spool.append(&records(0, 5)).expect("append");
-    let mut sender = Sender::new(&first, &proxy, spool_dir.clone()).expect("sender");
-    sender.push(&mut spool, &LatestReport::new(), Instant::now() + Duration::from_secs(2));
+    let mut sender = sender::build(&first, &proxy, spool_dir.clone()).expect("sender");
+    sender.push(&mut spool, Instant::now() + Duration::from_secs(2));
     assert_eq!(stored_messages(&store).len(), 5, "the receiver stored the first batch");
     assert_eq!(spool_unacked(&spool_dir), 5, "the answer was lost: nothing acked");
     drop(sender);
 
     spool.append(&records(5, 7)).expect("append");
     let second = load(dir.path(), "second.json", &url, second_key);
-    let mut sender = Sender::new(&second, &url, spool_dir.clone()).expect("sender");
-    push_until(&mut sender, &mut spool, |spool| spool.stats().unacked_records == 0);
+    let mut sender = sender::build(&second, &url, spool_dir.clone()).expect("sender");
+    push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
 
     assert_eq!(stored_messages(&store), expected_messages(12), "every record stored exactly once");
     assert_eq!(spool.stats().unacked_records, 0);
@@ -180,8 +178,8 @@ fn conflict_keeps_the_records_and_resends_them_under_a_fresh_seq() {
     let config = load(dir.path(), "c.json", &url, None);
     let mut spool = Spool::open(&config.spool).expect("spool");
     spool.append(&records(0, 4)).expect("append");
-    let mut sender = Sender::new(&config, &url, config.spool.dir.clone()).expect("sender");
-    push_until(&mut sender, &mut spool, |spool| spool.stats().unacked_records == 0);
+    let mut sender = sender::build(&config, &url, config.spool.dir.clone()).expect("sender");
+    push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
     let bodies = bodies.lock().expect("lock").clone();
     assert_eq!(bodies.len(), 2, "one 409, then the resend");
     let parsed: Vec<Value> = bodies.iter().map(|b| serde_json::from_slice(b).expect("json body")).collect();
@@ -217,11 +215,11 @@ fn cloned_agents_collide_and_both_deliver_everything_once() {
         let config = load(&sub, "c.json", &url, Some(TEST_KEY_B64));
         let mut spool = Spool::open(&config.spool).expect("spool");
         spool.append(&records(from, count)).expect("append");
-        let sender = Sender::new(&config, &url, config.spool.dir.clone()).expect("sender");
+        let sender = sender::build(&config, &url, config.spool.dir.clone()).expect("sender");
         agents.push((sender, spool));
     }
     for (sender, spool) in agents.iter_mut() {
-        push_until(sender, spool, |spool| spool.stats().unacked_records == 0);
+        push_until(sender.as_mut(), spool, |spool| spool.stats().unacked_records == 0);
     }
     assert_eq!(stored_messages(&store), expected_messages(7), "both agents' records, each once");
     let (a, b) = (agents[0].0.state(), agents[1].0.state());
@@ -236,7 +234,14 @@ fn a_second_receiver_on_one_store_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let (first, _url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
-    let output = crate::support::run(&["receive", "--listen", "127.0.0.1:0", "--store", crate::support::s(&store)]);
+    let output = crate::support::run(&[
+        "receive",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        crate::support::s(&store),
+        "--store-plaintext",
+    ]);
     assert_ne!(output.status.code(), Some(0));
     let stderr = crate::support::stderr(&output);
     assert!(stderr.contains(&store.display().to_string()), "names the store: {stderr}");
@@ -291,9 +296,9 @@ fn refused_batches_are_kept_requeued_and_delivered_once_with_honest_status() {
     let port = url.rsplit(':').next().expect("port");
     let (_receiver, _) = start_receiver(&store, &format!("127.0.0.1:{port}"), "test-api-key", &[TEST_KEY_B64]);
     let mut agent = crate::support::start_agent(&config, &dir.path().join("agent-2.log"));
-    assert!(crate::support::wait_for(Duration::from_secs(15), || {
-        spool_unacked(&spool) == 0 && !spool.join("inflight.json").exists()
-    }));
+    // Nothing unacknowledged is nothing in flight (an acknowledged inflight.json stays as the
+    // record of the last seq used).
+    assert!(crate::support::wait_for(Duration::from_secs(15), || spool_unacked(&spool) == 0));
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
     let (code, status) = status_json(&config);
     assert_accounted(&status);
@@ -420,9 +425,42 @@ fn the_receiver_answers_409_naming_machine_and_seq_for_a_reused_seq_with_other_r
     assert_eq!((&body["machine_id"], &body["seq"]), (&json!("Mac-01"), &json!(5)), "{body}");
     let error = body["error"].as_str().unwrap_or("");
     assert!(error.contains("Mac-01") && error.contains("seq 5"), "{error}");
-    let stored = fleet_agent::receiver::store::read_records(&store, "Mac-01").expect("read");
+    let stored = crate::support::store_reader(&store).read_records("Mac-01").expect("read");
     assert_eq!(stored.len(), 3, "two records and one commit line: nothing more stored");
     // `mac-01` is another machine: its seq 5 is its own.
-    let lower = fleet_agent::receiver::store::read_records(&store, "mac-01").expect("read");
+    let lower = crate::support::store_reader(&store).read_records("mac-01").expect("read");
     assert!(lower.is_empty());
+}
+
+/// A send costs one durable sender write (`inflight.json`); `sender.json` is written lazily,
+/// so after a crash it may hold a `next_seq` that was already used. The acknowledged
+/// `inflight.json` is the record of the last seq: the next batch never reuses it (before this
+/// design `sender.json` was written durably before every ack). Oracle: no 409 collision, the
+/// new batch's seq is past the old one, every record stored once.
+#[test]
+fn a_lagging_sender_json_never_reuses_an_acknowledged_seq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
+    let config = load(dir.path(), "c.json", &url, Some(TEST_KEY_B64));
+    let spool_dir = config.spool.dir.clone();
+    let mut spool = Spool::open(&config.spool).expect("spool");
+    spool.append(&records(0, 3)).expect("append");
+    let mut sender = sender::build(&config, &url, spool_dir.clone()).expect("sender");
+    push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
+    let first: Value =
+        serde_json::from_slice(&std::fs::read(spool_dir.join("inflight.json")).expect("inflight kept")).expect("json");
+    let used = first["seq"].as_u64().expect("seq");
+    drop(sender);
+    // The crash: sender.json never got the advanced next_seq.
+    std::fs::write(spool_dir.join("sender.json"), format!(r#"{{"next_seq":{used}}}"#)).expect("stale state");
+
+    spool.append(&records(3, 2)).expect("append");
+    let mut sender = sender::build(&config, &url, spool_dir.clone()).expect("sender");
+    push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
+    let second: Value =
+        serde_json::from_slice(&std::fs::read(spool_dir.join("inflight.json")).expect("inflight")).expect("json");
+    assert!(second["seq"].as_u64() > Some(used), "a fresh seq: {} after {used}", second["seq"]);
+    assert_eq!(sender.state().seq_collisions, 0, "no seq was reused");
+    assert_eq!(stored_messages(&store), expected_messages(5), "every record stored exactly once");
 }

@@ -1,7 +1,10 @@
 //! The package's one integration-test binary: each module exercises the real `fleet-agent`
 //! executable (or the library) the way a user or a server would.
 
+mod atlas_config;
+mod atlas_rate;
 mod cli;
+mod commands;
 mod docs_vectors;
 mod envelope;
 mod exactly_once;
@@ -10,6 +13,8 @@ mod fuzz;
 mod logs;
 mod packaging;
 mod receiver;
+mod receiver_limits;
+mod receiver_store;
 mod replay;
 mod sender;
 mod spool;

@@ -9,17 +9,19 @@ use std::time::Duration;
 
 use fleet_agent::envelope;
 use fleet_agent::keys::Key32;
+use fleet_agent::keys::SecretString;
 use fleet_agent::receiver::store::{self, RECORDS_FILE, REPORTS_FILE, WIDGET_LOGS_FILE};
-use fleet_agent::receiver::{Limits, Receiver, ReceiverConfig};
+use fleet_agent::receiver::{Limits, Receiver, ReceiverConfig, StoreKeys, StoreReader};
 use fleet_agent::record::{BatchBody, Dropped, Record};
 use fleet_widgets::{Level, SampleKind};
 use serde_json::{json, Value};
 
 use crate::support;
 
-const API_KEY: &str = "test-api-key";
+pub(crate) const API_KEY: &str = "test-api-key";
+pub(crate) const READ_TOKEN: &str = support::TEST_READ_TOKEN;
 
-fn key(first: u8) -> Key32 {
+pub(crate) fn key(first: u8) -> Key32 {
     let mut bytes = [0u8; 32];
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = first.wrapping_add(i as u8);
@@ -27,26 +29,44 @@ fn key(first: u8) -> Key32 {
     Key32::from_bytes(bytes)
 }
 
-fn config(store: &Path, keys: Vec<Key32>) -> ReceiverConfig {
+/// The test store key (bytes 0x40..0x5f), as the binary tests use it too.
+pub(crate) fn store_key() -> Key32 {
+    Key32::from_base64(support::TEST_STORE_KEY_B64).expect("store key")
+}
+
+/// A reader of a store sealed under [`store_key`].
+pub(crate) fn reader(store: &Path) -> StoreReader {
+    StoreReader::new(store, StoreKeys::new(&[store_key()]))
+}
+
+pub(crate) fn config(store: &Path, keys: Vec<Key32>) -> ReceiverConfig {
     ReceiverConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        api_key: Some(API_KEY.to_string()),
+        api_key: Some(SecretString::new(API_KEY.to_string())),
+        read_token: Some(SecretString::new(READ_TOKEN.to_string())),
         encryption_keys: keys,
         store: store.to_path_buf(),
+        store_keys: StoreKeys::new(&[store_key()]),
         tls: None,
         workers: 2,
     }
 }
 
-fn fast_limits() -> Limits {
-    Limits { read_timeout: Duration::from_millis(400), body_deadline: Duration::from_secs(2), ..Limits::default() }
+pub(crate) fn fast_limits() -> Limits {
+    Limits {
+        read_timeout: Duration::from_millis(400),
+        head_deadline: Duration::from_secs(1),
+        body_grace: Duration::from_secs(1),
+        keep_alive_idle: Duration::from_secs(1),
+        ..Limits::default()
+    }
 }
 
-fn start(store: &Path, keys: Vec<Key32>) -> Receiver {
+pub(crate) fn start(store: &Path, keys: Vec<Key32>) -> Receiver {
     Receiver::start_with_limits(config(store, keys), fast_limits()).expect("receiver starts")
 }
 
-fn client() -> ureq::Agent {
+pub(crate) fn client() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))
@@ -54,18 +74,18 @@ fn client() -> ureq::Agent {
         .into()
 }
 
-struct Answer {
-    status: u16,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("answer is JSON ({e}): {}", self.body))
     }
 }
 
-fn post_with(agent: &ureq::Agent, url: &str, path: &str, api_key: Option<&str>, body: &[u8]) -> Answer {
+pub(crate) fn post_with(agent: &ureq::Agent, url: &str, path: &str, api_key: Option<&str>, body: &[u8]) -> Answer {
     let mut request = agent.post(format!("{url}{path}")).header("Content-Type", "application/json");
     if let Some(k) = api_key {
         request = request.header("X-API-Key", k);
@@ -76,22 +96,36 @@ fn post_with(agent: &ureq::Agent, url: &str, path: &str, api_key: Option<&str>, 
     Answer { status, body }
 }
 
-fn post(url: &str, path: &str, body: &[u8]) -> Answer {
+pub(crate) fn post(url: &str, path: &str, body: &[u8]) -> Answer {
     post_with(&client(), url, path, Some(API_KEY), body)
 }
 
-fn get(url: &str, path: &str, api_key: Option<&str>) -> Answer {
+pub(crate) fn get(url: &str, path: &str, api_key: Option<&str>) -> Answer {
     let mut request = client().get(format!("{url}{path}"));
     if let Some(k) = api_key {
         request = request.header("X-API-Key", k);
     }
+    answer(request)
+}
+
+/// GET with `Authorization: Bearer TOKEN`.
+pub(crate) fn get_bearer(url: &str, path: &str, token: &str) -> Answer {
+    answer(client().get(format!("{url}{path}")).header("Authorization", format!("Bearer {token}")))
+}
+
+/// A read with the read token.
+pub(crate) fn read(url: &str, path: &str) -> Answer {
+    get_bearer(url, path, READ_TOKEN)
+}
+
+pub(crate) fn answer(request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> Answer {
     let mut response = request.call().expect("request completes");
     let status = response.status().as_u16();
     let body = response.body_mut().with_config().limit(50 * 1024 * 1024).read_to_string().expect("body");
     Answer { status, body }
 }
 
-fn report_json(machine_id: &str) -> Vec<u8> {
+pub(crate) fn report_json(machine_id: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "machine_id": machine_id,
         "machine_info": {"hostname": "h"},
@@ -100,7 +134,7 @@ fn report_json(machine_id: &str) -> Vec<u8> {
     .expect("json")
 }
 
-fn logs_json(machine_id: &str, message: &str) -> Vec<u8> {
+pub(crate) fn logs_json(machine_id: &str, message: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "machine_id": machine_id,
         "logs": [
@@ -113,7 +147,7 @@ fn logs_json(machine_id: &str, message: &str) -> Vec<u8> {
     .expect("json")
 }
 
-fn record(widget: &str, kind: SampleKind, n: u64) -> Record {
+pub(crate) fn record(widget: &str, kind: SampleKind, n: u64) -> Record {
     Record {
         ts: format!("2026-11-22T13:00:{:02}.000Z", n % 60),
         widget: widget.into(),
@@ -124,7 +158,7 @@ fn record(widget: &str, kind: SampleKind, n: u64) -> Record {
     }
 }
 
-fn batch_json(machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
+pub(crate) fn batch_json(machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
     let body = BatchBody {
         machine_id: machine_id.into(),
         seq,
@@ -143,14 +177,19 @@ fn batch_json(machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
     serde_json::to_vec(&body).expect("json")
 }
 
-fn sealed_batch(k: &Key32, machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
+pub(crate) fn sealed_batch(k: &Key32, machine_id: &str, seq: u64, records: usize) -> Vec<u8> {
     envelope::seal_v2(k, machine_id, seq, &batch_json(machine_id, seq, records)).expect("seal")
 }
 
-/// Every line of every store file parses as a JSON object; (line count per file name).
-fn check_store_intact(store: &Path) -> Vec<(String, usize)> {
+/// Every line of every store file parses as a JSON object, is sealed (only index fields in
+/// clear) and opens; (line count per file name).
+pub(crate) fn check_store_intact(store: &Path) -> Vec<(String, usize)> {
     let mut counts = Vec::new();
-    for id in store::machine_ids(store).expect("list") {
+    let checks = reader(store).verify().expect("verify");
+    for check in &checks {
+        assert_eq!(check.total().bad, 0, "{}: {:?}", check.machine_id, check.problems);
+    }
+    for id in reader(store).machine_ids().expect("list") {
         for file in [REPORTS_FILE, WIDGET_LOGS_FILE, RECORDS_FILE] {
             let path = store.join(store::dir_name(&id)).join(file);
             let Ok(text) = std::fs::read_to_string(&path) else { continue };
@@ -158,6 +197,13 @@ fn check_store_intact(store: &Path) -> Vec<(String, usize)> {
             for line in text.lines() {
                 let value: Value = serde_json::from_str(line).expect("stored line parses");
                 assert_eq!(value["machine_id"], json!(id));
+                let fields: Vec<&str> = value.as_object().expect("object").keys().map(String::as_str).collect();
+                for field in &fields {
+                    let allowed = fleet_agent::receiver::seal::CLEAR_FIELDS.contains(field)
+                        || ["store_kid", "nonce", "sealed"].contains(field);
+                    assert!(allowed, "{field} in clear in {}", path.display());
+                }
+                assert!(value["sealed"].is_string(), "sealed row in {}", path.display());
             }
             let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", path.display());
@@ -167,8 +213,9 @@ fn check_store_intact(store: &Path) -> Vec<(String, usize)> {
     counts
 }
 
-fn stored_seqs(store_dir: &Path, machine_id: &str) -> Vec<u64> {
-    store::read_records(store_dir, machine_id)
+pub(crate) fn stored_seqs(store_dir: &Path, machine_id: &str) -> Vec<u64> {
+    reader(store_dir)
+        .read_records(machine_id)
         .expect("read")
         .iter()
         .filter(|l| l["kind"] == "batch")
@@ -190,11 +237,11 @@ fn v1_report_and_widget_logs_are_opened_and_stored() {
     let answer = post(&url, "/api/fleet/widget-logs", &body);
     assert_eq!((answer.status, answer.json()["logs_stored"].clone()), (200, json!(2)), "{}", answer.body);
 
-    let reports = store::read_v1(dir.path(), "mac-01", REPORTS_FILE).expect("read");
+    let reports = reader(dir.path()).read_v1("mac-01", REPORTS_FILE).expect("read");
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["kind"], "report");
     assert_eq!(reports[0]["report"]["metrics"]["cpu"]["percent"], 12.5);
-    let logs = store::read_v1(dir.path(), "mac-01", WIDGET_LOGS_FILE).expect("read");
+    let logs = reader(dir.path()).read_v1("mac-01", WIDGET_LOGS_FILE).expect("read");
     assert_eq!(
         logs.iter().map(|l| l["log"]["widget_type"].clone()).collect::<Vec<_>>(),
         [json!("ping"), json!("wifi")]
@@ -202,7 +249,7 @@ fn v1_report_and_widget_logs_are_opened_and_stored() {
     assert!(logs.iter().all(|l| l["kind"] == "widget-log" && l["received_at"].is_string()));
     check_store_intact(dir.path());
 
-    let machines = get(&url, "/api/fleet/machines", Some(API_KEY));
+    let machines = read(&url, "/api/fleet/machines");
     assert_eq!(machines.status, 200);
     let list = &machines.json()["machines"];
     assert_eq!(list[0]["machine_id"], "mac-01");
@@ -232,13 +279,13 @@ fn v2_batch_is_stored_once_even_across_restarts() {
     rx.shutdown();
 
     assert_eq!(stored_seqs(dir.path(), "mac-02"), [1, 2]);
-    let lines = store::read_records(dir.path(), "mac-02").expect("read");
+    let lines = reader(dir.path()).read_records("mac-02").expect("read");
     let records: Vec<&serde_json::Map<String, Value>> = lines.iter().filter(|l| l["kind"] == "record").collect();
     assert_eq!(records.len(), 3);
     assert_eq!(records[2]["record"]["message"], "cpu #2");
     assert_eq!(records[2]["seq"], 1);
     assert_eq!(lines.last().map(|l| l["kid"].clone()), Some(json!(envelope::kid(&key(0)))));
-    let summary = store::machine(dir.path(), "mac-02").expect("summary");
+    let summary = reader(dir.path()).machine("mac-02").expect("summary");
     assert_eq!((summary.batch_count, summary.record_count), (2, 3));
     assert_eq!(summary.latest_metrics, json!({"cpu": {"n": 2}}));
     assert_eq!(
@@ -272,10 +319,16 @@ fn wrong_or_missing_api_key_is_401_and_health_needs_none() {
         }
         assert_eq!(get(&rx.url(), "/api/fleet/machines", api_key).status, 401);
         assert_eq!(get(&rx.url(), "/api/fleet/widget-logs?format=csv", api_key).status, 401);
+        if let Some(token) = api_key.filter(|k| !k.is_empty()) {
+            assert_eq!(get_bearer(&rx.url(), "/api/fleet/machines", token).status, 401, "{token}");
+        }
     }
+    // The read token cannot write.
+    let answer = post_with(&client(), &rx.url(), "/api/fleet/report", Some(READ_TOKEN), &body);
+    assert_eq!(answer.status, 401);
     let health = get(&rx.url(), "/api/health", None);
     assert_eq!((health.status, health.json()["status"].clone()), (200, json!("ok")));
-    assert!(store::machine_ids(dir.path()).expect("list").is_empty(), "nothing stored");
+    assert!(reader(dir.path()).machine_ids().expect("list").is_empty(), "nothing stored");
     rx.shutdown();
 }
 
@@ -296,7 +349,7 @@ fn plaintext_is_refused_with_a_key_and_accepted_in_test_mode() {
             answer.body
         );
     }
-    assert!(store::machine_ids(dir.path()).expect("list").is_empty());
+    assert!(reader(dir.path()).machine_ids().expect("list").is_empty());
     rx.shutdown();
 
     let plain_dir = tempfile::tempdir().expect("tempdir");
@@ -313,7 +366,7 @@ fn plaintext_is_refused_with_a_key_and_accepted_in_test_mode() {
     rx.shutdown();
 }
 
-fn flip_ciphertext(body: &[u8]) -> Vec<u8> {
+pub(crate) fn flip_ciphertext(body: &[u8]) -> Vec<u8> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut value: Value = serde_json::from_slice(body).expect("json");
@@ -343,7 +396,7 @@ fn tampered_or_foreign_ciphertext_is_decryption_failed() {
     moved["seq"] = json!(2);
     let answer = post(&rx.url(), "/api/v2/batches", &serde_json::to_vec(&moved).expect("json"));
     assert_eq!(answer.body, r#"{"error":"Decryption failed"}"#);
-    assert!(store::machine_ids(dir.path()).expect("list").is_empty());
+    assert!(reader(dir.path()).machine_ids().expect("list").is_empty());
     rx.shutdown();
 }
 
@@ -405,19 +458,19 @@ fn every_bad_input_gets_a_named_4xx() {
     }
     let huge_head = format!("GET /api/health HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(20_000));
     assert_eq!(raw_exchange(rx.local_addr(), huge_head.as_bytes()).0, 431);
-    assert!(store::machine_ids(dir.path()).expect("list").is_empty(), "nothing stored by any bad input");
+    assert!(reader(dir.path()).machine_ids().expect("list").is_empty(), "nothing stored by any bad input");
     rx.shutdown();
 }
 
 /// Send raw bytes, read the whole answer: (status, body).
-fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
+pub(crate) fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let _ = stream.write_all(request);
     read_answer(&mut stream)
 }
 
-fn read_answer(stream: &mut TcpStream) -> (u16, String) {
+pub(crate) fn read_answer(stream: &mut TcpStream) -> (u16, String) {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer).into_owned();
@@ -453,9 +506,10 @@ fn oversized_body_is_413_without_being_read() {
         .map(|r| r.status().as_u16());
     // The receiver closes after its answer; the client may see the 413 or a reset while writing.
     assert!(matches!(answer, Ok(413) | Err(_)), "{answer:?}");
-    let upload = format!("POST /__up HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 2u64 << 30);
+    let upload =
+        format!("POST /__up HTTP/1.1\r\nHost: x\r\nX-API-Key: {API_KEY}\r\nContent-Length: {}\r\n\r\n", 2u64 << 30);
     assert_eq!(raw_exchange(rx.local_addr(), upload.as_bytes()).0, 413);
-    assert!(store::machine_ids(dir.path()).expect("list").is_empty());
+    assert!(reader(dir.path()).machine_ids().expect("list").is_empty());
     rx.shutdown();
 }
 
@@ -492,24 +546,24 @@ fn csv_and_json_export_with_filters_and_quoting() {
     // v2 log records are exported too (metrics are not).
     assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "mac-c", 1, 2)).status, 200);
 
-    let csv = get(&rx.url(), "/api/fleet/widget-logs?format=csv&widget_type=ping&machine_id=mac-a", Some(API_KEY));
+    let csv = read(&rx.url(), "/api/fleet/widget-logs?format=csv&widget_type=ping&machine_id=mac-a");
     assert_eq!(csv.status, 200);
     assert_eq!(
         csv.body,
-        "ID,Serial Number,Timestamp,Level,Widget Type,Message,Data\r\n\
-         1,mac-a,2026-11-22T13:00:00,info,ping,\"loss, then \"\"recovered\"\"\nsecond line\",\
+        "\"ID\",\"Serial Number\",\"Timestamp\",\"Level\",\"Widget Type\",\"Message\",\"Data\"\r\n\
+         \"1\",\"mac-a\",\"2026-11-22T13:00:00\",\"info\",\"ping\",\"loss, then \"\"recovered\"\"\nsecond line\",\
          \"{\"\"latency\"\":12.5,\"\"packet_loss\"\":0,\"\"target\"\":\"\"1.1.1.1\"\"}\"\r\n"
     );
-    let all = get(&rx.url(), "/api/fleet/widget-logs?format=json", Some(API_KEY)).json();
+    let all = read(&rx.url(), "/api/fleet/widget-logs?format=json").json();
     assert_eq!((all["count"].clone(), all["truncated"].clone()), (json!(5), json!(false)));
     let rows = all["logs"].as_array().expect("logs");
     assert_eq!(rows[0]["message"], tricky);
     assert_eq!(rows[4]["machine_id"], "mac-c");
     assert_eq!(rows[4]["widget_type"], "ping");
     assert_eq!(rows[4]["message"], "ping #1");
-    let wifi = get(&rx.url(), "/api/fleet/widget-logs?format=csv&widget_type=wifi", Some(API_KEY));
+    let wifi = read(&rx.url(), "/api/fleet/widget-logs?format=csv&widget_type=wifi");
     assert_eq!(wifi.body.lines().count(), 3, "header + one wifi row per v1 machine");
-    assert_eq!(get(&rx.url(), "/api/fleet/widget-logs?format=xml", Some(API_KEY)).status, 400);
+    assert_eq!(read(&rx.url(), "/api/fleet/widget-logs?format=xml").status, 400);
     rx.shutdown();
 }
 
@@ -517,20 +571,38 @@ fn csv_and_json_export_with_filters_and_quoting() {
 fn speedtest_endpoints_stream_and_count() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rx = start(dir.path(), vec![key(0)]);
+    let down = |path: &str, api_key: Option<&str>| {
+        let mut request = client().get(format!("{}{path}", rx.url()));
+        if let Some(k) = api_key {
+            request = request.header("X-API-Key", k);
+        }
+        let mut response = request.call().expect("download");
+        let status = response.status().as_u16();
+        (status, response.body_mut().with_config().limit(2_000_000).read_to_vec().expect("body").len())
+    };
     for path in ["/speedtest/down?bytes=1000000", "/__down?bytes=1000000"] {
-        let mut response = client().get(format!("{}{path}", rx.url())).call().expect("download");
-        let bytes = response.body_mut().with_config().limit(2_000_000).read_to_vec().expect("body");
-        assert_eq!(bytes.len(), 1_000_000, "{path}");
+        assert_eq!(down(path, Some(API_KEY)), (200, 1_000_000), "{path}");
+        assert_eq!(down(path, None).0, 401, "{path} needs the API key");
+        assert_eq!(down(path, Some("wrong")).0, 401, "{path}");
     }
-    let capped = client().get(format!("{}/__down?bytes=99999999999999", rx.url())).call().expect("download");
+    // The speedtest widget cannot send headers: the key may be in the path.
+    assert_eq!(down(&format!("/speedtest/key/{API_KEY}/__down?bytes=1000"), None), (200, 1000));
+    assert_eq!(down("/speedtest/key/wrong/__down?bytes=1000", None).0, 401);
+    let capped = client()
+        .get(format!("{}/__down?bytes=99999999999999", rx.url()))
+        .header("X-API-Key", API_KEY)
+        .call()
+        .expect("download");
     assert_eq!(capped.headers().get("content-length").and_then(|v| v.to_str().ok()), Some("1073741824"));
     drop(capped);
-    assert_eq!(get(&rx.url(), "/__down?bytes=-1", None).status, 400);
-    for path in ["/speedtest/up", "/__up"] {
+    assert_eq!(get(&rx.url(), "/__down?bytes=-1", Some(API_KEY)).status, 400);
+    for path in ["/speedtest/up", "/__up", &format!("/speedtest/key/{API_KEY}/__up")] {
         let upload = vec![7u8; 3_000_000];
-        let answer = post_with(&client(), &rx.url(), path, None, &upload);
+        let api_key = if path.contains("/key/") { None } else { Some(API_KEY) };
+        let answer = post_with(&client(), &rx.url(), path, api_key, &upload);
         assert_eq!(answer.json(), json!({"status": "ok", "bytes": 3_000_000}), "{path}");
     }
+    assert_eq!(post_with(&client(), &rx.url(), "/__up", None, b"x").status, 401);
     rx.shutdown();
 }
 
@@ -562,7 +634,7 @@ fn concurrent_batches_for_one_machine_never_interleave() {
     seqs.sort_unstable();
     seqs.dedup();
     assert_eq!(seqs.len(), stored, "no seq stored twice");
-    let lines = store::read_records(dir.path(), "busy").expect("read");
+    let lines = reader(dir.path()).read_records("busy").expect("read");
     assert_eq!(lines.len(), stored * 31);
     // Each batch's 30 record lines come right before its commit line.
     for group in lines.chunks(31) {
@@ -586,9 +658,11 @@ fn torn_tails_from_a_crash_are_cut_on_restart() {
     // line, the last one torn) and of a report.
     let machine = dir.path().join("m");
     let mut records = std::fs::OpenOptions::new().append(true).open(machine.join(RECORDS_FILE)).expect("open");
-    records
-        .write_all(b"{\"received_at\":\"x\",\"machine_id\":\"m\",\"kind\":\"record\",\"seq\":2,\"index\":0,\"record\":{}}\n{\"recei")
-        .expect("write");
+    let kid = fleet_agent::receiver::seal::store_kid(&store_key());
+    let torn = format!(
+        "{{\"received_at\":\"x\",\"machine_id\":\"m\",\"kind\":\"record\",\"seq\":2,\"index\":0,\"store_kid\":\"{kid}\",\"nonce\":\"AAAAAAAAAAAAAAAA\",\"sealed\":\"AAAA\"}}\n{{\"recei"
+    );
+    records.write_all(torn.as_bytes()).expect("write");
     let mut reports = std::fs::OpenOptions::new().append(true).open(machine.join(REPORTS_FILE)).expect("open");
     reports.write_all(b"{\"received_at\":\"x\",\"mach").expect("write");
 
@@ -597,10 +671,10 @@ fn torn_tails_from_a_crash_are_cut_on_restart() {
     assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "m", 2, 2)).json()["stored"], 2);
     assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "m", 1, 2)).json()["duplicate"], true);
     rx.shutdown();
-    let lines = store::read_records(dir.path(), "m").expect("read");
+    let lines = reader(dir.path()).read_records("m").expect("read");
     assert_eq!(lines.iter().filter(|l| l["kind"] == "record").count(), 4);
     assert_eq!(stored_seqs(dir.path(), "m"), [1, 2]);
-    assert_eq!(store::read_v1(dir.path(), "m", REPORTS_FILE).expect("read").len(), 1);
+    assert_eq!(reader(dir.path()).read_v1("m", REPORTS_FILE).expect("read").len(), 1);
 }
 
 /// A small deterministic PRNG (xorshift64*), so the fuzz test is reproducible from its seed.
@@ -734,8 +808,7 @@ fn the_real_binary_listens_stores_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store_dir = dir.path().join("store");
     let mut child = support::agent()
-        .args(["receive", "--listen", "127.0.0.1:0", "--store", support::s(&store_dir), "--api-key", API_KEY])
-        .args(["--encryption-key", support::TEST_KEY_B64])
+        .args(support::receiver_args(&store_dir, "127.0.0.1:0", API_KEY, &[support::TEST_KEY_B64]))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -764,7 +837,8 @@ fn the_real_binary_listens_stores_and_stops_on_sigterm() {
 /// Start the real binary on `store_dir`; the child and its URL.
 fn spawn_binary(store_dir: &Path) -> (std::process::Child, String) {
     let mut child = support::agent()
-        .args(["receive", "--listen", "127.0.0.1:0", "--store", support::s(store_dir), "--api-key", API_KEY, "-q"])
+        .args(support::receiver_args(store_dir, "127.0.0.1:0", API_KEY, &[]))
+        .arg("-q")
         .env("FLEET_ENCRYPTION_KEY", support::TEST_KEY_B64)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -817,7 +891,7 @@ fn kill_9_while_storing_loses_no_acked_batch_and_stores_none_twice() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     assert_eq!(stored_seqs(dir.path(), "crash"), (0..BATCHES).collect::<Vec<_>>());
-    let lines = store::read_records(dir.path(), "crash").expect("read");
+    let lines = reader(dir.path()).read_records("crash").expect("read");
     assert_eq!(lines.len() as u64, BATCHES * 6, "5 records + 1 commit line per batch, none twice");
     check_store_intact(dir.path());
 }

@@ -217,7 +217,7 @@ fn redirects_are_not_followed() {
 }
 
 /// Start `tests/fixtures/atlas_mock.py`; returns the process and its URL.
-fn start_atlas_mock(capture: &Path) -> (Proc, String) {
+pub(crate) fn start_atlas_mock(capture: &Path) -> (Proc, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/atlas_mock.py");
     let mut child = std::process::Command::new("python3")
         .args([s(&script), s(capture)])
@@ -265,6 +265,12 @@ fn atlas_protocol_matches_the_python_server() {
     for line in captured().lines() {
         let entry: Value = serde_json::from_str(line).expect("capture line");
         let headers = &entry["headers"];
+        if entry["method"] == "GET" {
+            // The command channel's poll (tests/commands.rs); no command is queued here.
+            assert_eq!(headers["x-api-key"], "test-api-key");
+            assert_eq!(entry["path"], format!("/api/fleet/commands/{MACHINE}"));
+            continue;
+        }
         assert_eq!(headers["content-type"], "application/json");
         assert!(headers.get("content-length").is_some() && headers.get("authorization").is_none());
         assert_eq!(headers["x-api-key"], "test-api-key");
@@ -307,7 +313,9 @@ fn atlas_protocol_with_the_bundled_receiver() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]);
-    let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", "");
+    // Widget logs every 2 s here (default 120 s), within Atlas's request budget.
+    let extra = r#","widget_log_interval":2"#;
+    let config = agent_config(dir.path(), "c.json", &url, Some(TEST_KEY_B64), "atlas", extra);
     let text = std::fs::read_to_string(&config).expect("read").replace(
         r#""ping":{"enabled":false}"#,
         r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9,"window_s":0}"#,
@@ -315,9 +323,10 @@ fn atlas_protocol_with_the_bundled_receiver() {
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let spool = dir.path().join("spool");
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));
-    let v1 = |file: &str| fleet_agent::receiver::store::read_v1(&store, MACHINE, file).map(|l| l.len()).unwrap_or(0);
+    let v1 = |file: &str| crate::support::store_reader(&store).read_v1(MACHINE, file).map(|l| l.len()).unwrap_or(0);
     assert!(wait_for(Duration::from_secs(15), || v1("reports.jsonl") >= 1 && v1("widget-logs.jsonl") >= 3));
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
+    // Metrics never enter the spool in Atlas mode; the last widget logs go with the final push.
     assert_eq!(spool_unacked(&spool), 0, "widget logs delivered, metrics represented by the report");
 }
 
@@ -342,21 +351,8 @@ fn tls_with_a_private_ca_and_refusal_of_an_untrusted_certificate() {
 
     let store = dir.path().join("store");
     let mut receiver = crate::support::agent();
-    receiver.args([
-        "receive",
-        "--listen",
-        "127.0.0.1:0",
-        "--api-key",
-        "test-api-key",
-        "--encryption-key",
-        TEST_KEY_B64,
-        "--store",
-        s(&store),
-        "--tls-cert",
-        s(&cert_pem),
-        "--tls-key",
-        s(&key_pem),
-    ]);
+    receiver.args(crate::support::receiver_args(&store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]));
+    receiver.args(["--tls-cert", s(&cert_pem), "--tls-key", s(&key_pem)]);
     let mut child =
         receiver.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("rx");
     let mut line = String::new();
@@ -429,16 +425,24 @@ fn without_a_transport_key_no_plaintext_lands_in_the_spool_dir() {
             );
         }
     }
-    assert_eq!(sender_state(&spool)["rejected"].as_u64(), Some(1));
+    let first_log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    assert_eq!(sender_state(&spool)["rejected"].as_u64(), Some(1), "{}\n{first_log}", sender_state(&spool));
 
     // The in-flight batch (kept on disk without its body) is rebuilt and delivered once.
     let store = dir.path().join("store");
     let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
     std::fs::remove_file(&config).expect("rm");
     let config = agent_config(dir.path(), "c.json", &url, None, "v2", "");
-    let mut agent = start_agent(&config, &dir.path().join("agent2.log"));
-    assert!(wait_for(Duration::from_secs(10), || spool_unacked(&spool) <= 3 && !spool.join("inflight.json").exists()));
+    let second_log = dir.path().join("agent2.log");
+    let mut agent = start_agent(&config, &second_log);
+    // Started (signal handlers in place) and delivering, before the SIGTERM.
+    let started = || std::fs::read_to_string(&second_log).unwrap_or_default().contains("started:");
+    assert!(wait_for(Duration::from_secs(10), started));
+    assert!(
+        wait_for(Duration::from_secs(10), || spool_unacked(&spool) <= 3 && !stored_records(&store, MACHINE).is_empty())
+    );
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
-    assert_eq!(spool_unacked(&spool), 0);
+    let log = std::fs::read_to_string(dir.path().join("agent2.log")).unwrap_or_default();
+    assert_eq!(spool_unacked(&spool), 0, "{log}");
     assert_whole_cycles(&unique_records(&stored_records(&store, MACHINE)));
 }

@@ -13,7 +13,9 @@ pub fn bin() -> &'static str {
 /// A `fleet-agent` command with a clean environment for the variables it reads.
 pub fn agent() -> Command {
     let mut cmd = Command::new(bin());
-    cmd.env_remove("FLEET_ENCRYPTION_KEY").env_remove("FLEET_API_KEY").env_remove("JOURNAL_STREAM");
+    for var in ["FLEET_ENCRYPTION_KEY", "FLEET_API_KEY", "FLEET_READ_TOKEN", "FLEET_STORE_KEY", "JOURNAL_STREAM"] {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
@@ -41,7 +43,7 @@ pub fn write_config(dir: &Path, name: &str, json: &str, mode: u32) -> PathBuf {
     path
 }
 
-/// A fixed valid key (bytes 0x00..0x1f), the DESIGN test-vector key.
+/// A fixed valid key (bytes 0x00..0x1f), the key of the test vectors in tests/vectors/ and docs/v2-protocol.md.
 pub const TEST_KEY_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// Path as &str for command arguments.
@@ -98,15 +100,56 @@ impl Drop for Proc {
     }
 }
 
+/// The store key of every receiver the tests start (bytes 0x40..0x5f; not a transport key).
+pub const TEST_STORE_KEY_B64: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";
+/// The read token of every receiver the tests start.
+pub const TEST_READ_TOKEN: &str = "test-read-token";
+
+/// Write a secret file (mode 0600) `dir/name`, unless it already holds `text` (a restart on a
+/// full disk writes nothing); returns its path.
+pub fn write_secret(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return path;
+    }
+    std::fs::create_dir_all(dir).expect("secrets dir");
+    write_config(dir, name, text, 0o600)
+}
+
+/// The arguments of `fleet-agent receive` serving `store` with these secrets, written to files
+/// in `STORE.secrets/` (secrets are never on the command line): the API key, the test read
+/// token, each transport key, and the test store key (the store is sealed at rest).
+pub fn receiver_args(store: &Path, listen: &str, api_key: &str, keys: &[&str]) -> Vec<String> {
+    let secrets = PathBuf::from(format!("{}.secrets", store.display()));
+    let mut args: Vec<String> =
+        vec!["receive".into(), "--listen".into(), listen.into(), "--store".into(), s(store).into()];
+    let mut file = |flag: &str, name: &str, text: &str| {
+        args.push(flag.into());
+        args.push(s(&write_secret(&secrets, name, text)).into());
+    };
+    file("--api-key-file", "api-key", api_key);
+    file("--read-token-file", "read-token", TEST_READ_TOKEN);
+    file("--store-key-file", "store.key", TEST_STORE_KEY_B64);
+    for (i, key) in keys.iter().enumerate() {
+        file("--encryption-key-file", &format!("fleet-{i}.key"), key);
+    }
+    args
+}
+
+/// A reader of a store written by [`start_receiver`] (the test store key).
+pub fn store_reader(store: &Path) -> fleet_agent::receiver::StoreReader {
+    let key = fleet_agent::keys::Key32::from_base64(TEST_STORE_KEY_B64).expect("test store key");
+    fleet_agent::receiver::StoreReader::new(store, fleet_agent::receiver::StoreKeys::new(&[key]))
+}
+
 /// Start `fleet-agent receive` on `listen` (e.g. `127.0.0.1:0`) with an API key and the
-/// encryption keys given; returns the process and its URL from the `listening on` line.
+/// encryption keys given, the store sealed under [`TEST_STORE_KEY_B64`] and reads open to
+/// [`TEST_READ_TOKEN`] (see [`receiver_args`]); returns the process and its URL from the
+/// `listening on` line.
 pub fn start_receiver(store: &Path, listen: &str, api_key: &str, keys: &[&str]) -> (Proc, String) {
     use std::io::BufRead;
     let mut cmd = agent();
-    cmd.args(["receive", "--listen", listen, "--api-key", api_key, "--store", s(store)]);
-    for key in keys {
-        cmd.args(["--encryption-key", key]);
-    }
+    cmd.args(receiver_args(store, listen, api_key, keys));
     let mut child =
         cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("receiver starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -140,6 +183,8 @@ pub fn agent_config(
     extra: &str,
 ) -> PathBuf {
     let key = key.map(|k| format!(r#","encryption_key":"{k}""#)).unwrap_or_default();
+    // v2 pushes every cycle here (the default coalesces 20 s); Atlas keeps its defaults.
+    let key = if protocol == "v2" { format!(r#"{key},"send_interval":0.2"#) } else { key };
     let json = format!(
         r#"{{"server_url":"{server_url}","api_key":"test-api-key","machine_id":"test-machine","protocol":"{protocol}",
             "interval":0.2{key},"spool":{{"dir":"{}"}},"log_level":"debug",
@@ -154,7 +199,7 @@ pub fn agent_config(
 
 /// The v2 record lines a receiver store holds for `machine_id` (committed batches only).
 pub fn stored_records(store: &Path, machine_id: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    let lines = fleet_agent::receiver::store::read_records(store, machine_id).expect("store readable");
+    let lines = store_reader(store).read_records(machine_id).expect("store readable");
     lines.into_iter().filter(|line| line.get("kind").and_then(|k| k.as_str()) == Some("record")).collect()
 }
 

@@ -64,8 +64,8 @@ fn private_ca_and_leaf(dir: &Path, names: &[&str]) -> (PathBuf, Identity) {
 /// `fleet-agent receive` over HTTPS with `identity`; the process and its URL.
 pub(crate) fn start_tls_receiver(store: &Path, identity: &Identity) -> (Proc, String) {
     let mut cmd = crate::support::agent();
-    cmd.args(["receive", "--listen", "127.0.0.1:0", "--api-key", "test-api-key", "--encryption-key", TEST_KEY_B64]);
-    cmd.args(["--store", s(store), "--tls-cert", s(&identity.cert), "--tls-key", s(&identity.key)]);
+    cmd.args(crate::support::receiver_args(store, "127.0.0.1:0", "test-api-key", &[TEST_KEY_B64]));
+    cmd.args(["--tls-cert", s(&identity.cert), "--tls-key", s(&identity.key)]);
     let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("rx");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listening line");

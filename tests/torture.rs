@@ -339,7 +339,7 @@ fn seven_day_outage_stays_under_the_cap_and_drains_the_rest() {
     assert_eq!(agent.terminate(Duration::from_secs(10)).code(), Some(0));
     let delivered = delivered_outage_numbers(&store);
     assert_eq!(delivered, held, "exactly the kept records, once, in order");
-    let batches = fleet_agent::receiver::store::read_records(&store, MACHINE).expect("store");
+    let batches = crate::support::store_reader(&store).read_records(MACHINE).expect("store");
     let last_batch = batches.iter().rev().find(|l| l["kind"] == "batch").expect("a batch line");
     assert_eq!(last_batch["dropped"]["count"].as_u64(), Some(first_held), "the loss reached the server");
     assert_eq!(last_batch["dropped"]["oldest"].as_str(), stats.dropped.oldest.as_deref());
@@ -604,7 +604,7 @@ fn random_corruption_is_quarantined_reported_and_the_rest_delivered() {
     let quarantined = std::fs::read_dir(spool_dir.join(QUARANTINE_DIR)).expect("quarantine dir").count();
     assert_eq!(quarantined, damaged.len(), "each damaged segment is kept aside");
     assert!(read_text(&log).contains("quarantine"), "recovery says what it did:\n{}", read_text(&log));
-    let batches = fleet_agent::receiver::store::read_records(&store, MACHINE).expect("store");
+    let batches = crate::support::store_reader(&store).read_records(MACHINE).expect("store");
     let last_batch = batches.iter().rev().find(|l| l["kind"] == "batch").expect("a batch line");
     assert_eq!(
         last_batch["dropped"]["count"].as_u64(),

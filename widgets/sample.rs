@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Where a sample belongs in the Atlas report shapes (DESIGN section 4).
+/// Where a sample belongs in the Atlas report shapes (docs/architecture.md, "Atlas protocol").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SampleKind {

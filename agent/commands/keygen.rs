@@ -11,7 +11,9 @@ pub static COMMAND: Command = Command {
 Usage: fleet-agent keygen
 
 Print a new key: standard base64 of 32 bytes from the OS random number generator, and nothing
-else on stdout. Use it for `encryption_key` (shared with the server) or `FLEET_ENCRYPTION_KEY`.
+else on stdout. Use it for `encryption_key` (shared with the server) or `FLEET_ENCRYPTION_KEY`,
+or as the receiver's store key (`fleet-agent keygen > store.key`, then `receive --store-key-file
+store.key`), which must be another key than the fleet's.
 ",
     run,
 };

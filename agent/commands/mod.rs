@@ -5,6 +5,7 @@ mod demo;
 mod keygen;
 mod once;
 mod receive;
+mod receive_store;
 mod run;
 mod spool;
 mod status;

@@ -1,42 +1,167 @@
-//! `fleet-agent receive`: run the bundled receiver until SIGTERM/SIGINT.
+//! `fleet-agent receive`: run the bundled receiver until SIGTERM/SIGINT, or look after its
+//! store (`receive ls|show|verify|rekey`, in [`super::receive_store`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{usage_error, Command};
+use super::{receive_store, usage_error, Command};
 use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
-use crate::keys::Key32;
-use crate::receiver::{Receiver, ReceiverConfig, DEFAULT_LISTEN};
+use crate::keys::{Key32, SecretString};
+use crate::receiver::{Receiver, ReceiverConfig, StoreKeys, DEFAULT_LISTEN};
 use crate::signals::Signals;
 
 /// Registry entry.
 pub static COMMAND: Command = Command {
     name: "receive",
     help: "\
-Usage: fleet-agent receive [--listen ADDR] [--api-key K] [--encryption-key K]...
-                           [--store DIR] [--tls-cert FILE --tls-key FILE] [--workers N] [-v|-q]
+Usage: fleet-agent receive [--listen ADDR] [--store DIR] [--api-key-file FILE]
+                           [--read-token-file FILE] [--encryption-key-file FILE]...
+                           (--store-key-file FILE... | --store-plaintext)
+                           [--tls-cert FILE --tls-key FILE] [--workers N] [-v|-q]
+       fleet-agent receive ls --store DIR [--store-key-file FILE]...
+       fleet-agent receive show --store DIR MACHINE [--widget W] [--since T] [--limit N] [--json]
+       fleet-agent receive verify --store DIR [--store-key-file FILE]...
+       fleet-agent receive rekey --store DIR [--old-key-file FILE]... --new-key-file FILE [--from-plaintext]
+                                 (or env FLEET_STORE_KEY for the old keys, FLEET_NEW_STORE_KEY for the new)
 
 Run the bundled receiver: the Atlas v1 endpoints (/api/fleet/report, /api/fleet/widget-logs),
-v2 sealed batches (/api/v2/batches, stored exactly once), exports (/api/fleet/machines,
-/api/fleet/widget-logs?format=csv), /api/health and speedtest endpoints (/speedtest/down,
-/speedtest/up, /__down, /__up). Prints `listening on http(s)://ADDR` once ready.
+v2 sealed batches (/api/v2/batches, stored exactly once), reads (/api/fleet/machines,
+/api/fleet/widget-logs?format=json|csv), /api/health and speedtest endpoints (/speedtest/down,
+/speedtest/up, /__down, /__up). Prints `listening on http(s)://ADDR` once ready, with the
+address really listened on.
+
+Secrets are read from files (one line, base64 or text; the file must not be readable by group
+or others) or from the environment, never from the command line.
 
 Options:
-  --listen ADDR          address to listen on (default 127.0.0.1:8768; port 0 picks a free one)
-  --api-key K            required X-API-Key (or env FLEET_API_KEY; none: accept all, with a warning)
-  --encryption-key K     fleet key, base64 of 32 bytes (or env FLEET_ENCRYPTION_KEY, comma-separated);
-                         repeat for key rotation; none: plaintext test mode, with a warning
-  --store DIR            where to store what arrives (default ./fleet-store)
-  --tls-cert FILE        PEM certificate chain: serve HTTPS (needs --tls-key)
-  --tls-key FILE         PEM private key
-  --workers N            worker threads (default 4, at most 64)
+  --listen ADDR               address to listen on (default 127.0.0.1:8768; port 0 picks a free one)
+  --store DIR                 where to store what arrives (default ./fleet-store)
+  --api-key-file FILE         the agents' X-API-Key, for writes only (or env FLEET_API_KEY;
+                              none: accept every write, with a warning)
+  --read-token-file FILE      bearer token for reads: /api/fleet/machines and exports (or env
+                              FLEET_READ_TOKEN; none: reads over HTTP are disabled)
+  --encryption-key-file FILE  fleet (transport) key, base64 of 32 bytes (or env FLEET_ENCRYPTION_KEY,
+                              comma-separated); repeat for key rotation; none: plaintext test mode
+  --store-key-file FILE       store key (make one with `fleet-agent keygen`): every stored row is
+                              sealed with the first; more only open rows (during a rekey). Or env
+                              FLEET_STORE_KEY, comma-separated. Must differ from the fleet keys
+  --store-plaintext           store rows in plaintext (no store key): refused without this flag
+  --tls-cert FILE             PEM certificate chain: serve HTTPS (needs --tls-key)
+  --tls-key FILE              PEM private key
+  --workers N                 requests worked on at once (default 4, at most 64)
 
-SIGTERM/SIGINT stop it (exit 0).
+Store commands (read the store directly; a receiver may be running, except for rekey):
+  ls       machines, last seen, rows per widget, bytes on disk
+  show     one machine's rows, decrypted, newest first (--limit, default 50; --json: JSON lines)
+  verify   authenticate every row: good, bad, torn per machine; exit 1 if any row is bad
+  rekey    rewrite the store under a new store key, crash-safely (a receiver must not be running)
+
+SIGTERM/SIGINT stop the receiver (exit 0).
 ",
     run,
 };
+
+/// Flags that carried secrets on the command line; they are refused with their replacement.
+const REMOVED: [(&str, &str); 4] = [
+    ("--api-key", "--api-key-file FILE or env FLEET_API_KEY"),
+    ("--encryption-key", "--encryption-key-file FILE or env FLEET_ENCRYPTION_KEY"),
+    ("--read-token", "--read-token-file FILE or env FLEET_READ_TOKEN"),
+    ("--store-key", "--store-key-file FILE or env FLEET_STORE_KEY"),
+];
+
+/// Refuse the removed secret-on-argv flags with a pointer to what replaces them.
+pub fn refuse_removed_flags(args: &mut Args) -> Result<(), UsageError> {
+    for (flag, instead) in REMOVED {
+        if !args.values(flag)?.is_empty() {
+            return Err(UsageError(format!(
+                "{flag} was removed: secrets are never given on the command line (visible in ps); use {instead}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Largest secret file read.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// Read a secret from a file: one line (surrounding whitespace dropped), not empty, the file
+/// not readable by group or others.
+pub fn read_secret_file(path: &Path) -> Result<SecretString, UsageError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| UsageError(format!("cannot read {shown}: {e}")))?;
+    let meta = file.metadata().map_err(|e| UsageError(format!("cannot read {shown}: {e}")))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(UsageError(format!(
+            "{shown} holds a secret but is readable by group or others: chmod 600 {shown}"
+        )));
+    }
+    let mut text = String::new();
+    file.take(MAX_SECRET_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| UsageError(format!("cannot read {shown}: {e}")))?;
+    let secret = SecretString::new(text.trim().to_string());
+    drop(zeroize::Zeroizing::new(text));
+    if secret.expose().is_empty() {
+        return Err(UsageError(format!("{shown} is empty")));
+    }
+    Ok(secret)
+}
+
+/// One secret: from `--FLAG FILE`, else the environment variable, else none.
+fn secret(args: &mut Args, flag: &str, env: &str) -> Result<Option<SecretString>, UsageError> {
+    if let Some(path) = args.value(flag)? {
+        return read_secret_file(Path::new(&path)).map(Some);
+    }
+    Ok(std::env::var(env).ok().filter(|v| !v.trim().is_empty()).map(|v| SecretString::new(v.trim().to_string())))
+}
+
+/// Keys: from every `--FLAG FILE` (in order), else the comma-separated environment variable.
+pub fn keys(args: &mut Args, flag: &str, env: &str) -> Result<Vec<Key32>, UsageError> {
+    let mut texts = Vec::new();
+    for path in args.values(flag)? {
+        texts.push((path.clone(), read_secret_file(Path::new(&path))?));
+    }
+    if texts.is_empty() {
+        if let Ok(value) = std::env::var(env) {
+            for part in value.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                texts.push((env.to_string(), SecretString::new(part.to_string())));
+            }
+        }
+    }
+    texts
+        .iter()
+        .map(|(source, text)| {
+            Key32::from_base64(text.expose()).map_err(|e| UsageError(format!("{flag} ({source}): {e}")))
+        })
+        .collect()
+}
+
+/// The store keys of a store command or the receiver: `--store-key-file`/`FLEET_STORE_KEY`,
+/// or plaintext with `--store-plaintext` (`required`: one of them must be given).
+pub fn store_keys(args: &mut Args, required: bool) -> Result<StoreKeys, UsageError> {
+    let plaintext = args.flag(&["--store-plaintext"]);
+    let keys = keys(args, "--store-key-file", "FLEET_STORE_KEY")?;
+    match (keys.is_empty(), plaintext) {
+        (false, true) => Err(UsageError(
+            "--store-plaintext and a store key (--store-key-file / FLEET_STORE_KEY) exclude each other".into(),
+        )),
+        (true, false) if required => Err(UsageError(
+            "no store key: give --store-key-file FILE (make one with `fleet-agent keygen`) or FLEET_STORE_KEY, \
+             or accept an unencrypted store with --store-plaintext"
+                .into(),
+        )),
+        _ => Ok(StoreKeys::new(&keys)),
+    }
+}
+
+/// `--store DIR` (default `./fleet-store`).
+pub fn store_dir(args: &mut Args) -> Result<PathBuf, UsageError> {
+    Ok(PathBuf::from(args.value("--store")?.unwrap_or_else(|| "./fleet-store".to_string())))
+}
 
 struct Options {
     config: ReceiverConfig,
@@ -45,23 +170,37 @@ struct Options {
 
 fn parse(mut args: Args) -> Result<Options, UsageError> {
     let common = Common::take(&mut args)?;
+    refuse_removed_flags(&mut args)?;
     let listen_text = args.value("--listen")?.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let listen: SocketAddr = listen_text
         .parse()
         .map_err(|_| UsageError(format!("--listen: `{listen_text}` is not an address like 127.0.0.1:8768")))?;
-    let api_key = args.value("--api-key")?.or_else(|| std::env::var("FLEET_API_KEY").ok()).filter(|k| !k.is_empty());
-    let mut key_texts = args.values("--encryption-key")?;
-    if key_texts.is_empty() {
-        if let Ok(env) = std::env::var("FLEET_ENCRYPTION_KEY") {
-            key_texts = env.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from).collect();
+    let api_key = secret(&mut args, "--api-key-file", "FLEET_API_KEY")?;
+    let read_token = secret(&mut args, "--read-token-file", "FLEET_READ_TOKEN")?;
+    let encryption_keys = keys(&mut args, "--encryption-key-file", "FLEET_ENCRYPTION_KEY")?;
+    let store_key_list = keys(&mut args, "--store-key-file", "FLEET_STORE_KEY")?;
+    let plaintext = args.flag(&["--store-plaintext"]);
+    if store_key_list.is_empty() && !plaintext {
+        return Err(UsageError(
+            "no store key: give --store-key-file FILE (make one with `fleet-agent keygen`) or FLEET_STORE_KEY, \
+             or accept an unencrypted store with --store-plaintext"
+                .into(),
+        ));
+    }
+    if !store_key_list.is_empty() && plaintext {
+        return Err(UsageError("--store-plaintext and a store key exclude each other".into()));
+    }
+    if store_key_list.iter().any(|s| encryption_keys.iter().any(|e| s.as_bytes() == e.as_bytes())) {
+        return Err(UsageError(
+            "the store key must not be a fleet (transport) key: every laptop holds that one; make a store key with `fleet-agent keygen`".into(),
+        ));
+    }
+    if let (Some(api), Some(read)) = (&api_key, &read_token) {
+        if api.expose() == read.expose() {
+            return Err(UsageError("the read token must differ from the agents' API key".into()));
         }
     }
-    let mut encryption_keys = Vec::new();
-    for (i, text) in key_texts.iter().enumerate() {
-        let key = Key32::from_base64(text).map_err(|e| UsageError(format!("encryption key #{}: {e}", i + 1)))?;
-        encryption_keys.push(key);
-    }
-    let store = PathBuf::from(args.value("--store")?.unwrap_or_else(|| "./fleet-store".to_string()));
+    let store = store_dir(&mut args)?;
     let tls = match (args.value("--tls-cert")?, args.value("--tls-key")?) {
         (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
         (None, None) => None,
@@ -75,10 +214,25 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
         },
     };
     args.finish()?;
-    Ok(Options { config: ReceiverConfig { listen, api_key, encryption_keys, store, tls, workers }, verbosity: common })
+    Ok(Options {
+        config: ReceiverConfig {
+            listen,
+            api_key,
+            read_token,
+            encryption_keys,
+            store,
+            store_keys: StoreKeys::new(&store_key_list),
+            tls,
+            workers,
+        },
+        verbosity: common,
+    })
 }
 
-fn run(args: Args) -> u8 {
+fn run(mut args: Args) -> u8 {
+    if let Some(sub) = args.subcommand(&["ls", "show", "verify", "rekey"]) {
+        return receive_store::run(&sub, args);
+    }
     let options = match parse(args) {
         Ok(options) => options,
         Err(e) => return usage_error("receive", &e),
@@ -86,13 +240,26 @@ fn run(args: Args) -> u8 {
     crate::log::init(options.verbosity.log_level(log::LevelFilter::Info));
     let config = options.config;
     if config.api_key.is_none() {
-        log::warn!("no API key configured (--api-key / FLEET_API_KEY): accepting requests from anyone");
+        log::warn!("no API key configured (--api-key-file / FLEET_API_KEY): accepting writes from anyone");
+    }
+    if config.read_token.is_none() {
+        log::info!("no read token (--read-token-file / FLEET_READ_TOKEN): reads over HTTP are disabled");
     }
     if config.encryption_keys.is_empty() {
-        log::warn!("no encryption key (--encryption-key / FLEET_ENCRYPTION_KEY): test mode, plaintext bodies accepted");
+        log::warn!(
+            "no encryption key (--encryption-key-file / FLEET_ENCRYPTION_KEY): test mode, plaintext bodies accepted"
+        );
     } else {
         let kids: Vec<String> = config.encryption_keys.iter().map(crate::envelope::kid).collect();
         log::info!("sealed bodies only; key ids {}", kids.join(", "));
+    }
+    if config.store_keys.is_plaintext() {
+        log::warn!(
+            "--store-plaintext: the store is NOT encrypted at rest; anyone who can read {} reads every machine's data",
+            config.store.display()
+        );
+    } else {
+        log::info!("store sealed at rest; store key ids {}", config.store_keys.kids().join(", "));
     }
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
@@ -111,7 +278,7 @@ fn run(args: Args) -> u8 {
     };
     log::info!("storing under {store}");
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "listening on {}", receiver.url());
+    let _ = writeln!(stdout, "listening on {}", receiver.listening_url());
     let _ = stdout.flush();
     drop(stdout);
     while !signals.terminating() {
@@ -128,35 +295,65 @@ fn run(args: Args) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn parse_list(list: &[&str]) -> Result<Options, UsageError> {
         parse(Args::new(list.iter().map(|s| s.to_string()).collect()))
     }
 
+    fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path.to_string_lossy().into_owned()
+    }
+
     #[test]
     fn flags() {
-        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = secret_file(dir.path(), "fleet.key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n", 0o600);
+        let store_key = secret_file(dir.path(), "store.key", "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=\n", 0o600);
+        let api = secret_file(dir.path(), "api", "k\n", 0o600);
+        let read = secret_file(dir.path(), "read", "r", 0o400);
         let options = parse_list(&[
             "--listen",
             "127.0.0.1:0",
-            "--encryption-key",
-            key,
-            "--encryption-key",
-            key,
+            "--encryption-key-file",
+            &key,
+            "--encryption-key-file",
+            &key,
             "--store",
             "/tmp/x",
             "--workers",
             "2",
-            "--api-key=k",
+            "--api-key-file",
+            &api,
+            "--read-token-file",
+            &read,
+            "--store-key-file",
+            &store_key,
         ])
         .map_err(|e| e.0);
         let options = options.as_ref().expect("parses");
         assert_eq!(options.config.encryption_keys.len(), 2);
         assert_eq!(options.config.workers, 2);
-        assert_eq!(options.config.api_key.as_deref(), Some("k"));
-        assert!(parse_list(&["--listen", "nowhere"]).is_err());
-        assert!(parse_list(&["--tls-cert", "c.pem"]).is_err());
-        assert!(parse_list(&["--workers", "0"]).is_err());
-        assert!(parse_list(&["--encryption-key", "short"]).is_err());
+        assert_eq!(options.config.api_key.as_ref().map(|k| k.expose()), Some("k"));
+        assert_eq!(options.config.read_token.as_ref().map(|k| k.expose()), Some("r"));
+        assert!(!options.config.store_keys.is_plaintext());
+        let err = |list: &[&str]| parse_list(list).err().map(|e| e.0).unwrap_or_default();
+        assert!(err(&["--listen", "nowhere", "--store-plaintext"]).contains("--listen"));
+        assert!(err(&["--tls-cert", "c.pem", "--store-plaintext"]).contains("--tls-key"));
+        assert!(err(&["--workers", "0", "--store-plaintext"]).contains("--workers"));
+        assert!(err(&["--api-key", "k", "--store-plaintext"]).contains("--api-key-file"));
+        assert!(err(&["--encryption-key", "k", "--store-plaintext"]).contains("never given on the command line"));
+        assert!(err(&[]).contains("no store key"), "no store key and no --store-plaintext");
+        assert!(err(&["--store-key-file", &key, "--encryption-key-file", &key]).contains("must not be a fleet"));
+        let open = secret_file(dir.path(), "open.key", "k", 0o644);
+        assert!(err(&["--api-key-file", &open, "--store-plaintext"]).contains("chmod 600"));
+        let empty = secret_file(dir.path(), "empty", "\n", 0o600);
+        assert!(err(&["--api-key-file", &empty, "--store-plaintext"]).contains("empty"));
+        let short = secret_file(dir.path(), "short.key", "short", 0o600);
+        assert!(err(&["--encryption-key-file", &short, "--store-plaintext"]).contains("--encryption-key-file"));
+        assert!(parse_list(&["--store-plaintext"]).is_ok());
     }
 }

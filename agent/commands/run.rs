@@ -2,7 +2,7 @@
 
 use super::{load_config, usage_error, Command};
 use crate::cli::{print_error, Args, Common, EXIT_OK, EXIT_RUNTIME};
-use crate::run::Agent;
+use crate::run::{Agent, Exit};
 
 /// Registry entry.
 pub static COMMAND: Command = Command {
@@ -37,11 +37,43 @@ fn run(mut args: Args) -> u8 {
     };
     crate::log::init(common.log_level(config.log_level));
     let path = common.config_path();
-    match Agent::new(config, path, common).run() {
-        Ok(()) => EXIT_OK,
+    let exit = Agent::new(config, path, common).run();
+    match exit {
+        Ok(Exit::Stopped) => EXIT_OK,
+        Ok(Exit::Restart) => restart(),
         Err(e) => {
             print_error(&e);
             EXIT_RUNTIME
         }
     }
+}
+
+/// `restart_agent`: the agent has stopped cleanly (spool synced, lock released with it);
+/// replace this process with a fresh start of the same binary and arguments. The pid stays
+/// the same, so launchd and systemd see one service that never stopped. After an upgrade
+/// replaced the binary, the new one starts.
+fn restart() -> u8 {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let argv0 = args.next();
+    let exe = match std::env::current_exe() {
+        Ok(path) => {
+            // Linux names a replaced binary "<path> (deleted)": start the file now at <path>.
+            let text = path.to_string_lossy();
+            match text.strip_suffix(" (deleted)") {
+                Some(original) => std::path::PathBuf::from(original),
+                None => path,
+            }
+        }
+        Err(_) => match &argv0 {
+            Some(arg) => std::path::PathBuf::from(arg),
+            None => return EXIT_RUNTIME,
+        },
+    };
+    let error = std::process::Command::new(&exe).args(args).exec();
+    log::error!(
+        "restart_agent: could not start {} again: {error}; exiting so the service manager restarts it",
+        exe.display()
+    );
+    EXIT_RUNTIME
 }

@@ -92,7 +92,9 @@ impl<'a> Report<'a> {
             Ok(_) => Ok(None),
             Err(e) => Err(e),
         };
-        let inflight = Inflight::load(dir).ok().flatten();
+        // After its ack the file stays as the record of the last seq used: not in flight.
+        let acked = crate::spool::load_cursor(dir).ok().flatten();
+        let inflight = Inflight::load(dir).ok().flatten().filter(|i| acked.is_none_or(|c| i.end > c));
         let failing = sender.as_ref().ok().and_then(Option::as_ref).is_some_and(sender_failing);
         let dropping =
             spool.as_ref().ok().and_then(Option::as_ref).is_some_and(|s| s.dropped.count > 0) && dropped_recently(dir);
@@ -137,8 +139,25 @@ impl<'a> Report<'a> {
         }
     }
 
+    /// The transport key in use and its origin (config, environment, or a rotated key in the
+    /// state directory; see `transport_key`).
+    fn active_key(&self) -> Option<(String, &'static str)> {
+        let config = self.config;
+        match crate::transport_key::resolve(
+            config.encryption_key.as_ref(),
+            config.encryption_key_source,
+            &config.spool.dir,
+        ) {
+            Ok((active, _)) => active.map(|a| (a.kid, a.source.as_str())),
+            // A damaged rotated-key file: the agent refuses to start; show the configured key.
+            Err(_) => {
+                config.encryption_key.as_ref().map(|k| (crate::envelope::kid(k), config.encryption_key_source.as_str()))
+            }
+        }
+    }
+
     fn kid(&self) -> Option<String> {
-        self.config.encryption_key.as_ref().map(crate::envelope::kid)
+        self.active_key().map(|(kid, _)| kid)
     }
 
     fn to_json(&self) -> Value {
@@ -153,9 +172,9 @@ impl<'a> Report<'a> {
             "server": config.server_url,
             "protocol": config.protocol.as_str(),
             "encryption": {
-                "enabled": config.encryption_key.is_some(),
+                "enabled": self.active_key().is_some(),
                 "kid": self.kid(),
-                "source": config.encryption_key.as_ref().map(|_| crate::sender::key_source()),
+                "source": self.active_key().map(|(_, source)| source),
                 "kid_in_use": state.and_then(|s| s.kid.clone()),
                 "source_in_use": state.and_then(|s| s.key_source.clone()),
             },
@@ -216,8 +235,13 @@ impl<'a> Report<'a> {
         println!("machine_id:  {}", config.machine_id);
         println!("server:      {}", config.server_url.as_deref().unwrap_or("(none)"));
         println!("protocol:    {}", config.protocol.as_str());
-        match self.kid() {
-            Some(kid) => println!("encryption:  on, key id {kid} (from {})", crate::sender::key_source()),
+        match self.active_key() {
+            Some((kid, source)) => {
+                println!("encryption:  on, key id {kid} (from {source})");
+                if source == "rotated" {
+                    println!("             {}", crate::transport_key::describe(config));
+                }
+            }
             None => println!("encryption:  off"),
         }
         let state = self.sender.as_ref().ok().and_then(Option::as_ref);

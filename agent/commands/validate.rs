@@ -30,7 +30,10 @@ fn run(mut args: Args) -> u8 {
     }
     let path = common.config_path();
     match Config::load(path.as_deref()) {
-        Ok(_) if path.is_some() => {
+        Ok(config) if path.is_some() => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!("ok");
             EXIT_OK
         }

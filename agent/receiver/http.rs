@@ -1,11 +1,16 @@
-//! The receiver's minimal HTTP/1.1: one request per connection, `Connection: close` answers.
+//! The receiver's minimal HTTP/1.1, with keep-alive.
 //!
-//! A request head is read into a 16 KiB buffer and parsed by `httparse` (at most 64 headers);
-//! the body is read only after the route has checked the API key and the declared
-//! `Content-Length` against its cap, so an oversized body is answered 413 without being read.
-//! Chunked bodies are refused (411): both the Atlas agent and ours always send a length.
-//! Every read runs under an idle timeout and an overall deadline, so a slow client holds a
-//! worker for a bounded time.
+//! A request head is read into a 16 KiB buffer and parsed by `httparse` (at most 64 headers)
+//! under one deadline for the whole head; the body is read only after the route has checked
+//! the credentials and the declared `Content-Length` against its cap, so an oversized body is
+//! answered 413 without being read, and under a deadline that grows with its length (a
+//! minimum transfer rate). Chunked request bodies are refused (411): both the Atlas agent and
+//! ours always send a length. Large answers (exports) are streamed with chunked
+//! transfer-encoding ([`ChunkedBody`]), or delimited by closing the connection for HTTP/1.0.
+//!
+//! A connection is kept open after an answer when the request was HTTP/1.1 without
+//! `Connection: close` and its body was read to the end; otherwise the answer says
+//! `Connection: close` and the connection ends.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -171,7 +176,12 @@ pub struct Request {
     pub query: String,
     /// Headers, names lowercased.
     pub headers: Vec<(String, String)>,
-    /// Bytes of the body that arrived with the head.
+    /// `HTTP/1.1` (true) or `HTTP/1.0`.
+    pub http11: bool,
+    /// True once the body (if any) has been read to its end: only then can the connection
+    /// carry another request.
+    pub body_done: bool,
+    /// Bytes after the head that arrived with it (body, or the next pipelined request).
     leftover: Vec<u8>,
 }
 
@@ -209,6 +219,18 @@ impl Request {
         first.parse().map(BodyFraming::Length).unwrap_or(BodyFraming::Invalid)
     }
 
+    /// True if the connection may carry another request after this one's answer.
+    pub fn keep_alive(&self) -> bool {
+        let close =
+            self.header("connection").is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        self.http11 && !close && self.body_done
+    }
+
+    /// Bytes received after this request (the start of a pipelined next request).
+    pub fn take_leftover(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.leftover)
+    }
+
     /// A query parameter, percent-decoded (`+` is a space); the first occurrence.
     pub fn query_param(&self, name: &str) -> Option<String> {
         self.query.split('&').filter_map(|pair| pair.split_once('=').or(Some((pair, "")))).find_map(|(k, v)| {
@@ -243,11 +265,17 @@ pub fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Read and parse the request head.
-pub fn read_head(conn: &mut Conn, deadline: Deadline) -> Result<Request, HttpError> {
-    let mut buf = Vec::with_capacity(1024);
+/// Read and parse the request head; `pending` holds bytes already received (pipelined after
+/// the previous request). The whole head must arrive before `deadline.until`.
+pub fn read_head(conn: &mut Conn, pending: Vec<u8>, deadline: Deadline) -> Result<Request, HttpError> {
+    let mut buf = pending;
     let mut chunk = [0u8; 4096];
     loop {
+        if !buf.is_empty() {
+            if let Some(request) = parse_head(&buf)? {
+                return Ok(request);
+            }
+        }
         deadline.arm(conn)?;
         let n = match conn.read(&mut chunk) {
             Ok(0) if buf.is_empty() => return Err(HttpError::Closed),
@@ -257,29 +285,61 @@ pub fn read_head(conn: &mut Conn, deadline: Deadline) -> Result<Request, HttpErr
             Err(e) => return Err(classify(e)),
         };
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let target = parsed.path.unwrap_or("/");
-                let (path, query) = target.split_once('?').unwrap_or((target, ""));
-                let headers = parsed
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                    .collect();
-                return Ok(Request {
-                    method: parsed.method.unwrap_or("").to_string(),
-                    path: path.to_string(),
-                    query: query.to_string(),
-                    headers,
-                    leftover: buf[len..].to_vec(),
-                });
-            }
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HttpError::HeadTooLarge),
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
-            Err(e) => return Err(HttpError::Malformed(e.to_string())),
+    }
+}
+
+/// Parse a head from `buf`: `None` if it is not complete yet.
+fn parse_head(buf: &[u8]) -> Result<Option<Request>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let target = parsed.path.unwrap_or("/");
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            let headers = parsed
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            Ok(Some(Request {
+                method: parsed.method.unwrap_or("").to_string(),
+                path: path.to_string(),
+                query: query.to_string(),
+                headers,
+                http11: parsed.version == Some(1),
+                body_done: false,
+                leftover: buf[len..].to_vec(),
+            }))
+        }
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => Err(HttpError::HeadTooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HttpError::HeadTooLarge),
+        Err(e) => Err(HttpError::Malformed(e.to_string())),
+    }
+}
+
+/// Wait until the first byte of a next request is readable, for at most `idle`, checking
+/// `stop` every 200 ms; false if the connection should end (idle, closed, stopping).
+pub fn wait_for_next(conn: &mut Conn, idle: Duration, stop: &std::sync::atomic::AtomicBool) -> bool {
+    let until = Instant::now() + idle;
+    loop {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        if conn.tcp().set_read_timeout(Some(left.min(Duration::from_millis(200)))).is_err() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        match conn.tcp().peek(&mut probe) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }
@@ -294,7 +354,10 @@ pub fn continue_if_expected(conn: &mut Conn, request: &Request) {
 /// Read exactly `len` body bytes (the caller has checked `len` against its cap).
 pub fn read_body(conn: &mut Conn, request: &mut Request, len: usize, deadline: Deadline) -> Result<Vec<u8>, HttpError> {
     let mut body = std::mem::take(&mut request.leftover);
-    body.truncate(len);
+    if body.len() > len {
+        // Pipelined bytes of the next request: keep them for it.
+        request.leftover = body.split_off(len);
+    }
     body.reserve_exact(len - body.len());
     let mut chunk = [0u8; 16 * 1024];
     while body.len() < len {
@@ -307,12 +370,17 @@ pub fn read_body(conn: &mut Conn, request: &mut Request, len: usize, deadline: D
             Err(e) => return Err(classify(e)),
         }
     }
+    request.body_done = true;
     Ok(body)
 }
 
 /// Read and discard `len` body bytes; how many arrived.
 pub fn discard_body(conn: &mut Conn, request: &mut Request, len: u64, deadline: Deadline) -> Result<u64, HttpError> {
-    let mut seen = (std::mem::take(&mut request.leftover).len() as u64).min(len);
+    let mut early = std::mem::take(&mut request.leftover);
+    if early.len() as u64 > len {
+        request.leftover = early.split_off(len as usize);
+    }
+    let mut seen = early.len() as u64;
     let mut chunk = vec![0u8; 64 * 1024];
     while seen < len {
         deadline.arm(conn)?;
@@ -324,6 +392,7 @@ pub fn discard_body(conn: &mut Conn, request: &mut Request, len: u64, deadline: 
             Err(e) => return Err(classify(e)),
         }
     }
+    request.body_done = true;
     Ok(seen)
 }
 
@@ -372,6 +441,7 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -385,28 +455,107 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+fn connection(keep_alive: bool) -> &'static str {
+    if keep_alive {
+        "keep-alive"
+    } else {
+        "close"
+    }
+}
+
 /// Write a response head for a body of `len` bytes.
-pub fn write_head(conn: &mut Conn, status: u16, content_type: &str, len: u64) -> io::Result<()> {
+pub fn write_head(conn: &mut Conn, status: u16, content_type: &str, len: u64, keep_alive: bool) -> io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n",
-        reason(status)
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: {}\r\n\r\n",
+        reason(status),
+        connection(keep_alive)
     );
     conn.write_all(head.as_bytes())
 }
 
 /// Write a whole response (head and body in one buffer: one segment for small answers).
-pub fn write_response(conn: &mut Conn, response: &Response) -> io::Result<()> {
+pub fn write_response(conn: &mut Conn, response: &Response, keep_alive: bool) -> io::Result<()> {
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
         response.status,
         reason(response.status),
         response.content_type,
-        response.body.len()
+        response.body.len(),
+        connection(keep_alive)
     )
     .into_bytes();
     out.extend_from_slice(&response.body);
     conn.write_all(&out)?;
     conn.flush()
+}
+
+/// A streamed answer of unknown length: chunked transfer-encoding for HTTP/1.1 (the connection
+/// may then be kept), else delimited by closing the connection. Buffers up to 64 KiB, so a
+/// stream of small writes becomes a few large chunks; memory stays constant however long the
+/// answer.
+pub struct ChunkedBody<'a> {
+    conn: &'a mut Conn,
+    chunked: bool,
+    buf: Vec<u8>,
+    /// Body bytes written so far (before chunk framing).
+    pub written: u64,
+}
+
+/// Buffer size of [`ChunkedBody`].
+const CHUNK: usize = 64 * 1024;
+
+impl<'a> ChunkedBody<'a> {
+    /// Write the head (200 with `content_type`) and start the body.
+    pub fn start(conn: &'a mut Conn, content_type: &str, http11: bool, keep_alive: bool) -> io::Result<Self> {
+        let head = if http11 {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: {}\r\n\r\n",
+                connection(keep_alive)
+            )
+        } else {
+            format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n")
+        };
+        conn.write_all(head.as_bytes())?;
+        Ok(ChunkedBody { conn, chunked: http11, buf: Vec::with_capacity(CHUNK), written: 0 })
+    }
+
+    fn flush_chunk(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.chunked {
+            let size = format!("{:x}\r\n", self.buf.len());
+            self.conn.write_all(size.as_bytes())?;
+            self.buf.extend_from_slice(b"\r\n");
+        }
+        self.conn.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// End the body (the last chunk) and flush.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.flush_chunk()?;
+        if self.chunked {
+            self.conn.write_all(b"0\r\n\r\n")?;
+        }
+        self.conn.flush()
+    }
+}
+
+impl Write for ChunkedBody<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.written += data.len() as u64;
+        if self.buf.len() >= CHUNK {
+            self.flush_chunk()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +573,8 @@ mod tests {
             path: "/x".into(),
             query: "format=csv&widget_type=ping&machine_id=m%2F1&flag".into(),
             headers: vec![],
+            http11: true,
+            body_done: true,
             leftover: vec![],
         };
         assert_eq!(request.query_param("format").as_deref(), Some("csv"));
@@ -439,6 +590,8 @@ mod tests {
             path: "/".into(),
             query: String::new(),
             headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            http11: true,
+            body_done: false,
             leftover: vec![],
         };
         assert_eq!(with(&[]).framing(), BodyFraming::None);

@@ -1,20 +1,22 @@
-//! One connection, one request: read the head, route, answer. Endpoint semantics are in the
-//! module docs of [`super`].
+//! One connection: read a head, check the credentials, route, answer; again while the client
+//! keeps the connection alive. Endpoint semantics are in the module docs of [`super`].
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::ServerConfig;
 use serde_json::{json, Map, Value};
 
-use super::export;
-use super::http::{self, BodyFraming, Conn, Deadline, HttpError, Request, Response};
-use super::store::{self, BatchOutcome, Store, StoreError, MAX_EXPORT_ROWS};
-use super::Limits;
+use super::auth::{Access, Credentials};
+use super::export::{self, ExportFormat};
+use super::http::{self, BodyFraming, ChunkedBody, Conn, Deadline, HttpError, Request, Response};
+use super::store::{self, BatchOutcome, LogFilter, Store, StoreError};
+use super::{Gate, Limits};
 use crate::envelope::{self, EnvelopeError};
-use crate::keys::{Key32, SecretString};
+use crate::keys::Key32;
 use crate::record::BatchBody;
 
 /// Exact body of the answer to a body that does not authenticate (senders key off it).
@@ -24,12 +26,15 @@ pub const PLAINTEXT_REFUSED: &str =
     "plaintext body refused: this receiver requires sealed (encrypted) payloads, see DESIGN section 4";
 /// Answer to a sealed body when the receiver has no key.
 pub const NO_KEY: &str =
-    "sealed body received but this receiver has no encryption key (start it with --encryption-key)";
+    "sealed body received but this receiver has no encryption key (start it with --encryption-key-file)";
 
-/// Everything the workers share.
+/// Longest wait of a read for a free export slot before 503.
+const EXPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Everything the connection threads share.
 pub struct Shared {
-    /// `X-API-Key` required on every endpoint but health and speedtest (`None`: no check).
-    pub api_key: Option<SecretString>,
+    /// Who may write and who may read.
+    pub credentials: Credentials,
     /// Fleet keys, current first (empty: plaintext test mode).
     pub keys: Vec<Key32>,
     /// The store.
@@ -38,11 +43,18 @@ pub struct Shared {
     pub limits: Limits,
     /// TLS, if serving HTTPS.
     pub tls: Option<Arc<ServerConfig>>,
+    /// Set when shutting down: idle kept-alive connections end.
+    pub stop: AtomicBool,
+    /// Permits to do the work of a request (open, parse, store).
+    pub workers: Gate,
+    /// Permits to run an export.
+    pub exports: Gate,
+    /// Bytes of request bodies in memory, all connections together.
+    pub bodies: Gate,
 }
 
-/// Serve one accepted connection to the end.
+/// Serve one accepted connection to the end (several requests with keep-alive).
 pub fn serve(tcp: TcpStream, shared: &Shared) {
-    let started = Instant::now();
     let _ = tcp.set_nodelay(true);
     let _ = tcp.set_write_timeout(Some(shared.limits.read_timeout));
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -53,105 +65,181 @@ pub fn serve(tcp: TcpStream, shared: &Shared) {
             return;
         }
     };
-    let deadline = Deadline { until: Instant::now() + shared.limits.read_timeout, idle: shared.limits.read_timeout };
-    let mut request = match http::read_head(&mut conn, deadline) {
-        Ok(request) => request,
-        Err(HttpError::Closed) => return,
-        Err(HttpError::Io(e)) => {
-            log::debug!("{peer}: {e}");
-            return;
+    let mut pending = Vec::new();
+    let mut first = true;
+    loop {
+        if !first && pending.is_empty() && !http::wait_for_next(&mut conn, shared.limits.keep_alive_idle, &shared.stop)
+        {
+            break;
         }
-        Err(e) => {
-            let status = match e {
-                HttpError::Timeout => 408,
-                HttpError::HeadTooLarge => 431,
-                _ => 400,
-            };
-            log::debug!("{peer}: {e} ({status})");
-            let _ = http::write_response(&mut conn, &Response::error(status, &e.to_string()));
-            conn.close();
-            return;
-        }
-    };
-    let response = route(&mut conn, &mut request, shared);
-    let status = match &response {
-        Some(response) => {
-            if let Err(e) = http::write_response(&mut conn, response) {
-                log::debug!("{peer}: writing the answer failed: {e}");
+        first = false;
+        let started = Instant::now();
+        let deadline =
+            Deadline { until: Instant::now() + shared.limits.head_deadline, idle: shared.limits.read_timeout };
+        let mut request = match http::read_head(&mut conn, std::mem::take(&mut pending), deadline) {
+            Ok(request) => request,
+            Err(HttpError::Closed) => break,
+            Err(HttpError::Io(e)) => {
+                log::debug!("{peer}: {e}");
+                break;
             }
-            response.status
+            Err(e) => {
+                let status = match e {
+                    HttpError::Timeout => 408,
+                    HttpError::HeadTooLarge => 431,
+                    _ => 400,
+                };
+                log::debug!("{peer}: {e} ({status})");
+                let _ = http::write_response(&mut conn, &Response::error(status, &e.to_string()), false);
+                break;
+            }
+        };
+        if request.framing() == BodyFraming::None {
+            request.body_done = true;
         }
-        None => 200,
-    };
-    log::debug!("{peer} {} {} -> {status} in {} ms", request.method, request.path, started.elapsed().as_millis());
+        let response = route(&mut conn, &mut request, shared);
+        let keep = request.keep_alive() && !shared.stop.load(Ordering::SeqCst);
+        let status = match &response {
+            Some(response) => {
+                if let Err(e) = http::write_response(&mut conn, response, keep) {
+                    log::debug!("{peer}: writing the answer failed: {e}");
+                    break;
+                }
+                response.status
+            }
+            None => 200,
+        };
+        log::debug!(
+            "{peer} {} {} -> {status} in {} ms",
+            request.method,
+            redacted_path(&request.path),
+            started.elapsed().as_millis()
+        );
+        if !keep || (response.is_none() && !request.body_done) {
+            break;
+        }
+        pending = request.take_leftover();
+    }
     conn.close();
+}
+
+/// The path as logged: a speedtest key in it is replaced by `…`.
+fn redacted_path(path: &str) -> String {
+    match speedtest_path(path) {
+        Some((Some(_), rest)) => format!("/speedtest/key/…/{rest}"),
+        _ => path.to_string(),
+    }
+}
+
+/// A speedtest path: `(key in the path, "down" | "up")`.
+fn speedtest_path(path: &str) -> Option<(Option<&str>, &str)> {
+    let direction = |name: &str| match name {
+        "down" | "__down" => Some("down"),
+        "up" | "__up" => Some("up"),
+        _ => None,
+    };
+    match path {
+        "/speedtest/down" | "/__down" => return Some((None, "down")),
+        "/speedtest/up" | "/__up" => return Some((None, "up")),
+        _ => {}
+    }
+    let rest = path.strip_prefix("/speedtest/key/")?;
+    let (key, name) = rest.rsplit_once('/')?;
+    Some((Some(key), direction(name)?))
 }
 
 /// The answer, or `None` if the handler streamed its own.
 fn route(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Option<Response> {
-    let method = request.method.as_str();
+    let method = request.method.clone();
     let path = request.path.clone();
+    if let Some((path_key, direction)) = speedtest_path(&path) {
+        let expected = if direction == "down" { "GET" } else { "POST" };
+        if method != expected {
+            return Some(Response::error(405, &format!("{path} accepts {expected}")));
+        }
+        let path_key = path_key.and_then(http::percent_decode);
+        if shared.credentials.write(request, path_key.as_deref()) != Access::Allowed {
+            return Some(Response::error(401, "missing or wrong X-API-Key"));
+        }
+        return match direction {
+            "down" => speedtest_down(conn, request, shared),
+            _ => Some(speedtest_up(conn, request, shared)),
+        };
+    }
     let allowed: &[&str] = match path.as_str() {
-        "/api/health" | "/api/fleet/machines" | "/speedtest/down" | "/__down" => &["GET"],
-        "/api/fleet/report" | "/api/v2/batches" | "/speedtest/up" | "/__up" => &["POST"],
+        "/api/health" | "/api/fleet/machines" => &["GET"],
+        "/api/fleet/report" | "/api/v2/batches" => &["POST"],
         "/api/fleet/widget-logs" => &["GET", "POST"],
         _ => return Some(Response::error(404, &format!("no such endpoint: {path}"))),
     };
-    if !allowed.contains(&method) {
+    if !allowed.contains(&method.as_str()) {
         return Some(Response::error(405, &format!("{path} accepts {}", allowed.join(", "))));
     }
-    match path.as_str() {
-        "/api/health" => return Some(health(shared)),
-        "/speedtest/down" | "/__down" => return speedtest_down(conn, request, shared),
-        "/speedtest/up" | "/__up" => return Some(speedtest_up(conn, request, shared)),
-        _ => {}
+    if path == "/api/health" {
+        return Some(health(shared));
     }
-    if !authorized(request, shared) {
+    if method == "GET" {
+        match shared.credentials.read(request) {
+            Access::Allowed => {}
+            Access::Unauthorized => {
+                return Some(Response::error(401, "missing or wrong read token (Authorization: Bearer TOKEN)"))
+            }
+            Access::Forbidden => return Some(Response::error(403, shared.credentials.read_forbidden_message())),
+        }
+        return match path.as_str() {
+            "/api/fleet/machines" => Some(machines(shared)),
+            _ => export_logs(conn, request, shared),
+        };
+    }
+    if shared.credentials.write(request, None) != Access::Allowed {
         return Some(Response::error(401, "missing or wrong X-API-Key"));
     }
-    Some(match (method, path.as_str()) {
-        ("GET", "/api/fleet/machines") => machines(shared),
-        ("GET", "/api/fleet/widget-logs") => export_logs(request, shared),
-        _ => match read_body(conn, request, shared) {
-            Err(response) => response,
-            Ok(body) => match path.as_str() {
-                "/api/fleet/report" => report(&body, shared),
-                "/api/fleet/widget-logs" => widget_logs(&body, shared),
-                _ => batch(&body, shared),
-            },
-        },
+    let len = match body_length(request, shared) {
+        Ok(len) => len,
+        Err(response) => return Some(response),
+    };
+    let Some(_memory) = shared.bodies.acquire(len as u64, shared.limits.read_timeout) else {
+        return Some(busy("too many request bodies in memory"));
+    };
+    let body = match read_body(conn, request, len, shared) {
+        Ok(body) => body,
+        Err(response) => return Some(response),
+    };
+    let Some(_worker) = shared.workers.acquire(1, shared.limits.read_timeout) else {
+        return Some(busy("every worker is busy"));
+    };
+    Some(match path.as_str() {
+        "/api/fleet/report" => report(&body, shared),
+        "/api/fleet/widget-logs" => widget_logs(&body, shared),
+        _ => batch(&body, shared),
     })
 }
 
-fn authorized(request: &Request, shared: &Shared) -> bool {
-    let Some(expected) = &shared.api_key else {
-        return true;
-    };
-    let Some(given) = request.header("x-api-key") else {
-        return false;
-    };
-    // Constant time in the key's length: no early exit on the first differing byte.
-    let (a, b) = (given.as_bytes(), expected.expose().as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// 503 with `Retry-After` (the agent backs off and resends).
+fn busy(why: &str) -> Response {
+    Response::error(503, &format!("{why}, retry in a moment"))
 }
 
-fn read_body(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Result<Vec<u8>, Response> {
+fn body_length(request: &Request, shared: &Shared) -> Result<usize, Response> {
     let max = shared.limits.max_body;
-    let len = match request.framing() {
+    match request.framing() {
         BodyFraming::Length(len) if len > max as u64 => {
-            return Err(Response::error(413, &format!("body of {len} bytes exceeds the limit of {max} bytes")))
+            Err(Response::error(413, &format!("body of {len} bytes exceeds the limit of {max} bytes")))
         }
-        BodyFraming::Length(len) => len as usize,
+        BodyFraming::Length(len) => Ok(len as usize),
         BodyFraming::Chunked => {
-            return Err(Response::error(411, "Transfer-Encoding is not supported: send the body with Content-Length"))
+            Err(Response::error(411, "Transfer-Encoding is not supported: send the body with Content-Length"))
         }
-        BodyFraming::None => return Err(Response::error(411, "Content-Length required")),
-        BodyFraming::Invalid => return Err(Response::error(400, "invalid Content-Length")),
-    };
+        BodyFraming::None => Err(Response::error(411, "Content-Length required")),
+        BodyFraming::Invalid => Err(Response::error(400, "invalid Content-Length")),
+    }
+}
+
+fn read_body(conn: &mut Conn, request: &mut Request, len: usize, shared: &Shared) -> Result<Vec<u8>, Response> {
     http::continue_if_expected(conn, request);
-    let deadline = Deadline { until: Instant::now() + shared.limits.body_deadline, idle: shared.limits.read_timeout };
+    let deadline = Deadline { until: shared.limits.body_deadline(len as u64), idle: shared.limits.read_timeout };
     http::read_body(conn, request, len, deadline).map_err(|e| match e {
-        HttpError::Timeout => Response::error(408, &e.to_string()),
+        HttpError::Timeout => Response::error(408, &format!("{e}: a body must arrive at 16 KiB/s or faster")),
         _ => Response::error(400, &e.to_string()),
     })
 }
@@ -168,7 +256,7 @@ fn bad(message: &str) -> Response {
 fn store_failed(error: &StoreError) -> Response {
     match error {
         StoreError::MachineId(_) => bad(&error.to_string()),
-        StoreError::Io { .. } | StoreError::Locked { .. } => {
+        _ => {
             log::error!("storing failed: {error}");
             Response::error(500, "storing failed")
         }
@@ -336,35 +424,73 @@ fn batch(body: &[u8], shared: &Shared) -> Response {
 }
 
 fn machines(shared: &Shared) -> Response {
-    match store::machines(shared.store.root()) {
+    let Some(_slot) = shared.exports.acquire(1, EXPORT_WAIT) else {
+        return busy("every export slot is busy");
+    };
+    match shared.store.reader().machines() {
         Ok(list) => ok(&[("machines", json!(list))]),
         Err(e) => store_failed(&e),
     }
 }
 
-fn export_logs(request: &Request, shared: &Shared) -> Response {
-    let format = request.query_param("format").unwrap_or_else(|| "json".into());
-    if format != "json" && format != "csv" {
-        return bad("format must be json or csv");
-    }
-    let widget_type = request.query_param("widget_type").filter(|w| !w.is_empty());
-    let machine_id = request.query_param("machine_id").filter(|m| !m.is_empty());
-    let found = store::widget_logs(shared.store.root(), widget_type.as_deref(), machine_id.as_deref(), MAX_EXPORT_ROWS);
-    let (rows, truncated) = match found {
-        Ok(found) => found,
-        Err(e) => return store_failed(&e),
+/// Stream the widget-log export (JSON or CSV) straight from the store to the client, in
+/// constant memory, up to `max_export_bytes`; tampered rows are skipped and counted.
+fn export_logs(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Option<Response> {
+    let format = match request.query_param("format").as_deref() {
+        None | Some("json") => ExportFormat::Json,
+        Some("csv") => ExportFormat::Csv,
+        Some(_) => return Some(bad("format must be json or csv")),
     };
-    if format == "csv" {
-        Response { status: 200, content_type: "text/csv; charset=utf-8", body: export::to_csv(&rows).into_bytes() }
-    } else {
-        ok(&[("count", json!(rows.len())), ("truncated", json!(truncated)), ("logs", json!(rows))])
+    let filter = LogFilter {
+        widget_type: request.query_param("widget_type").filter(|w| !w.is_empty()),
+        machine_id: request.query_param("machine_id").filter(|m| !m.is_empty()),
+    };
+    let Some(_slot) = shared.exports.acquire(1, EXPORT_WAIT) else {
+        return Some(busy("every export slot is busy"));
+    };
+    let keep = request.keep_alive();
+    let mut body = match ChunkedBody::start(conn, format.content_type(), request.http11, keep) {
+        Ok(body) => body,
+        Err(e) => {
+            log::debug!("export: writing the head failed: {e}");
+            request.body_done = false;
+            return None;
+        }
+    };
+    let mut writer = export::Writer::new(format, shared.limits.max_export_bytes);
+    let streamed = writer.start(&mut body).and_then(|()| {
+        let mut failed = None;
+        let stats = shared.store.reader().widget_logs(&filter, |row| match writer.row(&mut body, &row) {
+            Ok(more) => more,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let stats = stats.map_err(std::io::Error::other)?;
+        if stats.bad > 0 {
+            log::warn!("export skipped {} tampered or unreadable rows (run `fleet-agent receive verify`)", stats.bad);
+        }
+        writer.finish(&mut body, stats.bad)
+    });
+    match streamed.and_then(|()| body.finish()) {
+        Ok(()) => {}
+        Err(e) => {
+            // The status line is gone already: end the connection so the client sees a cut answer.
+            log::warn!("export stopped: {e}");
+            request.body_done = false;
+        }
     }
+    None
 }
 
 /// Zeros streamed by the download test (static: never allocated per request).
 static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
 
-fn speedtest_down(conn: &mut Conn, request: &Request, shared: &Shared) -> Option<Response> {
+fn speedtest_down(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Option<Response> {
     let bytes = match request.query_param("bytes") {
         None => 0,
         Some(text) => match text.parse::<u64>() {
@@ -373,7 +499,7 @@ fn speedtest_down(conn: &mut Conn, request: &Request, shared: &Shared) -> Option
         },
     };
     let streamed = (|| -> std::io::Result<()> {
-        http::write_head(conn, 200, "application/octet-stream", bytes)?;
+        http::write_head(conn, 200, "application/octet-stream", bytes, request.keep_alive())?;
         let mut left = bytes;
         while left > 0 {
             let n = left.min(ZEROS.len() as u64) as usize;
@@ -384,6 +510,7 @@ fn speedtest_down(conn: &mut Conn, request: &Request, shared: &Shared) -> Option
     })();
     if let Err(e) = streamed {
         log::debug!("speedtest download stopped: {e}");
+        request.body_done = false;
     }
     None
 }
@@ -408,5 +535,22 @@ fn speedtest_up(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Resp
         Ok(n) => ok(&[("status", json!("ok")), ("bytes", json!(n))]),
         Err(e @ HttpError::Timeout) => Response::error(408, &e.to_string()),
         Err(e) => bad(&e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speedtest_paths_and_the_key_never_logged() {
+        assert_eq!(speedtest_path("/__down"), Some((None, "down")));
+        assert_eq!(speedtest_path("/speedtest/up"), Some((None, "up")));
+        assert_eq!(speedtest_path("/speedtest/key/s3cret/__up"), Some((Some("s3cret"), "up")));
+        assert_eq!(speedtest_path("/speedtest/key/s3cret/down"), Some((Some("s3cret"), "down")));
+        assert_eq!(speedtest_path("/speedtest/key/s3cret/other"), None);
+        assert_eq!(speedtest_path("/api/health"), None);
+        assert_eq!(redacted_path("/speedtest/key/s3cret/__down"), "/speedtest/key/…/down");
+        assert_eq!(redacted_path("/api/v2/batches"), "/api/v2/batches");
     }
 }

@@ -1,11 +1,15 @@
-//! The receiver's on-disk store: append-only JSON Lines per machine, fsynced before any 200.
+//! The receiver's on-disk store: append-only JSON Lines per machine, each row sealed under the
+//! store key ([`super::seal`]), fsynced before any 200. Every read and write of the store goes
+//! through [`Store`] (the running receiver: appends, repair on open) and [`StoreReader`]
+//! (listings, exports, `receive ls/show/verify`, tests): nothing else opens its files.
+//! Byte-level format and test vectors: `docs/receiver-store-sealing.md`.
 //!
 //! # Layout
 //!
 //! ```text
 //! STORE/                              mode 0700
-//!   .lock                             held with an exclusive flock by the running receiver;
-//!                                     holds its pid (a second receiver refuses to start)
+//!   .lock                             held with an exclusive flock by the running receiver or
+//!                                     `receive rekey`; holds its pid (a second one refuses)
 //!   <machine dir>/                    mode 0700, one per machine (name: see below)
 //!     reports.jsonl                   v1 reports             (mode 0600)
 //!     widget-logs.jsonl               v1 widget-log entries  (mode 0600)
@@ -28,20 +32,22 @@
 //! a directory whose current name already exists is left alone with an error), and the
 //! readers fall back to the old name, so an old store stays readable without a receiver.
 //!
-//! # Lines
+//! # Rows
 //!
-//! One compact JSON object per line, `\n`-terminated, fields in this order (readers should not
-//! depend on the order):
+//! One compact JSON object per line, `\n`-terminated. Before sealing (and as stored with
+//! `--store-plaintext`) a row is (field order not significant):
 //!
 //! ```text
 //! {"received_at":T,"machine_id":M,"kind":"report","e2ee":B,"report":{machine_id, machine_info, metrics, …}}
-//! {"received_at":T,"machine_id":M,"kind":"widget-log","e2ee":B,"log":{timestamp, level, widget_type, message, data}}
-//! {"received_at":T,"machine_id":M,"kind":"record","seq":N,"index":I,"record":{ts, widget, kind, level, message, data}}
-//! {"received_at":T,"machine_id":M,"kind":"batch","seq":N,"kid":K,"sent_at":S,"records":COUNT,"dropped":{count, oldest?, newest?},"digest":D}
+//! {"received_at":T,"machine_id":M,"kind":"widget-log","widget":W,"e2ee":B,"log":{timestamp, level, widget_type, message, data}}
+//! {"received_at":T,"machine_id":M,"kind":"record","seq":N,"index":I,"widget":W,"record_kind":K,"record":{ts, widget, kind, level, message, data}}
+//! {"received_at":T,"machine_id":M,"kind":"batch","seq":N,"records":COUNT,"kid":K,"sent_at":S,"dropped":{count, oldest?, newest?},"digest":D}
 //! ```
 //!
 //! `received_at` is the receiver's clock (RFC 3339 UTC, milliseconds); `e2ee` says whether the
-//! body was sealed; `kid` is absent in plaintext (test) mode.
+//! body was sealed; `kid` (the transport key id) is absent in plaintext (test) mode. Sealed,
+//! `received_at`, `machine_id`, `kind`, `seq`, `index`, `records`, `widget` and
+//! `record_kind` stay in clear and the rest is encrypted, bound to the file and line number.
 //!
 //! # Exactly-once for v2 (`records.jsonl`)
 //!
@@ -58,7 +64,7 @@
 //! The commit line's `digest` is [`records_digest`] of the batch's records: lower-case hex
 //! SHA-256 of the `records` array as compact JSON, each record's members in the order `ts`,
 //! `widget`, `kind`, `level`, `message`, `data`, object members inside `data` sorted by key
-//! (bytewise), as [`Record`] serializes (see `docs/v2-protocol.md` for the vector). A repeated
+//! (bytewise), as [`Record`] serializes (see `docs/v2-protocol.md` for the vector); sealed, like everything but the index fields. A repeated
 //! `(machine_id, seq)` with the same digest is a duplicate (answered 200, nothing written);
 //! with another digest it is a collision ([`BatchOutcome::Conflict`], answered 409, nothing
 //! written): another sender used the same seq for other records, and acknowledging it as a
@@ -69,8 +75,7 @@
 //!
 //! Readers: a batch's records are the `records` (count) lines right before its `batch` line.
 //! Record lines not followed by their commit line (the tail of a store no receiver has reopened
-//! since a crash) were never acknowledged and must be ignored; [`visit_records`] and
-//! [`read_records`] do this.
+//! since a crash) were never acknowledged and are ignored ([`StoreReader::visit_records`]).
 //!
 //! v1 files get the same one-write-then-fsync treatment; on open a torn last line (no `\n`) is
 //! cut off. v1 has no sequence numbers, so a v1 resend after a lost answer is stored again,
@@ -78,6 +83,14 @@
 //!
 //! Writes to one machine's files are serialized by a per-machine mutex, so lines from
 //! concurrent requests never interleave; different machines write in parallel.
+//!
+//! # Keys
+//!
+//! On open every row's store key id is checked against the keys given: a row under another
+//! key, a sealed row without a key, or a plaintext row with one is an error naming the key id
+//! and the file, and nothing is changed. `receive rekey` ([`rekey`]) rewrites each file under a
+//! new key through a temporary file and a rename, so a crash leaves each file whole under the
+//! old or the new key, and a store half-way is read with both keys.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -89,9 +102,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use fleet_widgets::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
-use crate::record::{BatchBody, Dropped, Record};
+use super::seal::{self, RowError, StoreKeys};
+use crate::keys::KeyError;
+use crate::record::{BatchBody, Record};
 
 /// File of v1 reports.
 pub const REPORTS_FILE: &str = "reports.jsonl";
@@ -103,6 +118,8 @@ pub const RECORDS_FILE: &str = "records.jsonl";
 pub const LOCK_FILE: &str = ".lock";
 /// Digests of this many most recent batches per machine are kept in memory.
 pub const RECENT_DIGESTS: usize = 4096;
+/// Suffix of the temporary file `rekey` writes beside each file it rewrites.
+pub const REKEY_SUFFIX: &str = ".rekey-tmp";
 /// Longest accepted machine id, in bytes.
 pub const MAX_MACHINE_ID: usize = crate::config::MAX_MACHINE_ID_BYTES;
 
@@ -120,13 +137,27 @@ pub enum StoreError {
     },
     /// The machine id cannot name a store directory (empty, too long, control characters).
     MachineId(String),
-    /// Another receiver has this store open.
+    /// A row cannot be opened with the keys given (wrong key, no key, plaintext in a sealed
+    /// store, tampered); names the file and line. Nothing was changed.
+    Row {
+        /// The file.
+        path: PathBuf,
+        /// 0-based line number.
+        line: u64,
+        /// What is wrong.
+        problem: RowError,
+        /// The ids of the keys given (empty: plaintext mode).
+        given: Vec<String>,
+    },
+    /// Another receiver (or a rekey) has this store open.
     Locked {
         /// The store directory.
         store: PathBuf,
         /// The pid written in the lock file by the holder (`None`: unreadable).
         pid: Option<u32>,
     },
+    /// The OS random number generator failed (nonces).
+    Random(KeyError),
 }
 
 impl fmt::Display for StoreError {
@@ -134,15 +165,28 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Io { doing, path, source } => write!(f, "{doing} {}: {source}", path.display()),
             StoreError::MachineId(why) => write!(f, "invalid machine_id: {why}"),
+            StoreError::Row { path, line, problem, given } => {
+                write!(f, "{} line {}: {problem}", path.display(), line + 1)?;
+                match problem {
+                    RowError::UnknownKey(_) if given.is_empty() => Ok(()),
+                    RowError::UnknownKey(_) => write!(f, " (store key ids given: {})", given.join(", ")),
+                    RowError::NeedKey(_) => f.write_str(" (give it with --store-key-file or FLEET_STORE_KEY)"),
+                    RowError::Plaintext => f.write_str(
+                        " (seal the store first: fleet-agent receive rekey --store DIR --from-plaintext --new-key-file FILE)",
+                    ),
+                    _ => Ok(()),
+                }
+            }
             StoreError::Locked { store, pid } => {
                 let holder = pid.map_or_else(|| "another process".to_string(), |pid| format!("process {pid}"));
                 write!(
                     f,
-                    "store {} is in use by {holder} (another receiver; two receivers on one store would cut each \
-                     other's batches): stop it or use another --store",
+                    "store {} is in use by {holder} (another receiver or a rekey; two writers on one store would cut \
+                     each other's batches): stop it or use another --store",
                     store.display()
                 )
             }
+            StoreError::Random(e) => write!(f, "making nonces: {e}"),
         }
     }
 }
@@ -151,6 +195,8 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Io { source, .. } => Some(source),
+            StoreError::Row { problem, .. } => Some(problem),
+            StoreError::Random(e) => Some(e),
             StoreError::MachineId(_) | StoreError::Locked { .. } => None,
         }
     }
@@ -369,58 +415,23 @@ pub enum BatchOutcome {
     },
 }
 
-#[derive(Serialize)]
-struct ReportLine<'a> {
-    received_at: &'a str,
-    machine_id: &'a str,
-    kind: &'static str,
-    e2ee: bool,
-    report: &'a Value,
-}
-
-#[derive(Serialize)]
-struct LogLine<'a> {
-    received_at: &'a str,
-    machine_id: &'a str,
-    kind: &'static str,
-    e2ee: bool,
-    log: &'a Value,
-}
-
-#[derive(Serialize)]
-struct RecordLine<'a> {
-    received_at: &'a str,
-    machine_id: &'a str,
-    kind: &'static str,
-    seq: u64,
-    index: usize,
-    record: &'a Record,
-}
-
-#[derive(Serialize)]
-struct BatchLine<'a> {
-    received_at: &'a str,
-    machine_id: &'a str,
-    kind: &'static str,
-    seq: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kid: Option<&'a str>,
-    sent_at: &'a str,
-    records: usize,
-    dropped: &'a Dropped,
-    digest: &'a str,
-}
-
-/// Just enough of any line to rebuild state.
+/// Just enough of any stored line to rebuild state and check its key.
 #[derive(Deserialize)]
 struct LineHead {
-    kind: String,
+    #[serde(default)]
+    kind: Option<String>,
     #[serde(default)]
     seq: Option<u64>,
+    #[serde(default)]
+    records: Option<u64>,
+    #[serde(default)]
+    store_kid: Option<String>,
+    #[serde(default)]
+    sealed: Option<serde::de::IgnoredAny>,
 }
 
-/// The three files of a machine dir, in the order of [`MachineState::lens`].
-const FILES: [&str; 3] = [REPORTS_FILE, WIDGET_LOGS_FILE, RECORDS_FILE];
+/// The three files of a machine dir (the order of the per-file state of the running store).
+pub const FILES: [&str; 3] = [REPORTS_FILE, WIDGET_LOGS_FILE, RECORDS_FILE];
 
 struct MachineState {
     dir: PathBuf,
@@ -431,13 +442,11 @@ struct MachineState {
     /// Length of each of [`FILES`] after the last good append: anything beyond is a failed
     /// append's leftover and is cut before the next write.
     lens: [u64; 3],
+    /// Lines in each of [`FILES`] after the last good append (the next row's line number).
+    lines: [u64; 3],
 }
 
 impl MachineState {
-    fn append(&mut self, file: usize, bytes: &[u8]) -> Result<(), StoreError> {
-        append_durably(&self.dir.join(FILES[file]), bytes, &mut self.lens[file])
-    }
-
     fn remember(&mut self, seq: u64, digest: String) {
         self.recent.insert(seq, digest);
         while self.recent.len() > RECENT_DIGESTS {
@@ -446,12 +455,12 @@ impl MachineState {
     }
 
     /// The digest of committed batch `seq` (`None`: not found, the file is unreadable).
-    fn digest_of(&self, seq: u64) -> Option<String> {
+    fn digest_of(&self, seq: u64, keys: &StoreKeys) -> Option<String> {
         if let Some(digest) = self.recent.get(&seq) {
             return Some(digest.clone());
         }
         let mut found = None;
-        let _ = visit_committed(&self.dir.join(RECORDS_FILE), |seq_of, digest| {
+        let _ = visit_committed(&self.dir.join(RECORDS_FILE), keys, |seq_of, digest| {
             if seq_of == seq {
                 found = Some(digest);
             }
@@ -460,11 +469,11 @@ impl MachineState {
     }
 }
 
-/// An open store: per-machine state behind per-machine locks.
+/// An open store, for the running receiver: per-machine state behind per-machine locks, and
+/// the store's lock held for as long as it lives.
 pub struct Store {
-    root: PathBuf,
+    reader: StoreReader,
     machines: Mutex<HashMap<String, Arc<Mutex<MachineState>>>>,
-    /// The exclusive lock on [`LOCK_FILE`], held while the store is open.
     _lock: File,
 }
 
@@ -480,6 +489,35 @@ fn create_dir(path: &Path) -> Result<(), StoreError> {
 
 fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path).and_then(|d| d.sync_all()).map_err(io_error("syncing directory", path))
+}
+
+/// Take the store's exclusive lock (non-blocking: one writer at a time) and write our pid
+/// into it.
+pub fn lock_store(root: &Path) -> Result<File, StoreError> {
+    create_dir(root)?;
+    let path = root.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error("opening the lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let pid = fs::read_to_string(&path).ok().and_then(|text| text.trim().parse().ok());
+            return Err(StoreError::Locked { store: root.to_path_buf(), pid });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_error("locking", &path)(e)),
+    }
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
+        .and_then(|()| file.sync_data());
+    written.map_err(io_error("writing the pid into", &path))?;
+    Ok(file)
 }
 
 /// Append `bytes` in one write and fsync (and the directory too when the file is new).
@@ -528,62 +566,89 @@ fn truncate(path: &Path, len: u64) -> Result<(), StoreError> {
     file.sync_all().map_err(io_error("syncing", path))
 }
 
-/// Visit every complete line of `path` (missing file: no lines); returns the byte length of the
-/// complete lines. `visit` gets each line's bytes (without `\n`) and its end offset.
-fn scan_lines(path: &Path, mut visit: impl FnMut(&[u8], u64)) -> Result<(u64, u64), StoreError> {
+/// What [`scan_lines`] found: bytes of complete lines, complete lines, total bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Scanned {
+    complete: u64,
+    lines: u64,
+    total: u64,
+}
+
+/// Visit every complete line of `path` (missing file: no lines). `visit` gets each line's
+/// bytes (without `\n`), its 0-based number and its end offset, and returns false to stop.
+fn scan_lines(path: &Path, mut visit: impl FnMut(&[u8], u64, u64) -> bool) -> Result<Scanned, StoreError> {
     let file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Scanned::default()),
         Err(e) => return Err(io_error("opening", path)(e)),
     };
     let total = file.metadata().map_err(io_error("reading metadata of", path))?.len();
-    let mut reader = BufReader::new(file);
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
     let mut line = Vec::new();
-    let mut offset = 0u64;
+    let mut scanned = Scanned { total, ..Scanned::default() };
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).map_err(io_error("reading", path))?;
         if n == 0 || line.last() != Some(&b'\n') {
             break;
         }
-        offset += n as u64;
-        visit(&line[..n - 1], offset);
+        scanned.complete += n as u64;
+        let number = scanned.lines;
+        scanned.lines += 1;
+        if !visit(&line[..n - 1], number, scanned.complete) {
+            break;
+        }
+        if line.capacity() > 1024 * 1024 {
+            // One huge report must not pin its buffer for the rest of the file.
+            line = Vec::new();
+        }
     }
-    Ok((offset, total))
+    Ok(scanned)
 }
 
 fn now() -> String {
     Timestamp::now().to_rfc3339()
 }
 
+/// Check that a stored line's key fits `keys` (see the module docs); `Err` names the problem.
+fn check_head(head: &LineHead, keys: &StoreKeys) -> Result<(), RowError> {
+    match (&head.sealed, &head.store_kid) {
+        (None, _) if !keys.is_plaintext() => Err(RowError::Plaintext),
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(RowError::Malformed("`store_kid` missing".into())),
+        (Some(_), Some(kid)) if keys.is_plaintext() => Err(RowError::NeedKey(kid.clone())),
+        (Some(_), Some(kid)) if !keys.has(kid) => Err(RowError::UnknownKey(kid.clone())),
+        _ => Ok(()),
+    }
+}
+
 impl Store {
-    /// Open (or create) a store: take its lock (failing with [`StoreError::Locked`] if another
-    /// receiver holds it), rename directories an older version named (see "Upgrades"), repair
-    /// torn tails and rebuild the seen `(machine_id, seq)` set.
-    pub fn open(root: &Path) -> Result<Store, StoreError> {
-        create_dir(root)?;
-        let lock = lock_store(root)?;
+    /// Open (or create) a store for writing: take its lock (failing with
+    /// [`StoreError::Locked`] if another receiver holds it), check every row's key (a key
+    /// problem changes nothing), rename directories an older version named (see "Upgrades"),
+    /// repair torn tails and rebuild the seen `(machine_id, seq)` set and recent digests.
+    pub fn open(root: &Path, keys: StoreKeys) -> Result<Store, StoreError> {
+        let lock_file = lock_store(root)?;
+        let reader = StoreReader::new(root, keys);
+        reader.check_keys()?;
         migrate_legacy_names(root)?;
         let mut machines = HashMap::new();
-        let entries = fs::read_dir(root).map_err(io_error("listing", root))?;
-        for entry in entries {
-            let entry = entry.map_err(io_error("listing", root))?;
-            let Some(machine_id) = entry.file_name().to_str().and_then(machine_id_of) else {
-                continue;
-            };
-            let dir = entry.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            let (seen, recent, lens) = recover_machine(&dir)?;
-            machines.insert(machine_id, Arc::new(Mutex::new(MachineState { dir, seen, recent, lens })));
+        for machine_id in reader.machine_ids()? {
+            let dir = root.join(dir_name(&machine_id));
+            let (seen, recent, lens, lines) = recover_machine(&dir, reader.keys())?;
+            machines.insert(machine_id, Arc::new(Mutex::new(MachineState { dir, seen, recent, lens, lines })));
         }
-        Ok(Store { root: root.to_path_buf(), machines: Mutex::new(machines), _lock: lock })
+        Ok(Store { reader, machines: Mutex::new(machines), _lock: lock_file })
     }
 
     /// The store directory.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.reader.root()
+    }
+
+    /// Reads of this store (listings, exports).
+    pub fn reader(&self) -> &StoreReader {
+        &self.reader
     }
 
     fn machine(&self, machine_id: &str) -> Result<Arc<Mutex<MachineState>>, StoreError> {
@@ -592,24 +657,50 @@ impl Store {
         if let Some(state) = machines.get(machine_id) {
             return Ok(Arc::clone(state));
         }
-        let dir = self.root.join(dir_name(machine_id));
+        let dir = self.root().join(dir_name(machine_id));
         create_dir(&dir)?;
-        sync_dir(&self.root)?;
-        let state =
-            Arc::new(Mutex::new(MachineState { dir, seen: SeqSet::default(), recent: BTreeMap::new(), lens: [0; 3] }));
+        sync_dir(self.root())?;
+        let state = Arc::new(Mutex::new(MachineState {
+            dir,
+            seen: SeqSet::default(),
+            recent: BTreeMap::new(),
+            lens: [0; 3],
+            lines: [0; 3],
+        }));
         machines.insert(machine_id.to_string(), Arc::clone(&state));
         Ok(state)
+    }
+
+    /// Seal `rows` at the next line numbers of `FILES[file]` and append them durably.
+    fn append(&self, state: &mut MachineState, file: usize, rows: Vec<Value>) -> Result<(), StoreError> {
+        let keys = self.reader.keys();
+        let nonces = if keys.is_plaintext() {
+            vec![[0u8; 12]; rows.len()]
+        } else {
+            seal::nonces(rows.len()).map_err(StoreError::Random)?
+        };
+        let mut bytes = Vec::new();
+        let first = state.lines[file];
+        for (i, (row, nonce)) in rows.into_iter().zip(&nonces).enumerate() {
+            let Value::Object(row) = row else { continue };
+            let stored = keys.seal(FILES[file], first + i as u64, row, nonce);
+            serde_json::to_writer(&mut bytes, &stored)
+                .map_err(|e| io_error("encoding a row for", &state.dir)(e.into()))?;
+            bytes.push(b'\n');
+        }
+        let count = nonces.len() as u64;
+        append_durably(&state.dir.join(FILES[file]), &bytes, &mut state.lens[file])?;
+        state.lines[file] += count;
+        Ok(())
     }
 
     /// Store one v1 report, durably.
     pub fn append_report(&self, machine_id: &str, report: &Value, e2ee: bool) -> Result<(), StoreError> {
         let state = self.machine(machine_id)?;
         let mut state = lock(&state);
-        let received_at = now();
-        let line = ReportLine { received_at: &received_at, machine_id, kind: "report", e2ee, report };
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-        bytes.push(b'\n');
-        state.append(0, &bytes)
+        let row =
+            json!({"received_at": now(), "machine_id": machine_id, "kind": "report", "e2ee": e2ee, "report": report});
+        self.append(&mut state, 0, vec![row])
     }
 
     /// Store v1 widget-log entries, durably; how many.
@@ -617,14 +708,16 @@ impl Store {
         let state = self.machine(machine_id)?;
         let mut state = lock(&state);
         let received_at = now();
-        let mut bytes = Vec::new();
-        for log in logs {
-            let line = LogLine { received_at: &received_at, machine_id, kind: "widget-log", e2ee, log };
-            bytes.extend(serde_json::to_vec(&line).unwrap_or_default());
-            bytes.push(b'\n');
-        }
-        if !bytes.is_empty() {
-            state.append(1, &bytes)?;
+        let rows: Vec<Value> = logs
+            .iter()
+            .map(|log| {
+                let widget = log.get("widget_type").and_then(Value::as_str).unwrap_or("");
+                json!({"received_at": received_at, "machine_id": machine_id, "kind": "widget-log",
+                       "widget": widget, "e2ee": e2ee, "log": log})
+            })
+            .collect();
+        if !rows.is_empty() {
+            self.append(&mut state, 1, rows)?;
         }
         Ok(logs.len())
     }
@@ -636,92 +729,65 @@ impl Store {
         let mut state = lock(&state);
         let digest = records_digest(&batch.records);
         if state.seen.contains(batch.seq) {
-            return Ok(match state.digest_of(batch.seq) {
+            return Ok(match state.digest_of(batch.seq, self.reader.keys()) {
                 Some(stored) if stored != digest => BatchOutcome::Conflict { stored, offered: digest },
                 _ => BatchOutcome::Duplicate,
             });
         }
         let received_at = now();
-        let mut bytes = Vec::new();
+        let mut rows = Vec::with_capacity(batch.records.len() + 1);
         for (index, record) in batch.records.iter().enumerate() {
-            let line =
-                RecordLine { received_at: &received_at, machine_id, kind: "record", seq: batch.seq, index, record };
-            bytes.extend(serde_json::to_vec(&line).unwrap_or_default());
-            bytes.push(b'\n');
+            let record = serde_json::to_value(record).unwrap_or(Value::Null);
+            let record_kind = record.get("kind").cloned().unwrap_or(Value::Null);
+            rows.push(json!({"received_at": received_at, "machine_id": machine_id, "kind": "record",
+                "seq": batch.seq, "index": index, "widget": record.get("widget").cloned().unwrap_or(Value::Null),
+                "record_kind": record_kind, "record": record}));
         }
-        let commit = BatchLine {
-            received_at: &received_at,
-            machine_id,
-            kind: "batch",
-            seq: batch.seq,
-            kid,
-            sent_at: &batch.sent_at,
-            records: batch.records.len(),
-            dropped: &batch.dropped,
-            digest: &digest,
-        };
-        bytes.extend(serde_json::to_vec(&commit).unwrap_or_default());
-        bytes.push(b'\n');
-        state.append(2, &bytes)?;
+        let mut commit = json!({"received_at": received_at, "machine_id": machine_id, "kind": "batch",
+            "seq": batch.seq, "records": batch.records.len(), "sent_at": batch.sent_at, "dropped": batch.dropped,
+            "digest": digest});
+        if let (Some(kid), Value::Object(map)) = (kid, &mut commit) {
+            map.insert("kid".into(), Value::from(kid));
+        }
+        rows.push(commit);
+        self.append(&mut state, 2, rows)?;
         state.seen.insert(batch.seq);
         state.remember(batch.seq, digest);
         Ok(BatchOutcome::Stored(batch.records.len()))
     }
 }
 
-/// What recovery rebuilt for one machine: committed seqs, recent digests, good file lengths.
-type Recovered = (SeqSet, BTreeMap<u64, String>, [u64; 3]);
+/// What recovery rebuilt for one machine: committed seqs, recent digests, good file lengths
+/// and line counts.
+type Recovered = (SeqSet, BTreeMap<u64, String>, [u64; 3], [u64; 3]);
 
-/// Repair one machine dir: its committed seqs, the digests of its latest batches and the good
-/// length of each of [`FILES`].
-fn recover_machine(dir: &Path) -> Result<Recovered, StoreError> {
+/// Repair one machine dir: its committed seqs, the digests of its latest batches, the good
+/// length and line count of each of [`FILES`].
+fn recover_machine(dir: &Path, keys: &StoreKeys) -> Result<Recovered, StoreError> {
     let mut lens = [0u64; 3];
+    let mut lines = [0u64; 3];
     for (i, name) in FILES[..2].iter().enumerate() {
         let path = dir.join(name);
-        let (complete, total) = scan_lines(&path, |_, _| {})?;
-        if total > complete {
-            log::warn!("cutting a torn last line ({} bytes) off {}", total - complete, path.display());
-            truncate(&path, complete)?;
+        let scanned = scan_lines(&path, |_, _, _| true)?;
+        if scanned.total > scanned.complete {
+            log::warn!("cutting a torn last line ({} bytes) off {}", scanned.total - scanned.complete, path.display());
+            truncate(&path, scanned.complete)?;
         }
-        lens[i] = complete;
+        lens[i] = scanned.complete;
+        lines[i] = scanned.lines;
     }
-    let (seen, committed) = recover_records(&dir.join(RECORDS_FILE))?;
+    let (seen, committed, committed_lines) = recover_records(&dir.join(RECORDS_FILE))?;
     lens[2] = committed;
+    lines[2] = committed_lines;
+    remove_rekey_leftovers(dir)?;
     let mut recent = BTreeMap::new();
-    visit_committed(&dir.join(RECORDS_FILE), |seq, digest| {
+    visit_committed(&dir.join(RECORDS_FILE), keys, |seq, digest| {
         recent.insert(seq, digest);
         while recent.len() > RECENT_DIGESTS {
             recent.pop_first();
         }
     })?;
-    Ok((seen, recent, lens))
-}
-
-/// Take the store's exclusive lock and write our pid into it.
-fn lock_store(root: &Path) -> Result<File, StoreError> {
-    let path = root.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_error("opening the lock file", &path))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => {
-            let pid = fs::read_to_string(&path).ok().and_then(|text| text.trim().parse().ok());
-            return Err(StoreError::Locked { store: root.to_path_buf(), pid });
-        }
-        Err(fs::TryLockError::Error(e)) => return Err(io_error("locking", &path)(e)),
-    }
-    let written = file
-        .set_len(0)
-        .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()))
-        .and_then(|()| file.sync_data());
-    written.map_err(io_error("writing the pid into", &path))?;
-    Ok(file)
+    Ok((seen, recent, lens, lines))
 }
 
 /// Rename machine dirs an older version named (upper case unescaped, `~` + base64url) to
@@ -754,123 +820,547 @@ fn migrate_legacy_names(root: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Visit every commit line of a `records.jsonl` in order with its seq and digest (computed
-/// from its record lines if the line has none: written before digests existed).
-fn visit_committed(path: &Path, mut visit: impl FnMut(u64, String)) -> Result<(), StoreError> {
-    #[derive(Deserialize)]
-    struct Line {
-        kind: String,
-        #[serde(default)]
-        seq: Option<u64>,
-        #[serde(default)]
-        records: Option<usize>,
-        #[serde(default)]
-        digest: Option<String>,
-        #[serde(default)]
-        record: Option<Record>,
-    }
-    let mut pending: Vec<Record> = Vec::new();
-    scan_lines(path, |bytes, _| {
-        let Ok(line) = serde_json::from_slice::<Line>(bytes) else { return };
-        match (line.kind.as_str(), line.seq) {
-            ("batch", Some(seq)) => {
-                let digest = line.digest.unwrap_or_else(|| {
-                    let count = line.records.unwrap_or(0);
-                    records_digest(&pending[pending.len().saturating_sub(count)..])
-                });
+/// Visit every commit row of a `records.jsonl` in order with its seq and digest (computed
+/// from its record rows if it has none: written before digests existed). Opens only commit
+/// rows, and record rows only for such old commit rows; a row that does not open is skipped.
+fn visit_committed(path: &Path, keys: &StoreKeys, mut visit: impl FnMut(u64, String)) -> Result<(), StoreError> {
+    let open = |line: &[u8], number: u64| -> Option<Map<String, Value>> {
+        match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(map)) => keys.open(RECORDS_FILE, number, map).ok(),
+            _ => None,
+        }
+    };
+    let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+    scan_lines(path, |line, number, _| {
+        let Ok(head) = serde_json::from_slice::<LineHead>(line) else { return true };
+        match (head.kind.as_deref(), head.seq) {
+            (Some("batch"), Some(seq)) => {
+                let Some(row) = open(line, number) else {
+                    pending.clear();
+                    return true;
+                };
+                let digest = match row.get("digest").and_then(Value::as_str) {
+                    Some(digest) => digest.to_string(),
+                    None => {
+                        let count = head.records.unwrap_or(0) as usize;
+                        let records: Vec<Record> = pending[pending.len().saturating_sub(count)..]
+                            .iter()
+                            .filter_map(|(n, raw)| open(raw, *n))
+                            .filter_map(|row| row.get("record").and_then(|r| serde_json::from_value(r.clone()).ok()))
+                            .collect();
+                        records_digest(&records)
+                    }
+                };
                 pending.clear();
                 visit(seq, digest);
             }
-            ("record", _) => {
-                if let Some(record) = line.record {
-                    pending.push(record);
-                }
-            }
+            (Some("record"), _) => pending.push((number, line.to_vec())),
             _ => {}
         }
+        true
     })?;
+    Ok(())
+}
+
+/// Delete the temporary files of a `rekey` that was killed before its rename.
+fn remove_rekey_leftovers(dir: &Path) -> Result<(), StoreError> {
+    for name in FILES {
+        let tmp = dir.join(format!("{name}{REKEY_SUFFIX}"));
+        match fs::remove_file(&tmp) {
+            Ok(()) => log::warn!("removed {} left by an interrupted rekey", tmp.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("removing", &tmp)(e)),
+        }
+    }
     Ok(())
 }
 
 /// Rebuild the seen set of a `records.jsonl` and cut everything after its last commit line;
-/// the set and the file's new length.
-fn recover_records(path: &Path) -> Result<(SeqSet, u64), StoreError> {
+/// the set, the file's new length and its line count.
+fn recover_records(path: &Path) -> Result<(SeqSet, u64, u64), StoreError> {
     let mut seen = SeqSet::default();
     let mut committed = 0u64;
-    let (_, total) = scan_lines(path, |line, end| {
+    let mut committed_lines = 0u64;
+    let scanned = scan_lines(path, |line, number, end| {
         if let Ok(head) = serde_json::from_slice::<LineHead>(line) {
-            if head.kind == "batch" {
+            if head.kind.as_deref() == Some("batch") {
                 if let Some(seq) = head.seq {
                     seen.insert(seq);
                     committed = end;
+                    committed_lines = number + 1;
                 }
             }
         }
+        true
     })?;
-    if total > committed {
+    if scanned.total > committed {
         log::warn!(
             "cutting {} bytes of an uncommitted batch off {} (it was never acknowledged)",
-            total - committed,
+            scanned.total - committed,
             path.display()
         );
         truncate(path, committed)?;
     }
-    Ok((seen, committed))
+    Ok((seen, committed, committed_lines))
 }
 
-/// Visit every line of a v1 file that parses as a JSON object (streaming).
-pub fn visit_v1(
-    store: &Path,
-    machine_id: &str,
-    file: &str,
-    mut visit: impl FnMut(Map<String, Value>),
-) -> Result<(), StoreError> {
-    scan_lines(&machine_dir(store, machine_id).join(file), |line, _| {
-        if let Ok(Value::Object(map)) = serde_json::from_slice(line) {
-            visit(map);
-        }
-    })?;
-    Ok(())
+/// True if an opened row is one of `machine_id`'s: its (authenticated) `machine_id` names
+/// it, so a sealed row copied into another machine's directory is refused. Plaintext rows of
+/// old stores may lack the field.
+fn belongs(row: &Map<String, Value>, machine_id: &str, keys: &StoreKeys) -> bool {
+    match row.get("machine_id") {
+        Some(id) => id.as_str() == Some(machine_id),
+        None => keys.is_plaintext(),
+    }
 }
 
-/// Visit the committed lines of a machine's `records.jsonl` in order: each batch's `record`
-/// lines, then its `batch` line. Lines after the last `batch` line are skipped (see the module
-/// docs). Streaming: holds at most one batch in memory.
-pub fn visit_records(
-    store: &Path,
-    machine_id: &str,
-    mut visit: impl FnMut(Map<String, Value>),
-) -> Result<(), StoreError> {
-    let mut pending = Vec::new();
-    scan_lines(&machine_dir(store, machine_id).join(RECORDS_FILE), |line, _| {
-        if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) {
-            if map.get("kind").and_then(Value::as_str) == Some("batch") {
-                // A batch's records are the lines right before its commit line; anything older
-                // in `pending` is the leftover of an append that failed (never acknowledged).
-                let count = map.get("records").and_then(Value::as_u64).unwrap_or(0) as usize;
-                let leftover = pending.len().saturating_sub(count);
-                pending.drain(..).skip(leftover).for_each(&mut visit);
-                visit(map);
-            } else {
-                pending.push(map);
+/// How reading a file went: rows opened, rows that failed (tampered, unreadable), and torn
+/// bytes or uncommitted lines at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReadStats {
+    /// Rows that opened.
+    pub good: u64,
+    /// Rows that did not (skipped, never returned).
+    pub bad: u64,
+    /// A torn last line (1) plus uncommitted record lines after the last batch line.
+    pub torn: u64,
+}
+
+impl ReadStats {
+    fn add(&mut self, other: ReadStats) {
+        self.good += other.good;
+        self.bad += other.bad;
+        self.torn += other.torn;
+    }
+}
+
+/// The first problem row of a file, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowProblem {
+    /// The file.
+    pub path: PathBuf,
+    /// 0-based line number.
+    pub line: u64,
+    /// What is wrong.
+    pub problem: RowError,
+}
+
+/// Which widget-log rows an export wants.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Only this widget type.
+    pub widget_type: Option<String>,
+    /// Only this machine.
+    pub machine_id: Option<String>,
+}
+
+/// Reads of a store with its keys: the only way anything but [`Store`] looks at the files.
+/// Usable with or without a running receiver (appends are whole lines, fsynced).
+pub struct StoreReader {
+    root: PathBuf,
+    keys: StoreKeys,
+}
+
+impl StoreReader {
+    /// A reader of the store at `root` (it need not exist yet).
+    pub fn new(root: &Path, keys: StoreKeys) -> StoreReader {
+        StoreReader { root: root.to_path_buf(), keys }
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The keys it reads (and the receiver seals) with.
+    pub fn keys(&self) -> &StoreKeys {
+        &self.keys
+    }
+
+    /// The path of one of a machine's [`FILES`].
+    fn path(&self, machine_id: &str, file: &str) -> PathBuf {
+        machine_dir(&self.root, machine_id).join(file)
+    }
+
+    /// Every machine id in the store, sorted (empty if the store does not exist yet).
+    pub fn machine_ids(&self) -> Result<Vec<String>, StoreError> {
+        let store = &self.root;
+        let entries = match fs::read_dir(store) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("listing", store)(e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_error("listing", store))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = machine_id_of(name).or_else(|| legacy_machine_id_of(name)) {
+                if entry.path().is_dir() {
+                    ids.push(id);
+                }
             }
         }
-    })?;
-    Ok(())
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Check that every row of the store carries a key this reader has (or is plaintext in a
+    /// plaintext store): the first row that does not is an error naming its file, line and
+    /// key id. Reads only the clear fields.
+    pub fn check_keys(&self) -> Result<(), StoreError> {
+        for machine_id in self.machine_ids()? {
+            for file in FILES {
+                let path = self.path(&machine_id, file);
+                let mut problem = None;
+                scan_lines(&path, |line, number, _| {
+                    let Ok(head) = serde_json::from_slice::<LineHead>(line) else { return true };
+                    match check_head(&head, &self.keys) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            problem = Some((number, e));
+                            false
+                        }
+                    }
+                })?;
+                if let Some((line, problem)) = problem {
+                    return Err(StoreError::Row { path, line, problem, given: self.keys.kids() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Visit every opened row of one of a machine's files in order, with its line number;
+    /// `visit` returns false to stop. Rows that do not open are counted, not visited.
+    fn visit_file(
+        &self,
+        machine_id: &str,
+        file: &str,
+        mut visit: impl FnMut(Map<String, Value>, u64) -> bool,
+        mut problem: impl FnMut(RowProblem),
+    ) -> Result<ReadStats, StoreError> {
+        let path = self.path(machine_id, file);
+        let mut stats = ReadStats::default();
+        let scanned = scan_lines(&path, |line, number, _| {
+            let opened = match serde_json::from_slice::<Value>(line) {
+                Ok(Value::Object(map)) => self.keys.open(file, number, map),
+                Ok(_) => Err(RowError::Malformed("not a JSON object".into())),
+                Err(e) => Err(RowError::Malformed(e.to_string())),
+            };
+            match opened {
+                Ok(row) if belongs(&row, machine_id, &self.keys) => {
+                    stats.good += 1;
+                    visit(row, number)
+                }
+                Ok(_) => {
+                    // Only possible for plaintext rows: a row of another machine's file.
+                    stats.bad += 1;
+                    problem(RowProblem { path: path.clone(), line: number, problem: RowError::Tampered });
+                    true
+                }
+                Err(e) => {
+                    stats.bad += 1;
+                    problem(RowProblem { path: path.clone(), line: number, problem: e });
+                    true
+                }
+            }
+        })?;
+        if scanned.total > scanned.complete {
+            stats.torn += 1;
+        }
+        Ok(stats)
+    }
+
+    /// Visit the opened rows of a v1 file ([`REPORTS_FILE`] or [`WIDGET_LOGS_FILE`]), in order.
+    pub fn visit_v1(
+        &self,
+        machine_id: &str,
+        file: &str,
+        visit: impl FnMut(Map<String, Value>) -> bool,
+    ) -> Result<ReadStats, StoreError> {
+        let mut visit = visit;
+        self.visit_file(machine_id, file, |row, _| visit(row), |_| {})
+    }
+
+    /// Visit the committed rows of a machine's `records.jsonl` in order: each batch's `record`
+    /// rows, then its `batch` row. Rows after the last `batch` row are skipped and counted as
+    /// torn (see the module docs). Streaming: holds at most one batch in memory.
+    pub fn visit_records(
+        &self,
+        machine_id: &str,
+        visit: impl FnMut(Map<String, Value>) -> bool,
+    ) -> Result<ReadStats, StoreError> {
+        self.visit_records_reporting(machine_id, visit, |_| {})
+    }
+
+    fn visit_records_reporting(
+        &self,
+        machine_id: &str,
+        mut visit: impl FnMut(Map<String, Value>) -> bool,
+        mut problem: impl FnMut(RowProblem),
+    ) -> Result<ReadStats, StoreError> {
+        let path = self.path(machine_id, RECORDS_FILE);
+        // The raw lines of the batch being read (opened once its commit row is seen): memory
+        // is bounded by one batch, whatever the store's size.
+        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut stats = ReadStats::default();
+        let mut go_on = true;
+        let mut open = |line: &[u8], number: u64, stats: &mut ReadStats| -> Option<Map<String, Value>> {
+            let opened = match serde_json::from_slice::<Value>(line) {
+                Ok(Value::Object(map)) => self.keys.open(RECORDS_FILE, number, map),
+                Ok(_) => Err(RowError::Malformed("not a JSON object".into())),
+                Err(e) => Err(RowError::Malformed(e.to_string())),
+            };
+            match opened {
+                Ok(row) if belongs(&row, machine_id, &self.keys) => {
+                    stats.good += 1;
+                    Some(row)
+                }
+                Ok(_) => {
+                    stats.bad += 1;
+                    problem(RowProblem { path: path.clone(), line: number, problem: RowError::Tampered });
+                    None
+                }
+                Err(e) => {
+                    stats.bad += 1;
+                    problem(RowProblem { path: path.clone(), line: number, problem: e });
+                    None
+                }
+            }
+        };
+        let scanned = scan_lines(&path, |line, number, _| {
+            let head = serde_json::from_slice::<LineHead>(line).ok();
+            let Some(count) = head.as_ref().filter(|h| h.kind.as_deref() == Some("batch")).map(|h| h.records) else {
+                pending.push((number, line.to_vec()));
+                return true;
+            };
+            // A batch's records are the rows right before its commit row; anything older in
+            // `pending` is the leftover of an append that failed (never acknowledged).
+            let count = count.unwrap_or(0) as usize;
+            let leftover = pending.len().saturating_sub(count);
+            stats.torn += leftover as u64;
+            let batch = open(line, number, &mut stats);
+            for (n, raw) in pending.drain(..).skip(leftover) {
+                if let Some(row) = open(&raw, n, &mut stats) {
+                    go_on = go_on && visit(row);
+                }
+            }
+            if let Some(row) = batch {
+                go_on = go_on && visit(row);
+            }
+            go_on
+        })?;
+        if go_on {
+            stats.torn += pending.len() as u64;
+            if scanned.total > scanned.complete {
+                stats.torn += 1;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The committed rows of a machine's `records.jsonl`, collected (see [`Self::visit_records`]).
+    pub fn read_records(&self, machine_id: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
+        let mut rows = Vec::new();
+        self.visit_records(machine_id, |row| {
+            rows.push(row);
+            true
+        })?;
+        Ok(rows)
+    }
+
+    /// The rows of one of a machine's v1 files, collected.
+    pub fn read_v1(&self, machine_id: &str, file: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
+        let mut rows = Vec::new();
+        self.visit_v1(machine_id, file, |row| {
+            rows.push(row);
+            true
+        })?;
+        Ok(rows)
+    }
+
+    /// Bytes on disk of a machine's files.
+    pub fn machine_bytes(&self, machine_id: &str) -> u64 {
+        FILES.iter().filter_map(|f| fs::metadata(self.path(machine_id, f)).ok()).map(|m| m.len()).sum()
+    }
+
+    /// Summarize one machine.
+    pub fn machine(&self, machine_id: &str) -> Result<MachineSummary, StoreError> {
+        let mut summary = MachineSummary {
+            machine_id: machine_id.to_string(),
+            last_seen: None,
+            report_count: 0,
+            widget_log_count: 0,
+            batch_count: 0,
+            record_count: 0,
+            bytes: self.machine_bytes(machine_id),
+            unreadable_rows: 0,
+            latest_metrics: Value::Null,
+            widgets: Vec::new(),
+        };
+        let mut widgets: BTreeMap<(String, String), WidgetSummary> = BTreeMap::new();
+        let mut add = |widget: &str, kind: &str, sample: &Value| {
+            let entry = widgets.entry((widget.to_string(), kind.to_string())).or_insert_with(|| WidgetSummary {
+                widget: widget.to_string(),
+                kind: kind.to_string(),
+                count: 0,
+                sample: Value::Null,
+            });
+            entry.count += 1;
+            entry.sample = sample.clone();
+        };
+        let mut v1_metrics = None;
+        let mut bad = 0;
+        bad += self
+            .visit_v1(machine_id, REPORTS_FILE, |row| {
+                summary.report_count += 1;
+                later(&mut summary.last_seen, row.get("received_at"));
+                v1_metrics = row.get("report").and_then(|r| r.get("metrics")).cloned();
+                true
+            })?
+            .bad;
+        bad += self
+            .visit_v1(machine_id, WIDGET_LOGS_FILE, |row| {
+                summary.widget_log_count += 1;
+                later(&mut summary.last_seen, row.get("received_at"));
+                if let Some(log) = row.get("log") {
+                    add(log.get("widget_type").and_then(Value::as_str).unwrap_or("?"), "widget-log", log);
+                }
+                true
+            })?
+            .bad;
+        let mut v2_metrics = Map::new();
+        bad += self
+            .visit_records(machine_id, |row| {
+                later(&mut summary.last_seen, row.get("received_at"));
+                match row.get("kind").and_then(Value::as_str) {
+                    Some("batch") => summary.batch_count += 1,
+                    Some("record") => {
+                        summary.record_count += 1;
+                        let Some(record) = row.get("record") else { return true };
+                        let widget = record.get("widget").and_then(Value::as_str).unwrap_or("?");
+                        let kind = record.get("kind").and_then(Value::as_str).unwrap_or("?");
+                        if kind == "metric" {
+                            v2_metrics.insert(widget.to_string(), record.get("data").cloned().unwrap_or(Value::Null));
+                        }
+                        add(widget, kind, record);
+                    }
+                    _ => {}
+                }
+                true
+            })?
+            .bad;
+        summary.unreadable_rows = bad;
+        summary.latest_metrics = v1_metrics.unwrap_or(Value::Object(v2_metrics));
+        summary.widgets = widgets.into_values().collect();
+        Ok(summary)
+    }
+
+    /// Summaries of every machine in the store, sorted by machine id.
+    pub fn machines(&self) -> Result<Vec<MachineSummary>, StoreError> {
+        self.machine_ids()?.iter().map(|id| self.machine(id)).collect()
+    }
+
+    /// Stream every widget-log row matching `filter` (v1 widget logs and v2 `log` records):
+    /// machines in id order, each machine's v1 rows then v2 rows, in arrival order. `visit`
+    /// returns false to stop. Rows that do not open are skipped and counted in `bad`.
+    pub fn widget_logs(
+        &self,
+        filter: &LogFilter,
+        mut visit: impl FnMut(LogRow) -> bool,
+    ) -> Result<ReadStats, StoreError> {
+        let text = |v: &Value, field: &str| v.get(field).and_then(Value::as_str).unwrap_or("").to_string();
+        let mut stats = ReadStats::default();
+        let go_on = std::cell::Cell::new(true);
+        let mut id_counter = 0u64;
+        for id in self.machine_ids()? {
+            if !go_on.get() {
+                break;
+            }
+            if filter.machine_id.as_deref().is_some_and(|m| m != id) {
+                continue;
+            }
+            let wanted = |row: &Map<String, Value>| {
+                filter.widget_type.as_deref().is_none_or(|w| row.get("widget").and_then(Value::as_str) == Some(w))
+            };
+            let mut push = |entry: &Value, ts: &str, widget: &str| {
+                id_counter += 1;
+                go_on.set(visit(LogRow {
+                    id: id_counter,
+                    machine_id: id.clone(),
+                    timestamp: text(entry, ts),
+                    level: text(entry, "level"),
+                    widget_type: text(entry, widget),
+                    message: text(entry, "message"),
+                    data: entry.get("data").cloned().unwrap_or(Value::Null),
+                }));
+                go_on.get()
+            };
+            stats.add(self.visit_v1(&id, WIDGET_LOGS_FILE, |row| match row.get("log") {
+                Some(log) if wanted(&row) => push(log, "timestamp", "widget_type"),
+                _ => true,
+            })?);
+            if !go_on.get() {
+                break;
+            }
+            stats.add(self.visit_records(&id, |row| {
+                let is_log = row.get("record_kind").and_then(Value::as_str) == Some("log");
+                match row.get("record") {
+                    Some(record) if is_log && wanted(&row) => push(record, "ts", "widget"),
+                    _ => true,
+                }
+            })?);
+        }
+        Ok(stats)
+    }
+
+    /// Authenticate every row of every machine (`receive verify`): per machine and file the
+    /// counts, and the first problems (at most 10 per machine). Changes nothing.
+    pub fn verify(&self) -> Result<Vec<MachineCheck>, StoreError> {
+        let mut checks = Vec::new();
+        for id in self.machine_ids()? {
+            let mut check = MachineCheck { machine_id: id.clone(), files: Vec::new(), problems: Vec::new() };
+            for file in FILES {
+                let mut note = |p: RowProblem| {
+                    if check.problems.len() < 10 {
+                        check.problems.push(p);
+                    }
+                };
+                let stats = if file == RECORDS_FILE {
+                    self.visit_records_reporting(&id, |_| true, &mut note)?
+                } else {
+                    self.visit_file(&id, file, |_, _| true, &mut note)?
+                };
+                check.files.push((file, stats));
+            }
+            checks.push(check);
+        }
+        Ok(checks)
+    }
 }
 
-/// The committed lines of a machine's `records.jsonl`, collected (see [`visit_records`]).
-pub fn read_records(store: &Path, machine_id: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
-    let mut lines = Vec::new();
-    visit_records(store, machine_id, |line| lines.push(line))?;
-    Ok(lines)
+/// What `receive verify` found for one machine.
+#[derive(Debug, Clone)]
+pub struct MachineCheck {
+    /// The machine.
+    pub machine_id: String,
+    /// Per file: good, bad and torn counts.
+    pub files: Vec<(&'static str, ReadStats)>,
+    /// The first problem rows.
+    pub problems: Vec<RowProblem>,
 }
 
-/// The lines of one of a machine's v1 files ([`REPORTS_FILE`] or [`WIDGET_LOGS_FILE`]), collected.
-pub fn read_v1(store: &Path, machine_id: &str, file: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
-    let mut lines = Vec::new();
-    visit_v1(store, machine_id, file, |line| lines.push(line))?;
-    Ok(lines)
+impl MachineCheck {
+    /// The machine's totals.
+    pub fn total(&self) -> ReadStats {
+        let mut total = ReadStats::default();
+        for (_, stats) in &self.files {
+            total.add(*stats);
+        }
+        total
+    }
 }
 
 /// What the store holds for one widget of one machine.
@@ -901,6 +1391,10 @@ pub struct MachineSummary {
     pub batch_count: u64,
     /// v2 records stored.
     pub record_count: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Rows that did not open (tampered, wrong key): not counted above.
+    pub unreadable_rows: u64,
     /// `metrics` of the latest v1 report, else the latest v2 metric records by widget name.
     pub latest_metrics: Value,
     /// Per widget: count and latest sample, sorted by widget name then kind.
@@ -913,71 +1407,6 @@ fn later(current: &mut Option<String>, candidate: Option<&Value>) {
             *current = Some(ts.to_string());
         }
     }
-}
-
-/// Summarize one machine.
-pub fn machine(store: &Path, machine_id: &str) -> Result<MachineSummary, StoreError> {
-    let mut summary = MachineSummary {
-        machine_id: machine_id.to_string(),
-        last_seen: None,
-        report_count: 0,
-        widget_log_count: 0,
-        batch_count: 0,
-        record_count: 0,
-        latest_metrics: Value::Null,
-        widgets: Vec::new(),
-    };
-    let mut widgets: BTreeMap<(String, String), WidgetSummary> = BTreeMap::new();
-    let mut add = |widget: &str, kind: &str, sample: &Value| {
-        let entry = widgets.entry((widget.to_string(), kind.to_string())).or_insert_with(|| WidgetSummary {
-            widget: widget.to_string(),
-            kind: kind.to_string(),
-            count: 0,
-            sample: Value::Null,
-        });
-        entry.count += 1;
-        entry.sample = sample.clone();
-    };
-    let mut v1_metrics = None;
-    visit_v1(store, machine_id, REPORTS_FILE, |line| {
-        summary.report_count += 1;
-        later(&mut summary.last_seen, line.get("received_at"));
-        v1_metrics = line.get("report").and_then(|r| r.get("metrics")).cloned();
-    })?;
-    visit_v1(store, machine_id, WIDGET_LOGS_FILE, |line| {
-        summary.widget_log_count += 1;
-        later(&mut summary.last_seen, line.get("received_at"));
-        if let Some(log) = line.get("log") {
-            add(log.get("widget_type").and_then(Value::as_str).unwrap_or("?"), "widget-log", log);
-        }
-    })?;
-    let mut v2_metrics = Map::new();
-    visit_records(store, machine_id, |line| {
-        later(&mut summary.last_seen, line.get("received_at"));
-        match line.get("kind").and_then(Value::as_str) {
-            Some("batch") => summary.batch_count += 1,
-            Some("record") => {
-                summary.record_count += 1;
-                let Some(record) = line.get("record") else { return };
-                let widget = record.get("widget").and_then(Value::as_str).unwrap_or("?");
-                let kind = record.get("kind").and_then(Value::as_str).unwrap_or("?");
-                if kind == "metric" {
-                    v2_metrics.insert(widget.to_string(), record.get("data").cloned().unwrap_or(Value::Null));
-                }
-                add(widget, kind, record);
-            }
-            _ => {}
-        }
-    })?;
-    summary.latest_metrics = v1_metrics.unwrap_or(Value::Object(v2_metrics));
-    summary.widgets = widgets.into_values().collect();
-    Ok(summary)
-}
-
-/// Summaries of every machine in the store, sorted by machine id (empty if the store does not
-/// exist yet). Reads the files: usable with or without a running receiver.
-pub fn machines(store: &Path) -> Result<Vec<MachineSummary>, StoreError> {
-    machine_ids(store)?.iter().map(|id| machine(store, id)).collect()
 }
 
 /// One widget-log row of the export (v1 widget logs and v2 `log` records alike).
@@ -999,84 +1428,170 @@ pub struct LogRow {
     pub data: Value,
 }
 
-/// Most rows one export returns (the rest is left out and `truncated` set).
-pub const MAX_EXPORT_ROWS: usize = 100_000;
-
-/// Every widget-log row (at most `max_rows`), optionally filtered by widget type and machine
-/// id; machines in id order, each machine's v1 rows then v2 `log` records, in arrival order.
-/// The flag is true when rows were left out.
-pub fn widget_logs(
-    store: &Path,
-    widget_type: Option<&str>,
-    machine_id: Option<&str>,
-    max_rows: usize,
-) -> Result<(Vec<LogRow>, bool), StoreError> {
-    let text = |v: &Value, field: &str| v.get(field).and_then(Value::as_str).unwrap_or("").to_string();
-    let mut rows = Vec::new();
-    let mut truncated = false;
-    for id in machine_ids(store)? {
-        if machine_id.is_some_and(|m| m != id) {
-            continue;
-        }
-        let mut push = |entry: &Value, ts: &str, widget: &str| {
-            let widget_type_of = text(entry, widget);
-            if widget_type.is_some_and(|w| w != widget_type_of) {
-                return;
-            }
-            if rows.len() >= max_rows {
-                truncated = true;
-                return;
-            }
-            rows.push(LogRow {
-                id: rows.len() as u64 + 1,
-                machine_id: id.clone(),
-                timestamp: text(entry, ts),
-                level: text(entry, "level"),
-                widget_type: widget_type_of,
-                message: text(entry, "message"),
-                data: entry.get("data").cloned().unwrap_or(Value::Null),
-            });
-        };
-        visit_v1(store, &id, WIDGET_LOGS_FILE, |line| {
-            if let Some(log) = line.get("log") {
-                push(log, "timestamp", "widget_type");
-            }
-        })?;
-        visit_records(store, &id, |line| {
-            if let Some(record) = line.get("record").filter(|r| r.get("kind").and_then(Value::as_str) == Some("log")) {
-                push(record, "ts", "widget");
-            }
-        })?;
-    }
-    Ok((rows, truncated))
+/// What `receive rekey` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RekeyReport {
+    /// Files rewritten under the new key.
+    pub rewritten: u64,
+    /// Files already wholly under the new key (a rerun after an interruption).
+    pub already: u64,
+    /// Rows rewritten.
+    pub rows: u64,
+    /// Torn last lines dropped (never acknowledged).
+    pub torn_dropped: u64,
 }
 
-/// Every machine id in the store, sorted (empty if the store does not exist yet).
-pub fn machine_ids(store: &Path) -> Result<Vec<String>, StoreError> {
-    let entries = match fs::read_dir(store) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_error("listing", store)(e)),
+/// Rewrite every file of the store under the first key of `new` (see the module docs).
+///
+/// `old` opens the rows (old keys; rows already under the new key open with `new`);
+/// `from_plaintext` also accepts plaintext rows (sealing a store that was plaintext). First
+/// every row of every file is opened: any row that does not open stops everything with an
+/// error naming its file, line and key id, and nothing is rewritten. Then each file that holds
+/// a row not under the new key is written to `FILE.rekey-tmp`, fsynced, renamed over `FILE`
+/// and its directory fsynced: a kill at any point leaves `FILE` whole under the old or the new
+/// key. Takes the store's lock, so no receiver may run meanwhile.
+pub fn rekey(root: &Path, old: &StoreKeys, new: &StoreKeys, from_plaintext: bool) -> Result<RekeyReport, StoreError> {
+    let _lock = lock_store(root)?;
+    let Some(new_kid) = new.current_kid().map(str::to_string) else {
+        return Err(StoreError::Row {
+            path: root.to_path_buf(),
+            line: 0,
+            problem: RowError::Malformed("no new key".into()),
+            given: Vec::new(),
+        });
     };
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_error("listing", store))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(id) = machine_id_of(name).or_else(|| legacy_machine_id_of(name)) {
-            if entry.path().is_dir() {
-                ids.push(id);
+    let reader = StoreReader::new(root, StoreKeys::plaintext());
+    let open = |file: &str, number: u64, map: Map<String, Value>| -> Result<Map<String, Value>, RowError> {
+        match seal::row_kid(&map) {
+            None if map.contains_key(seal::SEALED_FIELD) => Err(RowError::Malformed("`store_kid` missing".into())),
+            None if from_plaintext => Ok(map),
+            None => Err(RowError::Plaintext),
+            Some(kid) if new.has(kid) => new.open(file, number, map),
+            Some(_) => old.open(file, number, map),
+        }
+    };
+    let mut given = new.kids();
+    given.extend(old.kids());
+    let mut to_rewrite = Vec::new();
+    let mut report = RekeyReport::default();
+    // Pass 1: every row opens, or nothing is rewritten.
+    for id in reader.machine_ids()? {
+        for file in FILES {
+            let path = reader.path(&id, file);
+            let mut failure = None;
+            let mut stale = false;
+            scan_lines(&path, |line, number, _| {
+                let map = match serde_json::from_slice::<Value>(line) {
+                    Ok(Value::Object(map)) => map,
+                    _ => {
+                        failure = Some((number, RowError::Malformed("not a JSON object".into())));
+                        return false;
+                    }
+                };
+                stale |= seal::row_kid(&map) != Some(new_kid.as_str());
+                match open(file, number, map) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        failure = Some((number, e));
+                        false
+                    }
+                }
+            })?;
+            if let Some((line, problem)) = failure {
+                return Err(StoreError::Row { path, line, problem, given });
+            }
+            if stale {
+                to_rewrite.push((path, file));
+            } else if path.exists() {
+                report.already += 1;
             }
         }
     }
-    ids.sort();
-    ids.dedup();
-    Ok(ids)
+    // Pass 2: each stale file through a temporary file and a rename.
+    let nonce_batch = 4096;
+    for (path, file) in to_rewrite {
+        let tmp = PathBuf::from(format!("{}{REKEY_SUFFIX}", path.display()));
+        let mut out = std::io::BufWriter::new(
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_error("creating", &tmp))?,
+        );
+        let mut failure: Option<StoreError> = None;
+        let mut nonces = Vec::new();
+        let scanned = scan_lines(&path, |line, number, _| {
+            let result = (|| -> Result<(), StoreError> {
+                let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) else {
+                    return Err(StoreError::Row {
+                        path: path.clone(),
+                        line: number,
+                        problem: RowError::Malformed("changed during rekey".into()),
+                        given: Vec::new(),
+                    });
+                };
+                let row = open(file, number, map).map_err(|problem| StoreError::Row {
+                    path: path.clone(),
+                    line: number,
+                    problem,
+                    given: Vec::new(),
+                })?;
+                if nonces.is_empty() {
+                    nonces = seal::nonces(nonce_batch).map_err(StoreError::Random)?;
+                }
+                let nonce = nonces.pop().unwrap_or([0u8; 12]);
+                let sealed = new.seal(file, number, row, &nonce);
+                serde_json::to_writer(&mut out, &sealed).map_err(|e| io_error("writing", &tmp)(e.into()))?;
+                out.write_all(b"\n").map_err(io_error("writing", &tmp))
+            })();
+            match result {
+                Ok(()) => {
+                    report.rows += 1;
+                    true
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failure {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if scanned.total > scanned.complete {
+            report.torn_dropped += 1;
+        }
+        let file_handle = out.into_inner().map_err(|e| io_error("writing", &tmp)(e.into_error()))?;
+        file_handle.sync_all().map_err(io_error("syncing", &tmp))?;
+        drop(file_handle);
+        fs::rename(&tmp, &path).map_err(io_error("renaming over", &path))?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir)?;
+        }
+        report.rewritten += 1;
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Dropped;
+
+    fn plain(root: &Path) -> StoreReader {
+        StoreReader::new(root, StoreKeys::plaintext())
+    }
+
+    fn read_records(root: &Path, id: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
+        plain(root).read_records(id)
+    }
+
+    fn machine_ids(root: &Path) -> Result<Vec<String>, StoreError> {
+        plain(root).machine_ids()
+    }
 
     #[test]
     fn dir_names_round_trip() {
@@ -1155,7 +1670,7 @@ mod tests {
             assert_eq!(read_records(dir.path(), id).expect("read").len(), 2, "readable before any receiver ran");
             assert_eq!(machine_ids(dir.path()).expect("ids").iter().filter(|m| m.as_str() == id).count(), 1);
         }
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
         for id in ["Mac-01", long_id.as_str()] {
             assert!(dir.path().join(dir_name(id)).is_dir(), "renamed to the current name");
             assert!(!dir.path().join(legacy_dir_name(id)).exists());
@@ -1170,7 +1685,7 @@ mod tests {
     #[test]
     fn mac_01_and_mac_01_in_upper_case_keep_their_own_records() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
         let mut lower = batch(1, 2);
         lower.machine_id = "mac-01".into();
         let mut upper = batch(1, 3);
@@ -1192,7 +1707,7 @@ mod tests {
     #[test]
     fn a_reused_seq_with_other_records_is_a_conflict_and_stores_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
         assert_eq!(store.append_batch(&batch(7, 2), None).ok(), Some(BatchOutcome::Stored(2)));
         assert_eq!(store.append_batch(&batch(7, 2), None).ok(), Some(BatchOutcome::Duplicate));
         let mut resent = batch(7, 2);
@@ -1205,7 +1720,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).expect("read").lines().count(), 3, "nothing written");
         drop(store);
         // After a restart the digest comes back from the commit line.
-        let store = Store::open(dir.path()).expect("reopen");
+        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("reopen");
         assert!(matches!(store.append_batch(&batch(7, 1), None), Ok(BatchOutcome::Conflict { .. })));
         assert_eq!(store.append_batch(&batch(7, 2), None).ok(), Some(BatchOutcome::Duplicate));
     }
@@ -1224,7 +1739,7 @@ mod tests {
             text.push_str(&format!("{{\"kind\":\"batch\",\"seq\":{seq},\"records\":0,\"digest\":\"{digest}\"}}\n"));
         }
         fs::write(machine.join(RECORDS_FILE), text).expect("write");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
         assert_eq!(store.append_batch(&batch(0, 1), None).ok(), Some(BatchOutcome::Duplicate));
         assert!(matches!(store.append_batch(&batch(0, 2), None), Ok(BatchOutcome::Conflict { .. })));
         assert_eq!(store.append_batch(&batch(3, 0), None).ok(), Some(BatchOutcome::Duplicate));
@@ -1234,8 +1749,8 @@ mod tests {
     #[test]
     fn a_second_store_on_one_directory_is_refused_naming_the_holder() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let _first = Store::open(dir.path()).expect("open");
-        match Store::open(dir.path()) {
+        let _first = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
+        match Store::open(dir.path(), StoreKeys::plaintext()) {
             Err(e @ StoreError::Locked { .. }) => {
                 let text = e.to_string();
                 assert!(text.contains(&dir.path().display().to_string()), "{text}");
@@ -1300,7 +1815,7 @@ mod tests {
     #[test]
     fn leftover_of_a_failed_append_is_cut_before_the_next_write() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
         assert_eq!(store.append_batch(&batch(1, 2), None).ok(), Some(BatchOutcome::Stored(2)));
         // What a failed append whose undo also failed leaves behind: lines without a commit, torn.
         let path = dir.path().join("m").join(RECORDS_FILE);

@@ -176,20 +176,36 @@ impl HttpClient {
         if let Some(key) = &self.api_key {
             request = request.header("X-API-Key", key.expose());
         }
-        let mut response = request.send(body).map_err(|e| classify_error(&e, &self.base_url))?;
-        let status = response.status().as_u16();
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
-        let location = header("location");
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_default();
-        Ok(HttpResponse { status, retry_after, body, location })
+        let response = request.send(body).map_err(|e| classify_error(&e, &self.base_url))?;
+        Ok(read_response(response))
     }
+
+    /// GET `path` (the Atlas command poll), with `X-API-Key` when configured.
+    pub fn get(&self, path: &str) -> Result<HttpResponse, HttpError> {
+        let url = format!("{}{path}", self.base_url);
+        let mut request = self.agent.get(&url);
+        if let Some(key) = &self.api_key {
+            request = request.header("X-API-Key", key.expose());
+        }
+        let response = request.call().map_err(|e| classify_error(&e, &self.base_url))?;
+        Ok(read_response(response))
+    }
+}
+
+/// Status, `Retry-After`, `Location` and at most [`MAX_RESPONSE_BYTES`] of the body.
+fn read_response(mut response: ureq::http::Response<ureq::Body>) -> HttpResponse {
+    let status = response.status().as_u16();
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
+    let location = header("location");
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    HttpResponse { status, retry_after, body, location }
 }
 
 /// A ureq error as the sender sees it: a TLS failure that needs an admin, or a transport error.

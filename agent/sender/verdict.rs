@@ -1,4 +1,4 @@
-//! What a server's answer means for the payload (DESIGN section 4, "Response handling").
+//! What a server's answer means for the payload (docs/architecture.md, "Server answers").
 
 use std::time::Duration;
 

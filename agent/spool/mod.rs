@@ -124,7 +124,7 @@ use std::path::{Path, PathBuf};
 
 use fleet_widgets::Timestamp;
 
-pub use cursor::Cursor;
+pub use cursor::{load_cursor, Cursor};
 pub use error::SpoolError;
 pub use inspect::{backlog_by_widget, inspect, verify, visit_unacked, VerifyReport, WidgetBacklog};
 pub use recovery::{HeaderState, Problem, SegmentScan, QUARANTINE_DIR};

@@ -350,7 +350,9 @@ fn check_accounting(evidence: &Evidence, widget: Option<&str>, stored: u64, reje
                 violations
                     .push(format!("status says {} dropped, the spool's ledger {}", c.dropped, evidence.spool_dropped));
             }
-            let (all, all_allowed) = collected(&evidence.lives, None, evidence.per_cycle);
+            // What enters the spool: every record (v2), or only the widget logs (Atlas keeps
+            // metrics in memory for its report and never spools them).
+            let (all, all_allowed) = (logged, allowed);
             if c.accepted > all || c.accepted + all_allowed < all {
                 violations.push(format!(
                     "status says {} records accepted, the agent logged {all} collected (of which kill -9 may take \

@@ -72,7 +72,7 @@ pub fn open_widget_logs(body: &[u8], keys: &[Key32]) -> Result<Vec<RecordId>, St
 /// The v2 batches a receiver store holds for `machine_id`, in store order. The one place the
 /// harness reads the store, through the receiver's own reader (committed batches only).
 pub fn stored_batches(store: &Path, machine_id: &str) -> Result<Vec<Batch>, String> {
-    let lines = fleet_agent::receiver::store::read_records(store, machine_id).map_err(|e| e.to_string())?;
+    let lines = crate::support::store_reader(store).read_records(machine_id).map_err(|e| e.to_string())?;
     let mut batches = Vec::new();
     let mut records: Vec<Record> = Vec::new();
     for line in lines {

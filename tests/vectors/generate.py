@@ -5,7 +5,7 @@ independent of the Rust crates the agent uses (aes-gcm, hkdf, sha2).
     pip install cryptography
     python3 tests/vectors/generate.py        # rewrites v1.json and v2.json next to this file
 
-Formats are those of agent/envelope.rs (DESIGN section 4). Bodies are compact JSON with the
+Formats are those of agent/envelope.rs (docs/v2-protocol.md). Bodies are compact JSON with the
 fields in the order the Rust sealer writes them, so tests compare them byte for byte.
 Nonces are fixed here (test vectors only: a real sender never reuses a nonce).
 """
@@ -104,9 +104,10 @@ def main():
     key2 = bytes(range(0x20, 0x40))
     nonce = bytes(range(12))
     nonce2 = bytes([0xFF] * 12)
-    design = SOURCE + "; equals the DESIGN.md section 4 vector"
+    design = SOURCE + "; the vector printed in docs/v2-protocol.md"
+    v1_source = SOURCE + "; the v1 vector of docs/architecture.md (Atlas protocol)"
 
-    v1_design = v1_vector("design", key, nonce, '{"machine_id":"vec-01","machine_info":{},"metrics":{}}', design)
+    v1_design = v1_vector("design", key, nonce, '{"machine_id":"vec-01","machine_info":{},"metrics":{}}', v1_source)
     v1 = [
         v1_design,
         v1_vector("empty-plaintext", key, nonce, ""),

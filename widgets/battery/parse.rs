@@ -407,7 +407,7 @@ impl PowerSupply {
     }
 }
 
-/// What the `battery` widget reports (the `metrics.battery` object, DESIGN section 4).
+/// What the `battery` widget reports (the `metrics.battery` object; docs/architecture.md, "Atlas protocol").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BatteryReading {
     /// Charge in percent, one decimal.

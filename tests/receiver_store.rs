@@ -1,0 +1,527 @@
+//! The receiver's store sealed at rest: known-answer vectors, no plaintext on disk, refusal
+//! without a key, wrong keys, tampered rows (verify, exports), rekey under `kill -9`, and the
+//! `receive ls/show/verify/rekey` commands, with the real binary where it matters.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fleet_agent::envelope;
+use fleet_agent::keys::Key32;
+use fleet_agent::receiver::seal::{store_kid, StoreKeys as Keys};
+use fleet_agent::receiver::store::{self, LogFilter, Store, RECORDS_FILE, WIDGET_LOGS_FILE};
+use fleet_agent::receiver::{StoreKeys, StoreReader};
+use fleet_agent::record::{BatchBody, Dropped, Record};
+use fleet_widgets::{Level, SampleKind};
+use serde_json::{json, Value};
+
+use crate::receiver::{key, logs_json, post, read, report_json, sealed_batch, start, store_key};
+use crate::support::{self, s, write_secret, TEST_KEY_B64, TEST_STORE_KEY_B64};
+
+/// A second store key (bytes 0x60..0x7f).
+fn other_key() -> Key32 {
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = 0x60 + i as u8;
+    }
+    Key32::from_bytes(bytes)
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("list").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every data file under `dir` with its bytes (to prove nothing changed; the lock file, which
+/// every opener writes its pid into, is left out).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    all_files(dir)
+        .into_iter()
+        .filter(|p| !p.ends_with(store::LOCK_FILE))
+        .map(|p| (p.clone(), std::fs::read(&p).expect("read")))
+        .collect()
+}
+
+#[test]
+fn store_rows_match_vectors_from_an_independent_implementation() {
+    let path = format!("{}/tests/vectors/store-rows.json", env!("CARGO_MANIFEST_DIR"));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
+    let vectors = doc["vectors"].as_array().expect("vectors");
+    assert_eq!(vectors.len(), 4);
+    for v in vectors {
+        let name = v["name"].as_str().expect("name");
+        let key = Key32::from_base64(v["key"].as_str().expect("key")).expect("key");
+        assert_eq!(store_kid(&key), v["store_kid"], "{name}");
+        let keys = Keys::new(&[key]);
+        use base64::Engine as _;
+        let nonce: [u8; 12] = base64::engine::general_purpose::STANDARD
+            .decode(v["nonce"].as_str().expect("nonce"))
+            .expect("b64")
+            .try_into()
+            .expect("12 bytes");
+        let file = v["file"].as_str().expect("file");
+        let line = v["line"].as_u64().expect("line");
+        let row = v["row"].as_object().expect("row").clone();
+        let clear: serde_json::Map<String, Value> = row
+            .iter()
+            .filter(|(k, _)| fleet_agent::receiver::seal::CLEAR_FIELDS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let aad: String =
+            fleet_agent::receiver::seal::aad(file, line, &clear).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(aad, v["aad_hex"].as_str().expect("aad"), "{name}: AAD");
+        let stored = keys.seal(file, line, row.clone(), &nonce);
+        assert_eq!(
+            Value::Object(stored.clone()).to_string(),
+            v["stored"].as_str().expect("stored"),
+            "{name}: sealed bytes"
+        );
+        let parsed: Value = serde_json::from_str(v["stored"].as_str().expect("stored")).expect("json");
+        let opened = keys.open(file, line, parsed.as_object().expect("object").clone()).expect("opens");
+        assert_eq!(opened, row, "{name}: opens to the row");
+        assert!(keys.open(file, line + 1, stored).is_err(), "{name}: bound to its line");
+    }
+}
+
+#[test]
+fn nothing_readable_lands_on_disk_with_a_store_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    let markers = ["MARKER-LOG-7731", "MARKER-HOST-5512", "MARKER-REC-9921", "MARKER-DATA-4410"];
+    let mut report: Value = serde_json::from_slice(&report_json("mac-01")).expect("json");
+    report["machine_info"]["hostname"] = json!(markers[1]);
+    let body = envelope::seal_v1(&key(0), &serde_json::to_vec(&report).expect("json")).expect("seal");
+    assert_eq!(post(&rx.url(), "/api/fleet/report", &body).status, 200);
+    let body = envelope::seal_v1(&key(0), &logs_json("mac-01", markers[0])).expect("seal");
+    assert_eq!(post(&rx.url(), "/api/fleet/widget-logs", &body).status, 200);
+    let batch = BatchBody {
+        machine_id: "mac-01".into(),
+        seq: 1,
+        sent_at: "2026-11-22T13:00:00Z".into(),
+        records: vec![Record {
+            ts: "2026-11-22T13:00:00.000Z".into(),
+            widget: "ping".into(),
+            kind: SampleKind::Log,
+            level: Level::Info,
+            message: markers[2].into(),
+            data: json!({"note": markers[3]}),
+        }],
+        dropped: Dropped::default(),
+    };
+    let plain = serde_json::to_vec(&batch).expect("json");
+    let body = envelope::seal_v2(&key(0), "mac-01", 1, &plain).expect("seal");
+    assert_eq!(post(&rx.url(), "/api/v2/batches", &body).status, 200);
+    rx.shutdown();
+    let files = all_files(dir.path());
+    assert!(files.iter().any(|f| f.ends_with(RECORDS_FILE)), "{files:?}");
+    for file in &files {
+        let bytes = std::fs::read(file).expect("read");
+        let text = String::from_utf8_lossy(&bytes);
+        for marker in markers {
+            assert!(!text.contains(marker), "{marker} in clear in {}", file.display());
+        }
+        for secret in ["1.1.1.1", "latency", "packet_loss", "\"message\"", "\"data\""] {
+            assert!(!text.contains(secret), "{secret} in clear in {}", file.display());
+        }
+    }
+    // And every marker comes back through the reader with the key.
+    let reader = crate::receiver::reader(dir.path());
+    let logs = reader.read_v1("mac-01", WIDGET_LOGS_FILE).expect("read");
+    assert_eq!(logs[0]["log"]["message"], markers[0]);
+    let records = reader.read_records("mac-01").expect("read");
+    assert_eq!(records[0]["record"]["data"]["note"], markers[3]);
+}
+
+/// Run the binary receiver on `store` with these extra arguments until it prints its line or
+/// exits; (exit code if it exited, stderr so far).
+fn try_start(store: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, Option<support::Proc>) {
+    use std::io::{BufRead, Read};
+    let mut cmd = support::agent();
+    cmd.args(["receive", "--listen", "127.0.0.1:0", "--store", s(store)]).args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child =
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    if line.starts_with("listening on ") {
+        return (None, String::new(), Some(support::Proc { child }));
+    }
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+    (status.code(), err, None)
+}
+
+#[test]
+fn the_binary_refuses_to_start_without_a_store_key_and_warns_at_every_plaintext_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (code, err, _) = try_start(&store, &[], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no store key") && err.contains("--store-plaintext"), "{err}");
+    assert!(!store.exists(), "nothing created");
+    for _ in 0..2 {
+        let mut cmd = support::agent();
+        cmd.args(["receive", "--listen", "127.0.0.1:0", "--store", s(&store), "--store-plaintext"]);
+        let mut child =
+            cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+        let mut line = String::new();
+        use std::io::{BufRead, Read};
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+        assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+        let proc = support::Proc { child };
+        proc.signal("-TERM");
+        let mut proc = proc;
+        assert_eq!(proc.wait(Duration::from_secs(10)).code(), Some(0));
+        let mut err = String::new();
+        proc.child.stderr.take().expect("stderr").read_to_string(&mut err).expect("stderr");
+        assert!(err.contains("NOT encrypted at rest"), "warned at every start: {err}");
+    }
+    // FLEET_STORE_KEY works as well as a file, and a key on the command line is refused.
+    let (code, err, proc) = try_start(&dir.path().join("s2"), &[], &[("FLEET_STORE_KEY", TEST_STORE_KEY_B64)]);
+    assert!(proc.is_some(), "{code:?} {err}");
+    let (code, err, _) = try_start(&dir.path().join("s3"), &["--store-key", TEST_STORE_KEY_B64], &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--store-key-file"), "{err}");
+}
+
+/// A store with two machines written under `keys`, plus a torn tail (which a receiver that
+/// opens it would cut).
+fn make_store(dir: &Path, keys: StoreKeys, machines: usize, batches: u64) {
+    let store = Store::open(dir, keys).expect("open");
+    for m in 0..machines {
+        let machine = format!("mac-{m:02}");
+        for seq in 0..batches {
+            let records = (0..20u64)
+                .map(|n| Record {
+                    ts: format!("2026-11-22T13:{:02}:{:02}.000Z", seq % 60, n % 60),
+                    widget: if n % 2 == 0 { "cpu".into() } else { "ping".into() },
+                    kind: if n % 2 == 0 { SampleKind::Metric } else { SampleKind::Log },
+                    level: Level::Info,
+                    message: format!("row {seq}/{n}"),
+                    data: json!({"n": n, "pad": "x".repeat(64)}),
+                })
+                .collect();
+            let batch = BatchBody {
+                machine_id: machine.clone(),
+                seq,
+                sent_at: "2026-11-22T13:00:00Z".into(),
+                records,
+                dropped: Dropped::default(),
+            };
+            store.append_batch(&batch, Some("d1c81e9b5253ca4a")).expect("append");
+        }
+        let logs: Value = serde_json::from_slice(&logs_json(&machine, "hello")).expect("json");
+        store.append_widget_logs(&machine, logs["logs"].as_array().expect("logs"), true).expect("logs");
+    }
+}
+
+#[test]
+fn a_wrong_store_key_is_a_clear_error_and_nothing_is_rewritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    make_store(&store, StoreKeys::new(&[store_key()]), 2, 3);
+    // A torn tail a successful open would cut.
+    use std::io::Write as _;
+    let records = store.join("mac-00").join(RECORDS_FILE);
+    std::fs::OpenOptions::new().append(true).open(&records).expect("open").write_all(b"{\"torn").expect("write");
+    let before = snapshot(&store);
+    let secrets = dir.path().join("secrets");
+    let wrong = write_secret(&secrets, "wrong.key", &other_key().to_base64());
+    let (code, err, _) = try_start(&store, &["--store-key-file", s(&wrong)], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    let right_kid = store_kid(&store_key());
+    let wrong_kid = store_kid(&other_key());
+    assert!(err.contains(&right_kid) && err.contains(&wrong_kid), "names both key ids: {err}");
+    assert!(err.contains("mac-00") && err.contains(".jsonl"), "names the file: {err}");
+    assert!(snapshot(&store) == before, "nothing rewritten");
+    // No key at all on a sealed store.
+    let (code, err, _) = try_start(&store, &["--store-plaintext"], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&right_kid) && err.contains("--store-key-file"), "{err}");
+    assert!(snapshot(&store) == before, "nothing rewritten");
+    // A plaintext store opened with a key: refused too, pointing at rekey --from-plaintext.
+    let plain = dir.path().join("plain");
+    make_store(&plain, StoreKeys::plaintext(), 1, 1);
+    let plain_before = snapshot(&plain);
+    let right = write_secret(&secrets, "right.key", TEST_STORE_KEY_B64);
+    let (code, err, _) = try_start(&plain, &["--store-key-file", s(&right)], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("plaintext row") && err.contains("--from-plaintext"), "{err}");
+    assert!(snapshot(&plain) == plain_before, "nothing rewritten");
+    // The right key opens it (and cuts the torn tail).
+    let (_, err, proc) = try_start(&store, &["--store-key-file", s(&right)], &[]);
+    assert!(proc.is_some(), "{err}");
+}
+
+fn verify_output(store: &Path, key_file: &Path) -> (Option<i32>, String) {
+    let out = support::run(&["receive", "verify", "--store", s(store), "--store-key-file", s(key_file)]);
+    (out.status.code(), support::stdout(&out) + &support::stderr(&out))
+}
+
+#[test]
+fn moved_swapped_or_edited_rows_are_reported_by_verify_and_skipped_by_exports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let rx = start(&store, vec![key(0)]);
+    for seq in 1..=3 {
+        assert_eq!(post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "mac-01", seq, 4)).status, 200);
+    }
+    for n in 0..2 {
+        let body = envelope::seal_v1(&key(0), &logs_json(if n == 0 { "mac-01" } else { "mac-02" }, "x")).expect("seal");
+        assert_eq!(post(&rx.url(), "/api/fleet/widget-logs", &body).status, 200);
+    }
+    let all = read(&rx.url(), "/api/fleet/widget-logs?format=json").json();
+    assert_eq!((all["count"].clone(), all["skipped_tampered"].clone()), (json!(10), json!(0)));
+    rx.shutdown();
+    let key_file = write_secret(&dir.path().join("secrets"), "store.key", TEST_STORE_KEY_B64);
+    let (code, out) = verify_output(&store, &key_file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("all good"), "{out}");
+
+    // Swap two record rows of mac-01 (both log records), and move mac-02's first widget-log
+    // row into mac-01's widget-log file in place of its first row.
+    let records = store.join("mac-01").join(RECORDS_FILE);
+    let mut lines: Vec<String> = std::fs::read_to_string(&records).expect("read").lines().map(String::from).collect();
+    lines.swap(1, 3);
+    std::fs::write(&records, lines.join("\n") + "\n").expect("write");
+    let theirs = std::fs::read_to_string(store.join("mac-02").join(WIDGET_LOGS_FILE)).expect("read");
+    let ours_path = store.join("mac-01").join(WIDGET_LOGS_FILE);
+    let mut ours: Vec<String> = std::fs::read_to_string(&ours_path).expect("read").lines().map(String::from).collect();
+    ours[0] = theirs.lines().next().expect("line").to_string();
+    std::fs::write(&ours_path, ours.join("\n") + "\n").expect("write");
+
+    let (code, out) = verify_output(&store, &key_file);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("does not authenticate"), "{out}");
+    let mac01 = out.lines().find(|l| l.starts_with("mac-01")).expect("mac-01 line");
+    let counts: Vec<u64> = mac01.split_whitespace().skip(1).map(|n| n.parse().expect("count")).collect();
+    assert_eq!(counts[1], 3, "two swapped rows and one moved row are bad: {out}");
+
+    let rx = start(&store, vec![key(0)]);
+    let all = read(&rx.url(), "/api/fleet/widget-logs?format=json").json();
+    assert_eq!(all["skipped_tampered"], 3, "{all}");
+    assert_eq!(all["count"], 7);
+    let csv = read(&rx.url(), "/api/fleet/widget-logs?format=csv");
+    assert!(csv.body.ends_with("# skipped 3 tampered rows (run `fleet-agent receive verify`)\r\n"), "{}", csv.body);
+    rx.shutdown();
+}
+
+/// Store key ids of every row of every file: one set per file.
+fn kids_per_file(store: &Path) -> Vec<(PathBuf, std::collections::BTreeSet<String>)> {
+    all_files(store)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .map(|p| {
+            let kids = std::fs::read_to_string(&p)
+                .expect("read")
+                .lines()
+                .map(|l| {
+                    let v: Value = serde_json::from_str(l).expect("each line whole JSON");
+                    v["store_kid"].as_str().unwrap_or("plaintext").to_string()
+                })
+                .collect();
+            (p, kids)
+        })
+        .collect()
+}
+
+/// Every row of the store opened (with both keys), per file, as text: the oracle that a rekey
+/// changed nothing but the sealing.
+fn contents(store: &Path) -> BTreeMap<String, Vec<Value>> {
+    let reader = StoreReader::new(store, StoreKeys::new(&[other_key(), store_key()]));
+    let mut out = BTreeMap::new();
+    for id in reader.machine_ids().expect("ids") {
+        let mut rows: Vec<Value> = reader.read_records(&id).expect("records").into_iter().map(Value::Object).collect();
+        rows.extend(reader.read_v1(&id, WIDGET_LOGS_FILE).expect("logs").into_iter().map(Value::Object));
+        out.insert(id, rows);
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("list").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_key() {
+    let iterations: usize = std::env::var("FLEET_REKEY_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let original = dir.path().join("original");
+    make_store(&original, StoreKeys::new(&[store_key()]), 6, 40);
+    let expected = contents(&original);
+    let secrets = dir.path().join("secrets");
+    let old = write_secret(&secrets, "old.key", TEST_STORE_KEY_B64);
+    let new = write_secret(&secrets, "new.key", &other_key().to_base64());
+    let (old_kid, new_kid) = (store_kid(&store_key()), store_kid(&other_key()));
+    let rekey = |store: &Path| {
+        support::agent()
+            .args(["receive", "rekey", "--store", s(store), "--old-key-file", s(&old), "--new-key-file", s(&new)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn rekey")
+    };
+    // How long a whole rekey takes here, to spread the kills over it.
+    let timing = dir.path().join("timing");
+    copy_dir(&original, &timing);
+    let started = Instant::now();
+    assert!(rekey(&timing).wait().expect("wait").success());
+    let full = started.elapsed();
+    assert_eq!(contents(&timing), expected);
+
+    let mut rng = 0x5eed_4e6b_u64;
+    let mut mixed_seen = 0;
+    for i in 0..iterations {
+        let store = dir.path().join(format!("kill-{i}"));
+        copy_dir(&original, &store);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let delay = full.mul_f64((rng % 1000) as f64 / 1000.0);
+        let mut child = rekey(&store);
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        // Every file is whole (every line JSON) under exactly one key.
+        let per_file = kids_per_file(&store);
+        let mut file_kids = std::collections::BTreeSet::new();
+        for (path, kids) in &per_file {
+            assert_eq!(kids.len(), 1, "iteration {i} (kill after {delay:?}): {} mixes keys {kids:?}", path.display());
+            file_kids.extend(kids.iter().cloned());
+        }
+        assert!(file_kids.iter().all(|k| *k == old_kid || *k == new_kid), "{file_kids:?}");
+        if file_kids.len() == 2 {
+            mixed_seen += 1;
+            if mixed_seen == 1 {
+                // A receiver given both keys serves the half-way store: exports read every row.
+                let mut config = crate::receiver::config(&store, vec![key(0)]);
+                config.store_keys = StoreKeys::new(&[other_key(), store_key()]);
+                let rx = fleet_agent::receiver::Receiver::start_with_limits(config, crate::receiver::fast_limits())
+                    .expect("a receiver opens the store half-way with both keys");
+                let all = read(&rx.url(), "/api/fleet/widget-logs?format=json").json();
+                let logs: usize = expected
+                    .values()
+                    .map(|rows| rows.iter().filter(|r| r["record_kind"] == "log" || r["kind"] == "widget-log").count())
+                    .sum();
+                assert_eq!((all["count"].as_u64(), all["skipped_tampered"].as_u64()), (Some(logs as u64), Some(0)));
+                rx.shutdown();
+            }
+        }
+        // Readable mid-way with both keys: the same rows, nothing bad.
+        assert_eq!(contents(&store), expected, "iteration {i}: rows unchanged");
+        let both = StoreReader::new(&store, StoreKeys::new(&[other_key(), store_key()]));
+        let exported = both.widget_logs(&LogFilter::default(), |_| true).expect("export");
+        assert_eq!(exported.bad, 0);
+        // A rerun finishes the job.
+        assert!(rekey(&store).wait().expect("wait").success(), "iteration {i}: rerun");
+        for (path, kids) in kids_per_file(&store) {
+            assert!(kids.len() == 1 && kids.contains(&new_kid), "{}: {kids:?}", path.display());
+        }
+        assert!(all_files(&store).iter().all(|p| !p.to_string_lossy().ends_with(store::REKEY_SUFFIX)));
+        let only_new = StoreReader::new(&store, StoreKeys::new(&[other_key()]));
+        assert!(only_new.verify().expect("verify").iter().all(|c| c.total().bad == 0));
+        assert_eq!(contents(&store), expected);
+    }
+    eprintln!("rekey kill loop: {iterations} kills over {full:?}, {mixed_seen} left a store mid-way");
+    assert!(mixed_seen > 0, "no kill landed mid-way in {iterations} tries: the kills were not spread over the rekey");
+    // The old key alone can no longer read it: a clear error naming the new key id.
+    let store = dir.path().join("kill-0");
+    let err = StoreReader::new(&store, StoreKeys::new(&[store_key()])).check_keys().expect_err("old key refused");
+    assert!(err.to_string().contains(&new_kid), "{err}");
+    // A wrong old key: nothing rewritten, named.
+    let fresh = dir.path().join("fresh");
+    copy_dir(&original, &fresh);
+    let before = snapshot(&fresh);
+    let out =
+        support::run(&["receive", "rekey", "--store", s(&fresh), "--old-key-file", s(&new), "--new-key-file", s(&new)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(support::stderr(&out).contains(&old_kid), "{}", support::stderr(&out));
+    assert!(snapshot(&fresh) == before, "nothing rewritten");
+}
+
+#[test]
+fn rekey_is_refused_while_a_receiver_holds_the_store_and_seals_a_plaintext_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let (_rx, _url) = support::start_receiver(&store, "127.0.0.1:0", "k", &[TEST_KEY_B64]);
+    let secrets = dir.path().join("secrets");
+    let old = write_secret(&secrets, "old.key", TEST_STORE_KEY_B64);
+    let new = write_secret(&secrets, "new.key", &other_key().to_base64());
+    let out =
+        support::run(&["receive", "rekey", "--store", s(&store), "--old-key-file", s(&old), "--new-key-file", s(&new)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(support::stderr(&out).contains("in use"), "{}", support::stderr(&out));
+    drop(_rx);
+
+    let plain = dir.path().join("plain");
+    make_store(&plain, StoreKeys::plaintext(), 2, 2);
+    let before = contents_plain(&plain);
+    let out = support::run(&["receive", "rekey", "--store", s(&plain), "--from-plaintext", "--new-key-file", s(&new)]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    let reader = StoreReader::new(&plain, StoreKeys::new(&[other_key()]));
+    reader.check_keys().expect("all sealed now");
+    assert_eq!(reader.read_records("mac-00").expect("read"), before);
+}
+
+fn contents_plain(store: &Path) -> Vec<serde_json::Map<String, Value>> {
+    StoreReader::new(store, StoreKeys::plaintext()).read_records("mac-00").expect("read")
+}
+
+#[test]
+fn receive_ls_and_show_print_the_store_decrypted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    make_store(&store, StoreKeys::new(&[store_key()]), 2, 3);
+    let key_file = write_secret(&dir.path().join("secrets"), "store.key", TEST_STORE_KEY_B64);
+    let out = support::run(&["receive", "ls", "--store", s(&store), "--store-key-file", s(&key_file)]);
+    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    let text = support::stdout(&out);
+    assert!(text.contains("machine mac-00: 3 v2 batches with 60 records"), "{text}");
+    assert!(text.contains("machine mac-01"), "{text}");
+    assert!(text.contains("last seen 20") && text.contains("KiB on disk"), "{text}");
+    assert!(text.lines().any(|l| l.contains("ping") && l.contains("30")), "records per widget: {text}");
+    // Without the key: a clear error naming the key id, not garbage.
+    let out = support::run(&["receive", "ls", "--store", s(&store)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(support::stderr(&out).contains(&store_kid(&store_key())), "{}", support::stderr(&out));
+
+    let show = |extra: &[&str]| {
+        let mut args = vec!["receive", "show", "--store", s(&store), "--store-key-file", s(&key_file)];
+        args.extend_from_slice(extra);
+        let out = support::run(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+        support::stdout(&out)
+    };
+    let json_lines = show(&["mac-00", "--json", "--widget", "ping", "--limit", "5"]);
+    let rows: Vec<Value> = json_lines.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| r["widget"] == "ping" && r["machine_id"] == "mac-00"));
+    let records: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "record").collect();
+    assert_eq!(records[0]["record"]["message"], "row 2/19", "newest first");
+    assert_eq!(records[1]["record"]["message"], "row 2/17");
+    let text = show(&["mac-01", "--widget", "wifi"]);
+    assert!(text.contains("widget-log") && text.contains("rssi"), "{text}");
+    assert_eq!(show(&["mac-01", "--since", "2999-01-01"]).trim(), "no rows match");
+    let out = support::run(&["receive", "show", "--store", s(&store), "--store-key-file", s(&key_file), "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
