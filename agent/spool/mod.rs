@@ -1,5 +1,5 @@
 //! The encrypted spool: durable, bounded, crash-safe local storage of [`Record`]s, sealed at
-//! rest (DESIGN section 5).
+//! rest. The format, with test vectors: docs/spool-format.md.
 //!
 //! Every collected record is appended here first; the sender reads the oldest unacknowledged
 //! records, ships them, and acknowledges them, after which they are deleted. Nothing readable
@@ -54,8 +54,8 @@
 //! reordered, duplicated or moved to another segment without failing authentication.
 //! Overhead: 88 bytes per segment and 36 bytes per record.
 //!
-//! Departure from DESIGN section 5 (`len | nonce | ciphertext`): the frame carries the
-//! length's complement. Without it a bit flip that enlarges a middle frame's length would
+//! Why a frame is `len | !len | nonce | ciphertext` and not just `len | nonce | ciphertext`:
+//! the frame carries the length's complement. Without it a bit flip that enlarges a middle frame's length would
 //! look like a torn tail and recovery would truncate good records after it; with it, the flip
 //! is recognised as corruption and the segment is quarantined instead.
 //!
@@ -94,6 +94,11 @@
 //!   destroyed, the walk finds the next sound frame header, so every frame is counted);
 //! - an unknown format version (a flipped version byte, or a newer agent's spool): the
 //!   segment is quarantined and counted like any unreadable one, and start-up goes on.
+//!
+//! Opening writes nothing (so `run` starts on a full disk and holds its records in memory)
+//! unless a record is about to leave what a later recount finds: a quarantine or the cut of a
+//! damaged last record is preceded by the counter and ledger writes (recovery.rs), and on a
+//! full disk such a repair still fails the open.
 //!
 //! # Bounds
 //!
