@@ -9,6 +9,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -77,8 +78,21 @@ fn read_capped(mut reader: impl Read, cap: usize) -> (String, bool) {
     (String::from_utf8_lossy(&kept).into_owned(), truncated)
 }
 
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + timeout;
+/// Wait for the child until `deadline`, killing it past that (`None`). Blocks on `done`, which
+/// each output reader signals at end of file, so a normal run costs no sleep-and-poll wake-ups;
+/// only a child that closes its output before it exits is polled (1 ms, doubling, 50 ms at most).
+fn wait_until(
+    child: &mut Child,
+    done: &mpsc::Receiver<()>,
+    readers: usize,
+    deadline: Instant,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    for _ in 0..readers {
+        // Past the deadline, or a reader that panicked (hung up without a word): poll below.
+        if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
+            break;
+        }
+    }
     let mut pause = Duration::from_millis(1);
     loop {
         if let Some(status) = child.try_wait()? {
@@ -89,7 +103,7 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Op
             let _ = child.wait();
             return Ok(None);
         }
-        thread::sleep(pause);
+        thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
@@ -134,9 +148,21 @@ impl Host for SystemHost {
                 _ => HostError::Io { action: "running", path: line.clone(), message: e.to_string() },
             })?;
         let cap = self.output_cap;
-        let stdout = child.stdout.take().map(|out| thread::spawn(move || read_capped(out, cap)));
-        let stderr = child.stderr.take().map(|err| thread::spawn(move || read_capped(err, cap)));
-        let status = wait_with_timeout(&mut child, timeout).map_err(|e| HostError::Io {
+        let deadline = Instant::now() + timeout;
+        let (done_tx, done) = mpsc::channel();
+        let reader = |pipe: Box<dyn Read + Send>| {
+            let done_tx = done_tx.clone();
+            thread::spawn(move || {
+                let output = read_capped(pipe, cap);
+                let _ = done_tx.send(());
+                output
+            })
+        };
+        let stdout = child.stdout.take().map(|out| reader(Box::new(out)));
+        let stderr = child.stderr.take().map(|err| reader(Box::new(err)));
+        drop(done_tx);
+        let readers = usize::from(stdout.is_some()) + usize::from(stderr.is_some());
+        let status = wait_until(&mut child, &done, readers, deadline).map_err(|e| HostError::Io {
             action: "waiting for",
             path: line.clone(),
             message: e.to_string(),

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use fleet_widgets::SampleKind;
 use serde_json::json;
 
-use super::commands::CommandChannel;
+use super::commands::{CommandChannel, POLL_INTERVAL};
 use super::link::Link;
 use super::state::SenderState;
 use super::verdict::Verdict;
@@ -132,7 +132,7 @@ impl AtlasSender {
 
     fn poll_commands(&mut self) {
         let now = Instant::now();
-        if now < self.commands.next_poll() || !self.budget.try_take(now) {
+        if !super::due(now, self.commands.next_poll(), POLL_INTERVAL) || !self.budget.try_take(now) {
             return;
         }
         let effects = self.commands.poll_if_due(&self.link.client, &self.link.machine_id, &mut self.link.key);
@@ -239,7 +239,8 @@ impl Sender for AtlasSender {
         }
         self.poll_commands();
         let now = Instant::now();
-        if now >= self.next_report && self.report.has_data() && self.budget.try_take(now) {
+        if super::due(now, self.next_report, self.send_interval) && self.report.has_data() && self.budget.try_take(now)
+        {
             self.next_report = now + self.send_interval;
             if let Step::Wait = self.send_report() {
                 self.link.save_lazily();

@@ -55,6 +55,17 @@ pub const MAX_BATCH_PLAINTEXT: usize = 700 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Whole-request timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// A periodic request (Atlas report, command poll) due within this much of now is made at the
+/// current wake-up instead of one of its own a moment later: the loop wakes once per cycle
+/// (collect, then send), not once to collect and again to send. A request is never made more
+/// than this much early, and the request budget still applies.
+pub const DUE_SLACK: Duration = Duration::from_millis(500);
+
+/// True when a periodic request scheduled at `at` is due at `now` (within [`DUE_SLACK`], and
+/// never more than a tenth of `period` early).
+pub fn due(now: Instant, at: Instant, period: Duration) -> bool {
+    now + DUE_SLACK.min(period / 10) >= at
+}
 
 /// Why the sender could not be built.
 #[derive(Debug)]
@@ -138,7 +149,22 @@ pub fn build(config: &Config, server_url: &str, spool_dir: PathBuf) -> Result<Bo
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_url;
+    use super::{due, is_loopback_url, DUE_SLACK};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_request_due_just_after_this_wake_up_goes_with_it_and_never_earlier_than_the_slack() {
+        let now = Instant::now();
+        let period = Duration::from_secs(20);
+        assert!(due(now, now, period) && due(now, now - Duration::from_secs(1), period));
+        // Scheduled 80 ms after the collection that woke the loop: sent now, no second wake-up.
+        assert!(due(now, now + Duration::from_millis(80), period));
+        assert!(due(now, now + DUE_SLACK, period));
+        assert!(!due(now, now + DUE_SLACK + Duration::from_millis(1), period));
+        // A short period is never shortened by more than a tenth.
+        assert!(!due(now, now + Duration::from_millis(150), Duration::from_secs(1)));
+        assert!(due(now, now + Duration::from_millis(100), Duration::from_secs(1)));
+    }
 
     #[test]
     fn loopback_urls_are_recognised() {

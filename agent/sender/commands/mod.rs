@@ -132,11 +132,11 @@ impl CommandChannel {
         self.next_poll
     }
 
-    /// Poll once if due (`now >= next_poll`), executing and acknowledging what arrived. `key`
-    /// is the transport key in use; a rotation replaces it.
+    /// Poll once if due (at `next_poll`, or within [`super::DUE_SLACK`] of it), executing and
+    /// acknowledging what arrived. `key` is the transport key in use; a rotation replaces it.
     pub fn poll_if_due(&mut self, client: &HttpClient, machine_id: &str, key: &mut Option<Key32>) -> Effects {
         let now = Instant::now();
-        if now < self.next_poll {
+        if !super::due(now, self.next_poll, POLL_INTERVAL) {
             return Effects::default();
         }
         self.next_poll = now + POLL_INTERVAL;
