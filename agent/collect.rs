@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fleet_widgets::{find, CollectError, Host, Timestamp, Widget};
 
 use crate::config::WidgetConfig;
-use crate::record::Record;
+use fleet_wire::record::Record;
 
 struct Scheduled {
     widget: Box<dyn Widget>,

@@ -17,7 +17,7 @@ use chrono::{Local, TimeZone};
 use fleet_widgets::{Level, SampleKind, Timestamp};
 use serde_json::{json, Map, Value};
 
-use crate::record::Record;
+use fleet_wire::record::Record;
 
 /// The newest report values seen, updated record by record. Bounded: one value per widget.
 #[derive(Debug, Clone, Default)]

@@ -24,10 +24,10 @@ use crate::collect::Collector;
 use crate::config::Config;
 use crate::host::SystemHost;
 use crate::progress::{Counts, Progress};
-use crate::record::Record;
 use crate::sender::{self, Sender, SenderError};
 use crate::signals::Signals;
 use crate::spool::{Spool, SpoolError};
+use fleet_wire::record::Record;
 
 /// Longest single sleep, so a clock change cannot stall the loop for long.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -142,7 +142,7 @@ impl Agent {
         // The key the sender uses (a rotated one wins over the config's, see transport_key).
         let kid = match self.sender.as_ref() {
             Some(sender) => sender.kid().map(str::to_string),
-            None => self.config.encryption_key.as_ref().map(crate::envelope::kid),
+            None => self.config.encryption_key.as_ref().map(fleet_wire::envelope::kid),
         };
         log::info!("{}", Progress::start_line(kid.as_deref()));
         let delivered = self.sender.as_ref().map_or(0, |s| s.state().sent_records);

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_agent::keys::Key32;
 use fleet_widgets::Timestamp;
+use fleet_wire::keys::Key32;
 use serde_json::json;
 
 use crate::proc_stats::{cpu_seconds, status_kib};
@@ -161,7 +161,7 @@ fn write_config(dir: &Path, url: &str, key: &Key32, variant: &Variant) -> Result
 
 /// The `ts` of every record stored for `machine` (a cycle's records share one).
 fn stored(store: &Path, machine: &str) -> Result<Vec<String>, String> {
-    use fleet_agent::receiver::{StoreKeys, StoreReader};
+    use fleet_receiver::{StoreKeys, StoreReader};
     let lines = StoreReader::new(store, StoreKeys::plaintext()).read_records(machine).map_err(|e| e.to_string())?;
     Ok(lines
         .iter()

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::{receive_store, usage_error, Command};
 use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
-use crate::keys::{Key32, SecretString};
-use crate::receiver::{Receiver, ReceiverConfig, StoreKeys, DEFAULT_LISTEN};
 use crate::signals::Signals;
+use fleet_receiver::{Receiver, ReceiverConfig, StoreKeys, DEFAULT_LISTEN};
+use fleet_wire::keys::{Key32, SecretString};
 
 /// Registry entry.
 pub static COMMAND: Command = Command {
@@ -209,7 +209,7 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
     let workers = match args.value("--workers")? {
         None => 0,
         Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=crate::receiver::MAX_WORKERS).contains(&n) => n,
+            Ok(n) if (1..=fleet_receiver::MAX_WORKERS).contains(&n) => n,
             _ => return Err(UsageError(format!("--workers: `{text}` is not a number from 1 to 64"))),
         },
     };
@@ -250,7 +250,7 @@ fn run(mut args: Args) -> u8 {
             "no encryption key (--encryption-key-file / FLEET_ENCRYPTION_KEY): test mode, plaintext bodies accepted"
         );
     } else {
-        let kids: Vec<String> = config.encryption_keys.iter().map(crate::envelope::kid).collect();
+        let kids: Vec<String> = config.encryption_keys.iter().map(fleet_wire::envelope::kid).collect();
         log::info!("sealed bodies only; key ids {}", kids.join(", "));
     }
     if config.store_keys.is_plaintext() {

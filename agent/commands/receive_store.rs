@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use super::receive::{keys, refuse_removed_flags, store_dir, store_keys};
 use super::usage_error;
 use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
-use crate::receiver::store::{rekey, StoreReader, FILES, RECORDS_FILE};
-use crate::receiver::StoreKeys;
+use fleet_receiver::store::{rekey, StoreReader, FILES, RECORDS_FILE};
+use fleet_receiver::StoreKeys;
 
 /// Run `receive SUB args…`; the exit code.
 pub fn run(sub: &str, mut args: Args) -> u8 {
@@ -36,7 +36,7 @@ pub fn run(sub: &str, mut args: Args) -> u8 {
 
 enum Failure {
     Usage(UsageError),
-    Store(crate::receiver::StoreError),
+    Store(fleet_receiver::StoreError),
 }
 
 impl From<UsageError> for Failure {
@@ -45,8 +45,8 @@ impl From<UsageError> for Failure {
     }
 }
 
-impl From<crate::receiver::StoreError> for Failure {
-    fn from(e: crate::receiver::StoreError) -> Self {
+impl From<fleet_receiver::StoreError> for Failure {
+    fn from(e: fleet_receiver::StoreError) -> Self {
         Failure::Store(e)
     }
 }
@@ -66,7 +66,7 @@ fn ls(mut args: Args) -> Result<u8, Failure> {
     args.finish()?;
     reader.check_keys()?;
     let summaries = reader.machines()?;
-    crate::demo::print_summary(&summaries, "Machines in the store (decrypted):");
+    fleet_receiver::summary::print_summary(&summaries, "Machines in the store (decrypted):");
     Ok(EXIT_OK)
 }
 
@@ -145,7 +145,7 @@ fn show(mut args: Args) -> Result<u8, Failure> {
         let body =
             row.get("record").or_else(|| row.get("log")).or_else(|| row.get("report").and_then(|r| r.get("metrics")));
         let data = body.map(|b| b.get("data").unwrap_or(b)).unwrap_or(&Value::Null);
-        println!("{received}  {kind:<10} {widget:<12} {}", crate::demo::compact(data, 120));
+        println!("{received}  {kind:<10} {widget:<12} {}", fleet_receiver::summary::compact(data, 120));
     }
     if newest.is_empty() && !json {
         println!("no rows match");

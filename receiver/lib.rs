@@ -1,6 +1,10 @@
-//! The bundled receiver (`fleet-agent receive`, DESIGN section 7): a small synchronous HTTP(S)
-//! server that opens v1 (Atlas) and v2 envelopes and stores what arrives, for tests, demos and
-//! small setups.
+//! The bundled receiver (`fleet-agent receive`, `docs/architecture.md`): a small synchronous
+//! HTTP(S) server that opens v1 (Atlas) and v2 envelopes and stores what arrives, for tests,
+//! demos and small setups.
+//!
+//! Its own crate: it knows nothing of the agent and shares with it only the wire contract,
+//! [`fleet_wire`] (records, envelopes, keys, the batch digest). The agent's `receive` command
+//! parses flags and key files and runs a [`Receiver`].
 //!
 //! # Why `std::net` + `httparse` + rustls, and no HTTP server crate
 //!
@@ -61,6 +65,7 @@ pub mod http;
 pub mod routes;
 pub mod seal;
 pub mod store;
+pub mod summary;
 pub mod tls;
 
 use std::fmt;
@@ -71,7 +76,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::keys::{Key32, SecretString};
+use fleet_wire::keys::{Key32, SecretString};
 pub use seal::StoreKeys;
 pub use store::{MachineSummary, StoreError, StoreReader, WidgetSummary};
 

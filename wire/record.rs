@@ -3,7 +3,7 @@
 //! Serialized as JSON inside sealed spool frames and v2 batches:
 //! `{"ts":"2026-11-22T13:00:00.000Z","widget":"cpu","kind":"metric","level":"info",
 //! "message":"","data":{…}}`. Field names are part of the v2 wire format: do not rename.
-//! `kind` (an addition to DESIGN's `{ts, widget, level, message, data}`) says where the
+//! `kind` (an addition to the original design's `{ts, widget, level, message, data}`) says where the
 //! record belongs in an Atlas report, so the sender needs no widget table.
 
 use fleet_widgets::{Level, Sample, SampleKind, Timestamp};
@@ -64,7 +64,7 @@ pub struct Dropped {
     pub newest: Option<String>,
 }
 
-/// The plaintext of a v2 batch (DESIGN section 4), sealed by the envelope module:
+/// The plaintext of a v2 batch (`docs/v2-protocol.md`), sealed by the envelope module:
 /// `{"machine_id":M,"seq":N,"sent_at":T,"records":[…],"dropped":{…}}`. Field ORDER is part of
 /// the test vectors (serde serializes in declaration order): do not reorder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +80,16 @@ pub struct BatchBody {
     pub records: Vec<Record>,
     /// Loss accounting from the spool.
     pub dropped: Dropped,
+}
+
+/// The SHA-256 (lower-case hex) of a batch's records in their canonical form (`docs/v2-protocol.md`, vectors in
+/// `tests/vectors/digest.json`): what a commit line's `digest` holds.
+pub fn records_digest(records: &[Record]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    // Serializing records (strings, enums, JSON values) cannot fail.
+    hasher.update(serde_json::to_vec(records).unwrap_or_default());
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -102,5 +112,20 @@ mod tests {
                 r#"{"machine_id":"vec-01","seq":7,"sent_at":"2026-11-22T00:00:00Z","records":[],"dropped":{"count":0}}"#
             )
         );
+    }
+
+    #[test]
+    fn the_records_digest_matches_the_known_answer_vectors() {
+        // tests/vectors/digest.json, computed with Python's json and hashlib.
+        let vectors: Value = serde_json::from_str(include_str!("../tests/vectors/digest.json")).expect("json");
+        let list = vectors["vectors"].as_array().expect("vectors");
+        assert!(list.len() >= 3);
+        for vector in list {
+            let name = vector["name"].as_str().unwrap_or("?");
+            let records: Vec<Record> = serde_json::from_value(vector["records"].clone()).expect("records");
+            let canonical = serde_json::to_string(&records).expect("json");
+            assert_eq!(Some(canonical.as_str()), vector["canonical"].as_str(), "{name}");
+            assert_eq!(Some(records_digest(&records).as_str()), vector["digest"].as_str(), "{name}");
+        }
     }
 }

@@ -15,9 +15,9 @@ use super::export::{self, ExportFormat};
 use super::http::{self, BodyFraming, ChunkedBody, Conn, Deadline, HttpError, Request, Response};
 use super::store::{self, BatchOutcome, LogFilter, Store, StoreError};
 use super::{Gate, Limits};
-use crate::envelope::{self, EnvelopeError};
-use crate::keys::Key32;
-use crate::record::BatchBody;
+use fleet_wire::envelope::{self, EnvelopeError};
+use fleet_wire::keys::Key32;
+use fleet_wire::record::BatchBody;
 
 /// Exact body of the answer to a body that does not authenticate (senders key off it).
 pub const DECRYPTION_FAILED: &str = "Decryption failed";
