@@ -3,8 +3,8 @@
 //! Serialized as JSON inside sealed spool frames and v2 batches:
 //! `{"ts":"2026-11-22T13:00:00.000Z","widget":"cpu","kind":"metric","level":"info",
 //! "message":"","data":{…}}`. Field names are part of the v2 wire format: do not rename.
-//! `kind` (an addition to the original design's `{ts, widget, level, message, data}`) says where the
-//! record belongs in an Atlas report, so the sender needs no widget table.
+//! `kind` (an addition to the original design's `{ts, widget, level, message, data}`) says
+//! where the record belongs in an Atlas report, so the sender needs no widget table.
 
 use fleet_widgets::{Level, Sample, SampleKind, Timestamp};
 use serde::{Deserialize, Serialize};
