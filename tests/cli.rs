@@ -1,6 +1,7 @@
 //! The command line as a user meets it: exit codes, messages naming the file and field,
 //! `once` output shape, `keygen`, `validate`, and `run` stopping on SIGTERM.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -340,4 +341,117 @@ fn an_error_cause_is_printed_once() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.matches("sender.json").count(), 1, "the cause once: {err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// signals at start-up (fault harness F6: a SIGHUP or SIGTERM in the first milliseconds of
+// `run` ended it with the default action)
+
+/// True once `pid` catches SIGHUP and SIGTERM (its `SigCgt` mask in /proc).
+fn catches_hup_and_term(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    let caught = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .unwrap_or(0);
+    let bit = |signal: u32| 1u64 << (signal - 1);
+    caught & bit(1) != 0 && caught & bit(15) != 0
+}
+
+/// `run` with a config at `config`, stderr into `log`.
+fn start_run(config: &Path, log: &Path) -> crate::support::Proc {
+    let log = std::fs::File::create(log).expect("log file");
+    let child = agent().args(["run", "--config", s(config)]).stdout(Stdio::null()).stderr(log).spawn().expect("starts");
+    crate::support::Proc { child }
+}
+
+fn quick_config_text(spool: &Path) -> String {
+    format!(
+        r#"{{"machine_id":"t","interval":0.2,"log_level":"debug","spool":{{"dir":"{}"}},{SAFE_WIDGETS}}}"#,
+        s(spool)
+    )
+}
+
+/// The config is a FIFO, so `run` blocks reading it (a slow start, made deterministic): the
+/// handlers must already be there. A SIGHUP then does not kill it and it goes on to run
+/// normally; a SIGTERM then stops it cleanly (exit 0) as soon as the config arrives.
+#[test]
+fn run_catches_sighup_and_sigterm_before_it_reads_its_config() {
+    for signal in ["-HUP", "-TERM"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("c.json");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+        assert!(made.success(), "mkfifo");
+        let log = dir.path().join("agent.log");
+        let mut agent = start_run(&fifo, &log);
+        let pid = agent.child.id();
+        let installed = crate::support::wait_for(Duration::from_secs(5), || catches_hup_and_term(pid));
+        let text = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
+        assert!(installed, "{signal}: no handlers while the config is being read:\n{}", text(&log));
+        agent.signal(signal);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(agent.child.try_wait().expect("try_wait").is_none(), "{signal} before the config killed run");
+        // A writer in its own thread: opening a FIFO blocks until the agent reads it.
+        let config = quick_config_text(&dir.path().join("spool"));
+        let write = |fifo: PathBuf, config: String| std::thread::spawn(move || std::fs::write(&fifo, config));
+        let writer = write(fifo.clone(), config.clone());
+        if signal == "-HUP" {
+            // The SIGHUP is handled once the loop runs: it reads the config again to reload.
+            let started = || text(&log).contains("run: started");
+            assert!(crate::support::wait_for(Duration::from_secs(10), started), "starts:\n{}", text(&log));
+            assert!(write(fifo.clone(), config.clone()).join().expect("writer").is_ok(), "reloaded");
+            let collected =
+                || text(&log).contains("SIGHUP: configuration reloaded") && text(&log).contains("collected cpu ");
+            assert!(
+                crate::support::wait_for(Duration::from_secs(10), collected),
+                "runs after a SIGHUP:\n{}",
+                text(&log)
+            );
+            assert!(agent.child.try_wait().expect("try_wait").is_none(), "alive");
+        }
+        let status = if signal == "-TERM" {
+            agent.wait(Duration::from_secs(10))
+        } else {
+            agent.terminate(Duration::from_secs(10))
+        };
+        assert_eq!(status.code(), Some(0), "{signal}: a clean stop:\n{}", text(&log));
+        assert!(writer.join().expect("writer").is_ok(), "the config was read");
+        assert!(!text(&log).contains("error"), "{signal}:\n{}", text(&log));
+    }
+}
+
+/// A SIGHUP or SIGTERM sent the instant `run`'s handlers exist (before the spool is open and
+/// the first cycle ran), a few times each: SIGHUP never kills, SIGTERM always stops with 0.
+/// (Before `main` no process can catch anything: the dynamic loader's first milliseconds keep
+/// the default actions; see signals.rs.)
+#[test]
+fn run_handles_sighup_and_sigterm_in_its_first_moments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "c.json", &quick_config_text(&dir.path().join("spool")), 0o600);
+    for round in 0..5 {
+        for signal in ["-HUP", "-TERM"] {
+            let log = dir.path().join(format!("agent-{round}{signal}.log"));
+            let mut agent = start_run(&config, &log);
+            let pid = agent.child.id();
+            let start = Instant::now();
+            while !catches_hup_and_term(pid) {
+                assert!(start.elapsed() < Duration::from_secs(5), "no handlers after 5 s");
+                std::hint::spin_loop();
+            }
+            agent.signal(signal);
+            let text = || std::fs::read_to_string(&log).unwrap_or_default();
+            if signal == "-HUP" {
+                std::thread::sleep(Duration::from_millis(300));
+                assert!(
+                    agent.child.try_wait().expect("try_wait").is_none(),
+                    "round {round}: SIGHUP killed run:\n{}",
+                    text()
+                );
+                assert_eq!(agent.terminate(Duration::from_secs(10)).code(), Some(0), "round {round}:\n{}", text());
+            } else {
+                assert_eq!(agent.wait(Duration::from_secs(10)).code(), Some(0), "round {round}: SIGTERM:\n{}", text());
+            }
+        }
+    }
 }

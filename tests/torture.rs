@@ -423,6 +423,97 @@ fn disk_full_holds_records_in_memory_logs_once_and_recovers() {
     );
 }
 
+/// `status --json`'s `records` object for `config` (read-only, safe while the agent runs).
+fn status_records(config: &Path) -> serde_json::Value {
+    let out = crate::support::run(&["status", "--config", s(config), "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", crate::support::stdout(&out)));
+    status["records"].clone()
+}
+
+/// `records.<name>` of a `status --json` answer.
+fn count(records: &serde_json::Value, name: &str) -> u64 {
+    records[name].as_u64().unwrap_or_else(|| panic!("records.{name} missing: {records}"))
+}
+
+/// Regression (fault harness F7): `run` started on a full disk with a backlog whose counters
+/// `cursor.json` does not have yet (a stop while the server was away) exited with ENOSPC at
+/// open. It must start, collect, hold the records in memory, store them once space returns,
+/// and in the end every record is delivered exactly once or counted.
+#[test]
+fn agent_started_on_a_full_disk_runs_holds_and_delivers_every_record_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mount = dir.path().join("tiny");
+    let _fs = match TinyFs::mount(&mount, 1024) {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("skipped: full-disk start test needs a tmpfs mount ({why})");
+            return;
+        }
+    };
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let spool = mount.join("spool");
+    let json = format!(
+        r#"{{"server_url":"{url}","api_key":"{API_KEY}","machine_id":"{MACHINE}","protocol":"v2",
+            "interval":0.2,"encryption_key":"{TEST_KEY_B64}","log_level":"debug",
+            "spool":{{"dir":"{}","segment_bytes":8192,"max_bytes":16777216}},
+            "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
+            "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
+            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
+            "users":{{"enabled":false}},"temperature":{{"enabled":false}}}}}}"#,
+        s(&spool)
+    );
+    let config = write_config(dir.path(), "c.json", &json, 0o600);
+    // First life: nothing answers, so the backlog is appended but never acknowledged.
+    let first_log = dir.path().join("first.log");
+    let mut agent = start_agent(&config, &first_log);
+    assert!(wait_for(Duration::from_secs(10), || spool_unacked(&spool) >= 9), "spooling");
+    assert_eq!(agent.terminate(Duration::from_secs(10)).code(), Some(0));
+
+    // The disk fills up while the agent is down; the receiver comes up; the agent starts.
+    let filler = mount.join("filler");
+    fill_up(&filler);
+    let store = dir.path().join("store");
+    let _receiver = start_receiver(&store, &format!("127.0.0.1:{port}"), API_KEY, &[TEST_KEY_B64]);
+    let log = dir.path().join("agent.log");
+    let mut agent = start_agent(&config, &log);
+    assert!(
+        wait_for(Duration::from_secs(10), || collected_cycles(&log) >= 10),
+        "collects on a full disk:\n{}",
+        read_text(&log)
+    );
+    assert!(agent.child.try_wait().expect("try_wait").is_none(), "runs on a full disk:\n{}", read_text(&log));
+    assert!(read_text(&log).contains("holding up to"), "holds records in memory:\n{}", read_text(&log));
+
+    // Space returns: the held records are stored, then everything drains.
+    std::fs::remove_file(&filler).expect("free the space");
+    assert!(wait_for(Duration::from_secs(10), || read_text(&log).contains("spool: writing again")), "recovers");
+    assert!(
+        wait_for(Duration::from_secs(60), || count(&status_records(&config), "backlog") == 0),
+        "drains: {}",
+        status_records(&config)
+    );
+    assert_eq!(agent.terminate(Duration::from_secs(10)).code(), Some(0));
+
+    let records = status_records(&config);
+    assert_eq!(count(&records, "backlog"), 0, "{records}");
+    assert_eq!(
+        count(&records, "accepted"),
+        count(&records, "delivered")
+            + count(&records, "superseded")
+            + count(&records, "dropped")
+            + count(&records, "rejected"),
+        "every accepted record delivered or counted: {records}"
+    );
+    let stored = stored_keys(&store); // panics on a duplicate
+    assert_eq!(stored.len() as u64, count(&records, "delivered"), "delivered = stored once: {records}");
+    assert_whole_cycles(&stored);
+    let collected = collected_cycles(&first_log) + collected_cycles(&log);
+    assert_eq!(count(&records, "dropped"), 0, "the hold never overflowed: {records}");
+    assert_eq!(cycles_of(&stored).len(), collected, "every cycle collected, also on the full disk, is stored once");
+}
+
 // ---------------------------------------------------------------------------------------
 // corruption
 

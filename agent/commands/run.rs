@@ -18,6 +18,12 @@ and the old one kept), SIGUSR1 collects now.
 };
 
 fn run(mut args: Args) -> u8 {
+    // First, before anything that can take time: a SIGTERM or SIGHUP from here on is handled
+    // by the loop (stop cleanly, reload), never by the default action (see signals.rs).
+    if let Err(e) = crate::signals::Signals::install() {
+        print_error(&crate::run::RunError::Signals(e));
+        return EXIT_RUNTIME;
+    }
     let common = match Common::take(&mut args) {
         Ok(common) => common,
         Err(e) => return usage_error("run", &e),

@@ -95,6 +95,11 @@
 //! - an unknown format version (a flipped version byte, or a newer agent's spool): the
 //!   segment is quarantined and counted like any unreadable one, and start-up goes on.
 //!
+//! Opening writes nothing (so `run` starts on a full disk and holds its records in memory)
+//! unless a record is about to leave what a later recount finds: a quarantine or the cut of a
+//! damaged last record is preceded by the counter and ledger writes (recovery.rs), and on a
+//! full disk such a repair still fails the open.
+//!
 //! # Bounds
 //!
 //! Past `spool.max_bytes` (segments plus `rejected/`) the oldest rejected batch, then the

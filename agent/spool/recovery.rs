@@ -277,10 +277,12 @@ pub struct Recovered {
 /// like any unreadable one: start-up goes on.
 ///
 /// Crash-safe accounting: every segment is scanned first; records appended since
-/// `counters.appended_through` are added to `counters.appended` and `cursor.json` is written
-/// (with `acked`) BEFORE anything is cut or moved; each cut or move is preceded by its ledger
-/// write, which names the cut position or segment, so a crash in between never counts it
-/// twice or not at all.
+/// `counters.appended_through` are added to `counters.appended`, and `cursor.json` is written
+/// (with `acked`) BEFORE any record leaves what a later recount would find (a quarantine, a
+/// damaged last record cut); each cut or move is preceded by its ledger write, which names the
+/// cut position or segment, so a crash in between never counts it twice or not at all. A
+/// clean spool, a torn partial write or an empty segment needs no write at all, so the spool
+/// opens on a full disk.
 pub fn recover(
     dir: &Path,
     master: &MasterKey,
@@ -309,17 +311,28 @@ pub fn recover(
     let appended_since: u64 =
         scans.iter().map(|scan| unacked_in(scan.id, scan.record_count(), counters.appended_through)).sum();
     if appended_since > 0 {
+        let persisted_through = counters.appended_through;
         counters.appended += appended_since;
         if let Some(last) = scans.last() {
             counters.appended_through = Cursor { segment: last.id, index: last.record_count() };
         }
-        super::cursor::store_cursor(dir, acked, counters, durable)?;
+        // Opening needs no write when nothing below changes what a recount would find (a
+        // disk-full start must work): the counters in memory are then authoritative, and
+        // cursor.json is brought up to date by the next ack or before the next segment is
+        // deleted or moved; until then a restart recounts the same segments. Written now
+        // when a record is about to leave the recount (a quarantine, a damaged last record
+        // cut), and for a cursor.json older than the counters, whose acknowledged segments
+        // are deleted just after this (see cursor.rs).
+        let leaving =
+            scans.iter().any(|scan| scan.damaged_tail() > 0 || (!repairable(scan) && scan.record_count() > 0));
+        if leaving || acked > persisted_through {
+            super::cursor::store_cursor(dir, acked, counters, durable)?;
+        }
     }
     let mut segments = Vec::new();
     let mut other_key = 0;
     for scan in scans {
-        let repairable = scan.header == HeaderState::Ok && !matches!(scan.problem, Some(Problem::Bad { .. }));
-        if !repairable {
+        if !repairable(&scan) {
             if matches!(scan.header, HeaderState::OtherKey | HeaderState::NoKey) {
                 other_key += 1;
             }
@@ -395,6 +408,12 @@ pub fn recover(
         fsio::sync_dir(dir)?;
     }
     Ok(Recovered { segments, max_id })
+}
+
+/// True when recovery keeps the segment (cutting a torn tail at most); false when it is
+/// quarantined.
+fn repairable(scan: &SegmentScan) -> bool {
+    scan.header == HeaderState::Ok && !matches!(scan.problem, Some(Problem::Bad { .. }))
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {

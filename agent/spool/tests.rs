@@ -282,3 +282,81 @@ fn a_destroyed_frame_length_still_counts_every_frame_of_the_segment() {
     let spool = Spool::open(&cfg).expect("reopen");
     assert_eq!(spool.stats().dropped.count, 10);
 }
+
+/// Opening must not need a write (a start on a full disk): records appended since the last
+/// `cursor.json` write are counted from the segments in memory, the file is left as it was,
+/// and the next ack writes the counters; no reopen in between counts anything twice.
+#[test]
+fn opening_a_clean_spool_writes_nothing_and_counts_stay_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 4096, 1 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..10)).expect("append");
+    let (_, end) = read_all(&mut spool, Cursor::default());
+    spool.ack_counted(end, Acked { delivered: 10, superseded: 0 }).expect("ack");
+    spool.append(&records(10..40)).expect("append");
+    drop(spool);
+    let cursor_file = dir.path().join(cursor::CURSOR_FILE);
+    let before = std::fs::read(&cursor_file).expect("cursor.json");
+    let expected = RecordCounts { accepted: 40, delivered: 10, backlog: 30, ..RecordCounts::default() };
+    for _ in 0..3 {
+        let spool = Spool::open(&cfg).expect("reopen");
+        assert_eq!(spool.stats().counts, expected);
+        assert_eq!(std::fs::read(&cursor_file).expect("cursor.json"), before, "open wrote cursor.json");
+        assert_eq!(inspect(dir.path()).expect("inspect").expect("a spool").counts, expected, "status agrees");
+    }
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    let (got, end) = read_unacked(&mut spool);
+    assert_eq!(got, records(10..40));
+    spool.ack_counted(end, Acked { delivered: 30, superseded: 0 }).expect("ack");
+    assert_ne!(std::fs::read(&cursor_file).expect("cursor.json"), before, "the ack wrote the counters");
+    drop(spool);
+    let spool = Spool::open(&cfg).expect("reopen");
+    let drained = RecordCounts { accepted: 40, delivered: 40, ..RecordCounts::default() };
+    assert_eq!(spool.stats().counts, drained);
+    assert_eq!(inspect(dir.path()).expect("inspect").expect("a spool").counts, drained);
+}
+
+/// A write cut short by a crash (a torn partial frame) and a segment left with only its
+/// header are repaired at open without writing the counters: neither holds a record, so a
+/// later recount finds the same records (a restart on a full disk after a kill mid-write).
+#[test]
+fn a_torn_partial_write_and_an_empty_segment_are_repaired_without_a_state_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20, 1 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..5)).expect("append");
+    let (_, end) = read_all(&mut spool, Cursor::default());
+    spool.ack(end).expect("ack");
+    spool.append(&records(5..12)).expect("append");
+    drop(spool);
+    let cursor_file = dir.path().join(cursor::CURSOR_FILE);
+    let before = std::fs::read(&cursor_file).expect("cursor.json");
+    // The next life's segment: its one record never reached the disk (a kill before the write
+    // got there), only the header did.
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    spool.append(&records(12..13)).expect("append");
+    drop(spool);
+    let segments = segment_files(dir.path());
+    let [.., last, empty] = segments[..] else { panic!("two segments: {segments:?}") };
+    let empty_path = dir.path().join(segment::file_name(empty));
+    std::fs::OpenOptions::new().write(true).open(&empty_path).and_then(|f| f.set_len(HEADER_LEN as u64)).expect("cut");
+    let path = dir.path().join(segment::file_name(last));
+    let mut bytes = std::fs::read(&path).expect("segment");
+    bytes.extend_from_slice(&[0x30, 0, 0, 0, 0xcf, 0xff]); // a frame header cut short
+    std::fs::write(&path, &bytes).expect("torn tail");
+    // As that life left it: its open did not write the counters (records 5..12 uncounted).
+    std::fs::write(&cursor_file, &before).expect("cursor.json");
+    let expected = RecordCounts { accepted: 12, backlog: 7, ..RecordCounts::default() };
+    let spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(spool.stats().counts, expected);
+    assert_eq!(std::fs::read(&cursor_file).expect("cursor.json"), before, "open wrote cursor.json");
+    assert_eq!(std::fs::metadata(&path).expect("segment").len(), bytes.len() as u64 - 6, "tail cut");
+    assert!(!empty_path.exists(), "empty segment removed");
+    assert!(!dir.path().join(QUARANTINE_DIR).exists(), "nothing quarantined");
+    drop(spool);
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!(spool.stats().counts, expected);
+    let (got, _) = read_unacked(&mut spool);
+    assert_eq!(got, records(5..12));
+}
