@@ -175,4 +175,33 @@ mod tests {
         let mut only: Vec<String> = vec!["--config".into()];
         assert_eq!(leading_globals(&mut only), ["--config"], "the command then reports the missing value");
     }
+
+    /// The layering the module docs promise: outside `agent/commands/`, no library file names
+    /// `crate::commands` in code (doc comments may point at it), so commands sit on top of the
+    /// library and never the reverse.
+    #[test]
+    fn no_library_module_uses_a_command() {
+        fn visit(dir: &std::path::Path, found: &mut Vec<String>) {
+            let entries = std::fs::read_dir(dir).expect("read agent/");
+            for entry in entries {
+                let path = entry.expect("dir entry").path();
+                if path.is_dir() {
+                    if !path.ends_with("commands") || path.parent().is_some_and(|p| p.ends_with("sender")) {
+                        visit(&path, found);
+                    }
+                } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("main.rs") {
+                    let text = std::fs::read_to_string(&path).expect("read source");
+                    for (n, line) in text.lines().enumerate() {
+                        if !line.trim_start().starts_with("//") && line.contains("crate::commands") {
+                            found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+        let agent = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("agent");
+        let mut found = Vec::new();
+        visit(&agent, &mut found);
+        assert!(found.is_empty(), "library modules importing commands:\n{}", found.join("\n"));
+    }
 }
