@@ -1,7 +1,7 @@
 //! Command-line parsing: the argument reader every command uses ([`Args`]), the options every
 //! command accepts ([`Common`]), exit codes and error printing. Hand-written (a few flags do
-//! not earn a parser crate's size). Dispatch lives in [`crate::commands`], which depends on
-//! this module and on the rest of the library, never the reverse.
+//! not earn a parser crate's size). Dispatch lives in [`crate::commands`]; both are the
+//! command line, on top of the library: no library module imports them.
 //!
 //! Exit codes: 0 ok, 1 runtime error, 2 usage or config error.
 
@@ -126,12 +126,14 @@ impl Common {
         }
     }
 
+    /// `-v`/`-q` as the library takes them ([`crate::log::Verbosity`]).
+    pub fn verbosity(&self) -> crate::log::Verbosity {
+        crate::log::Verbosity(self.verbosity)
+    }
+
     /// The log level: the config's, moved by `-v`/`-q`.
     pub fn log_level(&self, configured: log::LevelFilter) -> log::LevelFilter {
-        use log::LevelFilter::*;
-        let levels = [Off, Error, Warn, Info, Debug, Trace];
-        let at = levels.iter().position(|l| *l == configured).unwrap_or(3) as i32;
-        levels[(at + self.verbosity).clamp(0, 5) as usize]
+        self.verbosity().apply(configured)
     }
 }
 

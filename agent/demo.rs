@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::cli::Common;
 use crate::config::Config;
+use crate::log::Verbosity;
 use crate::run::Agent;
 use crate::spool::fsio::create_private_dir;
 use fleet_receiver::summary::print_summary;
@@ -118,7 +118,7 @@ fn write_config(path: &Path, config: &Value) -> Result<(), DemoError> {
 }
 
 /// Run the demo and print its summary to stdout.
-pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
+pub fn run(plan: DemoPlan, verbosity: Verbosity) -> Result<(), DemoError> {
     let started = Instant::now();
     let dir = TempDir::new()?;
     let key = Key32::generate().map_err(DemoError::Key)?;
@@ -177,9 +177,9 @@ pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
         let config = Config::load(Some(&path)).map_err(|errors| {
             DemoError::Config(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
         })?;
-        crate::log::set_level(common.log_level(config.log_level));
+        crate::log::set_level(verbosity.apply(config.log_level));
         let phase_start = Instant::now();
-        let mut agent = Agent::new(config, Some(path), common.clone());
+        let mut agent = Agent::new(config, Some(path), verbosity);
         agent.run_until(Some(Instant::now() + duration)).map_err(DemoError::Agent)?;
         phases.push(format!("{protocol} {:.1}s", phase_start.elapsed().as_secs_f64()));
     }

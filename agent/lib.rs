@@ -10,9 +10,9 @@
 //! [`fleet_wire`], which both depend on (neither depends on the other). The binary carries
 //! both sides: `fleet-agent receive` is a command here that runs [`fleet_receiver::Receiver`].
 //!
-//! Layering of the command line: [`commands`] (dispatch and one file per command) sits on top
-//! and uses the library ([`cli`]'s argument reader, [`run`], [`demo`], …); no library module
-//! uses a command.
+//! Layering of the command line: [`commands`] (dispatch and one file per command) and [`cli`]
+//! (the argument reader they share) sit on top and use the library ([`run`], [`demo`], …); no
+//! library module uses them.
 
 pub mod atlas_config;
 pub mod cli;

@@ -46,6 +46,21 @@ pub struct Format {
     pub dependency_level: LevelFilter,
 }
 
+/// How far `-v`/`-q` move the configured level of our own targets: each `-v` one level more,
+/// each `-q` one less (`-vv` counts two), clamped to `off` … `trace`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verbosity(pub i32);
+
+impl Verbosity {
+    /// The configured level moved by this verbosity.
+    pub fn apply(self, configured: LevelFilter) -> LevelFilter {
+        use LevelFilter::*;
+        let levels = [Off, Error, Warn, Info, Debug, Trace];
+        let at = levels.iter().position(|l| *l == configured).unwrap_or(3) as i32;
+        levels[(at + self.0).clamp(0, 5) as usize]
+    }
+}
+
 /// The crates of this project: their targets follow the configured level.
 const OWN_CRATES: [&str; 4] = ["fleet_agent", "fleet_widgets", "fleet_receiver", "fleet_wire"];
 

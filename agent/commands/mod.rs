@@ -4,8 +4,9 @@
 //!
 //! Exit codes: 0 ok, 1 runtime error, 2 usage or config error ([`crate::cli`]).
 //!
-//! Layering: commands use the library ([`crate::cli`]'s argument reader, [`crate::run`],
-//! [`crate::demo`], the receiver crate, …); nothing in the library uses a command.
+//! Layering: commands use the library ([`crate::run`], [`crate::demo`], the receiver crate,
+//! …) and [`crate::cli`], the argument reader they share; nothing in the library uses either
+//! (`-v`/`-q` reach the service loop as a [`crate::log::Verbosity`]).
 
 mod demo;
 mod keygen;
@@ -176,11 +177,12 @@ mod tests {
         assert_eq!(leading_globals(&mut only), ["--config"], "the command then reports the missing value");
     }
 
-    /// The layering the module docs promise: outside `agent/commands/`, no library file names
-    /// `crate::commands` in code (doc comments may point at it), so commands sit on top of the
-    /// library and never the reverse.
+    /// The layering the module docs promise: outside `agent/commands/`, no file names
+    /// `crate::commands` in code, and none but `cli.rs` itself names `crate::cli` (doc
+    /// comments may point at them), so the command line sits on top of the library and never
+    /// the reverse.
     #[test]
-    fn no_library_module_uses_a_command() {
+    fn no_library_module_uses_the_command_line() {
         fn visit(dir: &std::path::Path, found: &mut Vec<String>) {
             let entries = std::fs::read_dir(dir).expect("read agent/");
             for entry in entries {
@@ -190,9 +192,11 @@ mod tests {
                         visit(&path, found);
                     }
                 } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("main.rs") {
+                    let is_cli = path.ends_with("cli.rs");
                     let text = std::fs::read_to_string(&path).expect("read source");
                     for (n, line) in text.lines().enumerate() {
-                        if !line.trim_start().starts_with("//") && line.contains("crate::commands") {
+                        let code = !line.trim_start().starts_with("//");
+                        if code && (line.contains("crate::commands") || (!is_cli && line.contains("crate::cli"))) {
                             found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
                         }
                     }
@@ -202,6 +206,6 @@ mod tests {
         let agent = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("agent");
         let mut found = Vec::new();
         visit(&agent, &mut found);
-        assert!(found.is_empty(), "library modules importing commands:\n{}", found.join("\n"));
+        assert!(found.is_empty(), "library modules importing the command line:\n{}", found.join("\n"));
     }
 }
