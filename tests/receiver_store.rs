@@ -361,6 +361,26 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Waits (polling file names only: a file being written is never read) until a rekey temp file
+/// has appeared and then disappeared, i.e. the rekey renamed its first rewritten file into place;
+/// gives up after `limit`.
+fn wait_for_a_first_rekeyed_file(store: &Path, limit: Duration) {
+    let temp_files = || -> std::collections::BTreeSet<PathBuf> {
+        all_files(store).into_iter().filter(|p| p.to_string_lossy().ends_with(store::REKEY_SUFFIX)).collect()
+    };
+    let deadline = Instant::now() + limit;
+    let mut first: Option<PathBuf> = None;
+    while Instant::now() < deadline {
+        let now = temp_files();
+        match &first {
+            None => first = now.into_iter().next(),
+            Some(path) if !now.contains(path) => return,
+            Some(_) => {}
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 #[test]
 fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_key() {
     let iterations: usize = std::env::var("FLEET_REKEY_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
@@ -390,7 +410,12 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
 
     let mut rng = 0x5eed_4e6b_u64;
     let mut mixed_seen = 0;
-    for i in 0..iterations {
+    // The first `iterations` kills land at seeded random moments of a timed rekey. Process
+    // start-up dominates that time on a loaded machine, so if none of them landed mid-way, up to
+    // 40 more are aimed: each waits until the rekey has finished its first file (a temp file seen,
+    // then gone), then kills at once.
+    let mut i = 0;
+    while i < iterations || (mixed_seen == 0 && i < iterations + 40) {
         let store = dir.path().join(format!("kill-{i}"));
         copy_dir(&original, &store);
         rng ^= rng << 13;
@@ -398,9 +423,14 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
         rng ^= rng << 17;
         let delay = full.mul_f64((rng % 1000) as f64 / 1000.0);
         let mut child = rekey(&store);
-        std::thread::sleep(delay);
+        if i < iterations {
+            std::thread::sleep(delay);
+        } else {
+            wait_for_a_first_rekeyed_file(&store, Duration::from_secs(10));
+        }
         let _ = child.kill();
         let _ = child.wait();
+        i += 1;
         // Every file is whole (every line JSON) under exactly one key.
         let per_file = kids_per_file(&store);
         let mut file_kids = std::collections::BTreeSet::new();
@@ -441,8 +471,8 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
         assert!(only_new.verify().expect("verify").iter().all(|c| c.total().bad == 0));
         assert_eq!(contents(&store), expected);
     }
-    eprintln!("rekey kill loop: {iterations} kills over {full:?}, {mixed_seen} left a store mid-way");
-    assert!(mixed_seen > 0, "no kill landed mid-way in {iterations} tries: the kills were not spread over the rekey");
+    eprintln!("rekey kill loop: {i} kills over {full:?}, {mixed_seen} left a store mid-way");
+    assert!(mixed_seen > 0, "no kill landed mid-way in {i} tries: the kills were not spread over the rekey");
     // The old key alone can no longer read it: a clear error naming the new key id.
     let store = dir.path().join("kill-0");
     let err = StoreReader::new(&store, StoreKeys::new(&[store_key()])).check_keys().expect_err("old key refused");
