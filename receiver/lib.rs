@@ -64,6 +64,7 @@ pub mod export;
 pub mod http;
 pub mod routes;
 pub mod seal;
+pub mod startup;
 pub mod store;
 pub mod summary;
 pub mod tls;
@@ -105,6 +106,26 @@ pub struct ReceiverConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Worker threads (clamped to 1..=64; 0 means the default, 4).
     pub workers: usize,
+}
+
+impl ReceiverConfig {
+    /// Refuse credentials that contradict each other ([`startup::credential_conflict`]).
+    pub fn check(&self) -> Result<(), startup::CredentialConflict> {
+        match startup::credential_conflict(
+            &self.encryption_keys,
+            &self.store_keys,
+            self.api_key.as_ref(),
+            self.read_token.as_ref(),
+        ) {
+            Some(conflict) => Err(conflict),
+            None => Ok(()),
+        }
+    }
+
+    /// Log what this configuration accepts and how it stores ([`startup::announce`]).
+    pub fn announce(&self) {
+        startup::announce(self);
+    }
 }
 
 /// Time and size limits (see the module docs for what each one bounds).
