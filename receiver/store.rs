@@ -100,7 +100,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use fleet_widgets::Timestamp;
+use fleet_wire::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -1773,8 +1773,8 @@ mod tests {
         let record = Record {
             ts: "2026-11-22T13:00:00.000Z".into(),
             widget: "ping".into(),
-            kind: fleet_widgets::SampleKind::Log,
-            level: fleet_widgets::Level::Info,
+            kind: fleet_wire::record::SampleKind::Log,
+            level: fleet_wire::record::Level::Info,
             message: String::new(),
             data: Value::Null,
         };

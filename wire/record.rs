@@ -6,9 +6,54 @@
 //! `kind` (an addition to the original design's `{ts, widget, level, message, data}`) says
 //! where the record belongs in an Atlas report, so the sender needs no widget table.
 
-use fleet_widgets::{Level, Sample, SampleKind, Timestamp};
+use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// Where a sample belongs in the Atlas report shapes (docs/architecture.md, "Atlas protocol").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleKind {
+    /// `metrics.<name>` of the report: the latest value wins (cpu, memory, battery, …).
+    Metric,
+    /// Merged into the report's `machine_info` object.
+    MachineInfo,
+    /// A widget-log entry (`widget_type` = name): every one is delivered.
+    Log,
+}
+
+/// Severity of a widget-log entry, as the Atlas server names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Normal reading.
+    Info,
+    /// Reading that suggests a problem (e.g. 100 % packet loss).
+    Warning,
+    /// The measurement itself failed.
+    Error,
+}
+
+impl Level {
+    /// The lowercase wire name (records, v2 batches).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        }
+    }
+
+    /// The name Atlas's widget-log collector sends (`level.upper()`): `INFO`, `WARNING`,
+    /// `ERROR`.
+    pub fn as_atlas_str(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+        }
+    }
+}
 
 /// One stored reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,18 +74,6 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record from a widget's sample taken at `ts`.
-    pub fn from_sample(sample: Sample, ts: Timestamp) -> Self {
-        Record {
-            ts: ts.to_rfc3339(),
-            widget: sample.name,
-            kind: sample.kind,
-            level: sample.level,
-            message: sample.message,
-            data: sample.data,
-        }
-    }
-
     /// The timestamp parsed back (`None` if the stored text is not ours).
     pub fn timestamp(&self) -> Option<Timestamp> {
         Timestamp::parse_rfc3339(&self.ts)
