@@ -1,5 +1,5 @@
 //! The encrypted spool: durable, bounded, crash-safe local storage of [`Record`]s, sealed at
-//! rest (DESIGN section 5).
+//! rest. The format, with test vectors: docs/spool-format.md.
 //!
 //! Every collected record is appended here first; the sender reads the oldest unacknowledged
 //! records, ships them, and acknowledges them, after which they are deleted. Nothing readable
@@ -54,8 +54,8 @@
 //! reordered, duplicated or moved to another segment without failing authentication.
 //! Overhead: 88 bytes per segment and 36 bytes per record.
 //!
-//! Departure from DESIGN section 5 (`len | nonce | ciphertext`): the frame carries the
-//! length's complement. Without it a bit flip that enlarges a middle frame's length would
+//! Why a frame is `len | !len | nonce | ciphertext` and not just `len | nonce | ciphertext`:
+//! the frame carries the length's complement. Without it a bit flip that enlarges a middle frame's length would
 //! look like a torn tail and recovery would truncate good records after it; with it, the flip
 //! is recognised as corruption and the segment is quarantined instead.
 //!
