@@ -62,6 +62,7 @@
 pub mod auth;
 pub mod export;
 pub mod http;
+pub mod newest;
 pub mod routes;
 pub mod seal;
 pub mod startup;

@@ -1,7 +1,7 @@
 //! Text views of a store for people: the machine summary `fleet-agent demo` prints at its end
 //! and `fleet-agent receive ls` prints for a store, and the one-line JSON `receive show` uses.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::MachineSummary;
 
@@ -49,6 +49,17 @@ pub fn print_summary(summaries: &[MachineSummary], title: &str) {
             println!("    {:<13} {:<12} {:>4}  {}", widget.widget, widget.kind, widget.count, compact(data, 96));
         }
     }
+}
+
+/// One line of `receive show`: received time, kind, widget and the row's data (a record's or
+/// widget log's `data`, a report's `metrics`) as compact JSON cut at 120 bytes.
+pub fn row_line(received: &str, row: &Map<String, Value>) -> String {
+    let kind = row.get("kind").and_then(Value::as_str).unwrap_or("?");
+    let widget = row.get("widget").and_then(Value::as_str).unwrap_or("-");
+    let body =
+        row.get("record").or_else(|| row.get("log")).or_else(|| row.get("report").and_then(|r| r.get("metrics")));
+    let data = body.map(|b| b.get("data").unwrap_or(b)).unwrap_or(&Value::Null);
+    format!("{received}  {kind:<10} {widget:<12} {}", compact(data, 120))
 }
 
 fn human_bytes(bytes: u64) -> String {
