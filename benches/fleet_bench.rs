@@ -5,8 +5,12 @@
 
 use std::process::ExitCode;
 
+#[path = "collectd_subject.rs"]
+mod collectd_subject;
 #[path = "footprint_bench.rs"]
 mod footprint_bench;
+#[path = "host_load.rs"]
+mod host_load;
 #[path = "proc_stats.rs"]
 mod proc_stats;
 #[path = "receiver_bench.rs"]
@@ -15,8 +19,10 @@ mod receiver_bench;
 mod sender_bench;
 #[path = "spool_bench.rs"]
 mod spool_bench;
+#[path = "stages_bench.rs"]
+mod stages_bench;
 
-const USAGE: &str = "usage: fleet-bench <bench> [--quick]\n\nbenches:\n  footprint  stripped binary size, RSS of `run` after 2 and 10 min, CPU per collection cycle\n  receiver   v2 batches/s of 100 records on loopback with a plaintext and a sealed store, RSS of\n             `fleet-agent receive`, peak RSS under 16 concurrent exports (--export-store-mb N)\n  spool      append records/s per fsync policy, read records/s, bytes on disk per record\n  sender     drain rate of a 100,000-record backlog (atlas and v2) and peak RSS while draining\n";
+const USAGE: &str = "usage: fleet-bench <bench> [--quick]\n\nbenches:\n  footprint  binary size; per-stage CPU of a cycle; RSS, CPU per cycle, wake-ups and syscalls of `run` beside collectd\n             [--seconds N] [--threads N] [--agent FILE] [--no-collectd] [--no-stages]\n  receiver   v2 batches/s of 100 records on loopback with a plaintext and a sealed store, RSS of\n             `fleet-agent receive`, peak RSS under 16 concurrent exports (--export-store-mb N)\n  spool      append records/s per fsync policy, read records/s, bytes on disk per record\n  sender     drain rate of a 100,000-record backlog (atlas and v2) and peak RSS while draining\n";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +31,8 @@ fn main() -> ExitCode {
         Some("sender") => sender_bench::run(&args[1..]),
         Some("receiver") => receiver_bench::run(&args[1..]),
         Some("spool") => spool_bench::run(&args[1..]),
+        // The host load's children (see host_load.rs), not a bench.
+        Some("idle-threads") => host_load::idle_threads_main(&args[1..]),
         _ => {
             eprint!("{USAGE}");
             return ExitCode::from(2);

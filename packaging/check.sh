@@ -1,8 +1,9 @@
 #!/bin/bash
 # The packaging checks CI runs (.ci/run calls this). Installs the tools that are missing with
-# apt-get (non-interactive; `apt-get update` only when something is missing), builds the
-# release binary, the .deb and the tarball from it, then runs tests/packaging.rs against them
-# with FLEET_PACKAGING_REQUIRE_TOOLS=1, so a missing tool fails instead of skipping. Checked:
+# apt-get (non-interactive; `apt-get update` only when something is missing), builds the static
+# release binaries (packaging/linux/build-binary.sh: x86_64 and, cross-built, aarch64 musl), the
+# .deb and the tarball of each, then runs tests/packaging.rs against this machine's binary and
+# .deb with FLEET_PACKAGING_REQUIRE_TOOLS=1, so a missing tool fails instead of skipping. Checked:
 # every script through shellcheck, bash -n on the macOS scripts, the plist through plistlib, the
 # unit through systemd-analyze verify (nothing on stderr), `dpkg-deb -c` against the expected
 # files and modes, dpkg --root install/remove/purge and the tarball install/purge into
@@ -25,6 +26,12 @@ command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v objdump >/dev/null || need+=(binutils)
 command -v python3 >/dev/null || need+=(python3)
 command -v useradd >/dev/null || need+=(passwd)
+# The static builds (build-binary.sh): musl-gcc compiles ring's C for x86_64-unknown-linux-musl,
+# the aarch64 cross gcc for aarch64-unknown-linux-musl.
+command -v musl-gcc >/dev/null || need+=(musl-tools)
+if [ "$(uname -m)" = x86_64 ]; then
+  command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "error: packaging checks need ${need[*]}: install them (apt-get install ${need[*]}) or run as root" >&2
@@ -36,12 +43,22 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-cargo build --release --locked --quiet
-binary="$repo/target/release/$FLEET_NAME"
-deb=$(packaging/linux/build-deb.sh --binary "$binary" | tail -n 1)
-tarball=$(packaging/linux/build-tarball.sh --binary "$binary" | tail -n 1)
+# What ships: the static musl builds, this machine's architecture (checked below by the tests)
+# and the other one when it can be cross-built here (aarch64 from x86_64).
 size() { stat -c %s "$1"; }
-echo "release binary $(size "$binary") bytes; $(basename "$deb") $(size "$deb") bytes; $(basename "$tarball") $(size "$tarball") bytes"
+targets=("$(uname -m)-unknown-linux-musl")
+[ "$(uname -m)" = x86_64 ] && targets+=(aarch64-unknown-linux-musl)
+for target in "${targets[@]}"; do
+  built=$(packaging/linux/build-binary.sh --target "$target" | tail -n 1)
+  deb=$(packaging/linux/build-deb.sh --binary "$built" | tail -n 1)
+  tarball=$(packaging/linux/build-tarball.sh --binary "$built" | tail -n 1)
+  echo "$target: binary $(size "$built") bytes; $(basename "$deb") $(size "$deb") bytes; $(basename "$tarball") $(size "$tarball") bytes"
+  if [ "$target" = "${targets[0]}" ]; then
+    binary=$built
+    native_deb=$deb
+  fi
+done
+deb=$native_deb
 
 FLEET_PACKAGING_REQUIRE_TOOLS=1 FLEET_PACKAGING_BINARY="$binary" FLEET_PACKAGING_DEB="$deb" \
   cargo test --locked --test integration packaging::

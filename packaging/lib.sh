@@ -38,3 +38,21 @@ inline_paths() {
 print_header_help() {
   awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$1"
 }
+
+# elf_arch BINARY: the machine an ELF binary runs on, as `uname -m` names it (x86_64,
+# aarch64), read from its header (readelf reads every architecture), so a cross-built binary
+# is packaged as what it is, not as the build machine.
+elf_arch() {
+  local machine
+  machine=$(readelf -h "$1" | sed -n 's/^ *Machine: *//p')
+  case "$machine" in
+    *X86-64*) echo x86_64 ;;
+    *AArch64*) echo aarch64 ;;
+    *) echo "error: $1: unsupported machine '$machine'" >&2; return 1 ;;
+  esac
+}
+
+# is_static BINARY: true when the ELF has no program interpreter (static or static-pie).
+is_static() {
+  ! readelf -l "$1" | grep -q 'INTERP'
+}

@@ -487,9 +487,6 @@ fn export_logs(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Optio
     None
 }
 
-/// Zeros streamed by the download test (static: never allocated per request).
-static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
-
 fn speedtest_down(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Option<Response> {
     let bytes = match request.query_param("bytes") {
         None => 0,
@@ -498,12 +495,14 @@ fn speedtest_down(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Op
             Err(_) => return Some(bad("bytes must be a non-negative integer")),
         },
     };
+    // Zeros on the stack, filled per request: a static zero block would sit in the binary.
+    let zeros = [0u8; 16 * 1024];
     let streamed = (|| -> std::io::Result<()> {
         http::write_head(conn, 200, "application/octet-stream", bytes, request.keep_alive())?;
         let mut left = bytes;
         while left > 0 {
-            let n = left.min(ZEROS.len() as u64) as usize;
-            conn.write_all(&ZEROS[..n])?;
+            let n = left.min(zeros.len() as u64) as usize;
+            conn.write_all(&zeros[..n])?;
             left -= n as u64;
         }
         conn.flush()

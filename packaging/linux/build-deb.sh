@@ -3,8 +3,9 @@
 # Debian-family machine). Prints the path of the .deb on its last line.
 #
 # Usage: packaging/linux/build-deb.sh [--binary FILE] [--out DIR] [--compression TYPE]
-#   --binary FILE       the fleet-agent to package (default: target/release/fleet-agent;
-#                       build it with `cargo build --release --locked`)
+#   --binary FILE       the fleet-agent to package (default: target/release/fleet-agent);
+#                       releases ship the static build of packaging/linux/build-binary.sh,
+#                       which makes an amd64 or arm64 .deb without a libc dependency
 #   --out DIR           where the .deb goes (default: target/debian)
 #   --compression TYPE  dpkg-deb -Z: xz (default), gzip, zstd or none (tests, debug binaries)
 # Environment: FLEET_DEB_MAINTAINER overrides the Maintainer field.
@@ -46,16 +47,26 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-for tool in dpkg-deb dpkg objdump; do
+for tool in dpkg-deb dpkg objdump readelf; do
   command -v "$tool" >/dev/null || { echo "error: $tool is needed (apt-get install dpkg binutils)" >&2; exit 1; }
 done
 [ -x "$binary" ] || { echo "error: $binary is missing: run cargo build --release --locked" >&2; exit 1; }
 
 version=$(cargo_version "$repo")
-arch=$(dpkg --print-architecture)
-# The newest glibc symbol version the binary links against is the libc6 it needs.
-glibc=$(objdump -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
-[ -n "$glibc" ] || { echo "error: no GLIBC symbol versions in $binary (not a glibc binary?)" >&2; exit 1; }
+# The package's architecture is the binary's (a cross-built aarch64 binary makes an arm64 .deb).
+case "$(elf_arch "$binary")" in
+  x86_64) arch=amd64 ;;
+  aarch64) arch=arm64 ;;
+esac
+if is_static "$binary"; then
+  # The static musl build that ships (build-binary.sh): no libc dependency.
+  depends="passwd"
+else
+  # A glibc build: the newest glibc symbol version it links against is the libc6 it needs.
+  glibc=$(objdump -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
+  [ -n "$glibc" ] || { echo "error: no GLIBC symbol versions in $binary (not a glibc binary?)" >&2; exit 1; }
+  depends="libc6 (>= $glibc), passwd"
+fi
 
 umask 022
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleet-agent-deb.XXXXXX")
@@ -102,7 +113,7 @@ Version: $version
 Architecture: $arch
 Maintainer: ${FLEET_DEB_MAINTAINER:-fleet-agent maintainers <fleet-agent@localhost>}
 Installed-Size: $installed_kib
-Depends: libc6 (>= $glibc), passwd
+Depends: $depends
 Section: admin
 Priority: optional
 Description: endpoint telemetry agent with an encrypted spool and sealed batches

@@ -4,7 +4,8 @@
 # inlined, so the folder needs nothing else). Prints the tarball's path on its last line.
 #
 # Usage: packaging/linux/build-tarball.sh [--binary FILE] [--out DIR]
-#   --binary FILE  the fleet-agent to ship (default: target/release/fleet-agent)
+#   --binary FILE  the fleet-agent to ship (default: target/release/fleet-agent; releases ship
+#                  the static build of packaging/linux/build-binary.sh); ARCH is the binary's
 #   --out DIR      where the tarball goes (default: target/tarball)
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../paths.env
@@ -34,7 +35,7 @@ done
 [ -x "$binary" ] || { echo "error: $binary is missing: run cargo build --release --locked" >&2; exit 1; }
 
 version=$(cargo_version "$repo")
-name="$FLEET_NAME-$version-linux-$(uname -m)"
+name="$FLEET_NAME-$version-linux-$(elf_arch "$binary")"
 umask 022
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleet-agent-tar.XXXXXX")
 trap 'rm -rf "$work"' EXIT

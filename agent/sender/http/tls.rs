@@ -160,7 +160,7 @@ impl TlsConnector {
             Trust::Pinned(pins) => VerifierTrust::Pinned(pins),
             Trust::Roots(extra) => {
                 let mut roots = RootCertStore::empty();
-                roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
                 for cert in extra {
                     roots.add(cert).map_err(|e| format!("a certificate in it is not a usable CA: {e}"))?;
                 }

@@ -1,0 +1,68 @@
+#!/bin/bash
+# Build the static Linux fleet-agent that the .deb and the tarball ship: a release build for a
+# musl target (statically linked: runs on any distribution, no libc dependency). Prints the
+# binary's path on its last line.
+#
+# Usage: packaging/linux/build-binary.sh [--target TRIPLE] [--bins]
+#   --target TRIPLE  x86_64-unknown-linux-musl (default on x86_64) or aarch64-unknown-linux-musl
+#                    (default on aarch64; from x86_64 it is cross-built with aarch64-linux-gnu-gcc)
+#   --bins           also build fleet-bench for the target (the benches measure what ships)
+# Needs: rustup (the target is added when missing); musl-gcc (apt-get install musl-tools) for
+# x86_64, aarch64-linux-gnu-gcc (apt-get install gcc-aarch64-linux-gnu) to cross-build aarch64.
+# ring's C and assembly are compiled with that compiler; the link uses Rust's self-contained
+# musl (its own crt objects and libc.a), so only the compiler driver of the cross gcc is used.
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/../paths.env
+. "$(dirname "$0")/../paths.env"
+# shellcheck source=SCRIPTDIR/../lib.sh
+. "$(dirname "$0")/../lib.sh"
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+target="$(uname -m)-unknown-linux-musl"
+bins=(--bin "$FLEET_NAME")
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --target)
+      [ $# -ge 2 ] || { echo "error: $1 needs a value" >&2; exit 2; }
+      target=$2
+      shift
+      ;;
+    --bins) bins=(--bins) ;;
+    -h | --help)
+      print_header_help "$0"
+      exit 0
+      ;;
+    *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# The C compiler for ring, per target, and whether it is a cross compiler.
+case "$target" in
+  x86_64-unknown-linux-musl) cc=musl-gcc; cc_package=musl-tools ;;
+  aarch64-unknown-linux-musl)
+    if [ "$(uname -m)" = aarch64 ]; then cc=musl-gcc; cc_package=musl-tools
+    else cc=aarch64-linux-gnu-gcc; cc_package=gcc-aarch64-linux-gnu; fi
+    ;;
+  *) echo "error: unsupported target $target (x86_64-unknown-linux-musl or aarch64-unknown-linux-musl)" >&2; exit 2 ;;
+esac
+command -v "$cc" >/dev/null || { echo "error: $cc is needed to build for $target (apt-get install $cc_package)" >&2; exit 1; }
+if ! rustup target list --installed | grep -qx "$target"; then
+  rustup target add "$target" >&2
+fi
+
+export "CC_${target//-/_}=$cc"
+# Rust links musl targets self-contained (its own crt1.o and libc.a): the host's cc links
+# x86_64; a cross build needs the cross gcc as the linker driver.
+if [ "$cc" != musl-gcc ]; then
+  export "CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_LINKER=$cc"
+fi
+cd "$repo"
+cargo build --release --locked --quiet --target "$target" "${bins[@]}" >&2
+binary="$repo/target/$target/release/$FLEET_NAME"
+if ! is_static "$binary"; then
+  echo "error: $binary is dynamically linked (has a program interpreter)" >&2
+  exit 1
+fi
+echo "$binary"
