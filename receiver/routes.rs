@@ -23,7 +23,7 @@ use fleet_wire::record::BatchBody;
 pub const DECRYPTION_FAILED: &str = "Decryption failed";
 /// Answer to a plaintext body when the receiver has a key.
 pub const PLAINTEXT_REFUSED: &str =
-    "plaintext body refused: this receiver requires sealed (encrypted) payloads, see DESIGN section 4";
+    "plaintext body refused: this receiver requires sealed (encrypted) payloads (docs/v2-protocol.md)";
 /// Answer to a sealed body when the receiver has no key.
 pub const NO_KEY: &str =
     "sealed body received but this receiver has no encryption key (start it with --encryption-key-file)";
