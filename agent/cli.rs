@@ -1,14 +1,12 @@
-//! Command-line parsing and dispatch. Hand-written (a few flags do not earn a parser crate's
-//! size); every command answers `--help`.
+//! Command-line parsing: the argument reader every command uses ([`Args`]), the options every
+//! command accepts ([`Common`]), exit codes and error printing. Hand-written (a few flags do
+//! not earn a parser crate's size). Dispatch lives in [`crate::commands`]; both are the
+//! command line, on top of the library: no library module imports them.
 //!
 //! Exit codes: 0 ok, 1 runtime error, 2 usage or config error.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
-use std::process::ExitCode;
-
-use crate::commands;
 
 /// Exit code for success.
 pub const EXIT_OK: u8 = 0;
@@ -16,29 +14,6 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_RUNTIME: u8 = 1;
 /// Exit code for bad usage or configuration.
 pub const EXIT_USAGE: u8 = 2;
-
-const MAIN_HELP: &str = "\
-fleet-agent: endpoint telemetry agent with an encrypted spool and sealed batches
-
-Usage: fleet-agent [global options] <command> [options]
-       fleet-agent help <command>
-
-Commands:
-  run        the service loop: collect, spool, send (used by launchd/systemd)
-  once       collect every enabled widget once and print one JSON object
-  demo       start a receiver on 127.0.0.1, run the agent against it, show what arrived
-  keygen     print a new random key (base64 of 32 bytes)
-  validate   check a config file: prints `ok` or every error (exit 2)
-  status     show configuration, spool and sender state
-  receive    run the bundled receiver
-  spool      inspect the spool (`spool verify`)
-
-Global options (before or after the command):
-  --config FILE   config file (default: the OS default path if it exists, else built-in defaults)
-  -v, -vv, -q     more / less logging (moves log_level)
-  -h, --help      help for fleet-agent or a command (`fleet-agent help CMD` too)
-  -V, --version   print the version
-";
 
 /// A command-line mistake; printed with the command's usage hint, exit 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,12 +126,14 @@ impl Common {
         }
     }
 
+    /// `-v`/`-q` as the library takes them ([`crate::log::Verbosity`]).
+    pub fn verbosity(&self) -> crate::log::Verbosity {
+        crate::log::Verbosity(self.verbosity)
+    }
+
     /// The log level: the config's, moved by `-v`/`-q`.
     pub fn log_level(&self, configured: log::LevelFilter) -> log::LevelFilter {
-        use log::LevelFilter::*;
-        let levels = [Off, Error, Warn, Info, Debug, Trace];
-        let at = levels.iter().position(|l| *l == configured).unwrap_or(3) as i32;
-        levels[(at + self.verbosity).clamp(0, 5) as usize]
+        self.verbosity().apply(configured)
     }
 }
 
@@ -187,72 +164,6 @@ pub fn write_error(out: &mut dyn std::io::Write, error: &dyn std::error::Error) 
     Ok(())
 }
 
-/// Move the global options given before the command (`fleet-agent -v --config F run`) out of
-/// `argv`; they are handed to the command with its own arguments, where order does not matter.
-fn leading_globals(argv: &mut Vec<String>) -> Vec<String> {
-    let mut globals = Vec::new();
-    while let Some(first) = argv.first() {
-        let takes_value = first == "--config";
-        let is_global = takes_value || first.starts_with("--config=") || matches!(first.as_str(), "-v" | "-vv" | "-q");
-        if !is_global {
-            break;
-        }
-        globals.push(argv.remove(0));
-        if takes_value && !argv.is_empty() {
-            globals.push(argv.remove(0));
-        }
-    }
-    globals
-}
-
-/// Parse `argv` and run the command; the process exit code.
-pub fn main(argv: Vec<OsString>) -> ExitCode {
-    let mut argv: Vec<String> = argv.into_iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
-    let globals = leading_globals(&mut argv);
-    if argv.is_empty() {
-        eprint!("{MAIN_HELP}");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    let command = argv.remove(0);
-    match command.as_str() {
-        "-h" | "--help" | "help" => match argv.first().map(String::as_str) {
-            None => {
-                print!("{MAIN_HELP}");
-                ExitCode::from(EXIT_OK)
-            }
-            Some(name) => match commands::find(name) {
-                Some(command) => {
-                    print!("{}", command.help);
-                    ExitCode::from(EXIT_OK)
-                }
-                None => unknown_command(name),
-            },
-        },
-        "-V" | "--version" => {
-            println!("fleet-agent {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::from(EXIT_OK)
-        }
-        name => match commands::find(name) {
-            Some(command) => {
-                argv.extend(globals);
-                let mut args = Args::new(argv);
-                if args.flag(&["-h", "--help"]) {
-                    print!("{}", command.help);
-                    return ExitCode::from(EXIT_OK);
-                }
-                ExitCode::from((command.run)(args))
-            }
-            None => unknown_command(name),
-        },
-    }
-}
-
-fn unknown_command(name: &str) -> ExitCode {
-    eprintln!("error: unknown command `{name}`\n");
-    eprint!("{MAIN_HELP}");
-    ExitCode::from(EXIT_USAGE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,17 +190,6 @@ mod tests {
         assert_eq!(common.log_level(log::LevelFilter::Info), log::LevelFilter::Debug);
         let quiet = Common { config: None, verbosity: -9 };
         assert_eq!(quiet.log_level(log::LevelFilter::Info), log::LevelFilter::Off);
-    }
-
-    #[test]
-    fn global_options_before_the_command_are_moved_after_it() {
-        let mut argv: Vec<String> =
-            ["-v", "--config", "a.json", "-q", "--config=b.json", "run", "-v"].iter().map(|s| s.to_string()).collect();
-        let globals = leading_globals(&mut argv);
-        assert_eq!(globals, ["-v", "--config", "a.json", "-q", "--config=b.json"]);
-        assert_eq!(argv, ["run", "-v"]);
-        let mut only: Vec<String> = vec!["--config".into()];
-        assert_eq!(leading_globals(&mut only), ["--config"], "the command then reports the missing value");
     }
 
     #[derive(Debug)]

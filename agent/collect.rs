@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_widgets::{find, CollectError, Host, Timestamp, Widget};
+use fleet_widgets::{find, CollectError, Host, Sample, Timestamp, Widget};
 
 use crate::config::WidgetConfig;
-use crate::record::Record;
+use fleet_wire::record::Record;
 
 struct Scheduled {
     widget: Box<dyn Widget>,
@@ -83,11 +83,20 @@ impl Collector {
     /// What widgets hold back (open ping windows), as records: call before stopping so
     /// nothing measured is lost.
     pub fn flush(&mut self, ts: Timestamp) -> Vec<Record> {
-        self.widgets
-            .iter_mut()
-            .flat_map(|entry| entry.widget.flush(ts))
-            .map(|sample| Record::from_sample(sample, ts))
-            .collect()
+        self.widgets.iter_mut().flat_map(|entry| entry.widget.flush(ts)).map(|sample| record_of(sample, ts)).collect()
+    }
+}
+
+/// A widget's sample taken at `ts` as a record: the sample's fields unchanged, its name as the
+/// record's `widget`.
+pub fn record_of(sample: Sample, ts: Timestamp) -> Record {
+    Record {
+        ts: ts.to_rfc3339(),
+        widget: sample.name,
+        kind: sample.kind,
+        level: sample.level,
+        message: sample.message,
+        data: sample.data,
     }
 }
 
@@ -106,7 +115,7 @@ fn run_one(entry: &mut Scheduled, host: &dyn Host, ts: Timestamp, records: &mut 
             if entry.last_error.take().is_some() {
                 log::info!("widget {name} recovered");
             }
-            records.extend(samples.into_iter().map(|s| Record::from_sample(s, ts)));
+            records.extend(samples.into_iter().map(|s| record_of(s, ts)));
         }
         Err(CollectError::Unsupported(why)) => {
             log::info!("widget {name} does not apply on this machine: {why}");

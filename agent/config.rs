@@ -14,9 +14,9 @@ use fleet_widgets::{WidgetOptions, ALL};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::keys::{Key32, SecretString};
 use crate::sender::commands::CommandAction;
 use crate::transport_key::KeySource;
+use fleet_wire::keys::{Key32, SecretString};
 
 /// Environment variable that overrides `encryption_key`.
 pub const ENV_ENCRYPTION_KEY: &str = "FLEET_ENCRYPTION_KEY";
@@ -47,8 +47,8 @@ pub const DEFAULT_INTERVAL_S: f64 = 10.0;
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Default spool segment size.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024;
-/// Longest accepted `machine_id`, bytes.
-pub const MAX_MACHINE_ID_BYTES: usize = 128;
+/// Longest accepted `machine_id`, bytes (the wire contract's limit, which the receiver applies too).
+pub const MAX_MACHINE_ID_BYTES: usize = fleet_wire::MAX_MACHINE_ID_BYTES;
 /// Default `send_interval`, seconds: a laptop's radio wakes for a push every 20 s at most, and
 /// the Atlas dashboard (online within 30 s of the last report) never shows it as late.
 pub const DEFAULT_SEND_INTERVAL_S: f64 = 20.0;
@@ -519,7 +519,7 @@ fn parse_interval(field: &str, seconds: f64) -> Result<Duration, String> {
 
 /// A key that does not decode, with the way to a good one (and a word on hex, the usual
 /// mistake: `openssl rand -hex 32`).
-fn key_problem(text: &str, error: &crate::keys::KeyError) -> String {
+fn key_problem(text: &str, error: &fleet_wire::keys::KeyError) -> String {
     let hint = "keys are standard base64 of 32 bytes; make one with `fleet-agent keygen`";
     let trimmed = text.trim();
     if trimmed.len() == 64 && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::cli::Common;
 use crate::config::Config;
-use crate::envelope;
-use crate::keys::Key32;
-use crate::keys::SecretString;
-use crate::receiver::{MachineSummary, Receiver, ReceiverConfig, StoreKeys, StoreReader};
+use crate::log::Verbosity;
 use crate::run::Agent;
 use crate::spool::fsio::create_private_dir;
+use fleet_receiver::summary::print_summary;
+use fleet_receiver::{Receiver, ReceiverConfig, StoreKeys, StoreReader};
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
+use fleet_wire::keys::SecretString;
 
 /// How long the agent runs with each protocol.
 #[derive(Debug, Clone, Copy)]
@@ -53,15 +54,15 @@ pub enum DemoError {
         source: std::io::Error,
     },
     /// Generating a key failed.
-    Key(crate::keys::KeyError),
+    Key(fleet_wire::keys::KeyError),
     /// The receiver did not start.
-    Receiver(crate::receiver::ReceiverError),
+    Receiver(fleet_receiver::ReceiverError),
     /// The generated config was refused (a bug: it names the field).
     Config(String),
     /// The agent failed.
     Agent(crate::run::RunError),
     /// The store could not be summarised.
-    Store(crate::receiver::StoreError),
+    Store(fleet_receiver::StoreError),
 }
 
 impl fmt::Display for DemoError {
@@ -85,7 +86,7 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> Result<Self, DemoError> {
         let mut tag = [0u8; 6];
-        getrandom::fill(&mut tag).map_err(|e| DemoError::Key(crate::keys::KeyError::Random(e.to_string())))?;
+        getrandom::fill(&mut tag).map_err(|e| DemoError::Key(fleet_wire::keys::KeyError::Random(e.to_string())))?;
         let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
         let path = std::env::temp_dir().join(format!("fleet-agent-demo-{}-{hex}", std::process::id()));
         create_private_dir(&path).map_err(|e| DemoError::Io {
@@ -117,7 +118,7 @@ fn write_config(path: &Path, config: &Value) -> Result<(), DemoError> {
 }
 
 /// Run the demo and print its summary to stdout.
-pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
+pub fn run(plan: DemoPlan, verbosity: Verbosity) -> Result<(), DemoError> {
     let started = Instant::now();
     let dir = TempDir::new()?;
     let key = Key32::generate().map_err(DemoError::Key)?;
@@ -144,7 +145,7 @@ pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
     println!(
         "  receiver   {url}  (in-process, store {} sealed under store key id {})",
         store.display(),
-        crate::receiver::seal::store_kid(&store_key)
+        fleet_receiver::seal::store_kid(&store_key)
     );
     println!(
         "  agent      machine_id {machine_id}, key id {}, spool {}",
@@ -176,9 +177,9 @@ pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
         let config = Config::load(Some(&path)).map_err(|errors| {
             DemoError::Config(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
         })?;
-        crate::log::set_level(common.log_level(config.log_level));
+        crate::log::set_level(verbosity.apply(config.log_level));
         let phase_start = Instant::now();
-        let mut agent = Agent::new(config, Some(path), common.clone());
+        let mut agent = Agent::new(config, Some(path), verbosity);
         agent.run_until(Some(Instant::now() + duration)).map_err(DemoError::Agent)?;
         phases.push(format!("{protocol} {:.1}s", phase_start.elapsed().as_secs_f64()));
     }
@@ -188,69 +189,4 @@ pub fn run(plan: DemoPlan, common: &Common) -> Result<(), DemoError> {
     println!();
     print_summary(&summaries, "What the receiver stored (decrypted):");
     Ok(())
-}
-
-/// `value` as compact JSON, cut at `max` bytes (on a char boundary) with `…`.
-pub fn compact(value: &Value, max: usize) -> String {
-    let text = value.to_string();
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-/// Print machine summaries under `title`: per machine its counts, last seen and size, then
-/// per widget its count and latest sample (used by `demo` and `receive ls`).
-pub fn print_summary(summaries: &[MachineSummary], title: &str) {
-    println!("{title}");
-    if summaries.is_empty() {
-        println!("  nothing stored");
-    }
-    for machine in summaries {
-        println!(
-            "  machine {}: {} v2 batches with {} records; {} Atlas reports; {} Atlas widget logs",
-            machine.machine_id,
-            machine.batch_count,
-            machine.record_count,
-            machine.report_count,
-            machine.widget_log_count
-        );
-        println!(
-            "    last seen {}, {} on disk{}",
-            machine.last_seen.as_deref().unwrap_or("never"),
-            human_bytes(machine.bytes),
-            if machine.unreadable_rows > 0 {
-                format!(", {} rows that do not authenticate (see `receive verify`)", machine.unreadable_rows)
-            } else {
-                String::new()
-            }
-        );
-        for widget in &machine.widgets {
-            let data = widget.sample.get("data").unwrap_or(&widget.sample);
-            println!("    {:<13} {:<12} {:>4}  {}", widget.widget, widget.kind, widget.count, compact(data, 96));
-        }
-    }
-}
-
-fn human_bytes(bytes: u64) -> String {
-    match bytes {
-        0..1024 => format!("{bytes} B"),
-        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
-        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compact_cuts_on_char_boundaries() {
-        assert_eq!(compact(&json!("abc"), 10), "\"abc\"");
-        assert_eq!(compact(&json!("ééééé"), 4), "\"é…");
-    }
 }

@@ -4,8 +4,8 @@
 //!   timestamp, since journald adds its own, and start with the `sd-daemon` priority prefix
 //!   (`<3>` error, `<4>` warn, `<6>` info, `<7>` debug and trace), so `journalctl -p warning`
 //!   finds warnings. Elsewhere lines start with an RFC 3339 UTC time.
-//! - Our own targets (`fleet_agent`, `fleet_widgets`) follow the configured level; every other
-//!   target (ureq, rustls, …) has its own level, `warn` unless `FLEET_LOG_DEPENDENCIES` says
+//! - Our own targets (`fleet_agent`, `fleet_widgets`, `fleet_receiver`, `fleet_wire`) follow
+//!   the configured level; every other target (ureq, rustls, …) has its own level, `warn` unless `FLEET_LOG_DEPENDENCIES` says
 //!   otherwise, and never more than `debug`: ureq's `trace` output hex-dumps request heads,
 //!   `X-API-Key` included.
 //!
@@ -46,11 +46,40 @@ pub struct Format {
     pub dependency_level: LevelFilter,
 }
 
-/// True for targets of this project (`fleet_agent::…`, `fleet_widgets::…`).
+/// How far `-v`/`-q` move the configured level of our own targets: each `-v` one level more,
+/// each `-q` one less (`-vv` counts two), clamped to `off` … `trace`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verbosity(pub i32);
+
+impl Verbosity {
+    /// The configured level moved by this verbosity.
+    pub fn apply(self, configured: LevelFilter) -> LevelFilter {
+        use LevelFilter::*;
+        let levels = [Off, Error, Warn, Info, Debug, Trace];
+        let at = levels.iter().position(|l| *l == configured).unwrap_or(3) as i32;
+        levels[(at + self.0).clamp(0, 5) as usize]
+    }
+}
+
+/// The crates of this project: their targets follow the configured level.
+const OWN_CRATES: [&str; 4] = ["fleet_agent", "fleet_widgets", "fleet_receiver", "fleet_wire"];
+
+/// True for targets of this project (`fleet_agent::…`, `fleet_widgets::…`, `fleet_receiver::…`,
+/// `fleet_wire::…`).
 pub fn is_own_target(target: &str) -> bool {
-    ["fleet_agent", "fleet_widgets"]
-        .iter()
-        .any(|own| target.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+    OWN_CRATES.iter().any(|own| target.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+}
+
+/// The target as a line shows it: the module path inside the binary as it was before the
+/// receiver and the wire formats became crates (`run`, `receiver::routes`, `envelope`), so log
+/// lines and what people grep for did not change with the split.
+fn shown_target(target: &str) -> std::borrow::Cow<'_, str> {
+    if let Some(rest) = target.strip_prefix("fleet_receiver") {
+        if rest.is_empty() || rest.starts_with("::") {
+            return format!("receiver{rest}").into();
+        }
+    }
+    target.trim_start_matches("fleet_agent::").trim_start_matches("fleet_wire::").into()
 }
 
 /// The `sd-daemon(3)` priority prefix for a level.
@@ -75,7 +104,7 @@ impl Format {
 
     /// The whole line, newline included.
     pub fn line(&self, level: Level, target: &str, message: &std::fmt::Arguments<'_>) -> String {
-        let target = target.trim_start_matches("fleet_agent::");
+        let target = shown_target(target);
         match self.style {
             LineStyle::Timestamped => format!("{} {level:<5} {target}: {message}\n", Timestamp::now().to_rfc3339()),
             LineStyle::Journal => format!("{}{level:<5} {target}: {message}\n", journal_prefix(level)),
@@ -208,6 +237,20 @@ mod tests {
         let plain = Format { style: LineStyle::Timestamped, dependency_level: LevelFilter::Warn };
         let text = plain.line(Level::Warn, "fleet_agent::run", &format_args!("x"));
         assert!(text.starts_with("20") && text.ends_with(" WARN  run: x\n"), "{text}");
+    }
+
+    #[test]
+    fn the_receiver_and_wire_crates_are_ours_and_keep_their_old_names_in_lines() {
+        let format = Format { style: LineStyle::Journal, dependency_level: LevelFilter::Warn };
+        assert!(format.enabled(LevelFilter::Info, "fleet_receiver::routes", Level::Info));
+        assert!(format.enabled(LevelFilter::Info, "fleet_receiver", Level::Info));
+        assert!(format.enabled(LevelFilter::Debug, "fleet_wire::envelope", Level::Debug));
+        assert!(!format.enabled(LevelFilter::Trace, "fleet_receiverx", Level::Debug), "a lookalike is not ours");
+        let line = |target| format.line(Level::Info, target, &format_args!("m"));
+        assert_eq!(line("fleet_receiver::routes"), "<6>INFO  receiver::routes: m\n");
+        assert_eq!(line("fleet_receiver"), "<6>INFO  receiver: m\n");
+        assert_eq!(line("fleet_wire::envelope"), "<6>INFO  envelope: m\n");
+        assert_eq!(line("fleet_receiverx::a"), "<6>INFO  fleet_receiverx::a: m\n");
     }
 
     #[test]

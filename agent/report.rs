@@ -17,7 +17,7 @@ use chrono::{Local, TimeZone};
 use fleet_widgets::{Level, SampleKind, Timestamp};
 use serde_json::{json, Map, Value};
 
-use crate::record::Record;
+use fleet_wire::record::Record;
 
 /// The newest report values seen, updated record by record. Bounded: one value per widget.
 #[derive(Debug, Clone, Default)]
@@ -142,16 +142,17 @@ pub fn widget_log_entry(record: &Record) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::record_of;
     use fleet_widgets::Sample;
 
     #[test]
     fn latest_values_win_and_battery_defaults_to_null() {
         let mut report = LatestReport::new();
         assert_eq!(report.to_json("m")["metrics"]["battery"], Value::Null);
-        report.update(&Record::from_sample(Sample::metric("cpu", json!({"percent": 1.0})), Timestamp(0)));
-        report.update(&Record::from_sample(Sample::metric("cpu", json!({"percent": 2.0})), Timestamp(1)));
-        report.update(&Record::from_sample(Sample::machine_info(json!({"hostname": "h"})), Timestamp(1)));
-        report.update(&Record::from_sample(Sample::log("wifi", Level::Info, "wifi", json!({})), Timestamp(1)));
+        report.update(&record_of(Sample::metric("cpu", json!({"percent": 1.0})), Timestamp(0)));
+        report.update(&record_of(Sample::metric("cpu", json!({"percent": 2.0})), Timestamp(1)));
+        report.update(&record_of(Sample::machine_info(json!({"hostname": "h"})), Timestamp(1)));
+        report.update(&record_of(Sample::log("wifi", Level::Info, "wifi", json!({})), Timestamp(1)));
         let body = report.to_json("m");
         assert_eq!(body["metrics"]["cpu"]["percent"], 2.0);
         assert_eq!(body["machine_info"]["hostname"], "h");
@@ -161,8 +162,8 @@ mod tests {
     #[test]
     fn report_has_atlas_timestamp_uptime_and_iso_boot_time() {
         let mut report = LatestReport::new();
-        report.update(&Record::from_sample(Sample::machine_info(json!({"boot_time": 1_795_300_000})), Timestamp(0)));
-        report.update(&Record::from_sample(
+        report.update(&record_of(Sample::machine_info(json!({"boot_time": 1_795_300_000})), Timestamp(0)));
+        report.update(&record_of(
             Sample::metric("system", json!({"uptime": 5600, "boot_time": 1_795_300_000})),
             Timestamp(0),
         ));
@@ -177,7 +178,7 @@ mod tests {
 
     #[test]
     fn widget_log_timestamps_are_naive() {
-        let record = Record::from_sample(
+        let record = record_of(
             Sample::log("ping", Level::Warning, "ping", json!({"latency": 1.5})),
             Timestamp(1_795_305_600_123),
         );
@@ -192,15 +193,12 @@ mod tests {
 
     #[test]
     fn a_failed_speed_test_is_not_a_zero_result_for_atlas() {
-        let failed = Record::from_sample(
+        let failed = record_of(
             Sample::log("speedtest", Level::Error, "speedtest", json!({"error": "timed out", "method": "http"})),
             Timestamp(0),
         );
         assert_eq!(widget_log_entry(&failed)["widget_type"], ATLAS_SPEEDTEST_ERROR_TYPE);
-        let ok = Record::from_sample(
-            Sample::log("speedtest", Level::Info, "speedtest", json!({"download": 1.0})),
-            Timestamp(0),
-        );
+        let ok = record_of(Sample::log("speedtest", Level::Info, "speedtest", json!({"download": 1.0})), Timestamp(0));
         assert_eq!(widget_log_entry(&ok)["widget_type"], "speedtest");
     }
 }

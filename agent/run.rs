@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 
 use fleet_widgets::Timestamp;
 
-use crate::cli::Common;
 use crate::collect::Collector;
 use crate::config::Config;
 use crate::host::SystemHost;
+use crate::log::Verbosity;
 use crate::progress::{Counts, Progress};
-use crate::record::Record;
 use crate::sender::{self, Sender, SenderError};
 use crate::signals::Signals;
 use crate::spool::{Spool, SpoolError};
+use fleet_wire::record::Record;
 
 /// Longest single sleep, so a clock change cannot stall the loop for long.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -85,7 +85,8 @@ pub enum Exit {
 pub struct Agent {
     config: Config,
     config_path: Option<PathBuf>,
-    common: Common,
+    /// `-v`/`-q`, applied to the config's level again on every reload.
+    verbosity: Verbosity,
     collector: Collector,
     host: SystemHost,
     spool: Option<Spool>,
@@ -100,12 +101,12 @@ pub struct Agent {
 
 impl Agent {
     /// Build the agent from a loaded config (nothing is opened until [`Agent::run`]).
-    pub fn new(config: Config, config_path: Option<PathBuf>, common: Common) -> Self {
+    pub fn new(config: Config, config_path: Option<PathBuf>, verbosity: Verbosity) -> Self {
         let collector = Collector::new(&config.widgets, Instant::now());
         Agent {
             config,
             config_path,
-            common,
+            verbosity,
             collector,
             host: SystemHost::new(),
             spool: None,
@@ -142,7 +143,7 @@ impl Agent {
         // The key the sender uses (a rotated one wins over the config's, see transport_key).
         let kid = match self.sender.as_ref() {
             Some(sender) => sender.kid().map(str::to_string),
-            None => self.config.encryption_key.as_ref().map(crate::envelope::kid),
+            None => self.config.encryption_key.as_ref().map(fleet_wire::envelope::kid),
         };
         log::info!("{}", Progress::start_line(kid.as_deref()));
         let delivered = self.sender.as_ref().map_or(0, |s| s.state().sent_records);
@@ -333,7 +334,7 @@ impl Agent {
     fn reload(&mut self) {
         match Config::load(self.config_path.as_deref()) {
             Ok(config) => {
-                crate::log::set_level(self.common.log_level(config.log_level));
+                crate::log::set_level(self.verbosity.apply(config.log_level));
                 if config.spool != self.config.spool {
                     log::warn!("SIGHUP: spool settings changed; they take effect at the next restart");
                 }
@@ -377,7 +378,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::load_with_env(None, &NoEnv).expect("defaults");
         config.spool.dir = dir.path().join("spool");
-        let mut agent = Agent::new(config, None, Common::default());
+        let mut agent = Agent::new(config, None, Verbosity::default());
         let mut spool = Spool::open(&agent.config.spool).expect("open");
         spool.fail_new_segments(true);
         agent.spool = Some(spool);

@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope;
-use crate::keys::Key32;
 use crate::spool::fsio::write_atomic;
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
 
 /// File name of the rotated key inside the state (spool) directory.
 pub const ROTATED_KEY_FILE: &str = "transport-key.json";

@@ -34,9 +34,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_agent::keys::Key32;
-use fleet_agent::receiver::{StoreKeys, StoreReader};
+use fleet_receiver::{StoreKeys, StoreReader};
 use fleet_widgets::Timestamp;
+use fleet_wire::keys::Key32;
 use serde_json::{json, Value};
 
 use crate::collectd_subject;

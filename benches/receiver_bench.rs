@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_agent::envelope;
-use fleet_agent::keys::Key32;
-use fleet_agent::record::{BatchBody, Dropped, Record};
 use fleet_widgets::{Level, SampleKind};
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
+use fleet_wire::record::{BatchBody, Dropped, Record};
 use serde_json::json;
 
 /// The API key the bench receiver expects.
@@ -110,8 +110,8 @@ const EXPORTS: usize = 16;
 /// run [`EXPORTS`] concurrent JSON/CSV exports of all of it against the real receiver, and
 /// report the receiver's peak RSS (VmHWM) and the export rate.
 fn exports(bin: &Path, store: &Path, key: &Key32, store_key: &Key32, megabytes: u64) -> Result<(), String> {
-    use fleet_agent::receiver::store::Store;
-    use fleet_agent::receiver::StoreKeys;
+    use fleet_receiver::store::Store;
+    use fleet_receiver::StoreKeys;
     let started = Instant::now();
     let rows = {
         let writer = Store::open(store, StoreKeys::new(&[store_key.clone_secret()])).map_err(|e| e.to_string())?;

@@ -18,10 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleet_agent::config::Config;
-use fleet_agent::keys::Key32;
-use fleet_agent::record::Record;
 use fleet_agent::spool::Spool;
 use fleet_widgets::{Level, SampleKind, Timestamp};
+use fleet_wire::keys::Key32;
+use fleet_wire::record::Record;
 use serde_json::json;
 
 use crate::proc_stats::status_kib;
@@ -160,8 +160,8 @@ fn backlog(spool_dir: &Path) -> Option<u64> {
 }
 
 fn stored_at_receiver(store: &Path, protocol: &str) -> Result<u64, String> {
-    use fleet_agent::receiver::store::WIDGET_LOGS_FILE;
-    use fleet_agent::receiver::{StoreKeys, StoreReader};
+    use fleet_receiver::store::WIDGET_LOGS_FILE;
+    use fleet_receiver::{StoreKeys, StoreReader};
     let reader = StoreReader::new(store, StoreKeys::plaintext());
     let lines = match protocol {
         "atlas" => reader.read_v1(MACHINE, WIDGET_LOGS_FILE),

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fleet_agent::config::{FsyncPolicy, SpoolConfig};
-use fleet_agent::record::Record;
 use fleet_agent::spool::{Cursor, Spool};
 use fleet_widgets::{Level, SampleKind, Timestamp};
+use fleet_wire::record::Record;
 use serde_json::json;
 
 /// Entry point: `fleet-bench spool [--quick] [--dir DIR]`.

@@ -15,12 +15,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fleet_agent::config::Config;
-use fleet_agent::envelope;
 use fleet_agent::host::SystemHost;
-use fleet_agent::keys::Key32;
-use fleet_agent::record::{BatchBody, Dropped, Record};
 use fleet_agent::spool::Spool;
 use fleet_widgets::{CollectError, Timestamp, WidgetOptions};
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
+use fleet_wire::record::{BatchBody, Dropped, Record};
 use serde_json::json;
 
 use crate::proc_stats::thread_cpu_ns;
@@ -100,7 +100,7 @@ pub fn run(iterations: usize, dir: &Path, url: &str, key: &Key32) -> Result<(), 
             total_cpu_us += cost.cpu_us;
         }
         let ts = Timestamp::now();
-        records.extend(samples.into_iter().map(|s| Record::from_sample(s, ts)));
+        records.extend(samples.into_iter().map(|s| fleet_agent::collect::record_of(s, ts)));
     }
 
     let config_path = dir.join("stages.json");

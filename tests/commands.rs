@@ -7,8 +7,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use fleet_agent::envelope;
-use fleet_agent::keys::Key32;
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
 use serde_json::{json, Value};
 
 use crate::sender::start_atlas_mock;

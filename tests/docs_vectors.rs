@@ -21,9 +21,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use fleet_agent::config::{FsyncPolicy, SpoolConfig};
-use fleet_agent::receiver::store::{self, Store};
-use fleet_agent::record::{BatchBody, Record};
 use fleet_agent::spool::Spool;
+use fleet_receiver::store::{self, Store};
+use fleet_wire::record::{BatchBody, Record};
 
 fn vector_path(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(name)
@@ -278,7 +278,7 @@ fn receiver_store_lines_match_the_docs() {
     let root = dir.path().join("store");
     // Rows as the receiver builds them, before sealing: a `--store-plaintext` store writes
     // them as they are (sealing: docs/receiver-store-sealing.md, tests/receiver_store.rs).
-    let store = Store::open(&root, fleet_agent::receiver::StoreKeys::plaintext()).expect("store opens");
+    let store = Store::open(&root, fleet_receiver::StoreKeys::plaintext()).expect("store opens");
 
     let batch: BatchBody = serde_json::from_value(json!({
         "machine_id": "vec-02", "seq": 0, "sent_at": "2026-11-22T13:00:00Z",

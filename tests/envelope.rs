@@ -2,8 +2,8 @@
 //! `tests/vectors/generate.py` with Python `cryptography`): sealing reproduces each body byte for
 //! byte, opening gives the plaintext back, and every negative vector fails opaquely.
 
-use fleet_agent::envelope::{self, EnvelopeError};
-use fleet_agent::keys::Key32;
+use fleet_wire::envelope::{self, EnvelopeError};
+use fleet_wire::keys::Key32;
 use serde_json::Value;
 
 fn load(name: &str) -> Vec<Value> {

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleet_agent::config::Config;
-use fleet_agent::record::Record;
 use fleet_agent::sender::{self, Sender};
 use fleet_agent::spool::Spool;
+use fleet_wire::record::Record;
 use serde_json::{json, Value};
 
 use crate::support::{agent_config, spool_unacked, start_receiver, stored_records, TEST_KEY_B64};
@@ -308,7 +308,7 @@ fn refused_batches_are_kept_requeued_and_delivered_once_with_honest_status() {
     assert_eq!((status["records"]["dropped"].as_u64(), status["records"]["backlog"].as_u64()), (Some(0), Some(0)));
     assert_eq!(code, Some(0), "{status}");
     assert_eq!(status["health"]["verdict"], "ok");
-    let kid = fleet_agent::envelope::kid(&fleet_agent::keys::Key32::from_base64(TEST_KEY_B64).expect("key"));
+    let kid = fleet_wire::envelope::kid(&fleet_wire::keys::Key32::from_base64(TEST_KEY_B64).expect("key"));
     assert_eq!(status["encryption"]["kid"], kid.as_str());
     assert_eq!(status["encryption"]["source"], "config");
     assert_eq!(status["encryption"]["kid_in_use"], kid.as_str());

@@ -10,11 +10,11 @@
 use std::path::Path;
 
 use fleet_agent::config::{Config, Env, FsyncPolicy, SpoolConfig};
-use fleet_agent::envelope;
-use fleet_agent::keys::Key32;
-use fleet_agent::record::Record;
 use fleet_agent::spool::{self, Spool};
 use fleet_widgets::{Level, SampleKind, Timestamp};
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
+use fleet_wire::record::Record;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 

@@ -7,13 +7,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use fleet_agent::envelope;
-use fleet_agent::keys::Key32;
-use fleet_agent::keys::SecretString;
-use fleet_agent::receiver::store::{self, RECORDS_FILE, REPORTS_FILE, WIDGET_LOGS_FILE};
-use fleet_agent::receiver::{Limits, Receiver, ReceiverConfig, StoreKeys, StoreReader};
-use fleet_agent::record::{BatchBody, Dropped, Record};
+use fleet_receiver::store::{self, RECORDS_FILE, REPORTS_FILE, WIDGET_LOGS_FILE};
+use fleet_receiver::{Limits, Receiver, ReceiverConfig, StoreKeys, StoreReader};
 use fleet_widgets::{Level, SampleKind};
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
+use fleet_wire::keys::SecretString;
+use fleet_wire::record::{BatchBody, Dropped, Record};
 use serde_json::{json, Value};
 
 use crate::support;
@@ -199,7 +199,7 @@ pub(crate) fn check_store_intact(store: &Path) -> Vec<(String, usize)> {
                 assert_eq!(value["machine_id"], json!(id));
                 let fields: Vec<&str> = value.as_object().expect("object").keys().map(String::as_str).collect();
                 for field in &fields {
-                    let allowed = fleet_agent::receiver::seal::CLEAR_FIELDS.contains(field)
+                    let allowed = fleet_receiver::seal::CLEAR_FIELDS.contains(field)
                         || ["store_kid", "nonce", "sealed"].contains(field);
                     assert!(allowed, "{field} in clear in {}", path.display());
                 }
@@ -658,7 +658,7 @@ fn torn_tails_from_a_crash_are_cut_on_restart() {
     // line, the last one torn) and of a report.
     let machine = dir.path().join("m");
     let mut records = std::fs::OpenOptions::new().append(true).open(machine.join(RECORDS_FILE)).expect("open");
-    let kid = fleet_agent::receiver::seal::store_kid(&store_key());
+    let kid = fleet_receiver::seal::store_kid(&store_key());
     let torn = format!(
         "{{\"received_at\":\"x\",\"machine_id\":\"m\",\"kind\":\"record\",\"seq\":2,\"index\":0,\"store_kid\":\"{kid}\",\"nonce\":\"AAAAAAAAAAAAAAAA\",\"sealed\":\"AAAA\"}}\n{{\"recei"
     );

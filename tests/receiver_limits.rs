@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleet_agent::envelope;
-use fleet_agent::receiver::store::Store;
-use fleet_agent::receiver::{Limits, Receiver, StoreKeys};
-use fleet_agent::record::{BatchBody, Dropped, Record};
+use fleet_receiver::store::Store;
+use fleet_receiver::{Limits, Receiver, StoreKeys};
 use fleet_widgets::{Level, SampleKind};
+use fleet_wire::envelope;
+use fleet_wire::record::{BatchBody, Dropped, Record};
 use serde_json::{json, Value};
 
 use crate::receiver::{

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fleet_agent::envelope;
-use fleet_agent::keys::Key32;
-use fleet_agent::receiver::seal::{store_kid, StoreKeys as Keys};
-use fleet_agent::receiver::store::{self, LogFilter, Store, RECORDS_FILE, WIDGET_LOGS_FILE};
-use fleet_agent::receiver::{StoreKeys, StoreReader};
-use fleet_agent::record::{BatchBody, Dropped, Record};
+use fleet_receiver::seal::{store_kid, StoreKeys as Keys};
+use fleet_receiver::store::{self, LogFilter, Store, RECORDS_FILE, WIDGET_LOGS_FILE};
+use fleet_receiver::{StoreKeys, StoreReader};
 use fleet_widgets::{Level, SampleKind};
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
+use fleet_wire::record::{BatchBody, Dropped, Record};
 use serde_json::{json, Value};
 
 use crate::receiver::{key, logs_json, post, read, report_json, sealed_batch, start, store_key};
@@ -73,11 +73,10 @@ fn store_rows_match_vectors_from_an_independent_implementation() {
         let row = v["row"].as_object().expect("row").clone();
         let clear: serde_json::Map<String, Value> = row
             .iter()
-            .filter(|(k, _)| fleet_agent::receiver::seal::CLEAR_FIELDS.contains(&k.as_str()))
+            .filter(|(k, _)| fleet_receiver::seal::CLEAR_FIELDS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let aad: String =
-            fleet_agent::receiver::seal::aad(file, line, &clear).iter().map(|b| format!("{b:02x}")).collect();
+        let aad: String = fleet_receiver::seal::aad(file, line, &clear).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(aad, v["aad_hex"].as_str().expect("aad"), "{name}: AAD");
         let stored = keys.seal(file, line, row.clone(), &nonce);
         assert_eq!(
@@ -446,7 +445,7 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
                 // A receiver given both keys serves the half-way store: exports read every row.
                 let mut config = crate::receiver::config(&store, vec![key(0)]);
                 config.store_keys = StoreKeys::new(&[other_key(), store_key()]);
-                let rx = fleet_agent::receiver::Receiver::start_with_limits(config, crate::receiver::fast_limits())
+                let rx = fleet_receiver::Receiver::start_with_limits(config, crate::receiver::fast_limits())
                     .expect("a receiver opens the store half-way with both keys");
                 let all = read(&rx.url(), "/api/fleet/widget-logs?format=json").json();
                 let logs: usize = expected

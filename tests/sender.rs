@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fleet_agent::envelope;
-use fleet_agent::keys::Key32;
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
 use serde_json::{Map, Value};
 
 use crate::support::{

@@ -9,9 +9,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use fleet_agent::config::{FsyncPolicy, SpoolConfig};
-use fleet_agent::record::Record;
 use fleet_agent::spool::{Acked, Cursor, RecordCounts, Spool};
 use fleet_widgets::{Level, SampleKind, Timestamp};
+use fleet_wire::record::Record;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use serde_json::json;

@@ -137,9 +137,9 @@ pub fn receiver_args(store: &Path, listen: &str, api_key: &str, keys: &[&str]) -
 }
 
 /// A reader of a store written by [`start_receiver`] (the test store key).
-pub fn store_reader(store: &Path) -> fleet_agent::receiver::StoreReader {
-    let key = fleet_agent::keys::Key32::from_base64(TEST_STORE_KEY_B64).expect("test store key");
-    fleet_agent::receiver::StoreReader::new(store, fleet_agent::receiver::StoreKeys::new(&[key]))
+pub fn store_reader(store: &Path) -> fleet_receiver::StoreReader {
+    let key = fleet_wire::keys::Key32::from_base64(TEST_STORE_KEY_B64).expect("test store key");
+    fleet_receiver::StoreReader::new(store, fleet_receiver::StoreKeys::new(&[key]))
 }
 
 /// Start `fleet-agent receive` on `listen` (e.g. `127.0.0.1:0`) with an API key and the

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_agent::config::{FsyncPolicy, SpoolConfig, DEFAULT_SEGMENT_BYTES, DEFAULT_SPOOL_MAX_BYTES};
-use fleet_agent::record::Record;
 use fleet_agent::spool::{Spool, QUARANTINE_DIR};
 use fleet_widgets::{Level, SampleKind, Timestamp};
+use fleet_wire::record::Record;
 use serde_json::json;
 
 use crate::sender::{assert_whole_cycles, unique_records};

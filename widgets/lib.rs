@@ -14,7 +14,7 @@ pub mod error;
 pub mod host;
 pub mod procfs;
 pub mod sample;
-pub mod time;
+pub use fleet_wire::time;
 
 pub mod units;
 

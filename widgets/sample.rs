@@ -1,52 +1,10 @@
-//! What a widget emits.
+//! What a widget emits. The kinds and levels are the wire contract's ([`fleet_wire::record`]):
+//! a sample becomes a record unchanged.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Where a sample belongs in the Atlas report shapes (docs/architecture.md, "Atlas protocol").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SampleKind {
-    /// `metrics.<name>` of the report: the latest value wins (cpu, memory, battery, …).
-    Metric,
-    /// Merged into the report's `machine_info` object.
-    MachineInfo,
-    /// A widget-log entry (`widget_type` = name): every one is delivered.
-    Log,
-}
-
-/// Severity of a widget-log entry, as the Atlas server names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Normal reading.
-    Info,
-    /// Reading that suggests a problem (e.g. 100 % packet loss).
-    Warning,
-    /// The measurement itself failed.
-    Error,
-}
-
-impl Level {
-    /// The lowercase wire name (records, v2 batches).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Info => "info",
-            Level::Warning => "warning",
-            Level::Error => "error",
-        }
-    }
-
-    /// The name Atlas's widget-log collector sends (`level.upper()`): `INFO`, `WARNING`,
-    /// `ERROR`.
-    pub fn as_atlas_str(self) -> &'static str {
-        match self {
-            Level::Info => "INFO",
-            Level::Warning => "WARNING",
-            Level::Error => "ERROR",
-        }
-    }
-}
+pub use fleet_wire::record::{Level, SampleKind};
 
 /// Remove every `null` member of every object inside `value`, recursively: an unknown number
 /// is left out rather than sent as `null`, because Atlas's readers call `float()` on what

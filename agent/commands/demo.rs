@@ -27,7 +27,7 @@ fn run(mut args: Args) -> u8 {
         return usage_error("demo", &e);
     }
     crate::log::init(common.log_level(log::LevelFilter::Warn));
-    match demo::run(DemoPlan::default(), &common) {
+    match demo::run(DemoPlan::default(), common.verbosity()) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             print_error(&e);

@@ -2,7 +2,7 @@
 
 use super::{usage_error, Command};
 use crate::cli::{print_error, Args, Common, EXIT_OK, EXIT_RUNTIME};
-use crate::keys::Key32;
+use fleet_wire::keys::Key32;
 
 /// Registry entry.
 pub static COMMAND: Command = Command {

@@ -97,7 +97,7 @@ pub fn keep_off_the_network(widgets: &mut [crate::config::WidgetConfig]) -> Vec<
 }
 
 /// The `once` object: the Atlas report plus `widget_logs`.
-pub fn once_json(machine_id: &str, records: &[crate::record::Record]) -> Value {
+pub fn once_json(machine_id: &str, records: &[fleet_wire::record::Record]) -> Value {
     let mut report = LatestReport::new();
     let mut logs = Vec::new();
     for record in records {

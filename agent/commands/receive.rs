@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use super::{receive_store, usage_error, Command};
 use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
-use crate::keys::{Key32, SecretString};
-use crate::receiver::{Receiver, ReceiverConfig, StoreKeys, DEFAULT_LISTEN};
 use crate::signals::Signals;
+use fleet_receiver::startup::credential_conflict;
+use fleet_receiver::{Receiver, ReceiverConfig, StoreKeys, DEFAULT_LISTEN};
+use fleet_wire::keys::{Key32, SecretString};
 
 /// Registry entry.
 pub static COMMAND: Command = Command {
@@ -190,15 +191,9 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
     if !store_key_list.is_empty() && plaintext {
         return Err(UsageError("--store-plaintext and a store key exclude each other".into()));
     }
-    if store_key_list.iter().any(|s| encryption_keys.iter().any(|e| s.as_bytes() == e.as_bytes())) {
-        return Err(UsageError(
-            "the store key must not be a fleet (transport) key: every laptop holds that one; make a store key with `fleet-agent keygen`".into(),
-        ));
-    }
-    if let (Some(api), Some(read)) = (&api_key, &read_token) {
-        if api.expose() == read.expose() {
-            return Err(UsageError("the read token must differ from the agents' API key".into()));
-        }
+    let store_keys = StoreKeys::new(&store_key_list);
+    if let Some(conflict) = credential_conflict(&encryption_keys, &store_keys, api_key.as_ref(), read_token.as_ref()) {
+        return Err(UsageError(conflict.to_string()));
     }
     let store = store_dir(&mut args)?;
     let tls = match (args.value("--tls-cert")?, args.value("--tls-key")?) {
@@ -209,22 +204,13 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
     let workers = match args.value("--workers")? {
         None => 0,
         Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=crate::receiver::MAX_WORKERS).contains(&n) => n,
+            Ok(n) if (1..=fleet_receiver::MAX_WORKERS).contains(&n) => n,
             _ => return Err(UsageError(format!("--workers: `{text}` is not a number from 1 to 64"))),
         },
     };
     args.finish()?;
     Ok(Options {
-        config: ReceiverConfig {
-            listen,
-            api_key,
-            read_token,
-            encryption_keys,
-            store,
-            store_keys: StoreKeys::new(&store_key_list),
-            tls,
-            workers,
-        },
+        config: ReceiverConfig { listen, api_key, read_token, encryption_keys, store, store_keys, tls, workers },
         verbosity: common,
     })
 }
@@ -239,28 +225,7 @@ fn run(mut args: Args) -> u8 {
     };
     crate::log::init(options.verbosity.log_level(log::LevelFilter::Info));
     let config = options.config;
-    if config.api_key.is_none() {
-        log::warn!("no API key configured (--api-key-file / FLEET_API_KEY): accepting writes from anyone");
-    }
-    if config.read_token.is_none() {
-        log::info!("no read token (--read-token-file / FLEET_READ_TOKEN): reads over HTTP are disabled");
-    }
-    if config.encryption_keys.is_empty() {
-        log::warn!(
-            "no encryption key (--encryption-key-file / FLEET_ENCRYPTION_KEY): test mode, plaintext bodies accepted"
-        );
-    } else {
-        let kids: Vec<String> = config.encryption_keys.iter().map(crate::envelope::kid).collect();
-        log::info!("sealed bodies only; key ids {}", kids.join(", "));
-    }
-    if config.store_keys.is_plaintext() {
-        log::warn!(
-            "--store-plaintext: the store is NOT encrypted at rest; anyone who can read {} reads every machine's data",
-            config.store.display()
-        );
-    } else {
-        log::info!("store sealed at rest; store key ids {}", config.store_keys.kids().join(", "));
-    }
+    config.announce();
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
         Err(e) => {

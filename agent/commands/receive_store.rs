@@ -1,15 +1,15 @@
 //! `fleet-agent receive ls|show|verify|rekey`: look at and look after a receiver's store
 //! without curl or reading files: everything goes through [`StoreReader`] and [`rekey`].
 
-use std::collections::VecDeque;
-
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::receive::{keys, refuse_removed_flags, store_dir, store_keys};
 use super::usage_error;
 use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
-use crate::receiver::store::{rekey, StoreReader, FILES, RECORDS_FILE};
-use crate::receiver::StoreKeys;
+use fleet_receiver::newest::{NewestRows, RowQuery};
+use fleet_receiver::store::{rekey, StoreReader};
+use fleet_receiver::summary::{print_summary, row_line};
+use fleet_receiver::StoreKeys;
 
 /// Run `receive SUB args…`; the exit code.
 pub fn run(sub: &str, mut args: Args) -> u8 {
@@ -36,7 +36,7 @@ pub fn run(sub: &str, mut args: Args) -> u8 {
 
 enum Failure {
     Usage(UsageError),
-    Store(crate::receiver::StoreError),
+    Store(fleet_receiver::StoreError),
 }
 
 impl From<UsageError> for Failure {
@@ -45,8 +45,8 @@ impl From<UsageError> for Failure {
     }
 }
 
-impl From<crate::receiver::StoreError> for Failure {
-    fn from(e: crate::receiver::StoreError) -> Self {
+impl From<fleet_receiver::StoreError> for Failure {
+    fn from(e: fleet_receiver::StoreError) -> Self {
         Failure::Store(e)
     }
 }
@@ -66,12 +66,9 @@ fn ls(mut args: Args) -> Result<u8, Failure> {
     args.finish()?;
     reader.check_keys()?;
     let summaries = reader.machines()?;
-    crate::demo::print_summary(&summaries, "Machines in the store (decrypted):");
+    print_summary(&summaries, "Machines in the store (decrypted):");
     Ok(EXIT_OK)
 }
-
-/// One row of `show`: (received_at, stored row).
-type Shown = (String, Map<String, Value>);
 
 fn show(mut args: Args) -> Result<u8, Failure> {
     let reader = reader(&mut args)?;
@@ -103,49 +100,14 @@ fn show(mut args: Args) -> Result<u8, Failure> {
             UsageError(format!("no machine `{machine}` in {} (see `receive ls`)", reader.root().display())).into()
         );
     }
-    // The newest `limit` rows of each file (bounded memory), then merged newest first.
-    let mut newest: Vec<Shown> = Vec::new();
-    let mut bad = 0;
-    for file in FILES {
-        let mut last: VecDeque<Shown> = VecDeque::with_capacity(limit);
-        let mut keep = |row: Map<String, Value>| {
-            let received = row.get("received_at").and_then(Value::as_str).unwrap_or("").to_string();
-            let kind = row.get("kind").and_then(Value::as_str).unwrap_or("");
-            let row_widget = row.get("widget").and_then(Value::as_str);
-            let wanted = kind != "batch"
-                && widget.as_deref().is_none_or(|w| row_widget == Some(w))
-                && since.as_deref().is_none_or(|s| received.as_str() >= s);
-            if wanted {
-                if last.len() == limit {
-                    last.pop_front();
-                }
-                last.push_back((received, row));
-            }
-            true
-        };
-        let stats = if file == RECORDS_FILE {
-            reader.visit_records(&machine, &mut keep)?
-        } else {
-            reader.visit_v1(&machine, file, &mut keep)?
-        };
-        bad += stats.bad;
-        newest.extend(last);
-    }
-    // Files were read oldest first: reversed, a stable sort keeps rows of one instant newest first.
-    newest.reverse();
-    newest.sort_by(|a, b| b.0.cmp(&a.0));
-    newest.truncate(limit);
+    let query = RowQuery { widget, since, limit };
+    let NewestRows { rows: newest, bad } = reader.newest(&machine, &query)?;
     for (received, row) in &newest {
         if json {
             println!("{}", Value::Object(row.clone()));
             continue;
         }
-        let kind = row.get("kind").and_then(Value::as_str).unwrap_or("?");
-        let widget = row.get("widget").and_then(Value::as_str).unwrap_or("-");
-        let body =
-            row.get("record").or_else(|| row.get("log")).or_else(|| row.get("report").and_then(|r| r.get("metrics")));
-        let data = body.map(|b| b.get("data").unwrap_or(b)).unwrap_or(&Value::Null);
-        println!("{received}  {kind:<10} {widget:<12} {}", crate::demo::compact(data, 120));
+        println!("{}", row_line(received, row));
     }
     if newest.is_empty() && !json {
         println!("no rows match");

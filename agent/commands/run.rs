@@ -37,7 +37,7 @@ fn run(mut args: Args) -> u8 {
     };
     crate::log::init(common.log_level(config.log_level));
     let path = common.config_path();
-    let exit = Agent::new(config, path, common).run();
+    let exit = Agent::new(config, path, common.verbosity()).run();
     match exit {
         Ok(Exit::Stopped) => EXIT_OK,
         Ok(Exit::Restart) => restart(),

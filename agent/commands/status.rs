@@ -150,9 +150,10 @@ impl<'a> Report<'a> {
         ) {
             Ok((active, _)) => active.map(|a| (a.kid, a.source.as_str())),
             // A damaged rotated-key file: the agent refuses to start; show the configured key.
-            Err(_) => {
-                config.encryption_key.as_ref().map(|k| (crate::envelope::kid(k), config.encryption_key_source.as_str()))
-            }
+            Err(_) => config
+                .encryption_key
+                .as_ref()
+                .map(|k| (fleet_wire::envelope::kid(k), config.encryption_key_source.as_str())),
         }
     }
 

@@ -30,9 +30,9 @@ use super::link::Link;
 use super::state::SenderState;
 use super::verdict::Verdict;
 use super::{Sender, Step, MAX_BATCH_PLAINTEXT, MAX_BATCH_RECORDS};
-use crate::record::Record;
 use crate::report::{widget_log_entry, LatestReport};
 use crate::spool::{Acked, Spool};
+use fleet_wire::record::Record;
 
 /// Most requests in any 60 s window (Atlas's agent at its defaults: 6 reports, 2 command polls
 /// and its widget-log post).

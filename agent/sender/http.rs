@@ -30,7 +30,7 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, NextTimeout, TcpConnector};
 
-use crate::keys::SecretString;
+use fleet_wire::keys::SecretString;
 use tls::{TlsConnector, TlsFailure, Trust};
 
 /// Most bytes of a response body that are read (enough for any JSON answer).

@@ -18,12 +18,12 @@ use super::state::{store_rejected, ErrorEvent, SenderState};
 use super::verdict::{classify, Verdict};
 use super::{is_loopback_url, SenderError, Step, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use crate::config::Config;
-use crate::envelope;
-use crate::keys::{Key32, SecretString};
 use crate::random::random_unit;
-use crate::record::Record;
 use crate::spool::{Acked, Cursor, Spool};
 use crate::transport_key;
+use fleet_wire::envelope;
+use fleet_wire::keys::{Key32, SecretString};
+use fleet_wire::record::Record;
 
 /// Longest time bookkeeping changes stay unwritten in `sender.json`.
 pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(60);

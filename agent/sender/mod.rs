@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Protocol};
 use crate::host::SystemHost;
-use crate::record::Record;
 use crate::spool::Spool;
+use fleet_wire::record::Record;
 
 use atlas::AtlasSender;
 use commands::CommandChannel;

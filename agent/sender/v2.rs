@@ -20,10 +20,10 @@ use super::link::Link;
 use super::state::{Inflight, SenderState};
 use super::verdict::Verdict;
 use super::{Sender, Step, MAX_BATCH_PLAINTEXT, MAX_BATCH_RECORDS};
-use crate::envelope;
 use crate::random::random_unit;
-use crate::record::{BatchBody, Record};
 use crate::spool::{Acked, Cursor, ReadBatch, Spool};
+use fleet_wire::envelope;
+use fleet_wire::record::{BatchBody, Record};
 
 /// Pushes spool records as sealed, sequenced v2 batches.
 pub struct V2Sender {

@@ -33,7 +33,7 @@ use fleet_widgets::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{fsio, SpoolError};
-use crate::record::Dropped;
+use fleet_wire::record::Dropped;
 
 /// Name of the ack cursor file.
 pub const CURSOR_FILE: &str = "cursor.json";

@@ -85,7 +85,7 @@ fn ts_at(path: &Path, master: &MasterKey, index: u64) -> Option<super::Timestamp
 /// with its master key. Read-only (safe while `run` runs: a segment deleted meanwhile is
 /// skipped). Stops at the first damaged frame of a segment (the next open quarantines or cuts
 /// it). `Ok(false)` if there is no spool or no master key.
-pub fn visit_unacked(dir: &Path, mut visit: impl FnMut(&crate::record::Record)) -> Result<bool, SpoolError> {
+pub fn visit_unacked(dir: &Path, mut visit: impl FnMut(&fleet_wire::record::Record)) -> Result<bool, SpoolError> {
     if !dir.is_dir() {
         return Ok(false);
     }
@@ -105,7 +105,7 @@ pub fn visit_unacked(dir: &Path, mut visit: impl FnMut(&crate::record::Record)) 
             continue;
         }
         while frames.next(true)? == Step::Record {
-            if let Ok(record) = serde_json::from_slice::<crate::record::Record>(&frames.buf) {
+            if let Ok(record) = serde_json::from_slice::<fleet_wire::record::Record>(&frames.buf) {
                 visit(&record);
             }
         }

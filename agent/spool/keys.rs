@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use super::format::{self, SegmentHeader, FRAME_HEADER_LEN, TAG_LEN, WRAPPED_KEY_LEN};
 use super::{fsio, SpoolError};
-use crate::keys::Key32;
+use fleet_wire::keys::Key32;
 
 /// File name of the master key inside the spool directory.
 pub const MASTER_KEY_FILE: &str = "master.key";

@@ -135,9 +135,9 @@ pub use inspect::{backlog_by_widget, inspect, verify, visit_unacked, VerifyRepor
 pub use recovery::{HeaderState, Problem, SegmentScan, QUARANTINE_DIR};
 
 use crate::config::{FsyncPolicy, SpoolConfig};
-use crate::record::{Dropped, Record};
 pub use cursor::Counters;
 use cursor::Ledger;
+use fleet_wire::record::{Dropped, Record};
 use format::{FRAME_OVERHEAD, HEADER_LEN, MAX_RECORD_BYTES};
 use keys::MasterKey;
 use recovery::{record_ts, unacked_in, SegmentInfo};

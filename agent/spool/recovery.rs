@@ -133,7 +133,7 @@ pub fn record_ts(json: &[u8]) -> Option<Timestamp> {
             }
         }
     }
-    serde_json::from_slice::<crate::record::Record>(json).ok().and_then(|r| r.timestamp())
+    serde_json::from_slice::<fleet_wire::record::Record>(json).ok().and_then(|r| r.timestamp())
 }
 
 /// Walk segment `id` at `path`. Read-only.

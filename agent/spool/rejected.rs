@@ -42,7 +42,7 @@ use super::cursor::{self, Cursor};
 use super::keys::MasterKey;
 use super::segment::{self, SegmentWriter, Step};
 use super::{fsio, FsyncPolicy, Spool, SpoolError};
-use crate::record::Record;
+use fleet_wire::record::Record;
 
 /// Folder inside the spool directory.
 pub const REJECTED_DIR: &str = "rejected";

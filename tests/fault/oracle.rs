@@ -17,8 +17,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fleet_agent::keys::Key32;
 use fleet_agent::spool::RecordCounts;
+use fleet_wire::keys::Key32;
 use serde_json::Value;
 
 use super::proxy::Exchange;
@@ -371,8 +371,8 @@ mod self_test {
 
     use super::*;
     use crate::fault::schedule::Fate;
-    use fleet_agent::record::{BatchBody, Dropped, Record};
     use fleet_widgets::{Level, SampleKind};
+    use fleet_wire::record::{BatchBody, Dropped, Record};
 
     fn record(ts: u32, widget: &str) -> Record {
         Record {

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use fleet_agent::envelope;
-use fleet_agent::keys::Key32;
-use fleet_agent::record::{BatchBody, Record};
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
+use fleet_wire::record::{BatchBody, Record};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleet_agent::keys::Key32;
+use fleet_wire::keys::Key32;
 
 use super::oracle::{parse_counters, Evidence, Life};
 use super::proxy::Proxy;

@@ -5,7 +5,7 @@ independent of the Rust crates the agent uses (aes-gcm, hkdf, sha2).
     pip install cryptography
     python3 tests/vectors/generate.py        # rewrites v1.json and v2.json next to this file
 
-Formats are those of agent/envelope.rs (docs/v2-protocol.md). Bodies are compact JSON with the
+Formats are those of wire/envelope.rs (docs/v2-protocol.md). Bodies are compact JSON with the
 fields in the order the Rust sealer writes them, so tests compare them byte for byte.
 Nonces are fixed here (test vectors only: a real sender never reuses a nonce).
 """
@@ -157,7 +157,7 @@ def main():
     ]
 
     for name, vectors, what in [("v1.json", v1, "v1 (Atlas) envelopes"), ("v2.json", v2, "v2 batch envelopes")]:
-        doc = {"description": "Known-answer vectors for %s, see agent/envelope.rs" % what, "vectors": vectors}
+        doc = {"description": "Known-answer vectors for %s, see wire/envelope.rs" % what, "vectors": vectors}
         with open(os.path.join(HERE, name), "w", encoding="utf-8") as f:
             f.write(json.dumps(doc, indent=2, ensure_ascii=False))
             f.write("\n")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate tests/vectors/store-rows.json with Python `cryptography`, independently of the Rust
 crates the receiver uses: known-answer vectors for rows of the receiver's store sealed at rest
-(format: docs/receiver-store-sealing.md, code: agent/receiver/seal.rs).
+(format: docs/receiver-store-sealing.md, code: receiver/seal.rs).
 
     pip install cryptography
     python3 tests/vectors/generate_store.py   # rewrites store-rows.json next to this file

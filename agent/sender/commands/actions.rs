@@ -10,9 +10,9 @@ use std::time::Duration;
 use fleet_widgets::{Host, Os};
 use serde_json::{Map, Value};
 
-use crate::envelope;
-use crate::keys::Key32;
 use crate::transport_key;
+use fleet_wire::envelope;
+use fleet_wire::keys::Key32;
 
 /// Longest a DNS-flush or kill command may run.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(5);

@@ -30,9 +30,9 @@ use serde_json::{json, Map, Value};
 pub use actions::{CommandAction, Outcome};
 
 use super::http::HttpClient;
-use crate::keys::Key32;
 use crate::spool::fsio::write_atomic;
 use crate::transport_key;
+use fleet_wire::keys::Key32;
 
 /// Time between two polls (Atlas's `command_poll_interval`).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(30);

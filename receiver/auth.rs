@@ -11,7 +11,7 @@
 //! 403: reads are then only possible on the store itself (`fleet-agent receive ls/show`).
 //! Every comparison is constant-time in the secret's length.
 
-use crate::keys::SecretString;
+use fleet_wire::keys::SecretString;
 
 use super::http::Request;
 

@@ -29,7 +29,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::keys::{Key32, KeyError};
+use fleet_wire::keys::{Key32, KeyError};
 
 /// Fields left in clear, in AAD order. Do not reorder.
 pub const CLEAR_FIELDS: [&str; 8] =
@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn key_ids_differ_from_transport_key_ids() {
-        assert_ne!(store_kid(&key(0)), crate::envelope::kid(&key(0)));
+        assert_ne!(store_kid(&key(0)), fleet_wire::envelope::kid(&key(0)));
         assert_eq!(store_kid(&key(0)).len(), 16);
     }
 }

@@ -100,13 +100,13 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use fleet_widgets::Timestamp;
+use fleet_wire::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::seal::{self, RowError, StoreKeys};
-use crate::keys::KeyError;
-use crate::record::{BatchBody, Record};
+use fleet_wire::keys::KeyError;
+use fleet_wire::record::{records_digest, BatchBody, Record};
 
 /// File of v1 reports.
 pub const REPORTS_FILE: &str = "reports.jsonl";
@@ -121,7 +121,7 @@ pub const RECENT_DIGESTS: usize = 4096;
 /// Suffix of the temporary file `rekey` writes beside each file it rewrites.
 pub const REKEY_SUFFIX: &str = ".rekey-tmp";
 /// Longest accepted machine id, in bytes.
-pub const MAX_MACHINE_ID: usize = crate::config::MAX_MACHINE_ID_BYTES;
+pub const MAX_MACHINE_ID: usize = fleet_wire::MAX_MACHINE_ID_BYTES;
 
 /// A store operation that failed, with the path it was working on.
 #[derive(Debug)]
@@ -346,16 +346,6 @@ pub fn machine_dir(store: &Path, machine_id: &str) -> PathBuf {
         }
     }
     current
-}
-
-/// The SHA-256 (lower-case hex) of a batch's records in their canonical form (see the module
-/// docs): what a commit line's `digest` holds.
-pub fn records_digest(records: &[Record]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    // Serializing records (strings, enums, JSON values) cannot fail.
-    hasher.update(serde_json::to_vec(records).unwrap_or_default());
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A set of u64 kept as disjoint inclusive ranges: seqs arrive mostly in order, so the seen set
@@ -1579,7 +1569,7 @@ pub fn rekey(root: &Path, old: &StoreKeys, new: &StoreKeys, from_plaintext: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Dropped;
+    use fleet_wire::record::Dropped;
 
     fn plain(root: &Path) -> StoreReader {
         StoreReader::new(root, StoreKeys::plaintext())
@@ -1761,21 +1751,6 @@ mod tests {
     }
 
     #[test]
-    fn the_records_digest_matches_the_known_answer_vectors() {
-        // tests/vectors/digest.json, computed with Python's json and hashlib.
-        let vectors: Value = serde_json::from_str(include_str!("../../tests/vectors/digest.json")).expect("json");
-        let list = vectors["vectors"].as_array().expect("vectors");
-        assert!(list.len() >= 3);
-        for vector in list {
-            let name = vector["name"].as_str().unwrap_or("?");
-            let records: Vec<Record> = serde_json::from_value(vector["records"].clone()).expect("records");
-            let canonical = serde_json::to_string(&records).expect("json");
-            assert_eq!(Some(canonical.as_str()), vector["canonical"].as_str(), "{name}");
-            assert_eq!(Some(records_digest(&records).as_str()), vector["digest"].as_str(), "{name}");
-        }
-    }
-
-    #[test]
     fn seq_set_merges_ranges() {
         let mut set = SeqSet::default();
         for seq in [5, 3, 4, 10, 0, u64::MAX, 6] {
@@ -1798,8 +1773,8 @@ mod tests {
         let record = Record {
             ts: "2026-11-22T13:00:00.000Z".into(),
             widget: "ping".into(),
-            kind: fleet_widgets::SampleKind::Log,
-            level: fleet_widgets::Level::Info,
+            kind: fleet_wire::record::SampleKind::Log,
+            level: fleet_wire::record::Level::Info,
             message: String::new(),
             data: Value::Null,
         };

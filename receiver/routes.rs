@@ -15,15 +15,15 @@ use super::export::{self, ExportFormat};
 use super::http::{self, BodyFraming, ChunkedBody, Conn, Deadline, HttpError, Request, Response};
 use super::store::{self, BatchOutcome, LogFilter, Store, StoreError};
 use super::{Gate, Limits};
-use crate::envelope::{self, EnvelopeError};
-use crate::keys::Key32;
-use crate::record::BatchBody;
+use fleet_wire::envelope::{self, EnvelopeError};
+use fleet_wire::keys::Key32;
+use fleet_wire::record::BatchBody;
 
 /// Exact body of the answer to a body that does not authenticate (senders key off it).
 pub const DECRYPTION_FAILED: &str = "Decryption failed";
 /// Answer to a plaintext body when the receiver has a key.
 pub const PLAINTEXT_REFUSED: &str =
-    "plaintext body refused: this receiver requires sealed (encrypted) payloads, see DESIGN section 4";
+    "plaintext body refused: this receiver requires sealed (encrypted) payloads (docs/v2-protocol.md)";
 /// Answer to a sealed body when the receiver has no key.
 pub const NO_KEY: &str =
     "sealed body received but this receiver has no encryption key (start it with --encryption-key-file)";

@@ -1,4 +1,5 @@
-//! Sealed envelopes: the JSON bodies that carry encrypted payloads over HTTP (DESIGN section 4).
+//! Sealed envelopes: the JSON bodies that carry encrypted payloads over HTTP
+//! (`docs/v2-protocol.md`).
 //!
 //! Two versions, both AES-256-GCM (96-bit nonce, 128-bit tag appended to the ciphertext),
 //! both with standard padded base64 (`A-Z a-z 0-9 + /`, `=` padding) for binary fields.

@@ -1,6 +1,10 @@
-//! The bundled receiver (`fleet-agent receive`, DESIGN section 7): a small synchronous HTTP(S)
-//! server that opens v1 (Atlas) and v2 envelopes and stores what arrives, for tests, demos and
-//! small setups.
+//! The bundled receiver (`fleet-agent receive`, `docs/architecture.md`): a small synchronous
+//! HTTP(S) server that opens v1 (Atlas) and v2 envelopes and stores what arrives, for tests,
+//! demos and small setups.
+//!
+//! Its own crate: it knows nothing of the agent and shares with it only the wire contract,
+//! [`fleet_wire`] (records, envelopes, keys, the batch digest). The agent's `receive` command
+//! parses flags and key files and runs a [`Receiver`].
 //!
 //! # Why `std::net` + `httparse` + rustls, and no HTTP server crate
 //!
@@ -58,9 +62,12 @@
 pub mod auth;
 pub mod export;
 pub mod http;
+pub mod newest;
 pub mod routes;
 pub mod seal;
+pub mod startup;
 pub mod store;
+pub mod summary;
 pub mod tls;
 
 use std::fmt;
@@ -71,7 +78,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::keys::{Key32, SecretString};
+use fleet_wire::keys::{Key32, SecretString};
 pub use seal::StoreKeys;
 pub use store::{MachineSummary, StoreError, StoreReader, WidgetSummary};
 
@@ -100,6 +107,26 @@ pub struct ReceiverConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Worker threads (clamped to 1..=64; 0 means the default, 4).
     pub workers: usize,
+}
+
+impl ReceiverConfig {
+    /// Refuse credentials that contradict each other ([`startup::credential_conflict`]).
+    pub fn check(&self) -> Result<(), startup::CredentialConflict> {
+        match startup::credential_conflict(
+            &self.encryption_keys,
+            &self.store_keys,
+            self.api_key.as_ref(),
+            self.read_token.as_ref(),
+        ) {
+            Some(conflict) => Err(conflict),
+            None => Ok(()),
+        }
+    }
+
+    /// Log what this configuration accepts and how it stores ([`startup::announce`]).
+    pub fn announce(&self) {
+        startup::announce(self);
+    }
 }
 
 /// Time and size limits (see the module docs for what each one bounds).

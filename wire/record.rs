@@ -3,12 +3,57 @@
 //! Serialized as JSON inside sealed spool frames and v2 batches:
 //! `{"ts":"2026-11-22T13:00:00.000Z","widget":"cpu","kind":"metric","level":"info",
 //! "message":"","data":{…}}`. Field names are part of the v2 wire format: do not rename.
-//! `kind` (an addition to DESIGN's `{ts, widget, level, message, data}`) says where the
-//! record belongs in an Atlas report, so the sender needs no widget table.
+//! `kind` (an addition to the original design's `{ts, widget, level, message, data}`) says
+//! where the record belongs in an Atlas report, so the sender needs no widget table.
 
-use fleet_widgets::{Level, Sample, SampleKind, Timestamp};
+use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// Where a sample belongs in the Atlas report shapes (docs/architecture.md, "Atlas protocol").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleKind {
+    /// `metrics.<name>` of the report: the latest value wins (cpu, memory, battery, …).
+    Metric,
+    /// Merged into the report's `machine_info` object.
+    MachineInfo,
+    /// A widget-log entry (`widget_type` = name): every one is delivered.
+    Log,
+}
+
+/// Severity of a widget-log entry, as the Atlas server names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Normal reading.
+    Info,
+    /// Reading that suggests a problem (e.g. 100 % packet loss).
+    Warning,
+    /// The measurement itself failed.
+    Error,
+}
+
+impl Level {
+    /// The lowercase wire name (records, v2 batches).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        }
+    }
+
+    /// The name Atlas's widget-log collector sends (`level.upper()`): `INFO`, `WARNING`,
+    /// `ERROR`.
+    pub fn as_atlas_str(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+        }
+    }
+}
 
 /// One stored reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,18 +74,6 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record from a widget's sample taken at `ts`.
-    pub fn from_sample(sample: Sample, ts: Timestamp) -> Self {
-        Record {
-            ts: ts.to_rfc3339(),
-            widget: sample.name,
-            kind: sample.kind,
-            level: sample.level,
-            message: sample.message,
-            data: sample.data,
-        }
-    }
-
     /// The timestamp parsed back (`None` if the stored text is not ours).
     pub fn timestamp(&self) -> Option<Timestamp> {
         Timestamp::parse_rfc3339(&self.ts)
@@ -64,7 +97,7 @@ pub struct Dropped {
     pub newest: Option<String>,
 }
 
-/// The plaintext of a v2 batch (DESIGN section 4), sealed by the envelope module:
+/// The plaintext of a v2 batch (`docs/v2-protocol.md`), sealed by the envelope module:
 /// `{"machine_id":M,"seq":N,"sent_at":T,"records":[…],"dropped":{…}}`. Field ORDER is part of
 /// the test vectors (serde serializes in declaration order): do not reorder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +113,16 @@ pub struct BatchBody {
     pub records: Vec<Record>,
     /// Loss accounting from the spool.
     pub dropped: Dropped,
+}
+
+/// The SHA-256 (lower-case hex) of a batch's records in their canonical form (`docs/v2-protocol.md`, vectors in
+/// `tests/vectors/digest.json`): what a commit line's `digest` holds.
+pub fn records_digest(records: &[Record]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    // Serializing records (strings, enums, JSON values) cannot fail.
+    hasher.update(serde_json::to_vec(records).unwrap_or_default());
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -102,5 +145,20 @@ mod tests {
                 r#"{"machine_id":"vec-01","seq":7,"sent_at":"2026-11-22T00:00:00Z","records":[],"dropped":{"count":0}}"#
             )
         );
+    }
+
+    #[test]
+    fn the_records_digest_matches_the_known_answer_vectors() {
+        // tests/vectors/digest.json, computed with Python's json and hashlib.
+        let vectors: Value = serde_json::from_str(include_str!("../tests/vectors/digest.json")).expect("json");
+        let list = vectors["vectors"].as_array().expect("vectors");
+        assert!(list.len() >= 3);
+        for vector in list {
+            let name = vector["name"].as_str().unwrap_or("?");
+            let records: Vec<Record> = serde_json::from_value(vector["records"].clone()).expect("records");
+            let canonical = serde_json::to_string(&records).expect("json");
+            assert_eq!(Some(canonical.as_str()), vector["canonical"].as_str(), "{name}");
+            assert_eq!(Some(records_digest(&records).as_str()), vector["digest"].as_str(), "{name}");
+        }
     }
 }
