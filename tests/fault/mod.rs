@@ -12,7 +12,7 @@
 //!
 //! - `FLEET_FAULT_SEED=N` replays one seed (same schedule, same fate for each request number).
 //! - `FLEET_FAULT_SEEDS=K` runs K seeds (default: 6 for v2, 3 for Atlas), numbered from
-//!   `FLEET_FAULT_BASE` (default: from the clock, so every CI run explores new seeds), plus
+//!   `FLEET_FAULT_BASE` (default: from the clock, so a local run explores new seeds; `.ci/run` fixes it at 1000), plus
 //!   the next seed with each feature of `COVERAGE` that none of them has.
 //! - `FLEET_FAULT_JOBS=J` runs J seeds at once (default 1).
 //! - `FLEET_FAULT_KEEP=1` keeps every seed's files, not only a failing one's.
