@@ -56,6 +56,10 @@ pub fn s(path: &Path) -> &str {
 pub const SAFE_WIDGETS: &str =
     r#""widgets":{"ping":{"targets":["127.0.0.1"],"count":1},"speedtest":{"enabled":false}}"#;
 
+/// A `"widgets"` member that turns off every widget but cpu, memory and system: cheap, local,
+/// one record each per cycle (what the sender, torture and fault oracles count).
+pub const CHEAP_WIDGETS: &str = r#""widgets":{"machine_info":{"enabled":false},"disk":{"enabled":false},"network":{"enabled":false},"processes":{"enabled":false},"battery":{"enabled":false},"wifi":{"enabled":false},"ping":{"enabled":false},"speedtest":{"enabled":false},"security":{"enabled":false},"users":{"enabled":false},"temperature":{"enabled":false}}"#;
+
 /// A child process killed (SIGKILL) when dropped, so a failing test leaves nothing running.
 pub struct Proc {
     /// The child.
@@ -188,10 +192,7 @@ pub fn agent_config(
     let json = format!(
         r#"{{"server_url":"{server_url}","api_key":"test-api-key","machine_id":"test-machine","protocol":"{protocol}",
             "interval":0.2{key},"spool":{{"dir":"{}"}},"log_level":"debug",
-            "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
-            "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
-            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
-            "users":{{"enabled":false}},"temperature":{{"enabled":false}}}}{extra}}}"#,
+            {CHEAP_WIDGETS}{extra}}}"#,
         s(&dir.join("spool"))
     );
     write_config(dir, name, &json, 0o600)

@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::sender::{assert_whole_cycles, unique_records};
 use crate::support::{
     agent, agent_config, fill_up, s, spool_unacked, start_agent, start_receiver, stored_records, wait_for,
-    write_config, TinyFs, TEST_KEY_B64,
+    write_config, TinyFs, CHEAP_WIDGETS, TEST_KEY_B64,
 };
 
 const MACHINE: &str = "test-machine";
@@ -345,15 +345,24 @@ fn seven_day_outage_stays_under_the_cap_and_drains_the_rest() {
     assert_eq!(last_batch["dropped"]["oldest"].as_str(), stats.dropped.oldest.as_deref());
 }
 
+/// The disk-full tests' agent: v2 to `url` at interval 0.2 s, small segments in `spool`.
+fn tiny_disk_agent_config(dir: &Path, url: &str, spool: &Path) -> PathBuf {
+    let json = format!(
+        r#"{{"server_url":"{url}","api_key":"{API_KEY}","machine_id":"{MACHINE}","protocol":"v2",
+            "interval":0.2,"encryption_key":"{TEST_KEY_B64}","log_level":"debug",
+            "spool":{{"dir":"{}","segment_bytes":8192,"max_bytes":16777216}},
+            {CHEAP_WIDGETS}}}"#,
+        s(spool)
+    );
+    write_config(dir, "c.json", &json, 0o600)
+}
+
 /// `agent_config`'s cheap widgets at interval 1 s with the spool settings in `extra`.
 fn outage_agent_config(dir: &Path, url: &str, spool: &str) -> PathBuf {
     let json = format!(
         r#"{{"server_url":"{url}","api_key":"{API_KEY}","machine_id":"{MACHINE}","protocol":"v2",
             "interval":1,"encryption_key":"{TEST_KEY_B64}","log_level":"debug"{spool},
-            "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
-            "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
-            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
-            "users":{{"enabled":false}},"temperature":{{"enabled":false}}}}}}"#
+            {CHEAP_WIDGETS}}}"#
     );
     write_config(dir, "outage.json", &json, 0o600)
 }
@@ -376,17 +385,7 @@ fn disk_full_holds_records_in_memory_logs_once_and_recovers() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let spool = mount.join("spool");
-    let json = format!(
-        r#"{{"server_url":"{url}","api_key":"{API_KEY}","machine_id":"{MACHINE}","protocol":"v2",
-            "interval":0.2,"encryption_key":"{TEST_KEY_B64}","log_level":"debug",
-            "spool":{{"dir":"{}","segment_bytes":8192,"max_bytes":16777216}},
-            "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
-            "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
-            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
-            "users":{{"enabled":false}},"temperature":{{"enabled":false}}}}}}"#,
-        s(&spool)
-    );
-    let config = write_config(dir.path(), "c.json", &json, 0o600);
+    let config = tiny_disk_agent_config(dir.path(), &url, &spool);
     let log = dir.path().join("agent.log");
     let mut agent = start_agent(&config, &log);
     assert!(wait_for(Duration::from_secs(10), || spool_unacked(&spool) >= 9), "spooling");
@@ -454,17 +453,7 @@ fn agent_started_on_a_full_disk_runs_holds_and_delivers_every_record_once() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let spool = mount.join("spool");
-    let json = format!(
-        r#"{{"server_url":"{url}","api_key":"{API_KEY}","machine_id":"{MACHINE}","protocol":"v2",
-            "interval":0.2,"encryption_key":"{TEST_KEY_B64}","log_level":"debug",
-            "spool":{{"dir":"{}","segment_bytes":8192,"max_bytes":16777216}},
-            "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
-            "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
-            "ping":{{"enabled":false}},"speedtest":{{"enabled":false}},"security":{{"enabled":false}},
-            "users":{{"enabled":false}},"temperature":{{"enabled":false}}}}}}"#,
-        s(&spool)
-    );
-    let config = write_config(dir.path(), "c.json", &json, 0o600);
+    let config = tiny_disk_agent_config(dir.path(), &url, &spool);
     // First life: nothing answers, so the backlog is appended but never acknowledged.
     let first_log = dir.path().join("first.log");
     let mut agent = start_agent(&config, &first_log);
