@@ -373,6 +373,25 @@ impl PgStore {
         work(conn.client()).map_err(|e| database(&self.describe, what, error_text(&e)))
     }
 
+    /// [`Self::with_client`] for idempotent work (reads of a few rows, the batch insert, whose
+    /// unique key makes a repeat a duplicate): when the connection turns out to be broken (the
+    /// server restarted or failed over since it was last used), once more on a new one.
+    fn with_client_retrying<T>(
+        &self,
+        what: &str,
+        mut work: impl FnMut(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        {
+            let mut conn = self.conn(what)?;
+            match work(conn.client()) {
+                Ok(value) => return Ok(value),
+                Err(e) if !conn.client().is_closed() => return Err(database(&self.describe, what, error_text(&e))),
+                Err(e) => log::info!("{what} {}: {} (connecting again)", self.describe, error_text(&e)),
+            }
+        }
+        self.with_client(what, work)
+    }
+
     fn nonces(&self, n: usize) -> Result<Vec<[u8; 12]>, StoreError> {
         if self.keys.is_plaintext() {
             return Ok(vec![[0u8; 12]; n]);
@@ -590,7 +609,7 @@ impl StorageRead for PgStore {
             skip("widget_logs")
         );
         let mut ids: Vec<String> = self
-            .with_client("listing the machines of", |client| client.query(&query, &[]))?
+            .with_client_retrying("listing the machines of", |client| client.query(&query, &[]))?
             .iter()
             .map(|row| row.get(0))
             .collect();
@@ -620,8 +639,9 @@ impl StorageRead for PgStore {
              WHERE b.machine_id = $1)
           + (SELECT coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM reports t WHERE t.machine_id = $1)
           + (SELECT coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM widget_logs t WHERE t.machine_id = $1)";
-        let bytes: i64 =
-            self.with_client("measuring a machine's rows in", |client| client.query_one(query, &[&machine_id]))?.get(0);
+        let bytes: i64 = self
+            .with_client_retrying("measuring a machine's rows in", |client| client.query_one(query, &[&machine_id]))?
+            .get(0);
         Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
@@ -629,7 +649,7 @@ impl StorageRead for PgStore {
         // `store_keys` holds every key id rows were ever sealed with ('' for plaintext rows):
         // each writer registers its sealing key at start, before it writes a row.
         let kids: Vec<String> = self
-            .with_client("reading the store key ids of", |client| {
+            .with_client_retrying("reading the store key ids of", |client| {
                 client.query("SELECT store_kid FROM store_keys ORDER BY first_used", &[])
             })?
             .iter()
@@ -760,7 +780,7 @@ impl Storage for PgStore {
         // Two tries: a unique violation can only come from a race the statement lost in a way
         // ON CONFLICT does not cover (none known); the second try then sees the winner's row.
         for _ in 0..2 {
-            let inserted = self.with_client(&what, |client| {
+            let inserted = self.with_client_retrying(&what, |client| {
                 client.query_opt(
                     INSERT_BATCH,
                     &[
@@ -787,7 +807,7 @@ impl Storage for PgStore {
                 Err(StoreError::Database { detail, .. }) if detail.contains("SQLSTATE 23505") => {}
                 Err(e) => return Err(e),
             }
-            let stored = self.with_client(&what, |client| {
+            let stored = self.with_client_retrying(&what, |client| {
                 client.query_opt("SELECT digest FROM batches WHERE machine_id = $1 AND seq = $2", &[&machine_id, &seq])
             })?;
             if let Some(stored) = stored {

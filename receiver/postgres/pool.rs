@@ -55,7 +55,14 @@ pub enum PoolError {
 impl std::fmt::Display for PoolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PoolError::Connect(e) => write!(f, "connecting: {}", super::error_text(e)),
+            PoolError::Connect(e) => {
+                let text = super::error_text(e);
+                f.write_str(&text)?;
+                if text.contains("password missing") {
+                    f.write_str(" (give the role's password with --store-password-file FILE or FLEET_STORE_PASSWORD)")?;
+                }
+                Ok(())
+            }
             PoolError::Busy { open } => {
                 write!(f, "all {open} database connections stayed busy for {} s", WAIT.as_secs())
             }
