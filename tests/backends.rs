@@ -124,6 +124,8 @@ fn postgres_store() -> Option<TestStore> {
 fn postgres_store() -> Option<TestStore> {
     match std::env::var(POSTGRES_ENV) {
         Ok(url) if !url.is_empty() => {
+            // HOOK (postgres helper): if an empty database needs a migration before
+            // `open_storage`/`open_reader`, run it here on `database.location()`.
             let database = postgres::Database::create(&url);
             let location = database.location();
             Some(TestStore { name: "postgres", location, guard: Guard::Postgres(database) })
