@@ -1,8 +1,10 @@
 //! The replies of one burst of echo requests, matched and timed. Pure: no socket, no clock.
 //!
-//! A run sends its `count` requests back to back, then reads the replies as they come: one
-//! wake-up when the first arrives (often none on a fast path, where they are queued before the
-//! last request has left), and the rest read in the same wake-up. So the time a reply is *read*
+//! A run sends its `count` requests back to back, then reads the replies: on a fast path they
+//! are queued before the last request has left (no wake-up at all); else the thread wakes when
+//! the first arrives, sleeps once for about one more round trip (the fastest so far) while the
+//! rest of the burst comes in, and reads them together: two wake-ups for the burst, whatever
+//! `count`, plus one at the timeout when a reply is lost. So the time a reply is *read*
 //! says little about when it *arrived*; the round trip is taken from the kernel's receive
 //! timestamp (`SO_TIMESTAMPNS` on Linux, `SO_TIMESTAMP` on macOS: wall-clock time of arrival)
 //! minus the wall-clock time just before the request was sent.
@@ -100,6 +102,11 @@ impl Burst {
     /// True when every request that was sent has its answer (nothing left to wait for).
     pub fn complete(&self) -> bool {
         self.sent.iter().zip(&self.rtts).all(|(sent, rtt)| sent.is_none() || rtt.is_some())
+    }
+
+    /// The shortest round trip answered so far.
+    pub fn fastest(&self) -> Option<Duration> {
+        self.rtts.iter().flatten().copied().reduce(f64::min).map(|ms| Duration::from_secs_f64(ms / 1000.0))
     }
 
     /// One entry per request, in sequence order: the round trip in ms, `None` when lost.

@@ -115,6 +115,7 @@ pub fn icmp_echo(addr: IpAddr, kind: IcmpSocket, timing: Timing) -> Result<Vec<O
     let mut buf = [0u8; 2048];
     // Drain what is queued without blocking; block (one wake-up) only when the queue is empty.
     let mut wait = false;
+    let mut gathered = false;
     while !burst.complete() {
         if wait {
             let now = Instant::now();
@@ -126,6 +127,14 @@ pub fn icmp_echo(addr: IpAddr, kind: IcmpSocket, timing: Timing) -> Result<Vec<O
         let (len, kernel) = match receive_timestamped(&socket, &mut buf, !wait) {
             Ok(got) => got,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if let Some(pause) = gather_pause(&burst, wait, gathered, deadline) {
+                    // The first replies are in and the rest of the burst follows within about
+                    // one more round trip: one timed sleep for all of them, not a wake-up per
+                    // reply (the kernel's timestamps keep their round trips exact).
+                    gathered = true;
+                    std::thread::sleep(pause);
+                    continue;
+                }
                 // Empty queue: wait for the next reply (or, after a wait, the deadline).
                 wait = true;
                 continue;
@@ -140,6 +149,17 @@ pub fn icmp_echo(addr: IpAddr, kind: IcmpSocket, timing: Timing) -> Result<Vec<O
         }
     }
     Ok(burst.into_rtts())
+}
+
+/// How long to sleep before reading the rest of a burst, once: when the queue has just been
+/// drained (not after a timed-out wait), some reply is in and no pause was taken yet. The
+/// pause is the fastest round trip so far, cut at the deadline.
+pub(super) fn gather_pause(burst: &Burst, waited: bool, gathered: bool, deadline: Instant) -> Option<Duration> {
+    if waited || gathered {
+        return None;
+    }
+    let pause = burst.fastest()?.min(deadline.saturating_duration_since(Instant::now()));
+    (!pause.is_zero()).then_some(pause)
 }
 
 /// Ask the kernel to stamp every received datagram with its arrival time (wall clock):

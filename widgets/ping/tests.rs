@@ -480,3 +480,28 @@ fn live_icmp_burst_answers_every_request_when_the_socket_opens() {
         }
     }
 }
+
+#[test]
+fn the_rest_of_a_burst_is_gathered_with_one_pause_of_the_fastest_round_trip() {
+    use burst::{Arrival, Burst, SentAt};
+    let (wall, mono) = (std::time::SystemTime::now(), std::time::Instant::now());
+    let mut b = Burst::new(5, b"token".to_vec(), Duration::from_secs(2));
+    (0..5).for_each(|seq| b.sent(seq, SentAt { wall, mono }));
+    let far = mono + Duration::from_secs(60);
+    assert_eq!(probe::gather_pause(&b, false, false, far), None, "nothing in yet: block for the first reply");
+    for (seq, ms) in [(1u16, 30u64), (0, 20)] {
+        let arrival =
+            Arrival { kernel: Some(wall + Duration::from_millis(ms)), read: mono + Duration::from_millis(40) };
+        b.reply(&icmp::EchoReply { id: 0, seq, payload: b"token" }, arrival);
+    }
+    assert_eq!(b.fastest(), Some(Duration::from_millis(20)));
+    assert_eq!(probe::gather_pause(&b, false, false, far), Some(Duration::from_millis(20)), "one more round trip");
+    assert_eq!(probe::gather_pause(&b, false, true, far), None, "only once per burst");
+    assert_eq!(probe::gather_pause(&b, true, false, far), None, "not after a wait that timed out");
+    let soon = std::time::Instant::now() + Duration::from_millis(5);
+    assert!(
+        probe::gather_pause(&b, false, false, soon).is_some_and(|p| p <= Duration::from_millis(5)),
+        "cut at the deadline"
+    );
+    assert_eq!(probe::gather_pause(&b, false, false, mono), None, "deadline passed");
+}
