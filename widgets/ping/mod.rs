@@ -329,7 +329,9 @@ pub fn measure(host: &dyn Host, config: &PingConfig, target: &str) -> Result<Mea
             }
             Method::Command => {
                 let count = config.count.to_string();
-                let limit = timing.bound() + Duration::from_secs(5);
+                // `ping` spaces its requests 1 s apart (not the sockets' pacing): `count` s.
+                let spaced = Timing { interval: Duration::from_secs(1), ..timing };
+                let limit = spaced.bound() + Duration::from_secs(5);
                 match host.run(&["ping", "-c", &count, target], limit) {
                     Ok(out) => {
                         let text = format!("{}\n{}", out.stdout, out.stderr);

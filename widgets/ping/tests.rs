@@ -505,3 +505,34 @@ fn the_rest_of_a_burst_is_gathered_with_one_pause_of_the_fastest_round_trip() {
     );
     assert_eq!(probe::gather_pause(&b, false, false, mono), None, "deadline passed");
 }
+
+#[test]
+fn the_ping_command_gets_a_second_per_request_before_it_is_killed() {
+    struct Recording(std::cell::Cell<Option<Duration>>);
+    impl Host for Recording {
+        fn os(&self) -> Os {
+            Os::Linux
+        }
+        fn read_file(&self, path: &str) -> Result<String, HostError> {
+            Err(HostError::NotFound(path.to_string()))
+        }
+        fn list_dir(&self, path: &str) -> Result<Vec<String>, HostError> {
+            Err(HostError::NotFound(path.to_string()))
+        }
+        fn run(&self, _argv: &[&str], timeout: Duration) -> Result<CommandOutput, HostError> {
+            self.0.set(Some(timeout));
+            Err(HostError::CommandNotFound("ping".into()))
+        }
+        fn network_allowed(&self) -> bool {
+            false
+        }
+        fn is_root(&self) -> bool {
+            false
+        }
+    }
+    let host = Recording(std::cell::Cell::new(None));
+    let config = PingConfig { count: 100, methods: vec![Method::Command], ..PingConfig::default() };
+    assert!(measure(&host, &config, "192.0.2.1").is_err());
+    // `ping -c 100` runs 99 s at its 1 s spacing: 100 s + timeout 2 s + 5 s of grace.
+    assert_eq!(host.0.get(), Some(Duration::from_secs(107)));
+}
