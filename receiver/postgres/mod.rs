@@ -22,6 +22,7 @@
 //!   statement as the rows; [`StorageRead::forward_pending`] takes its oldest entries with
 //!   `FOR UPDATE SKIP LOCKED` (receivers share the work), hands the rows to `push` and
 //!   deletes the entries in the same transaction when `push` succeeded.
+//! - **Re-keying** ([`rekey`]) re-seals rows in place, chunk by chunk, beside running receivers.
 
 pub mod pool;
 pub mod rekey;
