@@ -11,6 +11,7 @@ mod exactly_once;
 mod fault;
 mod fuzz;
 mod logs;
+mod otlp;
 mod packaging;
 mod receiver;
 mod receiver_limits;

@@ -124,6 +124,9 @@ pub fn any_value(value: &Value) -> Value {
             None => json!({"stringValue": n.to_string()}),
         },
         Value::String(s) => json!({"stringValue": s}),
+        // Empty lists are left out, as proto3 JSON leaves out every empty repeated field.
+        Value::Array(items) if items.is_empty() => json!({"arrayValue": {}}),
+        Value::Object(map) if map.is_empty() => json!({"kvlistValue": {}}),
         Value::Array(items) => json!({"arrayValue": {"values": items.iter().map(any_value).collect::<Vec<_>>()}}),
         Value::Object(map) => json!({"kvlistValue": {"values": map
             .iter()
@@ -234,7 +237,8 @@ fn widget_log_row(machine: &mut Machine, row: &Map<String, Value>) -> bool {
     let Some(time) = time_of(row, "received_at") else { return false };
     let Some(Value::Object(entry)) = row.get("log") else { return false };
     let widget = entry.get("widget_type").and_then(Value::as_str).unwrap_or_default();
-    let agent_time = entry.get("timestamp").and_then(Value::as_str).map(|t| ("fleet.agent_time", AttrValue::Str(t.into())));
+    let agent_time =
+        entry.get("timestamp").and_then(Value::as_str).map(|t| ("fleet.agent_time", AttrValue::Str(t.into())));
     machine.logs.push(log_record(None, Some(&time), entry, widget, agent_time.into_iter().collect()));
     machine.add_points(semconv::map_widget(widget, entry.get("data").unwrap_or(&Value::Null)), &time);
     true

@@ -142,7 +142,9 @@ fn classify(path: &str, response: &HttpResponse) -> Result<Posted, PushError> {
     };
     match status {
         200..=299 => Ok(Posted::Accepted(partial_rejections(&response.body))),
-        408 | 429 | 500..=599 | 300..=399 => Err(PushError::Transient { what: said(), retry_after: response.retry_after }),
+        408 | 429 | 500..=599 | 300..=399 => {
+            Err(PushError::Transient { what: said(), retry_after: response.retry_after })
+        }
         401 | 403 | 404 | 405 => Err(PushError::NeedsAdmin(said())),
         413 => Err(PushError::TooLarge(said())),
         _ => Ok(Posted::Refused(said())),
@@ -192,10 +194,9 @@ impl Pusher {
     fn push(&mut self, batch: &[Committed]) -> Result<(), PushError> {
         let export: Export = encode::encode(batch, &self.version);
         let mut rejected = 0;
-        for (path, body, count) in [
-            (METRICS_PATH, &export.metrics, export.data_points),
-            (LOGS_PATH, &export.logs, export.log_records),
-        ] {
+        for (path, body, count) in
+            [(METRICS_PATH, &export.metrics, export.data_points), (LOGS_PATH, &export.logs, export.log_records)]
+        {
             let Some(body) = body else { continue };
             match self.post(path, body)? {
                 Posted::Accepted(0) => {}
@@ -259,11 +260,19 @@ pub struct Forwarder {
 
 impl Forwarder {
     /// Start forwarding what `source` holds with `client` (its base URL is the collector's).
-    pub fn start(source: Arc<dyn PendingSource>, client: HttpClient, settings: ForwardSettings) -> std::io::Result<Self> {
+    pub fn start(
+        source: Arc<dyn PendingSource>,
+        client: HttpClient,
+        settings: ForwardSettings,
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(StopSignal::default());
         let stats = Arc::new(ForwardStats::default());
-        let pusher =
-            Pusher { client, version: env!("CARGO_PKG_VERSION").to_string(), stats: stats.clone(), accepted: Vec::new() };
+        let pusher = Pusher {
+            client,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            stats: stats.clone(),
+            accepted: Vec::new(),
+        };
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("otlp-forwarder".into())
@@ -359,7 +368,11 @@ fn run(source: &dyn PendingSource, mut pusher: Pusher, settings: &ForwardSetting
             (Err(e), None) => {
                 ForwardStats::add(&stats.store_errors, 1);
                 let delay = backoff.next_delay(crate::random::random_unit(), None).min(settings.retry_max);
-                log::error!("OTLP forwarding: reading {}: {e}; retrying in {:.1} s", source.describe(), delay.as_secs_f64());
+                log::error!(
+                    "OTLP forwarding: reading {}: {e}; retrying in {:.1} s",
+                    source.describe(),
+                    delay.as_secs_f64()
+                );
                 delay
             }
         };
@@ -389,7 +402,10 @@ mod tests {
     fn answers_are_classified_as_the_otlp_spec_says() {
         assert!(matches!(classify("/v1/metrics", &answer(200, "{}")), Ok(Posted::Accepted(0))));
         assert!(matches!(
-            classify("/v1/metrics", &answer(200, r#"{"partialSuccess":{"rejectedDataPoints":"3","errorMessage":"x"}}"#)),
+            classify(
+                "/v1/metrics",
+                &answer(200, r#"{"partialSuccess":{"rejectedDataPoints":"3","errorMessage":"x"}}"#)
+            ),
             Ok(Posted::Accepted(3))
         ));
         assert!(matches!(

@@ -43,7 +43,9 @@ impl std::error::Error for OtlpConfigError {}
 pub fn check_url(url: &str) -> Result<String, OtlpConfigError> {
     let bad = |why: &str| Err(OtlpConfigError(format!("--forward-otlp `{url}`: {why}")));
     let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
-        return bad("must start with http:// or https:// (the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318)");
+        return bad(
+            "must start with http:// or https:// (the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318)",
+        );
     };
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() {
@@ -99,9 +101,8 @@ pub fn collector_client(
         connect_timeout: CONNECT_TIMEOUT,
         request_timeout: REQUEST_TIMEOUT,
     };
-    let client = HttpClient::new(&base, None, &settings).map_err(|e: HttpError| {
-        OtlpConfigError(format!("--forward-otlp-ca-file: {e}"))
-    })?;
+    let client = HttpClient::new(&base, None, &settings)
+        .map_err(|e: HttpError| OtlpConfigError(format!("--forward-otlp-ca-file: {e}")))?;
     Ok(match header {
         Some((name, value)) => client.with_header(&name, value),
         None => client,

@@ -65,7 +65,12 @@ use Instrument::{Counter, Gauge, UpDownCounter};
 /// Every metric the forwarder emits. Do not reorder casually: the document lists them in this
 /// order (a test checks every name is documented).
 pub static METRICS: &[MetricSpec] = &[
-    spec("system.cpu.utilization", "1", Gauge, "CPU busy fraction over the last interval, all CPUs (no attribute) or one (cpu.logical_number)"),
+    spec(
+        "system.cpu.utilization",
+        "1",
+        Gauge,
+        "CPU busy fraction over the last interval, all CPUs (no attribute) or one (cpu.logical_number)",
+    ),
     spec("system.cpu.physical.count", "{cpu}", UpDownCounter, "Physical processor cores"),
     spec("system.cpu.logical.count", "{cpu}", UpDownCounter, "Logical processor cores (threads)"),
     spec("system.cpu.load_average.1m", "{thread}", Gauge, "Load average over 1 minute"),
@@ -75,11 +80,21 @@ pub static METRICS: &[MetricSpec] = &[
     spec("system.memory.limit", "By", UpDownCounter, "Total physical memory"),
     spec("system.memory.usage", "By", UpDownCounter, "Memory in use (system.memory.state=used)"),
     spec("system.memory.utilization", "1", Gauge, "Fraction of memory in use"),
-    spec("fleet.memory.available", "By", UpDownCounter, "Memory available for new programs without swapping (Linux MemAvailable)"),
+    spec(
+        "fleet.memory.available",
+        "By",
+        UpDownCounter,
+        "Memory available for new programs without swapping (Linux MemAvailable)",
+    ),
     spec("system.paging.usage", "By", UpDownCounter, "Swap used and free"),
     spec("system.paging.utilization", "1", Gauge, "Fraction of swap in use"),
     spec("system.filesystem.limit", "By", UpDownCounter, "Filesystem capacity"),
-    spec("system.filesystem.usage", "By", UpDownCounter, "Filesystem bytes used, free (to unprivileged users) and reserved"),
+    spec(
+        "system.filesystem.usage",
+        "By",
+        UpDownCounter,
+        "Filesystem bytes used, free (to unprivileged users) and reserved",
+    ),
     spec("system.filesystem.utilization", "1", Gauge, "Fraction of the filesystem used, as df's Use%"),
     spec("system.disk.io", "By", Counter, "Disk bytes read and written since boot"),
     spec("system.disk.operations", "{operation}", Counter, "Disk reads and writes since boot"),
@@ -88,14 +103,29 @@ pub static METRICS: &[MetricSpec] = &[
     spec("system.network.errors", "{error}", Counter, "Receive and transmit errors since boot"),
     spec("system.network.packet.dropped", "{packet}", Counter, "Packets dropped on receive and transmit since boot"),
     spec("system.network.connection.count", "{connection}", UpDownCounter, "Open sockets"),
-    spec("fleet.network.interface.count", "{interface}", UpDownCounter, "Network interfaces counted in system.network.*"),
+    spec(
+        "fleet.network.interface.count",
+        "{interface}",
+        UpDownCounter,
+        "Network interfaces counted in system.network.*",
+    ),
     spec("fleet.network.interface.up", "1", Gauge, "1 when the interface is up"),
     spec("fleet.network.interface.speed", "Mbit/s", Gauge, "Link speed the interface reports"),
     spec("fleet.vpn.connected", "1", Gauge, "1 when a VPN tunnel interface is up"),
     spec("fleet.vpn.interface.count", "{interface}", UpDownCounter, "VPN tunnel interfaces up"),
     spec("system.process.count", "{process}", UpDownCounter, "Processes (every pid, kernel threads included)"),
-    spec("fleet.process.cpu.utilization", "1", Gauge, "A top process's CPU use over the interval, as a fraction of ONE core (can exceed 1)"),
-    spec("fleet.process.memory.utilization", "1", Gauge, "A top process's resident memory as a fraction of physical memory"),
+    spec(
+        "fleet.process.cpu.utilization",
+        "1",
+        Gauge,
+        "A top process's CPU use over the interval, as a fraction of ONE core (can exceed 1)",
+    ),
+    spec(
+        "fleet.process.memory.utilization",
+        "1",
+        Gauge,
+        "A top process's resident memory as a fraction of physical memory",
+    ),
     spec("system.uptime", "s", Gauge, "Time since boot"),
     spec("fleet.system.boot_time", "s", Gauge, "Boot time, seconds since the Unix epoch"),
     spec("hw.temperature", "Cel", Gauge, "Temperature of a component (hw.id: cpu, battery)"),
@@ -129,7 +159,12 @@ pub static METRICS: &[MetricSpec] = &[
     spec("fleet.speedtest.io", "By", Gauge, "Bytes moved by the test (network.io.direction)"),
     spec("fleet.speedtest.duration", "s", Gauge, "Duration of the test"),
     spec("fleet.machine.info", "1", Gauge, "Always 1: the machine's description as attributes"),
-    spec("fleet.agent.dropped", "{record}", Counter, "Records the agent lost before sending (spool cap, damage, full disk), cumulative"),
+    spec(
+        "fleet.agent.dropped",
+        "{record}",
+        Counter,
+        "Records the agent lost before sending (spool cap, damage, full disk), cumulative",
+    ),
 ];
 
 /// The spec of a metric name, `None` for a name not in [`METRICS`].
@@ -241,7 +276,15 @@ impl Out {
     }
 
     /// `data[key] / divisor` (a percentage as a ratio, milliseconds as seconds) into `name`.
-    fn scaled(&mut self, data: &Map<String, Value>, at: &str, key: &str, divisor: f64, name: &'static str, attributes: Attrs) {
+    fn scaled(
+        &mut self,
+        data: &Map<String, Value>,
+        at: &str,
+        key: &str,
+        divisor: f64,
+        name: &'static str,
+        attributes: Attrs,
+    ) {
         if let Some(v) = self.num(data, at, key) {
             self.push(name, attributes, Num::Double(v.as_f64() / divisor));
         }
@@ -271,7 +314,8 @@ fn numeric_leaves(value: &Value, at: &str, out: &mut Vec<String>) {
         Value::Number(_) | Value::Bool(_) if !at.is_empty() => out.push(at.to_string()),
         Value::Object(map) => {
             for (key, v) in map {
-                let path = if at.is_empty() || at.ends_with('.') { format!("{at}{key}") } else { format!("{at}.{key}") };
+                let path =
+                    if at.is_empty() || at.ends_with('.') { format!("{at}{key}") } else { format!("{at}.{key}") };
                 numeric_leaves(v, &path, out);
             }
         }
@@ -319,7 +363,11 @@ fn cpu(out: &mut Out, d: &Map<String, Value>) {
         out.used.insert("per_core[]".into());
         for (i, core) in cores.iter().enumerate() {
             if let Some(v) = core.as_f64() {
-                out.push("system.cpu.utilization", vec![("cpu.logical_number", AttrValue::Int(i as i64))], Num::Double(v / 100.0));
+                out.push(
+                    "system.cpu.utilization",
+                    vec![("cpu.logical_number", AttrValue::Int(i as i64))],
+                    Num::Double(v / 100.0),
+                );
             }
         }
     }
@@ -352,7 +400,11 @@ fn memory(out: &mut Out, d: &Map<String, Value>) {
         out.push("system.paging.usage", state("system.paging.state", "used"), used);
     }
     if let (Some(Num::Int(total)), Some(Num::Int(used))) = (swap_total, swap_used) {
-        out.push("system.paging.usage", state("system.paging.state", "free"), Num::Int(total.saturating_sub(used).max(0)));
+        out.push(
+            "system.paging.usage",
+            state("system.paging.state", "free"),
+            Num::Int(total.saturating_sub(used).max(0)),
+        );
     }
     out.scaled(d, "", "swap_percent", 100.0, "system.paging.utilization", state("system.paging.state", "used"));
 }
@@ -576,10 +628,13 @@ fn host_arch(arch: &str) -> String {
     }
 }
 
+/// A machine_info string field, its attribute name, and how its value is normalized.
+type InfoString = (&'static str, &'static str, fn(&str) -> String);
+
 fn machine_info(out: &mut Out, d: &Map<String, Value>) {
     // The description: one gauge of 1 whose attributes are the machine's strings.
     let mut info: Attrs = Vec::new();
-    let strings: [(&str, &'static str, fn(&str) -> String); 11] = [
+    let strings: [InfoString; 11] = [
         ("os", "os.type", os_type),
         ("os_version", "os.version", str::to_string),
         ("os_name", "os.description", str::to_string),
