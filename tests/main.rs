@@ -12,6 +12,7 @@ mod fault;
 mod fuzz;
 mod logs;
 mod otlp;
+mod otlp_forward;
 mod packaging;
 mod receiver;
 mod receiver_limits;
