@@ -126,7 +126,8 @@ fn serve(stream: TcpStream, shared: Arc<Shared>) {
             shared.accepted.lock().expect("lock").push(Received { path, body });
         }
         let retry = if status == 429 { "Retry-After: 0\r\n" } else { "" };
-        let answer = format!("HTTP/1.1 {status} X\r\n{retry}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}");
+        let answer =
+            format!("HTTP/1.1 {status} X\r\n{retry}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}");
         if writer.write_all(answer.as_bytes()).is_err() {
             return;
         }
@@ -416,7 +417,13 @@ use crate::support::{agent, receiver_args, write_secret, Proc};
 /// Start `fleet-agent receive` (keyless transport: plaintext batches, the store sealed with the
 /// test store key) forwarding to `collector_url`, with `extra` arguments; its log goes to
 /// `log`.
-fn start_forwarding_receiver(store: &Path, listen: &str, collector_url: &str, extra: &[&str], log: &Path) -> (Proc, String) {
+fn start_forwarding_receiver(
+    store: &Path,
+    listen: &str,
+    collector_url: &str,
+    extra: &[&str],
+    log: &Path,
+) -> (Proc, String) {
     let mut cmd = agent();
     cmd.args(receiver_args(store, listen, "test-api-key", &[]));
     cmd.args(["--forward-otlp", collector_url, "-v"]);
@@ -470,9 +477,8 @@ fn every_committed_record_reaches_a_flaky_collector_at_least_once() {
         assert_eq!(post_batch(&url, "mac-01", seq, 4).0, 200);
     }
     let expected = expected_keys("mac-01", 0..25, 4);
-    let arrived = wait_until(Duration::from_secs(90), || {
-        expected.is_subset(&collector.log_records().into_keys().collect())
-    });
+    let arrived =
+        wait_until(Duration::from_secs(90), || expected.is_subset(&collector.log_records().into_keys().collect()));
     let log = std::fs::read_to_string(dir.path().join("receiver.log")).unwrap_or_default();
     assert!(arrived, "records missing at the collector; receiver log:\n{log}");
     assert!(collector.attempts() > collector.accepted().len(), "the collector failed some requests");
@@ -489,10 +495,13 @@ fn a_collector_outage_neither_slows_ingest_nor_loses_records() {
     let collector = Collector::start(Mode::Accept, 3);
     let log_path = dir.path().join("receiver.log");
     let (mut receiver, url) = start_forwarding_receiver(&store, "127.0.0.1:0", &collector.url(), &[], &log_path);
-    let baseline: Vec<Duration> = (0..20).map(|seq| post_batch(&url, "mac-01", seq, 20)).map(|(s, d)| {
-        assert_eq!(s, 200);
-        d
-    }).collect();
+    let baseline: Vec<Duration> = (0..20)
+        .map(|seq| post_batch(&url, "mac-01", seq, 20))
+        .map(|(s, d)| {
+            assert_eq!(s, 200);
+            d
+        })
+        .collect();
     assert!(wait_until(Duration::from_secs(20), || collector.log_records().len() == 400));
     // Down: first refusing connections, then answering 503 on the same port.
     let down = collector.shut_down();
@@ -518,9 +527,8 @@ fn a_collector_outage_neither_slows_ingest_nor_loses_records() {
     );
     collector.set_mode(Mode::Accept);
     let expected = expected_keys("mac-01", 0..60, 20);
-    let arrived = wait_until(Duration::from_secs(120), || {
-        expected.is_subset(&collector.log_records().into_keys().collect())
-    });
+    let arrived =
+        wait_until(Duration::from_secs(120), || expected.is_subset(&collector.log_records().into_keys().collect()));
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(arrived, "records lost over the outage; receiver log:\n{log}");
     assert!(log.contains("accepts again after"), "{log}");
@@ -580,7 +588,11 @@ fn nothing_is_forwarded_before_its_batch_is_committed_and_the_header_is_sent() {
             .collect();
         for (_, seq, index) in log_keys(body) {
             if !committed.contains(&(seq, index)) {
-                shared.violations.lock().expect("lock").push(format!("seq {seq} index {index} forwarded before commit"));
+                shared
+                    .violations
+                    .lock()
+                    .expect("lock")
+                    .push(format!("seq {seq} index {index} forwarded before commit"));
             }
         }
     }));
@@ -608,7 +620,10 @@ fn nothing_is_forwarded_before_its_batch_is_committed_and_the_header_is_sent() {
     }
     assert!(wait_until(Duration::from_secs(30), || collector.log_records().len() == 135));
     assert_eq!(collector.violations(), Vec::<String>::new());
-    assert!(collector.headers().iter().any(|h| h == "authorization: Bearer otlp-test-token" || h == "Authorization: Bearer otlp-test-token"));
+    assert!(collector
+        .headers()
+        .iter()
+        .any(|h| h == "authorization: Bearer otlp-test-token" || h == "Authorization: Bearer otlp-test-token"));
     receiver.terminate(Duration::from_secs(30));
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(!log.contains("otlp-test-token"), "the header's secret reached the log");

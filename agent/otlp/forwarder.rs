@@ -304,10 +304,29 @@ impl Drop for Forwarder {
     }
 }
 
+/// True for an `http://` URL whose host is not loopback (`127.x`, `::1`, `localhost`).
+fn is_cleartext_to_another_host(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
 /// The forwarder loop (until `stop`).
 fn run(source: &dyn PendingSource, mut pusher: Pusher, settings: &ForwardSettings, stop: &StopSignal) {
     let collector = pusher.client.base_url().to_string();
     log::info!("forwarding committed records from {} to the OTLP collector {collector}", source.describe());
+    if is_cleartext_to_another_host(&collector) {
+        log::warn!(
+            "--forward-otlp {collector} is plain http to another host: the records, decrypted, cross the network in \
+             clear (use https://)"
+        );
+    }
     let stats = pusher.stats.clone();
     let mut backoff = Backoff::default();
     let mut max_rows = settings.max_rows.max(1);
@@ -420,6 +439,16 @@ mod tests {
         }
         assert!(matches!(classify("/v1/logs", &answer(413, "")), Err(PushError::TooLarge(_))));
         assert!(matches!(classify("/v1/logs", &answer(400, "bad")), Ok(Posted::Refused(why)) if why.contains("400")));
+    }
+
+    #[test]
+    fn plain_http_is_flagged_unless_to_loopback() {
+        assert!(is_cleartext_to_another_host("http://otel.example.com:4318"));
+        assert!(is_cleartext_to_another_host("http://10.0.0.5:4318/otlp"));
+        assert!(!is_cleartext_to_another_host("http://127.0.0.1:4318"));
+        assert!(!is_cleartext_to_another_host("http://[::1]:4318"));
+        assert!(!is_cleartext_to_another_host("http://localhost:4318"));
+        assert!(!is_cleartext_to_another_host("https://otel.example.com"));
     }
 
     #[test]
