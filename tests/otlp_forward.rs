@@ -50,6 +50,8 @@ struct Shared {
     headers: Mutex<Vec<String>>,
     check: Mutex<Option<Check>>,
     violations: Mutex<Vec<String>>,
+    /// Open connections, closed by `shut_down` (a real outage drops kept-alive ones too).
+    connections: Mutex<Vec<TcpStream>>,
 }
 
 /// A loopback OTLP/HTTP stand-in: HTTP/1.1 keep-alive, `Content-Length` bodies.
@@ -112,13 +114,13 @@ fn serve(stream: TcpStream, shared: Arc<Shared>) {
             other => other,
         };
         let status = match mode {
-            Mode::Hang => return,
+            Mode::Hang => break,
             Mode::Accept => 200,
             Mode::Status(s) => s,
             Mode::Flaky { .. } => 500,
         };
         if status == 200 {
-            let Ok(body) = serde_json::from_slice::<Value>(&body) else { return };
+            let Ok(body) = serde_json::from_slice::<Value>(&body) else { break };
             if let Some(check) = shared.check.lock().expect("lock").as_ref() {
                 check(&path, &body);
             }
@@ -129,9 +131,11 @@ fn serve(stream: TcpStream, shared: Arc<Shared>) {
         let answer =
             format!("HTTP/1.1 {status} X\r\n{retry}Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}");
         if writer.write_all(answer.as_bytes()).is_err() {
-            return;
+            break;
         }
     }
+    // Closed for real: `shut_down` keeps a clone of every connection.
+    let _ = writer.shutdown(std::net::Shutdown::Both);
 }
 
 impl Collector {
@@ -150,6 +154,7 @@ impl Collector {
             headers: Mutex::new(Vec::new()),
             check: Mutex::new(None),
             violations: Mutex::new(Vec::new()),
+            connections: Mutex::new(Vec::new()),
         });
         Collector::start_shared(addr, shared)
     }
@@ -165,6 +170,9 @@ impl Collector {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let _ = stream.set_nonblocking(false);
+                        if let Ok(clone) = stream.try_clone() {
+                            thread_shared.connections.lock().expect("lock").push(clone);
+                        }
                         let shared = thread_shared.clone();
                         std::thread::spawn(move || serve(stream, shared));
                     }
@@ -190,6 +198,9 @@ impl Collector {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+        for connection in self.shared.connections.lock().expect("lock").drain(..) {
+            let _ = connection.shutdown(std::net::Shutdown::Both);
         }
         (self.addr, self.shared.clone())
     }
@@ -511,14 +522,21 @@ fn a_collector_outage_neither_slows_ingest_nor_loses_records() {
         assert_eq!(status, 200, "ingest refused during the outage");
         outage.push(took);
     }
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || read_log().contains("OTLP forwarding to")),
+        "the forwarder never noticed the outage:\n{}",
+        read_log()
+    );
     let collector = Collector::restart(down);
     collector.set_mode(Mode::Status(503));
+    let attempts = collector.attempts();
     for seq in 40..60 {
         let (status, took) = post_batch(&url, "mac-01", seq, 20);
         assert_eq!(status, 200);
         outage.push(took);
     }
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_until(Duration::from_secs(30), || collector.attempts() >= attempts + 2), "no retry against the 503s");
     assert_eq!(collector.log_records().len(), 400, "nothing new arrives while the collector fails");
     let (base, during) = (median(baseline), median(outage.clone()));
     assert!(
@@ -529,7 +547,7 @@ fn a_collector_outage_neither_slows_ingest_nor_loses_records() {
     let expected = expected_keys("mac-01", 0..60, 20);
     let arrived =
         wait_until(Duration::from_secs(120), || expected.is_subset(&collector.log_records().into_keys().collect()));
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let log = read_log();
     assert!(arrived, "records lost over the outage; receiver log:\n{log}");
     assert!(log.contains("accepts again after"), "{log}");
     receiver.terminate(Duration::from_secs(30));

@@ -4,12 +4,17 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{receive_store, usage_error, Command};
 use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
+use crate::otlp::forwarder::{ForwardSettings, Forwarder};
+use crate::otlp::{self, source::StorageSource};
+use crate::sender::http::HttpClient;
 use crate::signals::Signals;
 use fleet_receiver::startup::credential_conflict;
+use fleet_receiver::storage::StorageRead;
 use fleet_receiver::{Receiver, ReceiverConfig, StoreKeys, StoreLocation, StoreSource, DEFAULT_LISTEN};
 use fleet_wire::keys::{Key32, SecretString};
 
@@ -22,6 +27,7 @@ Usage: fleet-agent receive [--listen ADDR] [--store DIR_OR_URL] [--store-passwor
                            [--read-token-file FILE] [--encryption-key-file FILE]...
                            (--store-key-file FILE... | --store-plaintext)
                            [--tls-cert FILE --tls-key FILE] [--workers N] [-v|-q]
+                           [--forward-otlp URL [--forward-otlp-header-file FILE] [--forward-otlp-ca-file FILE]]
        fleet-agent receive ls --store DIR_OR_URL [--store-key-file FILE]...
        fleet-agent receive show --store DIR_OR_URL MACHINE [--widget W] [--since T] [--limit N] [--json]
        fleet-agent receive verify --store DIR_OR_URL [--store-key-file FILE]...
@@ -56,6 +62,11 @@ Options:
   --tls-cert FILE             PEM certificate chain: serve HTTPS (needs --tls-key)
   --tls-key FILE              PEM private key
   --workers N                 requests worked on at once (default 4, at most 64)
+  --forward-otlp URL          also send every committed record, decrypted, to this OpenTelemetry
+                              collector as OTLP/HTTP JSON (URL/v1/metrics, URL/v1/logs), at least
+                              once, from a cursor in the store (docs/otlp-forwarding.md)
+  --forward-otlp-header-file FILE  one `Name: value` header for the collector (e.g. Authorization)
+  --forward-otlp-ca-file FILE extra trusted CA certificates (PEM) for an https:// collector
 
 Store commands (read the store directly; a receiver may be running, except for rekey, which
 works on a directory store only):
@@ -192,6 +203,8 @@ pub fn store_location(args: &mut Args) -> Result<StoreLocation, UsageError> {
 
 struct Options {
     config: ReceiverConfig,
+    /// The OTLP collector's client (`--forward-otlp`).
+    forward: Option<HttpClient>,
     verbosity: Common,
 }
 
@@ -234,8 +247,10 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
             _ => return Err(UsageError(format!("--workers: `{text}` is not a number from 1 to 64"))),
         },
     };
+    let forward = forward_otlp(&mut args)?;
     args.finish()?;
     Ok(Options {
+        forward,
         config: ReceiverConfig {
             listen,
             api_key,
@@ -249,6 +264,38 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
     })
 }
 
+/// `--forward-otlp URL` with its header and CA files: the collector's client, or none.
+fn forward_otlp(args: &mut Args) -> Result<Option<HttpClient>, UsageError> {
+    let url = args.value("--forward-otlp")?;
+    let header_file = args.value("--forward-otlp-header-file")?;
+    let ca_file = args.value("--forward-otlp-ca-file")?;
+    let Some(url) = url else {
+        if header_file.is_some() || ca_file.is_some() {
+            return Err(UsageError(
+                "--forward-otlp-header-file and --forward-otlp-ca-file need --forward-otlp URL".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let header = match header_file {
+        Some(path) => {
+            Some(otlp::parse_header(read_secret_file(Path::new(&path))?.expose()).map_err(|e| UsageError(e.0))?)
+        }
+        None => None,
+    };
+    otlp::collector_client(&url, header, ca_file.as_deref().map(Path::new)).map(Some).map_err(|e| UsageError(e.0))
+}
+
+/// Open the store the receiver will use, so the forwarder reads that same one.
+fn open_for_forwarding(
+    config: &mut ReceiverConfig,
+) -> Result<Arc<dyn StorageRead>, fleet_receiver::storage::StoreError> {
+    let source = std::mem::replace(&mut config.store, StoreSource::dir(PathBuf::new(), StoreKeys::new(&[])));
+    let storage = source.open()?;
+    config.store = StoreSource::Open(storage.clone());
+    Ok(storage)
+}
+
 fn run(mut args: Args) -> u8 {
     if let Some(sub) = args.subcommand(&["ls", "show", "verify", "rekey"]) {
         return receive_store::run(&sub, args);
@@ -258,7 +305,7 @@ fn run(mut args: Args) -> u8 {
         Err(e) => return usage_error("receive", &e),
     };
     crate::log::init(options.verbosity.log_level(log::LevelFilter::Info));
-    let config = options.config;
+    let mut config = options.config;
     config.announce();
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
@@ -268,6 +315,15 @@ fn run(mut args: Args) -> u8 {
         }
     };
     let store = config.store.describe();
+    // Forwarding reads the receiver's own store (one writer per store): open it here.
+    let forward = match options.forward.map(|client| open_for_forwarding(&mut config).map(|s| (s, client))).transpose()
+    {
+        Ok(forward) => forward,
+        Err(e) => {
+            print_error(&e);
+            return EXIT_RUNTIME;
+        }
+    };
     let receiver = match Receiver::start(config) {
         Ok(receiver) => receiver,
         Err(e) => {
@@ -276,6 +332,17 @@ fn run(mut args: Args) -> u8 {
         }
     };
     log::info!("storing under {store}");
+    let forwarder = match forward
+        .map(|(storage, client)| Forwarder::start(Arc::new(StorageSource(storage)), client, ForwardSettings::default()))
+    {
+        None => None,
+        Some(Ok(forwarder)) => Some(forwarder),
+        Some(Err(e)) => {
+            print_error(&e);
+            receiver.shutdown();
+            return EXIT_RUNTIME;
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening on {}", receiver.listening_url());
     let _ = stdout.flush();
@@ -288,6 +355,9 @@ fn run(mut args: Args) -> u8 {
     }
     log::info!("stopping");
     receiver.shutdown();
+    if let Some(forwarder) = forwarder {
+        forwarder.stop();
+    }
     EXIT_OK
 }
 

@@ -185,6 +185,7 @@ impl Pusher {
                 PushError::Transient { what: format!("posting to {path}: {what}"), retry_after: None }
             }
         })?;
+        log::debug!("OTLP {path}: {} bytes -> {}", bytes.len(), response.status);
         let posted = classify(path, &response)?;
         ForwardStats::add(&self.stats.requests_ok, u64::from(matches!(posted, Posted::Accepted(_))));
         self.accepted.push(digest);

@@ -3,30 +3,11 @@
 //! narrow trait, so its tests run it against an in-memory fake, and the receiver against its
 //! store.
 
-use serde_json::{Map, Value};
+use std::sync::Arc;
 
-/// Which stored stream a row belongs to (the storage seam's `Stream`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stream {
-    /// v1 (Atlas) reports.
-    Reports,
-    /// v1 widget-log entries.
-    WidgetLogs,
-    /// v2 records and their batch commit rows.
-    Records,
-}
+use fleet_receiver::storage::StorageRead;
 
-/// One committed unit handed to the forwarder: decrypted rows of one machine and stream, in
-/// commit order (the storage seam's `Committed`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Committed {
-    /// The machine.
-    pub machine_id: String,
-    /// The stream the rows come from.
-    pub stream: Stream,
-    /// The rows, decrypted.
-    pub rows: Vec<Map<String, Value>>,
-}
+pub use fleet_receiver::storage::{Committed, Stream};
 
 /// Committed rows not yet forwarded, with a durable position.
 pub trait PendingSource: Send + Sync {
@@ -41,4 +22,21 @@ pub trait PendingSource: Send + Sync {
         max_rows: usize,
         push: &mut dyn FnMut(&[Committed]) -> Result<(), String>,
     ) -> Result<usize, String>;
+}
+
+/// The receiver's store as a [`PendingSource`]: its `forward_pending`, errors as text.
+pub struct StorageSource(pub Arc<dyn StorageRead>);
+
+impl PendingSource for StorageSource {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn forward_pending(
+        &self,
+        max_rows: usize,
+        push: &mut dyn FnMut(&[Committed]) -> Result<(), String>,
+    ) -> Result<usize, String> {
+        self.0.forward_pending(max_rows, push).map_err(|e| e.to_string())
+    }
 }
