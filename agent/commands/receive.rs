@@ -424,5 +424,25 @@ mod tests {
         let short = secret_file(dir.path(), "short.key", "short", 0o600);
         assert!(err(&["--encryption-key-file", &short, "--store-plaintext"]).contains("--encryption-key-file"));
         assert!(parse_list(&["--store-plaintext"]).is_ok());
+        let header = secret_file(dir.path(), "otlp-header", "Authorization: Bearer t\n", 0o600);
+        let forwarding = parse_list(&[
+            "--store-plaintext",
+            "--forward-otlp",
+            "http://127.0.0.1:4318/",
+            "--forward-otlp-header-file",
+            &header,
+        ]);
+        assert!(forwarding.is_ok_and(|o| o.forward.is_some_and(|c| c.base_url() == "http://127.0.0.1:4318")));
+        assert!(err(&["--store-plaintext", "--forward-otlp-header-file", &header]).contains("need --forward-otlp URL"));
+        assert!(err(&["--store-plaintext", "--forward-otlp", "127.0.0.1:4318"]).contains("http://"));
+        let open_header = secret_file(dir.path(), "open-header", "Authorization: Bearer t", 0o644);
+        assert!(err(&[
+            "--store-plaintext",
+            "--forward-otlp",
+            "http://h:1",
+            "--forward-otlp-header-file",
+            &open_header
+        ])
+        .contains("chmod 600"));
     }
 }
