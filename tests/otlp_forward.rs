@@ -646,3 +646,78 @@ fn nothing_is_forwarded_before_its_batch_is_committed_and_the_header_is_sent() {
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(!log.contains("otlp-test-token"), "the header's secret reached the log");
 }
+
+// ---- The forwarder over every storage backend ----
+
+fn ping_batch(machine_id: &str, seq: u64, count: usize) -> fleet_wire::record::BatchBody {
+    use fleet_wire::record::{BatchBody, Dropped, Level, Record, SampleKind};
+    BatchBody {
+        machine_id: machine_id.into(),
+        seq,
+        sent_at: "2026-11-22T13:00:00Z".into(),
+        records: (0..count)
+            .map(|i| Record {
+                ts: "2026-11-22T13:00:00.000Z".into(),
+                widget: "ping".into(),
+                kind: SampleKind::Log,
+                level: Level::Info,
+                message: format!("r{i}"),
+                data: json!({"target": "127.0.0.1", "sent": 4, "received": 4, "packet_loss": 0.0}),
+            })
+            .collect(),
+        dropped: Dropped::default(),
+    }
+}
+
+/// On every backend (`tests/backends.rs`): batches appended while a flaky collector fails,
+/// v1 widget logs beside them, all arrive; after the store is reopened (a receiver restart)
+/// with the forwarder stopped cleanly, nothing is sent again and new batches follow.
+#[test]
+fn the_forwarder_delivers_everything_once_per_clean_restart_on_every_backend() {
+    use fleet_receiver::StoreKeys;
+    let key = || StoreKeys::new(&[fleet_wire::keys::Key32::from_bytes([0x40; 32])]);
+    for backend in crate::backends::backends() {
+        let collector = Collector::start(Mode::Flaky { percent: 40 }, 11);
+        let storage: Arc<dyn fleet_receiver::Storage> = Arc::from(backend.open(key()));
+        let read: Arc<dyn fleet_receiver::StorageRead> = storage.clone();
+        let forwarder = Forwarder::start(
+            Arc::new(fleet_agent::otlp::source::StorageSource(read)),
+            client(&collector.url()),
+            fast_settings(20),
+        )
+        .expect("start");
+        for seq in 0..12 {
+            storage.append_batch(&ping_batch("mac-01", seq, 3), None).expect("append");
+        }
+        let logs = [
+            json!({"timestamp":"2026-11-22T13:00:00","level":"INFO","widget_type":"wifi","message":"","data":{"rssi":-50}}),
+        ];
+        storage.append_widget_logs("mac-02", &logs, false).expect("append logs");
+        let expected = expected_keys("mac-01", 0..12, 3);
+        let wifi_logs = |c: &Collector| c.log_records().keys().filter(|(m, _, _)| m == "mac-02").count();
+        let all = wait_until(Duration::from_secs(60), || {
+            expected.is_subset(&collector.log_records().into_keys().collect()) && wifi_logs(&collector) == 1
+        });
+        assert!(all, "{}: records missing at the collector", backend.name);
+        forwarder.stop();
+        drop(storage);
+        collector.set_mode(Mode::Accept);
+        let before = collector.log_records();
+        let storage: Arc<dyn fleet_receiver::Storage> = Arc::from(backend.open(key()));
+        let read: Arc<dyn fleet_receiver::StorageRead> = storage.clone();
+        let forwarder = Forwarder::start(
+            Arc::new(fleet_agent::otlp::source::StorageSource(read)),
+            client(&collector.url()),
+            fast_settings(20),
+        )
+        .expect("restart");
+        storage.append_batch(&ping_batch("mac-01", 12, 3), None).expect("append");
+        assert!(wait_until(Duration::from_secs(30), || collector.log_records().len() == before.len() + 3));
+        std::thread::sleep(Duration::from_millis(300));
+        let after = collector.log_records();
+        for (key, count) in &before {
+            assert_eq!(after.get(key), Some(count), "{}: {key:?} sent again after a clean restart", backend.name);
+        }
+        forwarder.stop();
+    }
+}
