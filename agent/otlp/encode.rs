@@ -40,6 +40,8 @@ use fleet_wire::time::Timestamp;
 
 /// The instrumentation scope name of everything forwarded.
 pub const SCOPE_NAME: &str = "fleet-agent";
+/// OTLP `AggregationTemporality` CUMULATIVE (every sum here is cumulative).
+const CUMULATIVE: u8 = 2;
 /// The `service.name` resource attribute of every machine.
 pub const SERVICE_NAME: &str = "fleet-agent";
 
@@ -86,6 +88,11 @@ impl Machine {
     }
 }
 
+/// A JSON object of `pairs`, moving the values in (`json!` would serialize them once more).
+fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    Value::Object(pairs.into_iter().map(|(key, value)| (key.to_string(), value)).collect())
+}
+
 /// A time as OTLP's `*UnixNano` string; `None` before 1970 or past what 64 bits hold.
 fn unix_nanos(ts: Timestamp) -> Option<String> {
     let nanos = u64::try_from(ts.0).ok()?.checked_mul(1_000_000)?;
@@ -106,7 +113,7 @@ fn attributes(list: &[(&'static str, AttrValue)]) -> Value {
                     AttrValue::Str(s) => json!({"stringValue": s}),
                     AttrValue::Int(i) => json!({"intValue": i.to_string()}),
                 };
-                json!({"key": key, "value": value})
+                obj([("key", json!(key)), ("value", value)])
             })
             .collect(),
     )
@@ -127,11 +134,13 @@ pub fn any_value(value: &Value) -> Value {
         // Empty lists are left out, as proto3 JSON leaves out every empty repeated field.
         Value::Array(items) if items.is_empty() => json!({"arrayValue": {}}),
         Value::Object(map) if map.is_empty() => json!({"kvlistValue": {}}),
-        Value::Array(items) => json!({"arrayValue": {"values": items.iter().map(any_value).collect::<Vec<_>>()}}),
-        Value::Object(map) => json!({"kvlistValue": {"values": map
-            .iter()
-            .map(|(k, v)| json!({"key": k, "value": any_value(v)}))
-            .collect::<Vec<_>>()}}),
+        Value::Array(items) => {
+            obj([("arrayValue", obj([("values", Value::Array(items.iter().map(any_value).collect()))]))])
+        }
+        Value::Object(map) => {
+            let values = map.iter().map(|(k, v)| obj([("key", json!(k)), ("value", any_value(v))])).collect();
+            obj([("kvlistValue", obj([("values", Value::Array(values))]))])
+        }
     }
 }
 
@@ -296,34 +305,37 @@ pub fn encode(batch: &[Committed], version: &str) -> Export {
                     metric.insert("unit".into(), json!(spec.unit));
                     metric.insert("description".into(), json!(spec.description));
                     match spec.instrument {
-                        Instrument::Gauge => metric.insert("gauge".into(), json!({"dataPoints": points})),
+                        Instrument::Gauge => metric.insert("gauge".into(), obj([("dataPoints", Value::Array(points))])),
                         Instrument::Counter => metric.insert(
                             "sum".into(),
-                            json!({"dataPoints": points, "aggregationTemporality": 2, "isMonotonic": true}),
+                            obj([
+                                ("dataPoints", Value::Array(points)),
+                                ("aggregationTemporality", json!(CUMULATIVE)),
+                                ("isMonotonic", json!(true)),
+                            ]),
                         ),
-                        Instrument::UpDownCounter => {
-                            metric.insert("sum".into(), json!({"dataPoints": points, "aggregationTemporality": 2}))
-                        }
+                        Instrument::UpDownCounter => metric.insert(
+                            "sum".into(),
+                            obj([("dataPoints", Value::Array(points)), ("aggregationTemporality", json!(CUMULATIVE))]),
+                        ),
                     };
                     Value::Object(metric)
                 })
                 .collect();
-            resource_metrics.push(json!({
-                "resource": resource(&machine.id),
-                "scopeMetrics": [{"scope": scope, "metrics": metrics}],
-            }));
+            let scope_metrics = obj([("scope", scope.clone()), ("metrics", Value::Array(metrics))]);
+            resource_metrics
+                .push(obj([("resource", resource(&machine.id)), ("scopeMetrics", Value::Array(vec![scope_metrics]))]));
         }
         if !machine.logs.is_empty() {
             log_records += machine.logs.len();
-            resource_logs.push(json!({
-                "resource": resource(&machine.id),
-                "scopeLogs": [{"scope": scope, "logRecords": machine.logs}],
-            }));
+            let scope_logs = obj([("scope", scope.clone()), ("logRecords", Value::Array(machine.logs))]);
+            resource_logs
+                .push(obj([("resource", resource(&machine.id)), ("scopeLogs", Value::Array(vec![scope_logs]))]));
         }
     }
     Export {
-        metrics: (!resource_metrics.is_empty()).then(|| json!({"resourceMetrics": resource_metrics})),
-        logs: (!resource_logs.is_empty()).then(|| json!({"resourceLogs": resource_logs})),
+        metrics: (!resource_metrics.is_empty()).then(|| obj([("resourceMetrics", Value::Array(resource_metrics))])),
+        logs: (!resource_logs.is_empty()).then(|| obj([("resourceLogs", Value::Array(resource_logs))])),
         data_points,
         log_records,
         skipped,
