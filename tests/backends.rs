@@ -50,6 +50,24 @@ impl TestStore {
         open_reader(&self.location, keys).unwrap_or_else(|e| panic!("{}: opening a reader: {e}", self.name))
     }
 
+    /// The `--store` value naming it on a command line (a URL never holds the password).
+    pub fn store_arg(&self) -> String {
+        match &self.location {
+            StoreLocation::Dir(dir) => dir.display().to_string(),
+            StoreLocation::Postgres(postgres) => postgres.to_string(),
+        }
+    }
+
+    /// The environment a command needs besides [`Self::store_arg`] (the PostgreSQL password).
+    pub fn store_env(&self) -> Vec<(&'static str, String)> {
+        match &self.location {
+            StoreLocation::Postgres(postgres) => {
+                postgres.password.iter().map(|p| ("FLEET_STORE_PASSWORD", p.expose().to_string())).collect()
+            }
+            StoreLocation::Dir(_) => Vec::new(),
+        }
+    }
+
     /// The directory of a file store (`None` for other backends).
     pub fn dir(&self) -> Option<&Path> {
         self.location.dir()
@@ -72,7 +90,8 @@ impl TestStore {
     }
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, sorted (none if it does not exist).
+pub fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();

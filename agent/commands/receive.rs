@@ -14,7 +14,6 @@ use crate::otlp::{self, source::StorageSource};
 use crate::sender::http::HttpClient;
 use crate::signals::Signals;
 use fleet_receiver::startup::credential_conflict;
-use fleet_receiver::storage::StorageRead;
 use fleet_receiver::{Receiver, ReceiverConfig, StoreKeys, StoreLocation, StoreSource, DEFAULT_LISTEN};
 use fleet_wire::keys::{Key32, SecretString};
 
@@ -286,16 +285,6 @@ fn forward_otlp(args: &mut Args) -> Result<Option<HttpClient>, UsageError> {
     otlp::collector_client(&url, header, ca_file.as_deref().map(Path::new)).map(Some).map_err(|e| UsageError(e.0))
 }
 
-/// Open the store the receiver will use, so the forwarder reads that same one.
-fn open_for_forwarding(
-    config: &mut ReceiverConfig,
-) -> Result<Arc<dyn StorageRead>, fleet_receiver::storage::StoreError> {
-    let source = std::mem::replace(&mut config.store, StoreSource::dir(PathBuf::new(), StoreKeys::new(&[])));
-    let storage = source.open()?;
-    config.store = StoreSource::Open(storage.clone());
-    Ok(storage)
-}
-
 fn run(mut args: Args) -> u8 {
     if let Some(sub) = args.subcommand(&["ls", "show", "verify", "rekey"]) {
         return receive_store::run(&sub, args);
@@ -305,7 +294,7 @@ fn run(mut args: Args) -> u8 {
         Err(e) => return usage_error("receive", &e),
     };
     crate::log::init(options.verbosity.log_level(log::LevelFilter::Info));
-    let mut config = options.config;
+    let config = options.config;
     config.announce();
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
@@ -315,15 +304,6 @@ fn run(mut args: Args) -> u8 {
         }
     };
     let store = config.store.describe();
-    // Forwarding reads the receiver's own store (one writer per store): open it here.
-    let forward = match options.forward.map(|client| open_for_forwarding(&mut config).map(|s| (s, client))).transpose()
-    {
-        Ok(forward) => forward,
-        Err(e) => {
-            print_error(&e);
-            return EXIT_RUNTIME;
-        }
-    };
     let receiver = match Receiver::start(config) {
         Ok(receiver) => receiver,
         Err(e) => {
@@ -332,8 +312,10 @@ fn run(mut args: Args) -> u8 {
         }
     };
     log::info!("storing under {store}");
-    let forwarder = match forward
-        .map(|(storage, client)| Forwarder::start(Arc::new(StorageSource(storage)), client, ForwardSettings::default()))
+    // The forwarder reads the receiver's own store (never a second opening of it).
+    let forwarder = match options
+        .forward
+        .map(|client| Forwarder::start(Arc::new(StorageSource(receiver.storage())), client, ForwardSettings::default()))
     {
         None => None,
         Some(Ok(forwarder)) => Some(forwarder),
@@ -444,5 +426,27 @@ mod tests {
             &open_header
         ])
         .contains("chmod 600"));
+        // --store: a directory or a postgres:// URL without a password.
+        let pg = parse_list(&["--store-plaintext", "--store", "postgres://fleet@db:6000/fleet"]).map_err(|e| e.0);
+        let described = pg.as_ref().map(|o| o.config.store.describe()).unwrap_or_default();
+        assert_eq!(described, "postgres://fleet@db:6000/fleet");
+        assert!(
+            err(&["--store-plaintext", "--store", "postgres://fleet:pw@db/fleet"]).contains("--store-password-file")
+        );
+        assert!(err(&["--store-plaintext", "--store", "mysql://x@db/y"]).contains("mysql"));
+        let password = secret_file(dir.path(), "pg.pw", "hunter2\n", 0o600);
+        assert!(err(&["--store-plaintext", "--store-password-file", &password]).contains("not a directory"));
+        let with_password =
+            parse_list(&["--store-plaintext", "--store", "postgres://u@h/d", "--store-password-file", &password]);
+        match with_password.map(|o| o.config.store) {
+            Ok(StoreSource::Location { location: StoreLocation::Postgres(pg), .. }) => {
+                assert_eq!(pg.password.as_ref().map(|p| p.expose()), Some("hunter2"));
+                assert!(!format!("{pg} {pg:?}").contains("hunter2"));
+            }
+            _ => panic!("a postgres location with its password"),
+        }
+        let open_password = secret_file(dir.path(), "open.pw", "pw", 0o644);
+        let list = ["--store-plaintext", "--store", "postgres://u@h/d", "--store-password-file", &open_password];
+        assert!(err(&list).contains("chmod 600"));
     }
 }
