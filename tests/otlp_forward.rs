@@ -669,6 +669,12 @@ fn ping_batch(machine_id: &str, seq: u64, count: usize) -> fleet_wire::record::B
     }
 }
 
+/// A forwarder over `storage` (as `receive` runs it) to `collector`, with test pacing.
+fn forward_from(storage: &Arc<dyn fleet_receiver::Storage>, collector: &Collector) -> Forwarder {
+    let source = fleet_agent::otlp::source::StorageSource(storage.clone());
+    Forwarder::start(Arc::new(source), client(&collector.url()), fast_settings(20)).expect("forwarder starts")
+}
+
 /// On every backend (`tests/backends.rs`): batches appended while a flaky collector fails,
 /// v1 widget logs beside them, all arrive; after the store is reopened (a receiver restart)
 /// with the forwarder stopped cleanly, nothing is sent again and new batches follow.
@@ -679,13 +685,7 @@ fn the_forwarder_delivers_everything_once_per_clean_restart_on_every_backend() {
     for backend in crate::backends::backends() {
         let collector = Collector::start(Mode::Flaky { percent: 40 }, 11);
         let storage: Arc<dyn fleet_receiver::Storage> = Arc::from(backend.open(key()));
-        let read: Arc<dyn fleet_receiver::StorageRead> = storage.clone();
-        let forwarder = Forwarder::start(
-            Arc::new(fleet_agent::otlp::source::StorageSource(read)),
-            client(&collector.url()),
-            fast_settings(20),
-        )
-        .expect("start");
+        let forwarder = forward_from(&storage, &collector);
         for seq in 0..12 {
             storage.append_batch(&ping_batch("mac-01", seq, 3), None).expect("append");
         }
@@ -704,13 +704,7 @@ fn the_forwarder_delivers_everything_once_per_clean_restart_on_every_backend() {
         collector.set_mode(Mode::Accept);
         let before = collector.log_records();
         let storage: Arc<dyn fleet_receiver::Storage> = Arc::from(backend.open(key()));
-        let read: Arc<dyn fleet_receiver::StorageRead> = storage.clone();
-        let forwarder = Forwarder::start(
-            Arc::new(fleet_agent::otlp::source::StorageSource(read)),
-            client(&collector.url()),
-            fast_settings(20),
-        )
-        .expect("restart");
+        let forwarder = forward_from(&storage, &collector);
         storage.append_batch(&ping_batch("mac-01", 12, 3), None).expect("append");
         assert!(wait_until(Duration::from_secs(30), || collector.log_records().len() == before.len() + 3));
         std::thread::sleep(Duration::from_millis(300));
