@@ -22,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod host;
 pub mod log;
+pub mod otlp;
 pub mod progress;
 pub mod random;
 pub mod replay;

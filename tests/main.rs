@@ -12,6 +12,8 @@ mod exactly_once;
 mod fault;
 mod fuzz;
 mod logs;
+mod otlp;
+mod otlp_forward;
 mod packaging;
 mod receiver;
 mod receiver_limits;

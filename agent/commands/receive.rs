@@ -4,10 +4,14 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{receive_store, usage_error, Command};
 use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
+use crate::otlp::forwarder::{ForwardSettings, Forwarder};
+use crate::otlp::{self, source::StorageSource};
+use crate::sender::http::HttpClient;
 use crate::signals::Signals;
 use fleet_receiver::startup::credential_conflict;
 use fleet_receiver::{Receiver, ReceiverConfig, StoreKeys, StoreLocation, StoreSource, DEFAULT_LISTEN};
@@ -22,6 +26,7 @@ Usage: fleet-agent receive [--listen ADDR] [--store DIR_OR_URL] [--store-passwor
                            [--read-token-file FILE] [--encryption-key-file FILE]...
                            (--store-key-file FILE... | --store-plaintext)
                            [--tls-cert FILE --tls-key FILE] [--workers N] [-v|-q]
+                           [--forward-otlp URL [--forward-otlp-header-file FILE] [--forward-otlp-ca-file FILE]]
        fleet-agent receive ls --store DIR_OR_URL [--store-key-file FILE]...
        fleet-agent receive show --store DIR_OR_URL MACHINE [--widget W] [--since T] [--limit N] [--json]
        fleet-agent receive verify --store DIR_OR_URL [--store-key-file FILE]...
@@ -57,6 +62,11 @@ Options:
   --tls-cert FILE             PEM certificate chain: serve HTTPS (needs --tls-key)
   --tls-key FILE              PEM private key
   --workers N                 requests worked on at once (default 4, at most 64)
+  --forward-otlp URL          also send every committed record, decrypted, to this OpenTelemetry
+                              collector as OTLP/HTTP JSON (URL/v1/metrics, URL/v1/logs), at least
+                              once, from a cursor in the store (docs/otlp-forwarding.md)
+  --forward-otlp-header-file FILE  one `Name: value` header for the collector (e.g. Authorization)
+  --forward-otlp-ca-file FILE extra trusted CA certificates (PEM) for an https:// collector
 
 Store commands (read the store directly; a receiver may be running, except for rekey, which
 works on a directory store only):
@@ -195,6 +205,8 @@ pub fn store_location(args: &mut Args) -> Result<StoreLocation, UsageError> {
 
 struct Options {
     config: ReceiverConfig,
+    /// The OTLP collector's client (`--forward-otlp`).
+    forward: Option<HttpClient>,
     verbosity: Common,
 }
 
@@ -237,8 +249,10 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
             _ => return Err(UsageError(format!("--workers: `{text}` is not a number from 1 to 64"))),
         },
     };
+    let forward = forward_otlp(&mut args)?;
     args.finish()?;
     Ok(Options {
+        forward,
         config: ReceiverConfig {
             listen,
             api_key,
@@ -250,6 +264,28 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
         },
         verbosity: common,
     })
+}
+
+/// `--forward-otlp URL` with its header and CA files: the collector's client, or none.
+fn forward_otlp(args: &mut Args) -> Result<Option<HttpClient>, UsageError> {
+    let url = args.value("--forward-otlp")?;
+    let header_file = args.value("--forward-otlp-header-file")?;
+    let ca_file = args.value("--forward-otlp-ca-file")?;
+    let Some(url) = url else {
+        if header_file.is_some() || ca_file.is_some() {
+            return Err(UsageError(
+                "--forward-otlp-header-file and --forward-otlp-ca-file need --forward-otlp URL".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let header = match header_file {
+        Some(path) => {
+            Some(otlp::parse_header(read_secret_file(Path::new(&path))?.expose()).map_err(|e| UsageError(e.0))?)
+        }
+        None => None,
+    };
+    otlp::collector_client(&url, header, ca_file.as_deref().map(Path::new)).map(Some).map_err(|e| UsageError(e.0))
 }
 
 fn run(mut args: Args) -> u8 {
@@ -279,6 +315,19 @@ fn run(mut args: Args) -> u8 {
         }
     };
     log::info!("storing under {store}");
+    // The forwarder reads the receiver's own store (never a second opening of it).
+    let forwarder = match options
+        .forward
+        .map(|client| Forwarder::start(Arc::new(StorageSource(receiver.storage())), client, ForwardSettings::default()))
+    {
+        None => None,
+        Some(Ok(forwarder)) => Some(forwarder),
+        Some(Err(e)) => {
+            print_error(&e);
+            receiver.shutdown();
+            return EXIT_RUNTIME;
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "listening on {}", receiver.listening_url());
     let _ = stdout.flush();
@@ -291,6 +340,9 @@ fn run(mut args: Args) -> u8 {
     }
     log::info!("stopping");
     receiver.shutdown();
+    if let Some(forwarder) = forwarder {
+        forwarder.stop();
+    }
     EXIT_OK
 }
 
@@ -357,6 +409,26 @@ mod tests {
         let short = secret_file(dir.path(), "short.key", "short", 0o600);
         assert!(err(&["--encryption-key-file", &short, "--store-plaintext"]).contains("--encryption-key-file"));
         assert!(parse_list(&["--store-plaintext"]).is_ok());
+        let header = secret_file(dir.path(), "otlp-header", "Authorization: Bearer t\n", 0o600);
+        let forwarding = parse_list(&[
+            "--store-plaintext",
+            "--forward-otlp",
+            "http://127.0.0.1:4318/",
+            "--forward-otlp-header-file",
+            &header,
+        ]);
+        assert!(forwarding.is_ok_and(|o| o.forward.is_some_and(|c| c.base_url() == "http://127.0.0.1:4318")));
+        assert!(err(&["--store-plaintext", "--forward-otlp-header-file", &header]).contains("need --forward-otlp URL"));
+        assert!(err(&["--store-plaintext", "--forward-otlp", "127.0.0.1:4318"]).contains("http://"));
+        let open_header = secret_file(dir.path(), "open-header", "Authorization: Bearer t", 0o644);
+        assert!(err(&[
+            "--store-plaintext",
+            "--forward-otlp",
+            "http://h:1",
+            "--forward-otlp-header-file",
+            &open_header
+        ])
+        .contains("chmod 600"));
         // --store: a directory or a postgres:// URL without a password.
         let pg = parse_list(&["--store-plaintext", "--store", "postgres://fleet@db:6000/fleet"]).map_err(|e| e.0);
         let described = pg.as_ref().map(|o| o.config.store.describe()).unwrap_or_default();

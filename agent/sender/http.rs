@@ -11,7 +11,8 @@
 //!   for reuse when the server allows it (HTTP/1.1 keep-alive; the Atlas server closes every
 //!   connection, so there each request connects anew).
 //! - Every request: `Content-Type: application/json`, an explicit `Content-Length` (the body
-//!   is a byte slice, never chunked), `X-API-Key` when configured, never `Authorization`.
+//!   is a byte slice, never chunked), `X-API-Key` when configured, never `Authorization`
+//!   (except the one header the receiver's OTLP forwarder may be given, [`HttpClient::with_header`]).
 //! - Redirects are not followed (a 3xx is reported back as a status), so a hostile or
 //!   misconfigured server cannot send the agent, or its API key, to another host.
 //! - Bounded: connect and whole-request timeouts; at most [`MAX_RESPONSE_BYTES`] of a response
@@ -110,6 +111,7 @@ pub struct HttpClient {
     agent: ureq::Agent,
     base_url: String,
     api_key: Option<SecretString>,
+    header: Option<(String, SecretString)>,
 }
 
 fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
@@ -161,7 +163,14 @@ impl HttpClient {
         // ureq's default chain minus SOCKS (not built in) and its own TLS (ours instead).
         let connector = ().chain(ConnectProxyConnector::default()).chain(TcpConnector::default()).chain(tls);
         let agent = ureq::Agent::with_parts(config, connector, LiteralFirstResolver::default());
-        Ok(HttpClient { agent, base_url: base_url.trim_end_matches('/').to_string(), api_key })
+        Ok(HttpClient { agent, base_url: base_url.trim_end_matches('/').to_string(), api_key, header: None })
+    }
+
+    /// Send `name: value` with every request (an OTLP collector's `Authorization`); the value
+    /// is a secret and never logged.
+    pub fn with_header(mut self, name: &str, value: SecretString) -> Self {
+        self.header = Some((name.to_string(), value));
+        self
     }
 
     /// The server's base URL.
@@ -175,6 +184,9 @@ impl HttpClient {
         let mut request = self.agent.post(&url).header("Content-Type", "application/json");
         if let Some(key) = &self.api_key {
             request = request.header("X-API-Key", key.expose());
+        }
+        if let Some((name, value)) = &self.header {
+            request = request.header(name.as_str(), value.expose());
         }
         let response = request.send(body).map_err(|e| classify_error(&e, &self.base_url))?;
         Ok(read_response(response))
