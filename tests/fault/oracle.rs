@@ -243,6 +243,37 @@ pub fn check_v2(evidence: &Evidence, stored: &[Batch]) -> Vec<String> {
     violations
 }
 
+/// Batches raced to two receivers at once that a race run must reach to prove anything.
+const MIN_RACES: usize = 10;
+
+/// The race (two receivers given the same batch at the same moment, nothing else failing):
+/// both answer 2xx, one because it stored the batch, the other because it found it stored
+/// (exactly once in the store is [`check_v2`]'s); a 5xx or 409 there is a receiver that lost
+/// the race on the unique `(machine_id, seq)` and did not recognize its own batch.
+pub fn check_race(evidence: &Evidence) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut races = 0;
+    for exchange in evidence.exchanges.iter().filter(|e| e.path == "/api/v2/batches") {
+        let [Some(a), Some(b)] = exchange.upstream[..] else { continue };
+        races += 1;
+        if !is_2xx(Some(a)) || !is_2xx(Some(b)) {
+            let seq = exchange.body.as_ref().and_then(|body| open_batch(body, &evidence.keys).ok()).map(|b| b.seq);
+            violations.push(format!(
+                "request #{} (seq {}) went to both receivers at once; they answered {a} and {b}: the one that lost \
+                 the race must find the same batch stored and answer 2xx",
+                exchange.n,
+                seq.map_or("?".to_string(), |s| s.to_string())
+            ));
+        }
+    }
+    if races < MIN_RACES {
+        violations.push(format!(
+            "only {races} batches reached both receivers at once (at least {MIN_RACES} needed): the race run proves nothing"
+        ));
+    }
+    violations
+}
+
 /// The checks for Atlas widget logs against the stand-in's capture (`id -> times received`).
 pub fn check_atlas(evidence: &Evidence, captured: &BTreeMap<RecordId, usize>) -> Vec<String> {
     let mut violations = Vec::new();
@@ -475,6 +506,23 @@ mod self_test {
         assert!(v.contains("do not add up"), "{v}");
         assert!(v.contains("backlog of 2"), "{v}");
         assert!(v.contains("3 are missing beyond the 0"), "{v}");
+    }
+
+    #[test]
+    fn a_receiver_that_loses_the_race_with_an_error_is_caught() {
+        let raced = |n: u64, answers: [u16; 2]| Exchange {
+            fate: Fate::Duplicate { concurrent: true },
+            upstream: answers.iter().map(|&a| Some(a)).collect(),
+            ..exchange(n, body(n + 1, &[n as u32]), Some(answers[0]))
+        };
+        let clean: Vec<Exchange> = (0..MIN_RACES as u64).map(|n| raced(n, [200, 200])).collect();
+        assert_eq!(check_race(&evidence(clean.clone(), 0, counters(0, 0))), Vec::<String>::new());
+        let mut lost = clean.clone();
+        lost.push(raced(99, [200, 500]));
+        let v = check_race(&evidence(lost, 0, counters(0, 0))).join("\n");
+        assert!(v.contains("request #99 (seq 100) went to both receivers at once; they answered 200 and 500"), "{v}");
+        let v = check_race(&evidence(clean[..3].to_vec(), 0, counters(0, 0))).join("\n");
+        assert!(v.contains("only 3 batches reached both receivers at once"), "{v}");
     }
 
     #[test]

@@ -4,16 +4,19 @@
 //! servers close after answering). For each request the proxy takes the schedule's fate for
 //! its number, acts it out, and logs an [`Exchange`]: the body the agent sent, what the
 //! server answered to each forwarded copy, and what (if anything) was relayed to the agent.
-//! The upstream addresses can change at any time (a restarted server gets a new port); with
-//! two servers (a second receiver on the same store) requests alternate between them by
-//! number, and the two copies of a concurrent duplicate go to different ones. While no server
-//! is up a forwarded request finds no one and the agent's connection is closed.
+//! The upstream addresses can change at any time (a restarted server gets a new port). With
+//! several servers the proxy is a load balancer: the schedule routes each request number to
+//! one of them (the next in turn, or one drawn at random: [`Schedule::route`]), a server that
+//! is down or refuses the connection is passed over for the next (nothing was sent to it
+//! yet), and the two copies of a concurrent duplicate go to different servers, so two
+//! receivers race on the same batch. While no server is up a forwarded request finds no one
+//! and the agent's connection is closed.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,7 +51,8 @@ pub type Identify = dyn Fn(&str, &[u8]) -> Vec<RecordId> + Send + Sync;
 struct Shared {
     schedule: Arc<Schedule>,
     identify: Box<Identify>,
-    upstreams: Mutex<Vec<SocketAddr>>,
+    /// One slot per server; `None`: that one is down.
+    upstreams: Mutex<Vec<Option<SocketAddr>>>,
     faults: AtomicBool,
     next: AtomicU64,
     log: Mutex<Vec<Exchange>>,
@@ -111,9 +115,11 @@ impl Proxy {
         format!("http://{}", self.addr)
     }
 
-    /// Point at the running servers (their URLs).
-    pub fn set_upstreams(&self, urls: &[String]) {
-        let addrs = urls.iter().map(|url| url.trim_start_matches("http://").parse().expect("server address"));
+    /// Point at the servers: one slot each, with its URL while it runs.
+    pub fn set_upstreams(&self, urls: &[Option<String>]) {
+        let addrs = urls
+            .iter()
+            .map(|url| url.as_ref().map(|url| url.trim_start_matches("http://").parse().expect("server address")));
         *lock(&self.shared.upstreams) = addrs.collect();
     }
 
@@ -212,16 +218,27 @@ fn read_body(stream: &mut TcpStream, mut buf: Vec<u8>, len: Option<usize>) -> Op
     }
 }
 
-/// The server for copy `n` of a request.
-fn upstream(shared: &Shared, n: u64) -> Option<SocketAddr> {
-    let upstreams = lock(&shared.upstreams);
-    (!upstreams.is_empty()).then(|| upstreams[n as usize % upstreams.len()])
+/// A connection to a server for copy `copy` (0 or 1) of request `n`: to the one the schedule
+/// routes it to (the other copy to the next one), or, when that one is down or refuses the
+/// connection, to the next one up, as a load balancer does.
+fn connect(shared: &Shared, n: u64, copy: usize) -> Option<TcpStream> {
+    let slots = lock(&shared.upstreams).clone();
+    if slots.is_empty() {
+        return None;
+    }
+    let first = shared.schedule.route(n, slots.len()) + copy;
+    (0..slots.len())
+        .filter_map(|i| slots[(first + i) % slots.len()])
+        .find_map(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
 }
 
-/// Send one request to server `n` and read its whole answer.
-fn forward(shared: &Shared, n: u64, request: &Message) -> Option<Message> {
-    let addr = upstream(shared, n)?;
-    let mut server = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+/// Send copy `copy` of request `n` to a server and read its whole answer.
+fn forward(shared: &Shared, n: u64, copy: usize, request: &Message) -> Option<Message> {
+    ask(connect(shared, n, copy)?, request)
+}
+
+/// Send a request on a connection to a server and read its whole answer.
+fn ask(mut server: TcpStream, request: &Message) -> Option<Message> {
     server.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
     server.set_write_timeout(Some(IO_TIMEOUT)).ok()?;
     server.write_all(&request.bytes()).ok()?;
@@ -270,9 +287,7 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
         }
         taken.truncate(part);
         if tear_upstream {
-            if let Some(mut server) =
-                upstream(shared, n).and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
-            {
+            if let Some(mut server) = connect(shared, n, 0) {
                 let _ = server.write_all(&request.head);
                 let _ = server.write_all(&taken);
                 exchange.upstream.push(None);
@@ -296,7 +311,7 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
     }
     let send = |exchange: &mut Exchange| {
         lock(&shared.forwarded).extend(ids.iter().cloned());
-        let answer = forward(shared, n, &request);
+        let answer = forward(shared, n, 0, &request);
         exchange.upstream.push(answer.as_ref().and_then(Message::status));
         answer
     };
@@ -325,9 +340,17 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
         }
         Fate::Duplicate { concurrent: true } => {
             lock(&shared.forwarded).extend(ids.iter().cloned());
+            // Both connections are open before either copy is written, so the two servers
+            // get the same batch within microseconds of each other.
+            let both = Barrier::new(2);
+            let copy = |copy: usize| {
+                let server = connect(shared, n, copy);
+                both.wait();
+                server.and_then(|server| ask(server, &request))
+            };
             let (a, b) = std::thread::scope(|scope| {
-                let a = scope.spawn(|| forward(shared, n, &request));
-                let b = scope.spawn(|| forward(shared, n + 1, &request));
+                let a = scope.spawn(|| copy(0));
+                let b = scope.spawn(|| copy(1));
                 (a.join().ok().flatten(), b.join().ok().flatten())
             });
             exchange.upstream.push(a.as_ref().and_then(Message::status));

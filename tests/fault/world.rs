@@ -1,7 +1,8 @@
 //! The system under test for one seed: a real `fleet-agent run`, a real server (the bundled
-//! `fleet-agent receive`, or the Python Atlas stand-in), the faulty proxy between them, and a
-//! spool on a small tmpfs that can be filled up. It plays the schedule's timeline, heals,
-//! drains and gathers the [`Evidence`] the oracle checks.
+//! `fleet-agent receive` on the file store or on PostgreSQL, several of them sharing one
+//! database, or the Python Atlas stand-in), the faulty proxy between them, and a spool on a
+//! small tmpfs that can be filled up. It plays the schedule's timeline, heals, drains and
+//! gathers the [`Evidence`] the oracle checks.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -14,7 +15,8 @@ use fleet_wire::keys::Key32;
 
 use super::oracle::{parse_counters, Evidence, Life};
 use super::proxy::Proxy;
-use super::schedule::{Action, Protocol, Schedule};
+use super::schedule::{Action, Protocol, Schedule, Servers};
+use super::store::{Backend, Store};
 use super::wire;
 use crate::support::{agent, fill_up, s, start_agent, write_config, Proc, TinyFs};
 
@@ -63,8 +65,18 @@ impl Disk {
 
 /// The server behind the proxy.
 enum Server {
-    Receiver { store: PathBuf },
+    /// `fleet-agent receive` on this store.
+    Receiver { store: Store },
+    /// The Python Atlas stand-in, capturing every request to this file.
     Atlas { capture: PathBuf },
+}
+
+/// A running server.
+struct Running {
+    /// Its receiver number with [`Servers::Shared`] (0 otherwise).
+    slot: usize,
+    proc: Proc,
+    url: String,
 }
 
 /// One seed's processes and files.
@@ -76,8 +88,8 @@ pub struct World {
     server: Server,
     proxy: Proxy,
     agent: Option<Proc>,
-    /// Running servers, oldest first, with their URLs.
-    servers: Vec<(Proc, String)>,
+    /// Running servers, oldest first.
+    servers: Vec<Running>,
     server_starts: usize,
     key: usize,
     lives: Vec<(PathBuf, bool)>,
@@ -99,8 +111,9 @@ fn keys_of(schedule: &Schedule) -> Vec<Key32> {
 }
 
 impl World {
-    /// Start the server, the proxy and the agent for `schedule` in `dir` (spool under `disk`).
-    pub fn start(schedule: Arc<Schedule>, dir: &Path, disk_root: &Path) -> World {
+    /// Start the server(s) (v2: on `backend`), the proxy and the agent for `schedule` in `dir`
+    /// (spool under `disk`).
+    pub fn start(schedule: Arc<Schedule>, backend: Backend, dir: &Path, disk_root: &Path) -> World {
         let keys = keys_of(&schedule);
         let identify: Box<super::proxy::Identify> = match schedule.protocol {
             Protocol::V2 => Box::new(move |path, body| {
@@ -118,7 +131,10 @@ impl World {
         };
         let proxy = Proxy::start(Arc::clone(&schedule), identify);
         let server = match schedule.protocol {
-            Protocol::V2 => Server::Receiver { store: dir.join("store") },
+            Protocol::V2 => Server::Receiver {
+                store: Store::create(backend, dir, schedule.seed)
+                    .unwrap_or_else(|e| panic!("no store for the run: {e}")),
+            },
             Protocol::Atlas => Server::Atlas { capture: dir.join("capture.jsonl") },
         };
         let mut world = World {
@@ -139,14 +155,22 @@ impl World {
             notes: Vec::new(),
         };
         world.filler = Some(disk_root.join("filler"));
-        world.start_server().expect("the server starts");
+        match world.schedule.servers {
+            Servers::One => world.start_server(0).expect("the server starts"),
+            Servers::Shared(receivers) => {
+                for slot in 0..receivers {
+                    world.start_server(slot).unwrap_or_else(|e| panic!("receiver {slot} does not start: {e}"));
+                }
+            }
+        }
         world.write_config(world.schedule.interval);
         world.start_agent();
         world
     }
 
-    /// Start a server (a second one when one runs already) and point the proxy at all of them.
-    fn start_server(&mut self) -> Result<(), String> {
+    /// Start a server as receiver number `slot` (with one server: a second one when one runs
+    /// already) and point the proxy at all of them.
+    fn start_server(&mut self, slot: usize) -> Result<(), String> {
         let log = self.dir.join(format!("server-{}.log", self.server_starts));
         self.server_starts += 1;
         let command = match &self.server {
@@ -154,7 +178,7 @@ impl World {
                 let mut cmd = agent();
                 // Secrets in files beside the store, the store sealed under the test store key.
                 let keys: &[&str] = if self.schedule.sealed { &KEYS } else { &[] };
-                cmd.args(crate::support::receiver_args(store, "127.0.0.1:0", API_KEY, keys));
+                cmd.args(store.receiver_args("127.0.0.1:0", API_KEY, keys));
                 cmd
             }
             Server::Atlas { capture } => {
@@ -165,35 +189,56 @@ impl World {
                 cmd
             }
         };
-        let server = spawn_server(command, &log)?;
-        self.servers.push(server);
+        let (proc, url) = spawn_server(command, &log)?;
+        self.servers.push(Running { slot, proc, url });
         self.point_proxy();
         Ok(())
     }
 
+    /// Tell the proxy which servers run: every running one (one server), or one slot per
+    /// receiver of the shared database, empty while that one is down.
     fn point_proxy(&self) {
-        let urls: Vec<String> = self.servers.iter().map(|(_, url)| url.clone()).collect();
+        let urls: Vec<Option<String>> = match self.schedule.servers {
+            Servers::One => self.servers.iter().map(|r| Some(r.url.clone())).collect(),
+            Servers::Shared(receivers) => {
+                (0..receivers).map(|slot| self.servers.iter().find(|r| r.slot == slot).map(|r| r.url.clone())).collect()
+            }
+        };
         self.proxy.set_upstreams(&urls);
     }
 
+    /// kill -9 the oldest servers until `keep` run.
     fn kill_servers(&mut self, keep: usize) {
         while self.servers.len() > keep {
-            let (mut server, _) = self.servers.remove(0);
-            server.kill9();
+            self.servers.remove(0).proc.kill9();
+        }
+        self.point_proxy();
+    }
+
+    /// kill -9 receiver number `slot` of the shared database (the proxy first forgets it, as a
+    /// load balancer's health check would a moment later; requests already on their way to it
+    /// meet the kill).
+    fn kill_receiver(&mut self, slot: usize) {
+        if let Some(at) = self.servers.iter().position(|r| r.slot == slot) {
+            let mut running = self.servers.remove(at);
+            running.proc.kill9();
         }
         self.point_proxy();
     }
 
     fn write_config(&self, interval: f64) {
-        let key =
+        let mut extra =
             if self.schedule.sealed { format!(r#","encryption_key":"{}""#, KEYS[self.key]) } else { String::new() };
+        if let Some(send_interval) = self.schedule.send_interval {
+            extra.push_str(&format!(r#","send_interval":{send_interval}"#));
+        }
         let (protocol, ping) = match self.schedule.protocol {
             Protocol::V2 => ("v2", r#"{"enabled":false}"#),
             Protocol::Atlas => ("atlas", r#"{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#),
         };
         let json = format!(
             r#"{{"server_url":"{}","api_key":"{API_KEY}","machine_id":"{MACHINE}","protocol":"{protocol}",
-                "interval":{interval}{key},"log_level":"debug",
+                "interval":{interval}{extra},"log_level":"debug",
                 "spool":{{"dir":"{}","segment_bytes":{}}},
                 "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
                 "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
@@ -318,13 +363,19 @@ impl World {
                 Action::KillServer => self.kill_servers(0),
                 Action::StartServer => {
                     if self.servers.is_empty() {
-                        if let Err(e) = self.start_server() {
+                        if let Err(e) = self.start_server(0) {
                             self.violations.push(format!("the server did not start: {e}"));
                         }
                     }
                 }
+                Action::KillReceiver(slot) => self.kill_receiver(slot),
+                Action::StartReceiver(slot) => {
+                    if let Err(e) = self.start_server(slot) {
+                        self.violations.push(format!("receiver {slot} did not start again: {e}"));
+                    }
+                }
                 Action::SecondServer => {
-                    if let Err(e) = self.start_server() {
+                    if let Err(e) = self.start_server(0) {
                         // What a receiver that locks its store must do.
                         self.notes.push(format!("a second receiver on the same store refused to start: {e}"));
                     }
@@ -359,10 +410,24 @@ impl World {
     pub fn heal_and_drain(&mut self) {
         self.proxy.set_faults(false);
         self.free_disk();
-        self.kill_servers(1);
-        if self.servers.is_empty() {
-            if let Err(e) = self.start_server() {
-                self.violations.push(format!("the server did not start after healing: {e}"));
+        match self.schedule.servers {
+            Servers::One => {
+                self.kill_servers(1);
+                if self.servers.is_empty() {
+                    if let Err(e) = self.start_server(0) {
+                        self.violations.push(format!("the server did not start after healing: {e}"));
+                    }
+                }
+            }
+            // Every receiver up: the drain is spread over all of them.
+            Servers::Shared(receivers) => {
+                for slot in 0..receivers {
+                    if !self.servers.iter().any(|r| r.slot == slot) {
+                        if let Err(e) = self.start_server(slot) {
+                            self.violations.push(format!("receiver {slot} did not start after healing: {e}"));
+                        }
+                    }
+                }
             }
         }
         // A fresh process also forgets any backoff the faults built up. It collects one cycle
@@ -452,12 +517,35 @@ impl World {
         }
     }
 
-    /// What the v2 receiver stored.
+    /// What the v2 receivers stored.
     pub fn stored_batches(&self) -> Result<Vec<wire::Batch>, String> {
         match &self.server {
             Server::Receiver { store } => wire::stored_batches(store, MACHINE),
             Server::Atlas { .. } => Err("not a v2 run".into()),
         }
+    }
+
+    /// Keep the v2 store after the run (a database is then not dropped); where it is.
+    pub fn keep_store(&mut self) -> Option<String> {
+        match &mut self.server {
+            Server::Receiver { store } => {
+                store.keep();
+                Some(store.describe())
+            }
+            Server::Atlas { .. } => None,
+        }
+    }
+
+    /// Servers that panicked: a receiver must answer any request, and survive any kill of its
+    /// peer, without a panic.
+    pub fn server_panics(&self) -> Vec<String> {
+        (0..self.server_starts)
+            .filter_map(|i| {
+                let log = std::fs::read_to_string(self.dir.join(format!("server-{i}.log"))).unwrap_or_default();
+                let line = log.lines().find(|l| l.contains("panicked"))?;
+                Some(format!("server start {i} panicked: {}", line.trim()))
+            })
+            .collect()
     }
 
     /// What the Atlas stand-in captured.
@@ -481,6 +569,15 @@ impl World {
                 if *killed { "killed" } else { "stopped" },
                 tail.join("\n")
             ));
+        }
+        for i in 0..self.server_starts {
+            let text = std::fs::read_to_string(self.dir.join(format!("server-{i}.log"))).unwrap_or_default();
+            let interesting: Vec<&str> =
+                text.lines().filter(|l| ["ERROR", "WARN", "panicked"].iter().any(|w| l.contains(w))).collect();
+            if !interesting.is_empty() {
+                let tail = &interesting[interesting.len().saturating_sub(lines)..];
+                out.push_str(&format!("--- server start {i}:\n{}\n", tail.join("\n")));
+            }
         }
         out
     }
