@@ -158,8 +158,9 @@ impl World {
         match world.schedule.servers {
             Servers::One => world.start_server(0).expect("the server starts"),
             Servers::Shared(receivers) => {
-                for slot in 0..receivers {
-                    world.start_server(slot).unwrap_or_else(|e| panic!("receiver {slot} does not start: {e}"));
+                let slots: Vec<usize> = (0..receivers).collect();
+                for (slot, started) in world.start_servers(&slots).into_iter().enumerate() {
+                    started.unwrap_or_else(|e| panic!("receiver {slot} did not start beside the others: {e}"));
                 }
             }
         }
@@ -171,9 +172,42 @@ impl World {
     /// Start a server as receiver number `slot` (with one server: a second one when one runs
     /// already) and point the proxy at all of them.
     fn start_server(&mut self, slot: usize) -> Result<(), String> {
-        let log = self.dir.join(format!("server-{}.log", self.server_starts));
-        self.server_starts += 1;
-        let command = match &self.server {
+        self.start_servers(&[slot]).remove(0)
+    }
+
+    /// Start receivers `slots` all at the same moment (as a deployment starts its replicas: on
+    /// a fresh database they race to create the schema) and point the proxy at every server
+    /// that came up; what each start did.
+    fn start_servers(&mut self, slots: &[usize]) -> Vec<Result<(), String>> {
+        let launches: Vec<(Command, PathBuf)> = slots
+            .iter()
+            .map(|_| {
+                let log = self.dir.join(format!("server-{}.log", self.server_starts));
+                self.server_starts += 1;
+                (self.server_command(), log)
+            })
+            .collect();
+        let started: Vec<Result<(Proc, String), String>> = std::thread::scope(|scope| {
+            let launched: Vec<_> =
+                launches.into_iter().map(|(command, log)| scope.spawn(move || spawn_server(command, &log))).collect();
+            launched.into_iter().map(|l| l.join().unwrap_or_else(|_| Err("the launcher panicked".into()))).collect()
+        });
+        let results = slots
+            .iter()
+            .zip(started)
+            .map(|(&slot, started)| {
+                let (proc, url) = started?;
+                self.servers.push(Running { slot, proc, url });
+                Ok(())
+            })
+            .collect();
+        self.point_proxy();
+        results
+    }
+
+    /// The command that runs the server.
+    fn server_command(&self) -> Command {
+        match &self.server {
             Server::Receiver { store } => {
                 let mut cmd = agent();
                 // Secrets in files beside the store, the store sealed under the test store key.
@@ -188,11 +222,7 @@ impl World {
                 cmd.args([s(&script), s(capture), "--rate-limit", "1000000"]);
                 cmd
             }
-        };
-        let (proc, url) = spawn_server(command, &log)?;
-        self.servers.push(Running { slot, proc, url });
-        self.point_proxy();
-        Ok(())
+        }
     }
 
     /// Tell the proxy which servers run: every running one (one server), or one slot per
@@ -585,6 +615,8 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // The servers go before their store (a database is dropped with it).
+        self.servers.clear();
         self.free_disk();
     }
 }
