@@ -62,6 +62,8 @@
 pub mod auth;
 pub mod export;
 pub mod http;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod routes;
 pub mod seal;
 pub mod startup;

@@ -256,6 +256,12 @@ fn bad(message: &str) -> Response {
 fn store_failed(error: &StoreError) -> Response {
     match error {
         StoreError::MachineId(_) => bad(&error.to_string()),
+        // The database is down, unreachable or overloaded: nothing was stored, the agent keeps
+        // its records and resends after Retry-After (the receiver reconnects on its own).
+        StoreError::Database { .. } => {
+            log::error!("storing failed: {error}");
+            busy("the store's database is unavailable")
+        }
         _ => {
             log::error!("storing failed: {error}");
             Response::error(500, "storing failed")
