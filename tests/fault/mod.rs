@@ -167,6 +167,10 @@ fn seeds(setup: &Setup) -> Vec<u64> {
 /// Does a schedule have some feature?
 type Feature = fn(&Schedule) -> bool;
 
+/// Fault-count names of the copies each shared receiver got.
+const RECEIVER_COPIES: [&str; 4] =
+    ["copies-to-receiver-0", "copies-to-receiver-1", "copies-to-receiver-2", "copies-to-receiver-3"];
+
 /// What one seed did and found.
 struct Outcome {
     seed: u64,
@@ -195,10 +199,18 @@ fn run_seed(seed: u64, setup: &Setup) -> Outcome {
     violations.extend(world.server_panics());
     violations.extend((setup.extra)(&evidence));
     match schedule.protocol {
-        Protocol::V2 => match world.stored_batches() {
-            Ok(stored) => violations.extend(oracle::check_v2(&evidence, &stored)),
-            Err(e) => violations.push(format!("the store cannot be read: {e}")),
-        },
+        Protocol::V2 => {
+            match world.stored_batches() {
+                Ok(stored) => violations.extend(oracle::check_v2(&evidence, &stored)),
+                Err(e) => violations.push(format!("the store cannot be read: {e}")),
+            }
+            match world.verify_store() {
+                Ok(problems) => {
+                    violations.extend(problems.into_iter().map(|p| format!("a stored row does not verify: {p}")))
+                }
+                Err(e) => violations.push(format!("the store cannot be verified: {e}")),
+            }
+        }
         Protocol::Atlas => match world.captured_logs() {
             Ok(captured) => violations.extend(oracle::check_atlas(&evidence, &captured)),
             Err(e) => violations.push(format!("the capture cannot be read: {e}")),
@@ -210,6 +222,11 @@ fn run_seed(seed: u64, setup: &Setup) -> Outcome {
     faults.remove("disk-freed");
     for exchange in &evidence.exchanges {
         *faults.entry(exchange.fate.kind()).or_insert(0) += 1;
+        if matches!(schedule.servers, Servers::Shared(_)) {
+            for &slot in &exchange.servers {
+                *faults.entry(RECEIVER_COPIES.get(slot).copied().unwrap_or("copies-to-receiver-4+")).or_insert(0) += 1;
+            }
+        }
     }
     if let Disk::Plain(why) = &disk {
         world.notes.push(format!("disk-full fault skipped: the spool tmpfs cannot be mounted here ({why})"));

@@ -39,10 +39,29 @@ pub struct Exchange {
     pub fate: Fate,
     /// The whole body the agent sent (`None`: the agent did not finish sending it).
     pub body: Option<Vec<u8>>,
-    /// Status of the server's answer to each forwarded copy (`None`: no answer).
-    pub upstream: Vec<Option<u16>>,
+    /// The server's answer to each forwarded copy (`None`: no answer).
+    pub upstream: Vec<Option<Answer>>,
+    /// The server (slot) each copy that found one went to.
+    pub servers: Vec<usize>,
     /// Status relayed to the agent, complete (`None`: the agent got no answer).
     pub relayed: Option<u16>,
+}
+
+/// What a server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The status.
+    pub status: u16,
+    /// The body says `"duplicate": true` (a v2 receiver found the batch stored already).
+    pub duplicate: bool,
+}
+
+impl Answer {
+    fn of(message: &Message) -> Option<Answer> {
+        let duplicate = serde_json::from_slice::<serde_json::Value>(&message.body)
+            .is_ok_and(|body| body["duplicate"] == serde_json::Value::Bool(true));
+        Some(Answer { status: message.status()?, duplicate })
+    }
 }
 
 /// Tells the proxy which record identities a body carries (for [`Fate::Reject`]).
@@ -221,20 +240,25 @@ fn read_body(stream: &mut TcpStream, mut buf: Vec<u8>, len: Option<usize>) -> Op
 /// A connection to a server for copy `copy` (0 or 1) of request `n`: to the one the schedule
 /// routes it to (the other copy to the next one), or, when that one is down or refuses the
 /// connection, to the next one up, as a load balancer does.
-fn connect(shared: &Shared, n: u64, copy: usize) -> Option<TcpStream> {
+/// The connection and the server's slot.
+fn connect(shared: &Shared, n: u64, copy: usize) -> Option<(usize, TcpStream)> {
     let slots = lock(&shared.upstreams).clone();
     if slots.is_empty() {
         return None;
     }
     let first = shared.schedule.route(n, slots.len()) + copy;
-    (0..slots.len())
-        .filter_map(|i| slots[(first + i) % slots.len()])
-        .find_map(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
+    (0..slots.len()).map(|i| (first + i) % slots.len()).find_map(|slot| {
+        let addr = slots[slot]?;
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok().map(|conn| (slot, conn))
+    })
 }
 
-/// Send copy `copy` of request `n` to a server and read its whole answer.
-fn forward(shared: &Shared, n: u64, copy: usize, request: &Message) -> Option<Message> {
-    ask(connect(shared, n, copy)?, request)
+/// Send copy `copy` of request `n` to a server and read its whole answer; the server's slot.
+fn forward(shared: &Shared, n: u64, copy: usize, request: &Message) -> (Option<usize>, Option<Message>) {
+    match connect(shared, n, copy) {
+        Some((slot, server)) => (Some(slot), ask(server, request)),
+        None => (None, None),
+    }
 }
 
 /// Send a request on a connection to a server and read its whole answer.
@@ -274,7 +298,8 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
     let n = shared.next.fetch_add(1, Ordering::SeqCst);
     let mut fate = if shared.faults.load(Ordering::SeqCst) { shared.schedule.fate(n) } else { Fate::Pass };
     let len = request.content_length().unwrap_or(0);
-    let mut exchange = Exchange { n, path: path.clone(), fate, body: None, upstream: Vec::new(), relayed: None };
+    let mut exchange =
+        Exchange { n, path: path.clone(), fate, body: None, upstream: Vec::new(), servers: Vec::new(), relayed: None };
 
     if let Fate::ResetMidBody { upstream: tear_upstream } = fate {
         // Take part of the body and go: what is left unread makes the kernel send a reset.
@@ -287,10 +312,11 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
         }
         taken.truncate(part);
         if tear_upstream {
-            if let Some(mut server) = connect(shared, n, 0) {
+            if let Some((slot, mut server)) = connect(shared, n, 0) {
                 let _ = server.write_all(&request.head);
                 let _ = server.write_all(&taken);
                 exchange.upstream.push(None);
+                exchange.servers.push(slot);
             }
         }
         drop(agent);
@@ -311,8 +337,9 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
     }
     let send = |exchange: &mut Exchange| {
         lock(&shared.forwarded).extend(ids.iter().cloned());
-        let answer = forward(shared, n, 0, &request);
-        exchange.upstream.push(answer.as_ref().and_then(Message::status));
+        let (slot, answer) = forward(shared, n, 0, &request);
+        exchange.upstream.push(answer.as_ref().and_then(Answer::of));
+        exchange.servers.extend(slot);
         answer
     };
     match fate {
@@ -346,15 +373,19 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
             let copy = |copy: usize| {
                 let server = connect(shared, n, copy);
                 both.wait();
-                server.and_then(|server| ask(server, &request))
+                match server {
+                    Some((slot, server)) => (Some(slot), ask(server, &request)),
+                    None => (None, None),
+                }
             };
-            let (a, b) = std::thread::scope(|scope| {
+            let ((slot_a, a), (slot_b, b)) = std::thread::scope(|scope| {
                 let a = scope.spawn(|| copy(0));
                 let b = scope.spawn(|| copy(1));
-                (a.join().ok().flatten(), b.join().ok().flatten())
+                (a.join().unwrap_or((None, None)), b.join().unwrap_or((None, None)))
             });
-            exchange.upstream.push(a.as_ref().and_then(Message::status));
-            exchange.upstream.push(b.as_ref().and_then(Message::status));
+            exchange.upstream.push(a.as_ref().and_then(Answer::of));
+            exchange.upstream.push(b.as_ref().and_then(Answer::of));
+            exchange.servers.extend(slot_a.into_iter().chain(slot_b));
             if let Some(answer) = a.or(b) {
                 exchange.relayed = relay(&mut agent, &answer);
             }

@@ -163,7 +163,7 @@ impl Action {
             Action::StartServer => "start-server",
             Action::SecondServer => "second-receiver-same-store",
             Action::RetireServer => "retire-first-receiver",
-            Action::KillReceiver(_) => "kill-9-one-receiver",
+            Action::KillReceiver(_) => "kill-9-receiver",
             Action::StartReceiver(_) => "start-receiver",
             Action::RotateKey => "sighup-key-change",
             Action::FillDisk => "disk-full",
@@ -395,13 +395,13 @@ impl fmt::Display for Schedule {
             "seed {} ({:?}, {}, {}interval {}s, {}segments {} B, faults for {} ms; network mix per mille: ",
             self.seed,
             self.protocol,
+            if self.sealed { "sealed" } else { "no transport key" },
             match self.servers {
                 Servers::One => String::new(),
                 Servers::Shared(n) => {
                     format!("{n} receivers on one database, {}% routed at random, ", self.random_routing)
                 }
             },
-            if self.sealed { "sealed" } else { "no transport key" },
             self.interval,
             self.send_interval.map_or(String::new(), |s| format!("pushes every {s}s, ")),
             self.segment_bytes,

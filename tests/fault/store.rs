@@ -3,18 +3,23 @@
 //! shared by every receiver. The harness reads it back only through the receiver's storage
 //! seam, so the oracle is the same for both.
 //!
-//! PostgreSQL comes from the test environment (docs in STORAGE.md of issue 15, `.ci/run`):
-//! `FLEET_TEST_POSTGRES` is a libpq URL of a server where that role may CREATE DATABASE (its
-//! password, if any, in `FLEET_TEST_POSTGRES_PASSWORD`); each run creates a database with a
-//! fresh name and drops it at the end (kept, and named, when the run failed). Without the URL
-//! a PostgreSQL campaign is skipped with one line, or fails under `FLEET_REQUIRE_POSTGRES=1`.
+//! PostgreSQL comes from the test environment, as for the backend's own tests
+//! (`tests/receiver_postgres.rs`, `.ci/postgres.sh`): `FLEET_TEST_POSTGRES` is a libpq URL of
+//! a server where that role may CREATE DATABASE (its password, if any, in
+//! `FLEET_TEST_POSTGRES_PASSWORD`); each run creates a database with a fresh name and drops it
+//! at the end (kept, and named, when the run failed). Without the URL, or in a test build
+//! without the `postgres` feature, a PostgreSQL campaign is skipped with one line, or fails
+//! under `FLEET_REQUIRE_POSTGRES=1`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use fleet_receiver::{StorageRead, StoreKeys, StoreLocation};
+use fleet_wire::keys::Key32;
 use serde_json::{Map, Value};
 
-use crate::support::{receiver_args, s, write_secret};
+#[cfg(feature = "postgres")]
+use crate::support::write_secret;
+use crate::support::{receiver_args, TEST_STORE_KEY_B64};
 
 /// Which storage backend a campaign's receivers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,20 +32,19 @@ pub enum Backend {
 
 impl Backend {
     /// Whether this backend can be tested here: `Err(why)` when PostgreSQL is not configured
-    /// (a campaign then skips, or fails when `FLEET_REQUIRE_POSTGRES=1`).
+    /// or this test build lacks the `postgres` feature (a campaign then skips, or fails when
+    /// `FLEET_REQUIRE_POSTGRES=1`).
     pub fn available(self) -> Result<(), String> {
         match self {
             Backend::File => Ok(()),
-            Backend::Postgres => server_url().map(|_| ()),
+            Backend::Postgres if !cfg!(feature = "postgres") => {
+                Err("this test build has no PostgreSQL backend (cargo test --features postgres)".into())
+            }
+            Backend::Postgres => match std::env::var("FLEET_TEST_POSTGRES") {
+                Ok(url) if !url.trim().is_empty() => Ok(()),
+                _ => Err("no PostgreSQL (set FLEET_TEST_POSTGRES, see .ci/postgres.sh)".into()),
+            },
         }
-    }
-}
-
-/// The test server's URL from `FLEET_TEST_POSTGRES`.
-fn server_url() -> Result<String, String> {
-    match std::env::var("FLEET_TEST_POSTGRES") {
-        Ok(url) if !url.trim().is_empty() => Ok(url.trim().to_string()),
-        _ => Err("FLEET_TEST_POSTGRES is not set (a libpq URL of a server where the role may CREATE DATABASE)".into()),
     }
 }
 
@@ -49,15 +53,19 @@ pub enum Store {
     /// The file store in this directory.
     Dir(PathBuf),
     /// A database of the run's own on the test server.
-    Postgres(Database),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<Database>),
 }
 
 impl Store {
-    /// A fresh store for the run in `dir` (named after `seed`).
-    pub fn create(backend: Backend, dir: &Path, seed: u64) -> Result<Store, String> {
+    /// A fresh store for the run in `dir`.
+    pub fn create(backend: Backend, dir: &Path) -> Result<Store, String> {
         match backend {
             Backend::File => Ok(Store::Dir(dir.join("store"))),
-            Backend::Postgres => Database::create(dir, seed).map(Store::Postgres),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => Database::create(dir).map(|db| Store::Postgres(Box::new(db))),
+            #[cfg(not(feature = "postgres"))]
+            Backend::Postgres => Err(Backend::Postgres.available().err().unwrap_or_default()),
         }
     }
 
@@ -66,121 +74,109 @@ impl Store {
     pub fn receiver_args(&self, listen: &str, api_key: &str, keys: &[&str]) -> Vec<String> {
         match self {
             Store::Dir(dir) => receiver_args(dir, listen, api_key, keys),
+            #[cfg(feature = "postgres")]
             Store::Postgres(db) => {
                 let mut args = receiver_args(&db.secrets, listen, api_key, keys);
                 let at = args.iter().position(|a| a == "--store").expect("receiver_args names the store") + 1;
-                args[at] = db.url.clone();
-                args.push("--store-password-file".into());
-                args.push(s(&db.password_file).into());
+                args[at] = db.location().to_string();
+                if let Some(file) = &db.password_file {
+                    args.push("--store-password-file".into());
+                    args.push(crate::support::s(file).into());
+                }
                 args
             }
         }
     }
 
     /// The committed rows of `machine_id`'s records stream (each batch's `record` rows, then its
-    /// `batch` row), read through the receiver's storage seam.
+    /// `batch` row), read through the receiver's storage seam ([`fleet_receiver::open_reader`]).
     pub fn read_records(&self, machine_id: &str) -> Result<Vec<Map<String, Value>>, String> {
-        match self {
-            Store::Dir(dir) => crate::support::store_reader(dir).read_records(machine_id).map_err(|e| e.to_string()),
-            Store::Postgres(db) => {
-                Err(format!("reading {} needs the storage seam (issue 15), not merged yet", db.name))
+        self.reader()?.read_records(machine_id).map_err(|e| e.to_string())
+    }
+
+    /// Every stored row of every machine authenticated ([`StorageRead::verify`]): the problems.
+    pub fn verify(&self) -> Result<Vec<String>, String> {
+        let checks = self.reader()?.verify().map_err(|e| e.to_string())?;
+        let mut problems = Vec::new();
+        for check in checks {
+            let total = check.total();
+            if total.bad > 0 || total.torn > 0 {
+                problems.push(format!(
+                    "{}: {} bad and {} torn rows (e.g. {})",
+                    check.machine_id,
+                    total.bad,
+                    total.torn,
+                    check.problems.first().map_or("?".to_string(), |p| format!("{} {}", p.location, p.problem))
+                ));
             }
         }
+        Ok(problems)
+    }
+
+    fn reader(&self) -> Result<Box<dyn StorageRead>, String> {
+        let key = Key32::from_base64(TEST_STORE_KEY_B64).expect("test store key");
+        let location = match self {
+            Store::Dir(dir) => StoreLocation::Dir(dir.clone()),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(db) => StoreLocation::Postgres(db.location().clone()),
+        };
+        fleet_receiver::open_reader(&location, StoreKeys::new(&[key])).map_err(|e| e.to_string())
     }
 
     /// For the report: where it is.
     pub fn describe(&self) -> String {
         match self {
             Store::Dir(dir) => format!("store {}", dir.display()),
-            Store::Postgres(db) => format!("PostgreSQL database {}", db.name),
+            #[cfg(feature = "postgres")]
+            Store::Postgres(db) => format!("PostgreSQL database {}", db.location()),
         }
     }
 
     /// Keep it after the run (a failing seed's evidence): a database is then not dropped.
     pub fn keep(&mut self) {
-        if let Store::Postgres(db) = self {
-            db.keep = true;
+        match self {
+            Store::Dir(_) => {}
+            #[cfg(feature = "postgres")]
+            Store::Postgres(db) => db.keep = true,
         }
     }
 }
 
-/// A database of one run's own, dropped on drop unless kept.
+/// A database of one run's own (see [`crate::receiver_postgres::TestDb`]), dropped with it.
+#[cfg(feature = "postgres")]
 pub struct Database {
-    /// Its name.
-    pub name: String,
-    /// The test server's URL (the role's maintenance database).
-    server: String,
-    /// The receivers' URL: the server's, naming this database.
-    url: String,
-    /// The role's password (may be empty).
-    password: String,
-    /// The password in a file, for `--store-password-file`.
-    password_file: PathBuf,
+    /// Always `Some` until dropped (taken out to be forgotten when kept).
+    test: Option<crate::receiver_postgres::TestDb>,
+    keep: bool,
+    /// The role's password in a file, for `--store-password-file` (`None`: it needs none).
+    password_file: Option<PathBuf>,
     /// Where the receivers' other secret files go.
     secrets: PathBuf,
-    keep: bool,
 }
 
+#[cfg(feature = "postgres")]
 impl Database {
-    fn create(dir: &Path, seed: u64) -> Result<Database, String> {
-        let server = server_url()?;
-        let password = std::env::var("FLEET_TEST_POSTGRES_PASSWORD").unwrap_or_default();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let name = format!("fleet_fault_{seed}_{}_{nanos}", std::process::id());
-        let url = with_database(&server, &name)?;
+    fn create(dir: &Path) -> Result<Database, String> {
+        let test = crate::receiver_postgres::TestDb::create("fault run").ok_or("no PostgreSQL")?;
         let secrets = dir.join("store");
-        let password_file =
-            write_secret(&PathBuf::from(format!("{}.secrets", secrets.display())), "store.password", &password);
-        let db = Database { name, server, url, password, password_file, secrets, keep: false };
-        db.sql(&format!("CREATE DATABASE {}", db.name))?;
-        Ok(db)
+        let password_file = std::env::var("FLEET_TEST_POSTGRES_PASSWORD").ok().map(|password| {
+            let dir = PathBuf::from(format!("{}.secrets", secrets.display()));
+            write_secret(&dir, "store.password", &password)
+        });
+        Ok(Database { test: Some(test), keep: false, password_file, secrets })
     }
 
-    /// Run one statement on the server's maintenance database with `psql`.
-    fn sql(&self, statement: &str) -> Result<(), String> {
-        let out = Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &self.server, "-c", statement])
-            .env("PGPASSWORD", &self.password)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .output()
-            .map_err(|e| format!("running psql for `{statement}`: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!("psql `{statement}`: {}", String::from_utf8_lossy(&out.stderr).trim()))
-        }
+    fn location(&self) -> &fleet_receiver::storage::PostgresLocation {
+        &self.test.as_ref().expect("the database is there until dropped").location
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Drop for Database {
     fn drop(&mut self) {
-        if !self.keep {
-            // FORCE: a receiver killed -9 may leave a session the server has not reaped yet.
-            let _ = self.sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        if self.keep {
+            // Not dropped: the failing seed's database stays for a look.
+            std::mem::forget(self.test.take());
         }
     }
-}
-
-/// `url` with its database (the path) replaced by `name`, the query kept.
-fn with_database(url: &str, name: &str) -> Result<String, String> {
-    let scheme_end = url.find("://").ok_or_else(|| format!("FLEET_TEST_POSTGRES is not a URL: {url}"))? + 3;
-    let (base, query) = match url.find('?') {
-        Some(q) => url.split_at(q),
-        None => (url, ""),
-    };
-    let authority_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
-    Ok(format!("{}/{name}{query}", &base[..authority_end]))
-}
-
-#[test]
-fn the_receivers_url_names_the_runs_database() {
-    let cases = [
-        ("postgres://fleet@127.0.0.1:5432/postgres", "postgres://fleet@127.0.0.1:5432/d"),
-        ("postgres://fleet@127.0.0.1:5432", "postgres://fleet@127.0.0.1:5432/d"),
-        ("postgresql://fleet@h/postgres?sslmode=disable", "postgresql://fleet@h/d?sslmode=disable"),
-    ];
-    for (server, want) in cases {
-        assert_eq!(with_database(server, "d").as_deref(), Ok(want));
-    }
-    assert!(with_database("fleet@h/postgres", "d").is_err());
 }
