@@ -107,6 +107,7 @@ const V2_SHARED_POSTGRES: Setup = Setup {
         |s| s.random_routing == 0,
         |s| s.random_routing == 100,
         both_receivers_down_at_once,
+        |s| s.timeline.iter().any(|(_, a)| matches!(a, Action::KillReceiverBusy(_))),
     ],
     extra: |_| Vec::new(),
 };
@@ -126,7 +127,7 @@ fn both_receivers_down_at_once(schedule: &Schedule) -> bool {
     let mut down = 0;
     schedule.timeline.iter().any(|(_, action)| {
         match action {
-            Action::KillReceiver(_) => down += 1,
+            Action::KillReceiver(_) | Action::KillReceiverBusy(_) => down += 1,
             Action::StartReceiver(_) => down -= 1,
             _ => {}
         }
@@ -226,6 +227,9 @@ fn run_seed(seed: u64, setup: &Setup) -> Outcome {
             for &slot in &exchange.servers {
                 *faults.entry(RECEIVER_COPIES.get(slot).copied().unwrap_or("copies-to-receiver-4+")).or_insert(0) += 1;
             }
+            // A copy a receiver got but never answered: cut by its kill (or torn on purpose).
+            let unanswered = exchange.upstream.iter().filter(|a| a.is_none()).count() as u64;
+            *faults.entry("copies-unanswered").or_insert(0) += unanswered;
         }
     }
     if let Disk::Plain(why) = &disk {

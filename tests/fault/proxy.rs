@@ -80,7 +80,12 @@ struct Shared {
     stop: AtomicBool,
     /// Connections being handled.
     active: AtomicU64,
+    /// Per server slot: requests sent to it and not yet answered.
+    busy: [AtomicU64; MAX_SLOTS],
 }
+
+/// Most server slots the proxy tracks as busy.
+const MAX_SLOTS: usize = 4;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -108,6 +113,7 @@ impl Proxy {
             forwarded: Mutex::new(HashSet::new()),
             stop: AtomicBool::new(false),
             active: AtomicU64::new(0),
+            busy: Default::default(),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -140,6 +146,11 @@ impl Proxy {
             .iter()
             .map(|url| url.as_ref().map(|url| url.trim_start_matches("http://").parse().expect("server address")));
         *lock(&self.shared.upstreams) = addrs.collect();
+    }
+
+    /// Whether server `slot` holds a request it has not answered yet.
+    pub fn busy(&self, slot: usize) -> bool {
+        self.shared.busy.get(slot).is_some_and(|n| n.load(Ordering::SeqCst) > 0)
     }
 
     /// Turn the network faults off (heal) or on.
@@ -256,13 +267,27 @@ fn connect(shared: &Shared, n: u64, copy: usize) -> Option<(usize, TcpStream)> {
 /// Send copy `copy` of request `n` to a server and read its whole answer; the server's slot.
 fn forward(shared: &Shared, n: u64, copy: usize, request: &Message) -> (Option<usize>, Option<Message>) {
     match connect(shared, n, copy) {
-        Some((slot, server)) => (Some(slot), ask(server, request)),
+        Some((slot, server)) => (Some(slot), ask(shared, slot, server, request)),
         None => (None, None),
     }
 }
 
-/// Send a request on a connection to a server and read its whole answer.
-fn ask(mut server: TcpStream, request: &Message) -> Option<Message> {
+/// Send a request on a connection to server `slot` and read its whole answer (the server
+/// counts as busy meanwhile).
+fn ask(shared: &Shared, slot: usize, server: TcpStream, request: &Message) -> Option<Message> {
+    let busy = shared.busy.get(slot);
+    busy.inspect(|n| {
+        n.fetch_add(1, Ordering::SeqCst);
+    });
+    let answer = exchange_with(server, request);
+    busy.inspect(|n| {
+        n.fetch_sub(1, Ordering::SeqCst);
+    });
+    answer
+}
+
+/// Write a request on a connection and read the whole answer.
+fn exchange_with(mut server: TcpStream, request: &Message) -> Option<Message> {
     server.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
     server.set_write_timeout(Some(IO_TIMEOUT)).ok()?;
     server.write_all(&request.bytes()).ok()?;
@@ -374,7 +399,7 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
                 let server = connect(shared, n, copy);
                 both.wait();
                 match server {
-                    Some((slot, server)) => (Some(slot), ask(server, &request)),
+                    Some((slot, server)) => (Some(slot), ask(shared, slot, server, &request)),
                     None => (None, None),
                 }
             };

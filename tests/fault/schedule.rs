@@ -142,6 +142,10 @@ pub enum Action {
     RetireServer,
     /// kill -9 receiver number N of a shared database ([`Servers::Shared`]).
     KillReceiver(usize),
+    /// kill -9 receiver number N of a shared database while it works on a request (the
+    /// first moment within a second that it holds one; else when the second is up): the
+    /// kill lands before, during or after its database transaction.
+    KillReceiverBusy(usize),
     /// Start receiver number N of a shared database again (on a new port; the proxy follows).
     StartReceiver(usize),
     /// Rewrite the agent's config with the other transport key and SIGHUP it.
@@ -164,6 +168,7 @@ impl Action {
             Action::SecondServer => "second-receiver-same-store",
             Action::RetireServer => "retire-first-receiver",
             Action::KillReceiver(_) => "kill-9-receiver",
+            Action::KillReceiverBusy(_) => "kill-9-receiver-busy",
             Action::StartReceiver(_) => "start-receiver",
             Action::RotateKey => "sighup-key-change",
             Action::FillDisk => "disk-full",
@@ -304,7 +309,9 @@ impl Schedule {
                         if t + down + 100 >= length_ms {
                             break;
                         }
-                        timeline.push((t, Action::KillReceiver(slot)));
+                        let busy = rng.percent(50);
+                        timeline
+                            .push((t, if busy { Action::KillReceiverBusy(slot) } else { Action::KillReceiver(slot) }));
                         timeline.push((t + down, Action::StartReceiver(slot)));
                         t += down;
                     }
@@ -444,7 +451,7 @@ fn shared_receivers_are_each_killed_and_restarted_and_requests_reach_all_of_them
         let mut down = [false; 2];
         for (_, action) in &schedule.timeline {
             match *action {
-                Action::KillReceiver(slot) => {
+                Action::KillReceiver(slot) | Action::KillReceiverBusy(slot) => {
                     assert!(!down[slot], "seed {seed}: receiver {slot} killed twice without a start");
                     down[slot] = true;
                     killed[slot] += 1;

@@ -30,6 +30,8 @@ const KEYS: [&str; 2] =
 const DISK_KIB: u64 = 4096;
 /// Longest wait for the agent to stop on SIGTERM (a request in flight, then a 3 s last push).
 const STOP_LIMIT: Duration = Duration::from_secs(30);
+/// Longest wait for a receiver to be busy, to kill it then.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait for the healed backlog to drain.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
@@ -398,6 +400,16 @@ impl World {
                     }
                 }
                 Action::KillReceiver(slot) => self.kill_receiver(slot),
+                Action::KillReceiverBusy(slot) => {
+                    let found = Instant::now();
+                    while !self.proxy.busy(slot) && found.elapsed() < BUSY_WAIT {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    if !self.proxy.busy(slot) {
+                        *self.actions.entry("kill-9-receiver-busy-found-idle").or_insert(0) += 1;
+                    }
+                    self.kill_receiver(slot);
+                }
                 Action::StartReceiver(slot) => {
                     if let Err(e) = self.start_server(slot) {
                         self.violations.push(format!("receiver {slot} did not start again: {e}"));
