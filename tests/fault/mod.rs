@@ -108,6 +108,7 @@ const V2_SHARED_POSTGRES: Setup = Setup {
         |s| s.random_routing == 100,
         both_receivers_down_at_once,
         |s| s.timeline.iter().any(|(_, a)| matches!(a, Action::KillReceiverBusy(_))),
+        |s| s.timeline.iter().any(|(_, a)| matches!(a, Action::PauseReceiver(_))),
     ],
     extra: |_| Vec::new(),
 };
@@ -129,6 +130,8 @@ fn both_receivers_down_at_once(schedule: &Schedule) -> bool {
         match action {
             Action::KillReceiver(_) | Action::KillReceiverBusy(_) => down += 1,
             Action::StartReceiver(_) => down -= 1,
+            // A frozen receiver is not down for the load balancer, only slow.
+            Action::PauseReceiver(_) | Action::ResumeReceiver(_) => {}
             _ => {}
         }
         down == receivers

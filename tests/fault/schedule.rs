@@ -148,6 +148,12 @@ pub enum Action {
     KillReceiverBusy(usize),
     /// Start receiver number N of a shared database again (on a new port; the proxy follows).
     StartReceiver(usize),
+    /// SIGSTOP receiver number N of a shared database while it works on a request (as
+    /// [`Action::KillReceiverBusy`]): a process frozen with its transaction open (a VM paused, a
+    /// debugger, swap), its locks held; the load balancer still sends it requests.
+    PauseReceiver(usize),
+    /// SIGCONT it.
+    ResumeReceiver(usize),
     /// Rewrite the agent's config with the other transport key and SIGHUP it.
     RotateKey,
     /// Fill the spool's file system.
@@ -170,6 +176,8 @@ impl Action {
             Action::KillReceiver(_) => "kill-9-receiver",
             Action::KillReceiverBusy(_) => "kill-9-receiver-busy",
             Action::StartReceiver(_) => "start-receiver",
+            Action::PauseReceiver(_) => "sigstop-receiver-busy",
+            Action::ResumeReceiver(_) => "sigcont-receiver",
             Action::RotateKey => "sighup-key-change",
             Action::FillDisk => "disk-full",
             Action::FreeDisk => "disk-freed",
@@ -309,10 +317,14 @@ impl Schedule {
                         if t + down + 100 >= length_ms {
                             break;
                         }
-                        let busy = rng.percent(50);
-                        timeline
-                            .push((t, if busy { Action::KillReceiverBusy(slot) } else { Action::KillReceiver(slot) }));
-                        timeline.push((t + down, Action::StartReceiver(slot)));
+                        // Kill -9 at a random moment, kill -9 while busy, or freeze while busy.
+                        let (stop, start) = match rng.below(5) {
+                            0 | 1 => (Action::KillReceiver(slot), Action::StartReceiver(slot)),
+                            2 | 3 => (Action::KillReceiverBusy(slot), Action::StartReceiver(slot)),
+                            _ => (Action::PauseReceiver(slot), Action::ResumeReceiver(slot)),
+                        };
+                        timeline.push((t, stop));
+                        timeline.push((t + down, start));
                         t += down;
                     }
                 }
@@ -456,7 +468,11 @@ fn shared_receivers_are_each_killed_and_restarted_and_requests_reach_all_of_them
                     down[slot] = true;
                     killed[slot] += 1;
                 }
-                Action::StartReceiver(slot) => {
+                Action::PauseReceiver(slot) => {
+                    assert!(!down[slot], "seed {seed}: receiver {slot} paused while down");
+                    down[slot] = true;
+                }
+                Action::StartReceiver(slot) | Action::ResumeReceiver(slot) => {
                     assert!(down[slot], "seed {seed}: receiver {slot} started while running");
                     down[slot] = false;
                 }

@@ -246,6 +246,25 @@ impl World {
         self.point_proxy();
     }
 
+    /// Wait (at most [`BUSY_WAIT`]) for receiver `slot` to hold a request; count `idle` if it
+    /// did not.
+    fn wait_busy(&mut self, slot: usize, idle: &'static str) {
+        let started = Instant::now();
+        while !self.proxy.busy(slot) && started.elapsed() < BUSY_WAIT {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if !self.proxy.busy(slot) {
+            *self.actions.entry(idle).or_insert(0) += 1;
+        }
+    }
+
+    /// Send `signal` to receiver `slot` of the shared database (if it runs).
+    fn signal_receiver(&self, slot: usize, signal: &str) {
+        if let Some(running) = self.servers.iter().find(|r| r.slot == slot) {
+            running.proc.signal(signal);
+        }
+    }
+
     /// kill -9 receiver number `slot` of the shared database (the proxy first forgets it, as a
     /// load balancer's health check would a moment later; requests already on their way to it
     /// meet the kill).
@@ -401,15 +420,14 @@ impl World {
                 }
                 Action::KillReceiver(slot) => self.kill_receiver(slot),
                 Action::KillReceiverBusy(slot) => {
-                    let found = Instant::now();
-                    while !self.proxy.busy(slot) && found.elapsed() < BUSY_WAIT {
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                    if !self.proxy.busy(slot) {
-                        *self.actions.entry("kill-9-receiver-busy-found-idle").or_insert(0) += 1;
-                    }
+                    self.wait_busy(slot, "kill-9-receiver-busy-found-idle");
                     self.kill_receiver(slot);
                 }
+                Action::PauseReceiver(slot) => {
+                    self.wait_busy(slot, "sigstop-receiver-busy-found-idle");
+                    self.signal_receiver(slot, "-STOP");
+                }
+                Action::ResumeReceiver(slot) => self.signal_receiver(slot, "-CONT"),
                 Action::StartReceiver(slot) => {
                     if let Err(e) = self.start_server(slot) {
                         self.violations.push(format!("receiver {slot} did not start again: {e}"));
