@@ -354,5 +354,27 @@ mod tests {
         let short = secret_file(dir.path(), "short.key", "short", 0o600);
         assert!(err(&["--encryption-key-file", &short, "--store-plaintext"]).contains("--encryption-key-file"));
         assert!(parse_list(&["--store-plaintext"]).is_ok());
+        // --store: a directory or a postgres:// URL without a password.
+        let pg = parse_list(&["--store-plaintext", "--store", "postgres://fleet@db:6000/fleet"]).map_err(|e| e.0);
+        let described = pg.as_ref().map(|o| o.config.store.describe()).unwrap_or_default();
+        assert_eq!(described, "postgres://fleet@db:6000/fleet");
+        assert!(
+            err(&["--store-plaintext", "--store", "postgres://fleet:pw@db/fleet"]).contains("--store-password-file")
+        );
+        assert!(err(&["--store-plaintext", "--store", "mysql://x@db/y"]).contains("mysql"));
+        let password = secret_file(dir.path(), "pg.pw", "hunter2\n", 0o600);
+        assert!(err(&["--store-plaintext", "--store-password-file", &password]).contains("not a directory"));
+        let with_password =
+            parse_list(&["--store-plaintext", "--store", "postgres://u@h/d", "--store-password-file", &password]);
+        match with_password.map(|o| o.config.store) {
+            Ok(StoreSource::Location { location: StoreLocation::Postgres(pg), .. }) => {
+                assert_eq!(pg.password.as_ref().map(|p| p.expose()), Some("hunter2"));
+                assert!(!format!("{pg} {pg:?}").contains("hunter2"));
+            }
+            _ => panic!("a postgres location with its password"),
+        }
+        let open_password = secret_file(dir.path(), "open.pw", "pw", 0o644);
+        let list = ["--store-plaintext", "--store", "postgres://u@h/d", "--store-password-file", &open_password];
+        assert!(err(&list).contains("chmod 600"));
     }
 }
