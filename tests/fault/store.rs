@@ -3,11 +3,10 @@
 //! shared by every receiver. The harness reads it back only through the receiver's storage
 //! seam, so the oracle is the same for both.
 //!
-//! PostgreSQL comes from the test environment, as for the backend's own tests
-//! (`tests/receiver_postgres.rs`, `.ci/postgres.sh`): `FLEET_TEST_POSTGRES` is a libpq URL of
-//! a server where that role may CREATE DATABASE (its password, if any, in
-//! `FLEET_TEST_POSTGRES_PASSWORD`); each run creates a database with a fresh name and drops it
-//! at the end (kept, and named, when the run failed). Without the URL, or in a test build
+//! PostgreSQL comes from the test environment, as for the storage tests ([`crate::backends`],
+//! `.ci/postgres.sh`): `FLEET_TEST_POSTGRES` is a libpq URL of a server where that role may
+//! CREATE DATABASE (its password, if any, in `FLEET_TEST_POSTGRES_PASSWORD`); each run gets a
+//! database with a fresh name, dropped at the end (kept, and named, when the run failed). Without the URL, or in a test build
 //! without the `postgres` feature, a PostgreSQL campaign is skipped with one line, or fails
 //! under `FLEET_REQUIRE_POSTGRES=1`.
 
@@ -17,9 +16,8 @@ use fleet_receiver::{StorageRead, StoreKeys, StoreLocation};
 use fleet_wire::keys::Key32;
 use serde_json::{Map, Value};
 
-#[cfg(feature = "postgres")]
-use crate::support::write_secret;
-use crate::support::{receiver_args, TEST_STORE_KEY_B64};
+use crate::backends::TestStore;
+use crate::support::{receiver_args, s, write_secret, TEST_STORE_KEY_B64};
 
 /// Which storage backend a campaign's receivers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +50,7 @@ impl Backend {
 pub enum Store {
     /// The file store in this directory.
     Dir(PathBuf),
-    /// A database of the run's own on the test server.
-    #[cfg(feature = "postgres")]
+    /// A database of the run's own on the test server ([`crate::backends`]).
     Postgres(Box<Database>),
 }
 
@@ -62,10 +59,7 @@ impl Store {
     pub fn create(backend: Backend, dir: &Path) -> Result<Store, String> {
         match backend {
             Backend::File => Ok(Store::Dir(dir.join("store"))),
-            #[cfg(feature = "postgres")]
             Backend::Postgres => Database::create(dir).map(|db| Store::Postgres(Box::new(db))),
-            #[cfg(not(feature = "postgres"))]
-            Backend::Postgres => Err(Backend::Postgres.available().err().unwrap_or_default()),
         }
     }
 
@@ -74,14 +68,13 @@ impl Store {
     pub fn receiver_args(&self, listen: &str, api_key: &str, keys: &[&str]) -> Vec<String> {
         match self {
             Store::Dir(dir) => receiver_args(dir, listen, api_key, keys),
-            #[cfg(feature = "postgres")]
             Store::Postgres(db) => {
                 let mut args = receiver_args(&db.secrets, listen, api_key, keys);
                 let at = args.iter().position(|a| a == "--store").expect("receiver_args names the store") + 1;
-                args[at] = db.location().to_string();
+                args[at] = db.test().store_arg();
                 if let Some(file) = &db.password_file {
                     args.push("--store-password-file".into());
-                    args.push(crate::support::s(file).into());
+                    args.push(s(file).into());
                 }
                 args
             }
@@ -117,8 +110,7 @@ impl Store {
         let key = Key32::from_base64(TEST_STORE_KEY_B64).expect("test store key");
         let location = match self {
             Store::Dir(dir) => StoreLocation::Dir(dir.clone()),
-            #[cfg(feature = "postgres")]
-            Store::Postgres(db) => StoreLocation::Postgres(db.location().clone()),
+            Store::Postgres(db) => db.test().location.clone(),
         };
         fleet_receiver::open_reader(&location, StoreKeys::new(&[key])).map_err(|e| e.to_string())
     }
@@ -127,56 +119,45 @@ impl Store {
     pub fn describe(&self) -> String {
         match self {
             Store::Dir(dir) => format!("store {}", dir.display()),
-            #[cfg(feature = "postgres")]
-            Store::Postgres(db) => format!("PostgreSQL database {}", db.location()),
+            Store::Postgres(db) => format!("PostgreSQL database {}", db.test().store_arg()),
         }
     }
 
     /// Keep it after the run (a failing seed's evidence): a database is then not dropped.
     pub fn keep(&mut self) {
-        match self {
-            Store::Dir(_) => {}
-            #[cfg(feature = "postgres")]
-            Store::Postgres(db) => db.keep = true,
+        if let Store::Postgres(db) = self {
+            // Forgotten, so never dropped.
+            std::mem::forget(db.test.take());
         }
     }
 }
 
-/// A database of one run's own (see [`crate::receiver_postgres::TestDb`]), dropped with it.
-#[cfg(feature = "postgres")]
+/// A database of one run's own: a [`TestStore`] of the PostgreSQL backend, dropped with it.
 pub struct Database {
-    /// Always `Some` until dropped (taken out to be forgotten when kept).
-    test: Option<crate::receiver_postgres::TestDb>,
-    keep: bool,
+    /// `Some` until kept.
+    test: Option<TestStore>,
     /// The role's password in a file, for `--store-password-file` (`None`: it needs none).
     password_file: Option<PathBuf>,
     /// Where the receivers' other secret files go.
     secrets: PathBuf,
 }
 
-#[cfg(feature = "postgres")]
 impl Database {
     fn create(dir: &Path) -> Result<Database, String> {
-        let test = crate::receiver_postgres::TestDb::create("fault run").ok_or("no PostgreSQL")?;
+        let test = crate::backends::backends()
+            .into_iter()
+            .find(|store| matches!(store.location, StoreLocation::Postgres(_)))
+            .ok_or("no PostgreSQL for the run")?;
         let secrets = dir.join("store");
-        let password_file = std::env::var("FLEET_TEST_POSTGRES_PASSWORD").ok().map(|password| {
-            let dir = PathBuf::from(format!("{}.secrets", secrets.display()));
-            write_secret(&dir, "store.password", &password)
-        });
-        Ok(Database { test: Some(test), keep: false, password_file, secrets })
+        let password_file =
+            test.store_env().into_iter().find(|(name, _)| *name == "FLEET_STORE_PASSWORD").map(|(_, password)| {
+                let dir = PathBuf::from(format!("{}.secrets", secrets.display()));
+                write_secret(&dir, "store.password", &password)
+            });
+        Ok(Database { test: Some(test), password_file, secrets })
     }
 
-    fn location(&self) -> &fleet_receiver::storage::PostgresLocation {
-        &self.test.as_ref().expect("the database is there until dropped").location
-    }
-}
-
-#[cfg(feature = "postgres")]
-impl Drop for Database {
-    fn drop(&mut self) {
-        if self.keep {
-            // Not dropped: the failing seed's database stays for a look.
-            std::mem::forget(self.test.take());
-        }
+    fn test(&self) -> &TestStore {
+        self.test.as_ref().expect("the database is there until kept")
     }
 }
