@@ -13,31 +13,37 @@
 //! - Atlas to the Python stand-in;
 //! - v2 to two receivers sharing one PostgreSQL database (issue 15): the proxy spreads the
 //!   requests over both like a load balancer (round robin, random choice or a mix, per seed)
-//!   and sends the two copies of a concurrent duplicate to different receivers, while the
-//!   timeline kill -9s and restarts each receiver on its own (now and then both are down);
+//!   and sends the two copies of a concurrent duplicate to different receivers, while a
+//!   timeline lane per receiver kills it -9 (at a random moment, or while it holds a request)
+//!   or freezes it (SIGSTOP while it holds a request, then SIGCONT) and brings it back; both
+//!   start at the same moment on the empty database, and now and then both are down;
 //! - the race: two receivers on one PostgreSQL database get every batch at the same moment
-//!   (the proxy duplicating each request to both): each seq is stored exactly once and both
-//!   receivers answer 2xx (one stored it, the other found it stored).
+//!   (the proxy duplicating each request to both): each seq is stored exactly once, both
+//!   receivers answer 2xx, and for each new batch exactly one says it stored it.
 //!
-//! The oracle reads the store only through the receiver's storage seam ([`store`]), so it is
-//! the same for both backends. The PostgreSQL campaigns need `FLEET_TEST_POSTGRES` (see
-//! [`store`]; `.ci/run` starts a private server); without it they print that they were
-//! skipped, or fail under `FLEET_REQUIRE_POSTGRES=1`.
+//! The oracle reads and verifies the store only through the receiver's storage seam
+//! ([`store`]), so it is the same for both backends. The PostgreSQL campaigns need a test
+//! build with `--features postgres` and `FLEET_TEST_POSTGRES` (see [`store`]; `.ci/run`
+//! starts a private server); without them they print that they were skipped, or fail under
+//! `FLEET_REQUIRE_POSTGRES=1`.
 //!
 //! Seeds: each run prints `FLEET_FAULT_SEED=N` with its schedule; a failure lists the failing
 //! seeds and their violations.
 //!
-//! - `FLEET_FAULT_SEED=N` replays one seed (same schedule, same fate for each request number).
+//! - `FLEET_FAULT_SEED=N` replays one seed (same schedule, same fate and receiver for each
+//!   request number) in every campaign the test filter selects.
 //! - `FLEET_FAULT_SEEDS=K` runs K seeds (default: 6 for v2, 3 for Atlas, 4 for v2 on shared
-//!   PostgreSQL, 2 for the race), numbered from
-//!   `FLEET_FAULT_BASE` (default: from the clock, so a local run explores new seeds; `.ci/run` fixes it at 1000), plus
-//!   the next seed with each feature of `COVERAGE` that none of them has.
+//!   PostgreSQL, 2 for the race), numbered from `FLEET_FAULT_BASE` (default: from the clock,
+//!   so a local run explores new seeds; `.ci/run` fixes it at 1000), plus the next seed with
+//!   each feature of the campaign's coverage list that none of them has.
 //! - `FLEET_FAULT_JOBS=J` runs J seeds at once (default 1).
-//! - `FLEET_FAULT_KEEP=1` keeps every seed's files, not only a failing one's.
+//! - `FLEET_FAULT_KEEP=1` keeps every seed's files (and database), not only a failing one's.
 //!
 //! A long campaign (the debug build: the release profile's LTO makes the test build slow, and
 //! the processes mostly wait): `FLEET_FAULT_SEEDS=500 FLEET_FAULT_JOBS=2 cargo test --test
-//! integration fault:: -- --nocapture` (about 40 minutes on 2 cores).
+//! integration fault:: -- --nocapture` (about 40 minutes on 2 cores); the PostgreSQL ones:
+//! `FLEET_FAULT_SEEDS=200 FLEET_FAULT_JOBS=2 cargo test --features postgres --test integration
+//! fault::v2_to_two -- --nocapture` (about 15 minutes).
 
 mod oracle;
 mod proxy;
