@@ -18,7 +18,7 @@ use super::proxy::Proxy;
 use super::schedule::{Action, Protocol, Schedule, Servers};
 use super::store::{Backend, Store};
 use super::wire;
-use crate::support::{agent, fill_up, s, start_agent, write_config, Proc, TinyFs};
+use crate::support::{agent, fill_up, s, start_agent, write_config, Proc, TinyFs, CHEAP_WIDGETS};
 
 /// The machine id of every run.
 pub const MACHINE: &str = "fault-machine";
@@ -282,17 +282,21 @@ impl World {
         if let Some(send_interval) = self.schedule.send_interval {
             extra.push_str(&format!(r#","send_interval":{send_interval}"#));
         }
-        let (protocol, ping) = match self.schedule.protocol {
-            Protocol::V2 => ("v2", r#"{"enabled":false}"#),
-            Protocol::Atlas => ("atlas", r#"{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#),
+        // Only the widgets [`World::per_cycle`] counts: cpu, memory, system (Atlas: ping too).
+        let (protocol, widgets) = match self.schedule.protocol {
+            Protocol::V2 => ("v2", CHEAP_WIDGETS.to_string()),
+            Protocol::Atlas => (
+                "atlas",
+                CHEAP_WIDGETS.replace(
+                    r#""ping":{"enabled":false}"#,
+                    r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#,
+                ),
+            ),
         };
         let json = format!(
             r#"{{"server_url":"{}","api_key":"{API_KEY}","machine_id":"{MACHINE}","protocol":"{protocol}",
                 "interval":{interval}{extra},"log_level":"debug",
-                "spool":{{"dir":"{}","segment_bytes":{}}},
-                "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
-                "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
-                "ping":{ping},"speedtest":{{"enabled":false}}}}}}"#,
+                "spool":{{"dir":"{}","segment_bytes":{}}},{widgets}}}"#,
             self.proxy.url(),
             s(&self.spool),
             self.schedule.segment_bytes,
@@ -304,9 +308,14 @@ impl World {
 
     /// Records per collection cycle (cpu, memory, system; ping too for Atlas).
     pub fn per_cycle(&self) -> u64 {
+        self.counted_widgets().len() as u64
+    }
+
+    /// The widgets the agent runs (see [`World::write_config`]).
+    fn counted_widgets(&self) -> &'static [&'static str] {
         match self.schedule.protocol {
-            Protocol::V2 => 3,
-            Protocol::Atlas => 4,
+            Protocol::V2 => &["cpu", "memory", "system"],
+            Protocol::Atlas => &["cpu", "memory", "system", "ping"],
         }
     }
 
@@ -528,7 +537,7 @@ impl World {
 
     /// Everything the oracle needs (after [`World::heal_and_drain`]).
     pub fn evidence(&mut self) -> Evidence {
-        let lives = self
+        let lives: Vec<Life> = self
             .lives
             .iter()
             .map(|(log, killed)| Life { log: std::fs::read_to_string(log).unwrap_or_default(), killed: *killed })
@@ -564,6 +573,20 @@ impl World {
         if !partial.is_empty() {
             self.notes.push(format!("in rejected/ but not a kept record batch: {partial:?}"));
         }
+        // The kill allowance counts records per cycle: a widget the harness does not count
+        // (one added to the agent since) would make it wrong.
+        let uncounted: std::collections::BTreeSet<&str> = lives
+            .iter()
+            .flat_map(|life| life.log.lines())
+            .filter_map(|line| line.split(" collected ").nth(1)?.split(' ').next())
+            .filter(|widget| !self.counted_widgets().contains(widget))
+            .collect();
+        if !uncounted.is_empty() {
+            self.violations.push(format!(
+                "the agent collected widgets the harness does not count per cycle: {uncounted:?} (turn them off in \
+                 World::write_config)"
+            ));
+        }
         Evidence {
             exchanges: self.proxy.exchanges(Duration::from_secs(25)),
             keys: keys_of(&self.schedule),
@@ -596,8 +619,9 @@ impl World {
     pub fn keep_store(&mut self) -> Option<String> {
         match &mut self.server {
             Server::Receiver { store } => {
+                let described = store.describe();
                 store.keep();
-                Some(store.describe())
+                Some(described)
             }
             Server::Atlas { .. } => None,
         }
