@@ -36,19 +36,7 @@ fn dir_reader(store: &Path, keys: StoreKeys) -> Box<dyn StorageRead> {
     open_reader(&StoreLocation::Dir(store.to_path_buf()), keys).expect("a directory store opens")
 }
 
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("list").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(all_files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out.sort();
-    out
-}
+use crate::backends::files as all_files;
 
 /// Every data file under `dir` with its bytes (to prove nothing changed; the lock file, which
 /// every opener writes its pid into, is left out).

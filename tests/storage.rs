@@ -522,7 +522,7 @@ fn file_store_rows_that_do_not_open_are_passed_over_not_forwarded() {
 }
 
 #[test]
-fn the_readers_export_matches_the_http_export() {
+fn the_readers_export_matches_the_http_export_and_the_receiver_forwards_from_its_own_store() {
     // The receiver's export and a reader's widget_logs are the same provided method.
     let store = file_store();
     let dir = store.dir().expect("dir").to_path_buf();
@@ -530,6 +530,9 @@ fn the_readers_export_matches_the_http_export() {
     let body = envelope::seal_v1(&key(0), &crate::receiver::logs_json("mac-01", "hello")).expect("seal");
     assert_eq!(post(&rx.url(), "/api/fleet/widget-logs", &body).status, 200);
     let http = read(&rx.url(), "/api/fleet/widget-logs?format=json").json();
+    // The running receiver's own storage forwards (the file store's lock is its own).
+    let forwarded = drain(rx.storage().as_ref(), 100);
+    assert_eq!(forwarded.iter().map(|u| u.rows.len()).sum::<usize>(), 2, "the two widget logs");
     rx.shutdown();
     let mut count = 0;
     store
