@@ -143,10 +143,13 @@ fn postgres_store() -> Option<TestStore> {
 fn postgres_store() -> Option<TestStore> {
     match std::env::var(POSTGRES_ENV) {
         Ok(url) if !url.is_empty() => {
-            // HOOK (postgres helper): if an empty database needs a migration before
-            // `open_storage`/`open_reader`, run it here on `database.location()`.
             let database = postgres::Database::create(&url);
             let location = database.location();
+            // A receiver migrates at start, a reader never does (docs/receiver-store-postgres.md):
+            // migrate now, as `receive migrate` would, so that a test may read an empty store first.
+            if let StoreLocation::Postgres(postgres) = &location {
+                fleet_receiver::postgres::migrate(postgres).unwrap_or_else(|e| panic!("migrating {postgres}: {e}"));
+            }
             Some(TestStore { name: "postgres", location, guard: Guard::Postgres(database) })
         }
         _ => skip_postgres(&format!("{POSTGRES_ENV} is not set")),
