@@ -6,9 +6,9 @@
 //! PostgreSQL comes from the test environment, as for the storage tests ([`crate::backends`],
 //! `.ci/postgres.sh`): `FLEET_TEST_POSTGRES` is a libpq URL of a server where that role may
 //! CREATE DATABASE (its password, if any, in `FLEET_TEST_POSTGRES_PASSWORD`); each run gets a
-//! database with a fresh name, dropped at the end (kept, and named, when the run failed). Without the URL, or in a test build
-//! without the `postgres` feature, a PostgreSQL campaign is skipped with one line, or fails
-//! under `FLEET_REQUIRE_POSTGRES=1`.
+//! database with a fresh name, dropped at the end (kept, and named, when the run failed).
+//! Without the URL, or in a test build without the `postgres` feature, a PostgreSQL campaign
+//! is skipped with one line, or fails under `FLEET_REQUIRE_POSTGRES=1`.
 
 use std::path::{Path, PathBuf};
 
