@@ -428,3 +428,99 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
     }
     lock(&shared.log).push(exchange);
 }
+
+mod self_test {
+    //! The proxy as a load balancer, against two stand-in servers that answer every request
+    //! with their own number: requests go where [`Schedule::route`] says, a server that is
+    //! down is passed over, and the copies of a concurrent duplicate reach both.
+
+    use super::*;
+    use crate::fault::schedule::{Protocol, Servers};
+
+    /// A server answering `{"server":N}` to each request (reading one head, no body).
+    fn stand_in(number: usize) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addr = listener.local_addr().expect("address");
+        let serve = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = Vec::new();
+                if read_head(&mut conn, &mut buf).is_none() {
+                    return; // the test's signal to stop
+                }
+                let body = format!(r#"{{"server":{number}}}"#);
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        (addr, serve)
+    }
+
+    fn stop(addr: SocketAddr, serve: JoinHandle<()>) {
+        drop(TcpStream::connect(addr));
+        let _ = serve.join();
+    }
+
+    /// Send one empty POST through the proxy; the number of the server that answered.
+    fn ask_through(proxy: &Proxy) -> Option<usize> {
+        let mut conn = TcpStream::connect(proxy.addr).ok()?;
+        conn.write_all(b"POST /api/v2/batches HTTP/1.1\r\nContent-Length: 0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).ok()?;
+        let body: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1)?).ok()?;
+        body["server"].as_u64().map(|n| n as usize)
+    }
+
+    #[test]
+    fn requests_go_where_the_schedule_routes_them_and_a_down_server_is_passed_over() {
+        // A seed that mixes routing, so both round robin and random choices are exercised.
+        let seed = (0..).find(|&s| Schedule::generate(s, Protocol::V2, Servers::Shared(2), false).random_routing == 30);
+        let schedule = Arc::new(Schedule::generate(seed.expect("a seed"), Protocol::V2, Servers::Shared(2), false));
+        let proxy = Proxy::start(Arc::clone(&schedule), Box::new(|_, _| Vec::new()));
+        proxy.set_faults(false);
+        let servers: Vec<(SocketAddr, JoinHandle<()>)> = (0..2).map(stand_in).collect();
+        let urls: Vec<Option<String>> = servers.iter().map(|(addr, _)| Some(format!("http://{addr}"))).collect();
+        proxy.set_upstreams(&urls);
+        let answered: Vec<Option<usize>> = (0..40).map(|_| ask_through(&proxy)).collect();
+        let routed: Vec<Option<usize>> = (0..40).map(|n| Some(schedule.route(n, 2))).collect();
+        assert_eq!(answered, routed, "each request answered by the server the schedule routes it to");
+        assert!(routed.contains(&Some(0)) && routed.contains(&Some(1)), "both servers get requests");
+        let exchanges = proxy.exchanges(Duration::from_secs(5));
+        assert!(exchanges.iter().all(|e| e.servers == vec![schedule.route(e.n, 2)]), "each exchange names its server");
+
+        // Server 0 down (the slot still listed, as a balancer that has not noticed): every
+        // request reaches server 1.
+        let mut servers = servers.into_iter();
+        let (addr0, serve0) = servers.next().expect("server 0");
+        stop(addr0, serve0);
+        let answered: Vec<Option<usize>> = (0..10).map(|_| ask_through(&proxy)).collect();
+        assert_eq!(answered, vec![Some(1); 10]);
+        // Told that it is down: the same.
+        proxy.set_upstreams(&[None, urls[1].clone()]);
+        let answered: Vec<Option<usize>> = (0..10).map(|_| ask_through(&proxy)).collect();
+        assert_eq!(answered, vec![Some(1); 10]);
+        let (addr1, serve1) = servers.next().expect("server 1");
+        stop(addr1, serve1);
+    }
+
+    #[test]
+    fn the_copies_of_a_concurrent_duplicate_reach_both_servers() {
+        let schedule = Arc::new(Schedule::racing(3, 2));
+        let proxy = Proxy::start(Arc::clone(&schedule), Box::new(|_, _| Vec::new()));
+        let servers: Vec<(SocketAddr, JoinHandle<()>)> = (0..2).map(stand_in).collect();
+        let urls: Vec<Option<String>> = servers.iter().map(|(addr, _)| Some(format!("http://{addr}"))).collect();
+        proxy.set_upstreams(&urls);
+        for _ in 0..10 {
+            assert!(ask_through(&proxy).is_some());
+        }
+        for exchange in proxy.exchanges(Duration::from_secs(5)) {
+            let mut servers = exchange.servers.clone();
+            servers.sort_unstable();
+            assert_eq!(servers, vec![0, 1], "request #{}: one copy to each server", exchange.n);
+            assert!(exchange.upstream.iter().all(|a| a.is_some_and(|a| a.status == 200)));
+        }
+        for (addr, serve) in servers {
+            stop(addr, serve);
+        }
+    }
+}
