@@ -622,7 +622,10 @@ fn a_postgres_store_is_a_clear_error_without_the_feature_and_for_rekey() {
         s(&key_file),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(support::stderr(&out).contains("directory store"), "{}", support::stderr(&out));
+    // The server build rekeys PostgreSQL stores (there is no server at this URL); the laptop
+    // build says what it lacks.
+    let expected = if cfg!(feature = "postgres") { url } else { "directory store" };
+    assert!(support::stderr(&out).contains(expected), "{}", support::stderr(&out));
     let out = support::run(&["receive", "ls", "--store", "postgres://fleet:secret@127.0.0.1/fleet"]);
     assert_eq!(out.status.code(), Some(2));
     let err = support::stderr(&out);
