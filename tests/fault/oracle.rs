@@ -21,7 +21,7 @@ use fleet_agent::spool::RecordCounts;
 use fleet_wire::keys::Key32;
 use serde_json::Value;
 
-use super::proxy::Exchange;
+use super::proxy::{Answer, Exchange};
 use super::wire::{open_batch, open_widget_logs, Batch, RecordId};
 
 /// The `records` object of `fleet-agent status --json` (the counters contract, read by name
@@ -243,6 +243,56 @@ pub fn check_v2(evidence: &Evidence, stored: &[Batch]) -> Vec<String> {
     violations
 }
 
+/// Batches raced to two receivers at once that a race run must reach to prove anything.
+const MIN_RACES: usize = 10;
+
+/// The race (two receivers given the same batch at the same moment, nothing else failing;
+/// only copies that reached two different receivers count): both answer 2xx, one because it
+/// stored the batch, the other because it found it stored (`"duplicate": true`); exactly once
+/// in the store is [`check_v2`]'s. A 5xx or 409 there is a receiver that lost the race on the
+/// unique `(machine_id, seq)` and did not recognize the same batch; two "stored" answers are
+/// two receivers that each believe they stored it.
+pub fn check_race(evidence: &Evidence) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut races = 0;
+    let mut first_sends = 0;
+    let mut seen = BTreeSet::new();
+    for exchange in evidence.exchanges.iter().filter(|e| e.path == "/api/v2/batches") {
+        let seq = exchange.body.as_ref().and_then(|body| open_batch(body, &evidence.keys).ok()).map(|b| b.seq);
+        let first_send = seq.is_some_and(|seq| seen.insert(seq));
+        let [Some(a), Some(b)] = exchange.upstream[..] else { continue };
+        if exchange.servers.len() != 2 || exchange.servers[0] == exchange.servers[1] {
+            continue;
+        }
+        races += 1;
+        let seq = seq.map_or("?".to_string(), |s| s.to_string());
+        if !is_2xx(Some(a.status)) || !is_2xx(Some(b.status)) {
+            violations.push(format!(
+                "request #{} (seq {seq}) went to both receivers at once; they answered {} and {}: the one that lost \
+                 the race must find the same batch stored and answer 2xx",
+                exchange.n, a.status, b.status
+            ));
+        } else if first_send {
+            first_sends += 1;
+            if a.duplicate == b.duplicate {
+                violations.push(format!(
+                    "request #{} (seq {seq}, its first send) went to both receivers at once and {} of them said it \
+                     stored it: exactly one must store it, the other find it stored",
+                    exchange.n,
+                    if a.duplicate { "neither" } else { "both" }
+                ));
+            }
+        }
+    }
+    if first_sends < MIN_RACES {
+        violations.push(format!(
+            "only {first_sends} new batches reached both receivers at once ({races} races in all; at least \
+             {MIN_RACES} needed): the race run proves nothing"
+        ));
+    }
+    violations
+}
+
 /// The checks for Atlas widget logs against the stand-in's capture (`id -> times received`).
 pub fn check_atlas(evidence: &Evidence, captured: &BTreeMap<RecordId, usize>) -> Vec<String> {
     let mut violations = Vec::new();
@@ -394,7 +444,15 @@ mod self_test {
     }
 
     fn exchange(n: u64, body: Vec<u8>, relayed: Option<u16>) -> Exchange {
-        Exchange { n, path: "/api/v2/batches".into(), fate: Fate::Pass, body: Some(body), upstream: vec![], relayed }
+        Exchange {
+            n,
+            path: "/api/v2/batches".into(),
+            fate: Fate::Pass,
+            body: Some(body),
+            upstream: vec![],
+            servers: vec![],
+            relayed,
+        }
     }
 
     fn stored(seq: u64, ts: &[u32]) -> Batch {
@@ -475,6 +533,33 @@ mod self_test {
         assert!(v.contains("do not add up"), "{v}");
         assert!(v.contains("backlog of 2"), "{v}");
         assert!(v.contains("3 are missing beyond the 0"), "{v}");
+    }
+
+    #[test]
+    fn a_receiver_that_loses_the_race_with_an_error_is_caught() {
+        let answer = |status: u16, duplicate: bool| Some(Answer { status, duplicate });
+        let raced = |n: u64, seq: u64, answers: [Option<Answer>; 2]| Exchange {
+            fate: Fate::Duplicate { concurrent: true },
+            upstream: answers.to_vec(),
+            servers: vec![0, 1],
+            ..exchange(n, body(seq, &[n as u32]), Some(200))
+        };
+        let stored_once = [answer(200, false), answer(200, true)];
+        let clean: Vec<Exchange> = (0..MIN_RACES as u64).map(|n| raced(n, n + 1, stored_once)).collect();
+        assert_eq!(check_race(&evidence(clean.clone(), 0, counters(0, 0))), Vec::<String>::new());
+        let with = |extra: Exchange| {
+            let mut exchanges = clean.clone();
+            exchanges.push(extra);
+            check_race(&evidence(exchanges, 0, counters(0, 0))).join("\n")
+        };
+        let v = with(raced(99, 100, [answer(200, false), answer(500, false)]));
+        assert!(v.contains("request #99 (seq 100) went to both receivers at once; they answered 200 and 500"), "{v}");
+        let v = with(raced(99, 100, [answer(200, false), answer(200, false)]));
+        assert!(v.contains("request #99 (seq 100, its first send) went to both receivers at once and both"), "{v}");
+        // A resend of a stored seq: both find it stored, which is right.
+        assert_eq!(with(raced(99, 1, [answer(200, true), answer(200, true)])), "");
+        let v = check_race(&evidence(clean[..3].to_vec(), 0, counters(0, 0))).join("\n");
+        assert!(v.contains("only 3 new batches reached both receivers at once"), "{v}");
     }
 
     #[test]

@@ -4,16 +4,19 @@
 //! servers close after answering). For each request the proxy takes the schedule's fate for
 //! its number, acts it out, and logs an [`Exchange`]: the body the agent sent, what the
 //! server answered to each forwarded copy, and what (if anything) was relayed to the agent.
-//! The upstream addresses can change at any time (a restarted server gets a new port); with
-//! two servers (a second receiver on the same store) requests alternate between them by
-//! number, and the two copies of a concurrent duplicate go to different ones. While no server
-//! is up a forwarded request finds no one and the agent's connection is closed.
+//! The upstream addresses can change at any time (a restarted server gets a new port). With
+//! several servers the proxy is a load balancer: the schedule routes each request number to
+//! one of them (the next in turn, or one drawn at random: [`Schedule::route`]), a server that
+//! is down or refuses the connection is passed over for the next (nothing was sent to it
+//! yet), and the two copies of a concurrent duplicate go to different servers, so two
+//! receivers race on the same batch. While no server is up a forwarded request finds no one
+//! and the agent's connection is closed.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -36,10 +39,29 @@ pub struct Exchange {
     pub fate: Fate,
     /// The whole body the agent sent (`None`: the agent did not finish sending it).
     pub body: Option<Vec<u8>>,
-    /// Status of the server's answer to each forwarded copy (`None`: no answer).
-    pub upstream: Vec<Option<u16>>,
+    /// The server's answer to each forwarded copy (`None`: no answer).
+    pub upstream: Vec<Option<Answer>>,
+    /// The server (slot) each copy that found one went to.
+    pub servers: Vec<usize>,
     /// Status relayed to the agent, complete (`None`: the agent got no answer).
     pub relayed: Option<u16>,
+}
+
+/// What a server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The status.
+    pub status: u16,
+    /// The body says `"duplicate": true` (a v2 receiver found the batch stored already).
+    pub duplicate: bool,
+}
+
+impl Answer {
+    fn of(message: &Message) -> Option<Answer> {
+        let duplicate = serde_json::from_slice::<serde_json::Value>(&message.body)
+            .is_ok_and(|body| body["duplicate"] == serde_json::Value::Bool(true));
+        Some(Answer { status: message.status()?, duplicate })
+    }
 }
 
 /// Tells the proxy which record identities a body carries (for [`Fate::Reject`]).
@@ -48,7 +70,8 @@ pub type Identify = dyn Fn(&str, &[u8]) -> Vec<RecordId> + Send + Sync;
 struct Shared {
     schedule: Arc<Schedule>,
     identify: Box<Identify>,
-    upstreams: Mutex<Vec<SocketAddr>>,
+    /// One slot per server; `None`: that one is down.
+    upstreams: Mutex<Vec<Option<SocketAddr>>>,
     faults: AtomicBool,
     next: AtomicU64,
     log: Mutex<Vec<Exchange>>,
@@ -57,7 +80,12 @@ struct Shared {
     stop: AtomicBool,
     /// Connections being handled.
     active: AtomicU64,
+    /// Per server slot: requests sent to it and not yet answered.
+    busy: [AtomicU64; MAX_SLOTS],
 }
+
+/// Most server slots the proxy tracks as busy.
+const MAX_SLOTS: usize = 4;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -85,6 +113,7 @@ impl Proxy {
             forwarded: Mutex::new(HashSet::new()),
             stop: AtomicBool::new(false),
             active: AtomicU64::new(0),
+            busy: Default::default(),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -111,10 +140,17 @@ impl Proxy {
         format!("http://{}", self.addr)
     }
 
-    /// Point at the running servers (their URLs).
-    pub fn set_upstreams(&self, urls: &[String]) {
-        let addrs = urls.iter().map(|url| url.trim_start_matches("http://").parse().expect("server address"));
+    /// Point at the servers: one slot each, with its URL while it runs.
+    pub fn set_upstreams(&self, urls: &[Option<String>]) {
+        let addrs = urls
+            .iter()
+            .map(|url| url.as_ref().map(|url| url.trim_start_matches("http://").parse().expect("server address")));
         *lock(&self.shared.upstreams) = addrs.collect();
+    }
+
+    /// Whether server `slot` holds a request it has not answered yet.
+    pub fn busy(&self, slot: usize) -> bool {
+        self.shared.busy.get(slot).is_some_and(|n| n.load(Ordering::SeqCst) > 0)
     }
 
     /// Turn the network faults off (heal) or on.
@@ -212,16 +248,46 @@ fn read_body(stream: &mut TcpStream, mut buf: Vec<u8>, len: Option<usize>) -> Op
     }
 }
 
-/// The server for copy `n` of a request.
-fn upstream(shared: &Shared, n: u64) -> Option<SocketAddr> {
-    let upstreams = lock(&shared.upstreams);
-    (!upstreams.is_empty()).then(|| upstreams[n as usize % upstreams.len()])
+/// A connection to a server for copy `copy` (0 or 1) of request `n`: to the one the schedule
+/// routes it to (the other copy to the next one), or, when that one is down or refuses the
+/// connection, to the next one up, as a load balancer does.
+/// The connection and the server's slot.
+fn connect(shared: &Shared, n: u64, copy: usize) -> Option<(usize, TcpStream)> {
+    let slots = lock(&shared.upstreams).clone();
+    if slots.is_empty() {
+        return None;
+    }
+    let first = shared.schedule.route(n, slots.len()) + copy;
+    (0..slots.len()).map(|i| (first + i) % slots.len()).find_map(|slot| {
+        let addr = slots[slot]?;
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok().map(|conn| (slot, conn))
+    })
 }
 
-/// Send one request to server `n` and read its whole answer.
-fn forward(shared: &Shared, n: u64, request: &Message) -> Option<Message> {
-    let addr = upstream(shared, n)?;
-    let mut server = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+/// Send copy `copy` of request `n` to a server and read its whole answer; the server's slot.
+fn forward(shared: &Shared, n: u64, copy: usize, request: &Message) -> (Option<usize>, Option<Message>) {
+    match connect(shared, n, copy) {
+        Some((slot, server)) => (Some(slot), ask(shared, slot, server, request)),
+        None => (None, None),
+    }
+}
+
+/// Send a request on a connection to server `slot` and read its whole answer (the server
+/// counts as busy meanwhile).
+fn ask(shared: &Shared, slot: usize, server: TcpStream, request: &Message) -> Option<Message> {
+    let busy = shared.busy.get(slot);
+    busy.inspect(|n| {
+        n.fetch_add(1, Ordering::SeqCst);
+    });
+    let answer = exchange_with(server, request);
+    busy.inspect(|n| {
+        n.fetch_sub(1, Ordering::SeqCst);
+    });
+    answer
+}
+
+/// Write a request on a connection and read the whole answer.
+fn exchange_with(mut server: TcpStream, request: &Message) -> Option<Message> {
     server.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
     server.set_write_timeout(Some(IO_TIMEOUT)).ok()?;
     server.write_all(&request.bytes()).ok()?;
@@ -257,7 +323,8 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
     let n = shared.next.fetch_add(1, Ordering::SeqCst);
     let mut fate = if shared.faults.load(Ordering::SeqCst) { shared.schedule.fate(n) } else { Fate::Pass };
     let len = request.content_length().unwrap_or(0);
-    let mut exchange = Exchange { n, path: path.clone(), fate, body: None, upstream: Vec::new(), relayed: None };
+    let mut exchange =
+        Exchange { n, path: path.clone(), fate, body: None, upstream: Vec::new(), servers: Vec::new(), relayed: None };
 
     if let Fate::ResetMidBody { upstream: tear_upstream } = fate {
         // Take part of the body and go: what is left unread makes the kernel send a reset.
@@ -270,12 +337,11 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
         }
         taken.truncate(part);
         if tear_upstream {
-            if let Some(mut server) =
-                upstream(shared, n).and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
-            {
+            if let Some((slot, mut server)) = connect(shared, n, 0) {
                 let _ = server.write_all(&request.head);
                 let _ = server.write_all(&taken);
                 exchange.upstream.push(None);
+                exchange.servers.push(slot);
             }
         }
         drop(agent);
@@ -296,8 +362,9 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
     }
     let send = |exchange: &mut Exchange| {
         lock(&shared.forwarded).extend(ids.iter().cloned());
-        let answer = forward(shared, n, &request);
-        exchange.upstream.push(answer.as_ref().and_then(Message::status));
+        let (slot, answer) = forward(shared, n, 0, &request);
+        exchange.upstream.push(answer.as_ref().and_then(Answer::of));
+        exchange.servers.extend(slot);
         answer
     };
     match fate {
@@ -325,13 +392,25 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
         }
         Fate::Duplicate { concurrent: true } => {
             lock(&shared.forwarded).extend(ids.iter().cloned());
-            let (a, b) = std::thread::scope(|scope| {
-                let a = scope.spawn(|| forward(shared, n, &request));
-                let b = scope.spawn(|| forward(shared, n + 1, &request));
-                (a.join().ok().flatten(), b.join().ok().flatten())
+            // Both connections are open before either copy is written, so the two servers
+            // get the same batch within microseconds of each other.
+            let both = Barrier::new(2);
+            let copy = |copy: usize| {
+                let server = connect(shared, n, copy);
+                both.wait();
+                match server {
+                    Some((slot, server)) => (Some(slot), ask(shared, slot, server, &request)),
+                    None => (None, None),
+                }
+            };
+            let ((slot_a, a), (slot_b, b)) = std::thread::scope(|scope| {
+                let a = scope.spawn(|| copy(0));
+                let b = scope.spawn(|| copy(1));
+                (a.join().unwrap_or((None, None)), b.join().unwrap_or((None, None)))
             });
-            exchange.upstream.push(a.as_ref().and_then(Message::status));
-            exchange.upstream.push(b.as_ref().and_then(Message::status));
+            exchange.upstream.push(a.as_ref().and_then(Answer::of));
+            exchange.upstream.push(b.as_ref().and_then(Answer::of));
+            exchange.servers.extend(slot_a.into_iter().chain(slot_b));
             if let Some(answer) = a.or(b) {
                 exchange.relayed = relay(&mut agent, &answer);
             }
@@ -348,4 +427,100 @@ fn handle(mut agent: TcpStream, shared: &Shared) {
         Fate::ResetMidBody { .. } => {}
     }
     lock(&shared.log).push(exchange);
+}
+
+mod self_test {
+    //! The proxy as a load balancer, against two stand-in servers that answer every request
+    //! with their own number: requests go where [`Schedule::route`] says, a server that is
+    //! down is passed over, and the copies of a concurrent duplicate reach both.
+
+    use super::*;
+    use crate::fault::schedule::{Protocol, Servers};
+
+    /// A server answering `{"server":N}` to each request (reading one head, no body).
+    fn stand_in(number: usize) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addr = listener.local_addr().expect("address");
+        let serve = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut buf = Vec::new();
+                if read_head(&mut conn, &mut buf).is_none() {
+                    return; // the test's signal to stop
+                }
+                let body = format!(r#"{{"server":{number}}}"#);
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        (addr, serve)
+    }
+
+    fn stop(addr: SocketAddr, serve: JoinHandle<()>) {
+        drop(TcpStream::connect(addr));
+        let _ = serve.join();
+    }
+
+    /// Send one empty POST through the proxy; the number of the server that answered.
+    fn ask_through(proxy: &Proxy) -> Option<usize> {
+        let mut conn = TcpStream::connect(proxy.addr).ok()?;
+        conn.write_all(b"POST /api/v2/batches HTTP/1.1\r\nContent-Length: 0\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).ok()?;
+        let body: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1)?).ok()?;
+        body["server"].as_u64().map(|n| n as usize)
+    }
+
+    #[test]
+    fn requests_go_where_the_schedule_routes_them_and_a_down_server_is_passed_over() {
+        // A seed that mixes routing, so both round robin and random choices are exercised.
+        let seed = (0..).find(|&s| Schedule::generate(s, Protocol::V2, Servers::Shared(2), false).random_routing == 30);
+        let schedule = Arc::new(Schedule::generate(seed.expect("a seed"), Protocol::V2, Servers::Shared(2), false));
+        let proxy = Proxy::start(Arc::clone(&schedule), Box::new(|_, _| Vec::new()));
+        proxy.set_faults(false);
+        let servers: Vec<(SocketAddr, JoinHandle<()>)> = (0..2).map(stand_in).collect();
+        let urls: Vec<Option<String>> = servers.iter().map(|(addr, _)| Some(format!("http://{addr}"))).collect();
+        proxy.set_upstreams(&urls);
+        let answered: Vec<Option<usize>> = (0..40).map(|_| ask_through(&proxy)).collect();
+        let routed: Vec<Option<usize>> = (0..40).map(|n| Some(schedule.route(n, 2))).collect();
+        assert_eq!(answered, routed, "each request answered by the server the schedule routes it to");
+        assert!(routed.contains(&Some(0)) && routed.contains(&Some(1)), "both servers get requests");
+        let exchanges = proxy.exchanges(Duration::from_secs(5));
+        assert!(exchanges.iter().all(|e| e.servers == vec![schedule.route(e.n, 2)]), "each exchange names its server");
+
+        // Server 0 down (the slot still listed, as a balancer that has not noticed): every
+        // request reaches server 1.
+        let mut servers = servers.into_iter();
+        let (addr0, serve0) = servers.next().expect("server 0");
+        stop(addr0, serve0);
+        let answered: Vec<Option<usize>> = (0..10).map(|_| ask_through(&proxy)).collect();
+        assert_eq!(answered, vec![Some(1); 10]);
+        // Told that it is down: the same.
+        proxy.set_upstreams(&[None, urls[1].clone()]);
+        let answered: Vec<Option<usize>> = (0..10).map(|_| ask_through(&proxy)).collect();
+        assert_eq!(answered, vec![Some(1); 10]);
+        let (addr1, serve1) = servers.next().expect("server 1");
+        stop(addr1, serve1);
+    }
+
+    #[test]
+    fn the_copies_of_a_concurrent_duplicate_reach_both_servers() {
+        let schedule = Arc::new(Schedule::racing(3, 2));
+        let proxy = Proxy::start(Arc::clone(&schedule), Box::new(|_, _| Vec::new()));
+        let servers: Vec<(SocketAddr, JoinHandle<()>)> = (0..2).map(stand_in).collect();
+        let urls: Vec<Option<String>> = servers.iter().map(|(addr, _)| Some(format!("http://{addr}"))).collect();
+        proxy.set_upstreams(&urls);
+        for _ in 0..10 {
+            assert!(ask_through(&proxy).is_some());
+        }
+        for exchange in proxy.exchanges(Duration::from_secs(5)) {
+            let mut servers = exchange.servers.clone();
+            servers.sort_unstable();
+            assert_eq!(servers, vec![0, 1], "request #{}: one copy to each server", exchange.n);
+            assert!(exchange.upstream.iter().all(|a| a.is_some_and(|a| a.status == 200)));
+        }
+        for (addr, serve) in servers {
+            stop(addr, serve);
+        }
+    }
 }

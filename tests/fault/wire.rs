@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::store::Store;
+
 use fleet_wire::envelope;
 use fleet_wire::keys::Key32;
 use fleet_wire::record::{BatchBody, Record};
@@ -70,9 +72,10 @@ pub fn open_widget_logs(body: &[u8], keys: &[Key32]) -> Result<Vec<RecordId>, St
 }
 
 /// The v2 batches a receiver store holds for `machine_id`, in store order. The one place the
-/// harness reads the store, through the receiver's own reader (committed batches only).
-pub fn stored_batches(store: &Path, machine_id: &str) -> Result<Vec<Batch>, String> {
-    let lines = crate::support::store_reader(store).read_records(machine_id).map_err(|e| e.to_string())?;
+/// harness reads the store, through the receiver's storage seam (committed batches only), so
+/// the same check holds the file store and PostgreSQL.
+pub fn stored_batches(store: &Store, machine_id: &str) -> Result<Vec<Batch>, String> {
+    let lines = store.read_records(machine_id)?;
     let mut batches = Vec::new();
     let mut records: Vec<Record> = Vec::new();
     for line in lines {

@@ -1,7 +1,8 @@
 //! The system under test for one seed: a real `fleet-agent run`, a real server (the bundled
-//! `fleet-agent receive`, or the Python Atlas stand-in), the faulty proxy between them, and a
-//! spool on a small tmpfs that can be filled up. It plays the schedule's timeline, heals,
-//! drains and gathers the [`Evidence`] the oracle checks.
+//! `fleet-agent receive` on the file store or on PostgreSQL, several of them sharing one
+//! database, or the Python Atlas stand-in), the faulty proxy between them, and a spool on a
+//! small tmpfs that can be filled up. It plays the schedule's timeline, heals, drains and
+//! gathers the [`Evidence`] the oracle checks.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -14,9 +15,10 @@ use fleet_wire::keys::Key32;
 
 use super::oracle::{parse_counters, Evidence, Life};
 use super::proxy::Proxy;
-use super::schedule::{Action, Protocol, Schedule};
+use super::schedule::{Action, Protocol, Schedule, Servers};
+use super::store::{Backend, Store};
 use super::wire;
-use crate::support::{agent, fill_up, s, start_agent, write_config, Proc, TinyFs};
+use crate::support::{agent, fill_up, s, start_agent, write_config, Proc, TinyFs, CHEAP_WIDGETS};
 
 /// The machine id of every run.
 pub const MACHINE: &str = "fault-machine";
@@ -28,6 +30,8 @@ const KEYS: [&str; 2] =
 const DISK_KIB: u64 = 4096;
 /// Longest wait for the agent to stop on SIGTERM (a request in flight, then a 3 s last push).
 const STOP_LIMIT: Duration = Duration::from_secs(30);
+/// Longest wait for a receiver to be busy, to kill it then.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait for the healed backlog to drain.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
@@ -63,8 +67,18 @@ impl Disk {
 
 /// The server behind the proxy.
 enum Server {
-    Receiver { store: PathBuf },
+    /// `fleet-agent receive` on this store.
+    Receiver { store: Store },
+    /// The Python Atlas stand-in, capturing every request to this file.
     Atlas { capture: PathBuf },
+}
+
+/// A running server.
+struct Running {
+    /// Its receiver number with [`Servers::Shared`] (0 otherwise).
+    slot: usize,
+    proc: Proc,
+    url: String,
 }
 
 /// One seed's processes and files.
@@ -76,8 +90,8 @@ pub struct World {
     server: Server,
     proxy: Proxy,
     agent: Option<Proc>,
-    /// Running servers, oldest first, with their URLs.
-    servers: Vec<(Proc, String)>,
+    /// Running servers, oldest first.
+    servers: Vec<Running>,
     server_starts: usize,
     key: usize,
     lives: Vec<(PathBuf, bool)>,
@@ -99,8 +113,9 @@ fn keys_of(schedule: &Schedule) -> Vec<Key32> {
 }
 
 impl World {
-    /// Start the server, the proxy and the agent for `schedule` in `dir` (spool under `disk`).
-    pub fn start(schedule: Arc<Schedule>, dir: &Path, disk_root: &Path) -> World {
+    /// Start the server(s) (v2: on `backend`), the proxy and the agent for `schedule` in `dir`
+    /// (spool under `disk`).
+    pub fn start(schedule: Arc<Schedule>, backend: Backend, dir: &Path, disk_root: &Path) -> World {
         let keys = keys_of(&schedule);
         let identify: Box<super::proxy::Identify> = match schedule.protocol {
             Protocol::V2 => Box::new(move |path, body| {
@@ -118,7 +133,9 @@ impl World {
         };
         let proxy = Proxy::start(Arc::clone(&schedule), identify);
         let server = match schedule.protocol {
-            Protocol::V2 => Server::Receiver { store: dir.join("store") },
+            Protocol::V2 => Server::Receiver {
+                store: Store::create(backend, dir).unwrap_or_else(|e| panic!("no store for the run: {e}")),
+            },
             Protocol::Atlas => Server::Atlas { capture: dir.join("capture.jsonl") },
         };
         let mut world = World {
@@ -139,22 +156,64 @@ impl World {
             notes: Vec::new(),
         };
         world.filler = Some(disk_root.join("filler"));
-        world.start_server().expect("the server starts");
+        match world.schedule.servers {
+            Servers::One => world.start_server(0).expect("the server starts"),
+            Servers::Shared(receivers) => {
+                let slots: Vec<usize> = (0..receivers).collect();
+                for (slot, started) in world.start_servers(&slots).into_iter().enumerate() {
+                    started.unwrap_or_else(|e| panic!("receiver {slot} did not start beside the others: {e}"));
+                }
+            }
+        }
         world.write_config(world.schedule.interval);
         world.start_agent();
         world
     }
 
-    /// Start a server (a second one when one runs already) and point the proxy at all of them.
-    fn start_server(&mut self) -> Result<(), String> {
-        let log = self.dir.join(format!("server-{}.log", self.server_starts));
-        self.server_starts += 1;
-        let command = match &self.server {
+    /// Start a server as receiver number `slot` (with one server: a second one when one runs
+    /// already) and point the proxy at all of them.
+    fn start_server(&mut self, slot: usize) -> Result<(), String> {
+        self.start_servers(&[slot]).remove(0)
+    }
+
+    /// Start receivers `slots` all at the same moment (as a deployment starts its replicas: on
+    /// a fresh database they race to create the schema) and point the proxy at every server
+    /// that came up; what each start did.
+    fn start_servers(&mut self, slots: &[usize]) -> Vec<Result<(), String>> {
+        let launches: Vec<(Command, PathBuf)> = slots
+            .iter()
+            .map(|_| {
+                let log = self.dir.join(format!("server-{}.log", self.server_starts));
+                self.server_starts += 1;
+                (self.server_command(), log)
+            })
+            .collect();
+        let started: Vec<Result<(Proc, String), String>> = std::thread::scope(|scope| {
+            let launched: Vec<_> =
+                launches.into_iter().map(|(command, log)| scope.spawn(move || spawn_server(command, &log))).collect();
+            launched.into_iter().map(|l| l.join().unwrap_or_else(|_| Err("the launcher panicked".into()))).collect()
+        });
+        let results = slots
+            .iter()
+            .zip(started)
+            .map(|(&slot, started)| {
+                let (proc, url) = started?;
+                self.servers.push(Running { slot, proc, url });
+                Ok(())
+            })
+            .collect();
+        self.point_proxy();
+        results
+    }
+
+    /// The command that runs the server.
+    fn server_command(&self) -> Command {
+        match &self.server {
             Server::Receiver { store } => {
                 let mut cmd = agent();
                 // Secrets in files beside the store, the store sealed under the test store key.
                 let keys: &[&str] = if self.schedule.sealed { &KEYS } else { &[] };
-                cmd.args(crate::support::receiver_args(store, "127.0.0.1:0", API_KEY, keys));
+                cmd.args(store.receiver_args("127.0.0.1:0", API_KEY, keys));
                 cmd
             }
             Server::Atlas { capture } => {
@@ -164,40 +223,80 @@ impl World {
                 cmd.args([s(&script), s(capture), "--rate-limit", "1000000"]);
                 cmd
             }
-        };
-        let server = spawn_server(command, &log)?;
-        self.servers.push(server);
-        self.point_proxy();
-        Ok(())
+        }
     }
 
+    /// Tell the proxy which servers run: every running one (one server), or one slot per
+    /// receiver of the shared database, empty while that one is down.
     fn point_proxy(&self) {
-        let urls: Vec<String> = self.servers.iter().map(|(_, url)| url.clone()).collect();
+        let urls: Vec<Option<String>> = match self.schedule.servers {
+            Servers::One => self.servers.iter().map(|r| Some(r.url.clone())).collect(),
+            Servers::Shared(receivers) => {
+                (0..receivers).map(|slot| self.servers.iter().find(|r| r.slot == slot).map(|r| r.url.clone())).collect()
+            }
+        };
         self.proxy.set_upstreams(&urls);
     }
 
+    /// kill -9 the oldest servers until `keep` run.
     fn kill_servers(&mut self, keep: usize) {
         while self.servers.len() > keep {
-            let (mut server, _) = self.servers.remove(0);
-            server.kill9();
+            self.servers.remove(0).proc.kill9();
+        }
+        self.point_proxy();
+    }
+
+    /// Wait (at most [`BUSY_WAIT`]) for receiver `slot` to hold a request; count `idle` if it
+    /// did not.
+    fn wait_busy(&mut self, slot: usize, idle: &'static str) {
+        let started = Instant::now();
+        while !self.proxy.busy(slot) && started.elapsed() < BUSY_WAIT {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if !self.proxy.busy(slot) {
+            *self.actions.entry(idle).or_insert(0) += 1;
+        }
+    }
+
+    /// Send `signal` to receiver `slot` of the shared database (if it runs).
+    fn signal_receiver(&self, slot: usize, signal: &str) {
+        if let Some(running) = self.servers.iter().find(|r| r.slot == slot) {
+            running.proc.signal(signal);
+        }
+    }
+
+    /// kill -9 receiver number `slot` of the shared database (the proxy first forgets it, as a
+    /// load balancer's health check would a moment later; requests already on their way to it
+    /// meet the kill).
+    fn kill_receiver(&mut self, slot: usize) {
+        if let Some(at) = self.servers.iter().position(|r| r.slot == slot) {
+            let mut running = self.servers.remove(at);
+            running.proc.kill9();
         }
         self.point_proxy();
     }
 
     fn write_config(&self, interval: f64) {
-        let key =
+        let mut extra =
             if self.schedule.sealed { format!(r#","encryption_key":"{}""#, KEYS[self.key]) } else { String::new() };
-        let (protocol, ping) = match self.schedule.protocol {
-            Protocol::V2 => ("v2", r#"{"enabled":false}"#),
-            Protocol::Atlas => ("atlas", r#"{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#),
+        if let Some(send_interval) = self.schedule.send_interval {
+            extra.push_str(&format!(r#","send_interval":{send_interval}"#));
+        }
+        // Only the widgets [`World::per_cycle`] counts: cpu, memory, system (Atlas: ping too).
+        let (protocol, widgets) = match self.schedule.protocol {
+            Protocol::V2 => ("v2", CHEAP_WIDGETS.to_string()),
+            Protocol::Atlas => (
+                "atlas",
+                CHEAP_WIDGETS.replace(
+                    r#""ping":{"enabled":false}"#,
+                    r#""ping":{"targets":["127.0.0.1"],"count":1,"tcp_port":9}"#,
+                ),
+            ),
         };
         let json = format!(
             r#"{{"server_url":"{}","api_key":"{API_KEY}","machine_id":"{MACHINE}","protocol":"{protocol}",
-                "interval":{interval}{key},"log_level":"debug",
-                "spool":{{"dir":"{}","segment_bytes":{}}},
-                "widgets":{{"machine_info":{{"enabled":false}},"disk":{{"enabled":false}},"network":{{"enabled":false}},
-                "processes":{{"enabled":false}},"battery":{{"enabled":false}},"wifi":{{"enabled":false}},
-                "ping":{ping},"speedtest":{{"enabled":false}}}}}}"#,
+                "interval":{interval}{extra},"log_level":"debug",
+                "spool":{{"dir":"{}","segment_bytes":{}}},{widgets}}}"#,
             self.proxy.url(),
             s(&self.spool),
             self.schedule.segment_bytes,
@@ -209,9 +308,14 @@ impl World {
 
     /// Records per collection cycle (cpu, memory, system; ping too for Atlas).
     pub fn per_cycle(&self) -> u64 {
+        self.counted_widgets().len() as u64
+    }
+
+    /// The widgets the agent runs (see [`World::write_config`]).
+    fn counted_widgets(&self) -> &'static [&'static str] {
         match self.schedule.protocol {
-            Protocol::V2 => 3,
-            Protocol::Atlas => 4,
+            Protocol::V2 => &["cpu", "memory", "system"],
+            Protocol::Atlas => &["cpu", "memory", "system", "ping"],
         }
     }
 
@@ -318,13 +422,28 @@ impl World {
                 Action::KillServer => self.kill_servers(0),
                 Action::StartServer => {
                     if self.servers.is_empty() {
-                        if let Err(e) = self.start_server() {
+                        if let Err(e) = self.start_server(0) {
                             self.violations.push(format!("the server did not start: {e}"));
                         }
                     }
                 }
+                Action::KillReceiver(slot) => self.kill_receiver(slot),
+                Action::KillReceiverBusy(slot) => {
+                    self.wait_busy(slot, "kill-9-receiver-busy-found-idle");
+                    self.kill_receiver(slot);
+                }
+                Action::PauseReceiver(slot) => {
+                    self.wait_busy(slot, "sigstop-receiver-busy-found-idle");
+                    self.signal_receiver(slot, "-STOP");
+                }
+                Action::ResumeReceiver(slot) => self.signal_receiver(slot, "-CONT"),
+                Action::StartReceiver(slot) => {
+                    if let Err(e) = self.start_server(slot) {
+                        self.violations.push(format!("receiver {slot} did not start again: {e}"));
+                    }
+                }
                 Action::SecondServer => {
-                    if let Err(e) = self.start_server() {
+                    if let Err(e) = self.start_server(0) {
                         // What a receiver that locks its store must do.
                         self.notes.push(format!("a second receiver on the same store refused to start: {e}"));
                     }
@@ -359,10 +478,24 @@ impl World {
     pub fn heal_and_drain(&mut self) {
         self.proxy.set_faults(false);
         self.free_disk();
-        self.kill_servers(1);
-        if self.servers.is_empty() {
-            if let Err(e) = self.start_server() {
-                self.violations.push(format!("the server did not start after healing: {e}"));
+        match self.schedule.servers {
+            Servers::One => {
+                self.kill_servers(1);
+                if self.servers.is_empty() {
+                    if let Err(e) = self.start_server(0) {
+                        self.violations.push(format!("the server did not start after healing: {e}"));
+                    }
+                }
+            }
+            // Every receiver up: the drain is spread over all of them.
+            Servers::Shared(receivers) => {
+                for slot in 0..receivers {
+                    if !self.servers.iter().any(|r| r.slot == slot) {
+                        if let Err(e) = self.start_server(slot) {
+                            self.violations.push(format!("receiver {slot} did not start after healing: {e}"));
+                        }
+                    }
+                }
             }
         }
         // A fresh process also forgets any backoff the faults built up. It collects one cycle
@@ -404,7 +537,7 @@ impl World {
 
     /// Everything the oracle needs (after [`World::heal_and_drain`]).
     pub fn evidence(&mut self) -> Evidence {
-        let lives = self
+        let lives: Vec<Life> = self
             .lives
             .iter()
             .map(|(log, killed)| Life { log: std::fs::read_to_string(log).unwrap_or_default(), killed: *killed })
@@ -440,6 +573,20 @@ impl World {
         if !partial.is_empty() {
             self.notes.push(format!("in rejected/ but not a kept record batch: {partial:?}"));
         }
+        // The kill allowance counts records per cycle: a widget the harness does not count
+        // (one added to the agent since) would make it wrong.
+        let uncounted: std::collections::BTreeSet<&str> = lives
+            .iter()
+            .flat_map(|life| life.log.lines())
+            .filter_map(|line| line.split(" collected ").nth(1)?.split(' ').next())
+            .filter(|widget| !self.counted_widgets().contains(widget))
+            .collect();
+        if !uncounted.is_empty() {
+            self.violations.push(format!(
+                "the agent collected widgets the harness does not count per cycle: {uncounted:?} (turn them off in \
+                 World::write_config)"
+            ));
+        }
         Evidence {
             exchanges: self.proxy.exchanges(Duration::from_secs(25)),
             keys: keys_of(&self.schedule),
@@ -452,12 +599,44 @@ impl World {
         }
     }
 
-    /// What the v2 receiver stored.
+    /// What the v2 receivers stored.
     pub fn stored_batches(&self) -> Result<Vec<wire::Batch>, String> {
         match &self.server {
             Server::Receiver { store } => wire::stored_batches(store, MACHINE),
             Server::Atlas { .. } => Err("not a v2 run".into()),
         }
+    }
+
+    /// Every row of the v2 store authenticated through the storage seam: what does not open.
+    pub fn verify_store(&self) -> Result<Vec<String>, String> {
+        match &self.server {
+            Server::Receiver { store } => store.verify(),
+            Server::Atlas { .. } => Ok(Vec::new()),
+        }
+    }
+
+    /// Keep the v2 store after the run (a database is then not dropped); where it is.
+    pub fn keep_store(&mut self) -> Option<String> {
+        match &mut self.server {
+            Server::Receiver { store } => {
+                let described = store.describe();
+                store.keep();
+                Some(described)
+            }
+            Server::Atlas { .. } => None,
+        }
+    }
+
+    /// Servers that panicked: a receiver must answer any request, and survive any kill of its
+    /// peer, without a panic.
+    pub fn server_panics(&self) -> Vec<String> {
+        (0..self.server_starts)
+            .filter_map(|i| {
+                let log = std::fs::read_to_string(self.dir.join(format!("server-{i}.log"))).unwrap_or_default();
+                let line = log.lines().find(|l| l.contains("panicked"))?;
+                Some(format!("server start {i} panicked: {}", line.trim()))
+            })
+            .collect()
     }
 
     /// What the Atlas stand-in captured.
@@ -482,12 +661,23 @@ impl World {
                 tail.join("\n")
             ));
         }
+        for i in 0..self.server_starts {
+            let text = std::fs::read_to_string(self.dir.join(format!("server-{i}.log"))).unwrap_or_default();
+            let interesting: Vec<&str> =
+                text.lines().filter(|l| ["ERROR", "WARN", "panicked"].iter().any(|w| l.contains(w))).collect();
+            if !interesting.is_empty() {
+                let tail = &interesting[interesting.len().saturating_sub(lines)..];
+                out.push_str(&format!("--- server start {i}:\n{}\n", tail.join("\n")));
+            }
+        }
         out
     }
 }
 
 impl Drop for World {
     fn drop(&mut self) {
+        // The servers go before their store (a database is dropped with it).
+        self.servers.clear();
         self.free_disk();
     }
 }
