@@ -126,7 +126,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if options.max_batches == 0 {
         // Enough for the run: the paced rate, or a closed loop well above what this machine
         // has done (about 2,000 batches/s); the run ends early, and says so, past it.
-        let per_second = options.rate.unwrap_or(if quick { 4_000.0 } else { 3_000.0 });
+        // Paced: a tenth more than the run asks for, so the clock ends it, not the supply.
+        let per_second = options.rate.map_or(if quick { 4_000.0 } else { 3_000.0 }, |rate| rate * 1.1);
         options.max_batches = (per_second * options.seconds).ceil() as usize;
     }
     Ok(options)
@@ -981,8 +982,22 @@ impl Postgres {
             password,
             password_file,
         };
-        let version = server.query(&server.admin_database, "SHOW server_version")?;
-        println!("scale: PostgreSQL {} at {}", version.trim(), server.base);
+        let settings = server.query(
+            &server.admin_database,
+            "SELECT name, setting, coalesce(unit, '') FROM pg_settings WHERE name IN ('server_version', 'shared_buffers', \
+             'synchronous_commit', 'fsync', 'wal_sync_method', 'commit_delay', 'max_connections', 'checkpoint_timeout', \
+             'max_wal_size', 'work_mem') ORDER BY 1",
+        )?;
+        let settings: BTreeMap<String, String> = settings
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split('|');
+                let (name, value, unit) = (fields.next()?, fields.next()?, fields.next().unwrap_or(""));
+                Some((name.to_string(), format!("{value}{}", if unit.is_empty() { "" } else { " " }) + unit))
+            })
+            .collect();
+        println!("scale: PostgreSQL {} at {}", settings.get("server_version").map_or("?", String::as_str), server.base);
+        println!("{}", json!({ "bench": "scale_postgres", "url": server.base, "settings": settings }));
         Ok(server)
     }
 
