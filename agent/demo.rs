@@ -19,7 +19,7 @@ use crate::log::Verbosity;
 use crate::run::Agent;
 use crate::spool::fsio::create_private_dir;
 use fleet_receiver::summary::print_summary;
-use fleet_receiver::{Receiver, ReceiverConfig, StoreKeys, StoreReader};
+use fleet_receiver::{open_reader, Receiver, ReceiverConfig, StoreKeys, StoreLocation, StoreSource};
 use fleet_wire::envelope;
 use fleet_wire::keys::Key32;
 use fleet_wire::keys::SecretString;
@@ -131,8 +131,7 @@ pub fn run(plan: DemoPlan, verbosity: Verbosity) -> Result<(), DemoError> {
         api_key: Some(SecretString::new(api_key.clone())),
         read_token: None,
         encryption_keys: vec![key.clone_secret()],
-        store: store.clone(),
-        store_keys: StoreKeys::new(&[store_key.clone_secret()]),
+        store: StoreSource::dir(&store, StoreKeys::new(&[store_key.clone_secret()])),
         tls: None,
         workers: 2,
     })
@@ -184,7 +183,9 @@ pub fn run(plan: DemoPlan, verbosity: Verbosity) -> Result<(), DemoError> {
         phases.push(format!("{protocol} {:.1}s", phase_start.elapsed().as_secs_f64()));
     }
     receiver.shutdown();
-    let summaries = StoreReader::new(&store, StoreKeys::new(&[store_key])).machines().map_err(DemoError::Store)?;
+    let summaries = open_reader(&StoreLocation::Dir(store), StoreKeys::new(&[store_key]))
+        .and_then(|reader| reader.machines())
+        .map_err(DemoError::Store)?;
     println!("  ran        {} (wall {:.1}s)", phases.join(", "), started.elapsed().as_secs_f64());
     println!();
     print_summary(&summaries, "What the receiver stored (decrypted):");

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_receiver::{StoreKeys, StoreReader};
+use fleet_receiver::{open_reader, StoreKeys, StoreLocation};
 use fleet_widgets::Timestamp;
 use fleet_wire::keys::Key32;
 use serde_json::{json, Value};
@@ -304,7 +304,8 @@ fn cycle_counter(kind: &Kind, store: &Path) -> Result<Option<Box<CycleCounter>>,
         Kind::Agent { variant } if variant.protocol == "atlas" => return Ok(None),
         Kind::Agent { variant } => {
             // The bench's receiver keeps a plaintext store (receiver_bench::spawn_receiver).
-            let reader = StoreReader::new(store, StoreKeys::plaintext());
+            let location = StoreLocation::Dir(store.to_path_buf());
+            let reader = open_reader(&location, StoreKeys::plaintext()).map_err(|e| e.to_string())?;
             let lines = reader.read_records(variant.machine).map_err(|e| e.to_string())?;
             let stamps: BTreeSet<String> = lines
                 .iter()

@@ -110,11 +110,11 @@ const EXPORTS: usize = 16;
 /// run [`EXPORTS`] concurrent JSON/CSV exports of all of it against the real receiver, and
 /// report the receiver's peak RSS (VmHWM) and the export rate.
 fn exports(bin: &Path, store: &Path, key: &Key32, store_key: &Key32, megabytes: u64) -> Result<(), String> {
-    use fleet_receiver::store::Store;
-    use fleet_receiver::StoreKeys;
+    use fleet_receiver::{open_storage, StoreKeys, StoreLocation};
     let started = Instant::now();
     let rows = {
-        let writer = Store::open(store, StoreKeys::new(&[store_key.clone_secret()])).map_err(|e| e.to_string())?;
+        let location = StoreLocation::Dir(store.to_path_buf());
+        let writer = open_storage(&location, StoreKeys::new(&[store_key.clone_secret()])).map_err(|e| e.to_string())?;
         let mut rows = 0u64;
         let mut seq = 0u64;
         while dir_bytes(store) < megabytes * 1024 * 1024 {

@@ -160,11 +160,11 @@ fn backlog(spool_dir: &Path) -> Option<u64> {
 }
 
 fn stored_at_receiver(store: &Path, protocol: &str) -> Result<u64, String> {
-    use fleet_receiver::store::WIDGET_LOGS_FILE;
-    use fleet_receiver::{StoreKeys, StoreReader};
-    let reader = StoreReader::new(store, StoreKeys::plaintext());
+    use fleet_receiver::{open_reader, StoreKeys, StoreLocation, Stream};
+    let location = StoreLocation::Dir(store.to_path_buf());
+    let reader = open_reader(&location, StoreKeys::plaintext()).map_err(|e| e.to_string())?;
     let lines = match protocol {
-        "atlas" => reader.read_v1(MACHINE, WIDGET_LOGS_FILE),
+        "atlas" => reader.read_v1(MACHINE, Stream::WidgetLogs),
         _ => reader.read_records(MACHINE),
     }
     .map_err(|e| e.to_string())?;

@@ -22,7 +22,7 @@
 
 use std::io::{self, Write};
 
-use super::store::LogRow;
+use super::storage::LogRow;
 
 /// The header line's columns.
 pub const CSV_COLUMNS: [&str; 7] = ["ID", "Serial Number", "Timestamp", "Level", "Widget Type", "Message", "Data"];

@@ -62,10 +62,12 @@
 pub mod auth;
 pub mod export;
 pub mod http;
-pub mod newest;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod routes;
 pub mod seal;
 pub mod startup;
+pub mod storage;
 pub mod store;
 pub mod summary;
 pub mod tls;
@@ -80,7 +82,9 @@ use std::time::{Duration, Instant};
 
 use fleet_wire::keys::{Key32, SecretString};
 pub use seal::StoreKeys;
-pub use store::{MachineSummary, StoreError, StoreReader, WidgetSummary};
+pub use storage::{
+    open_reader, open_storage, MachineSummary, Storage, StorageRead, StoreError, StoreLocation, Stream, WidgetSummary,
+};
 
 /// Default listen address of `fleet-agent receive`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8768";
@@ -99,10 +103,8 @@ pub struct ReceiverConfig {
     pub read_token: Option<SecretString>,
     /// Fleet keys, current first; several during a rotation. Empty: plaintext test mode.
     pub encryption_keys: Vec<Key32>,
-    /// Store directory (created, mode 0700).
-    pub store: PathBuf,
-    /// Store keys (the first seals new rows; the others only open rows), or plaintext.
-    pub store_keys: StoreKeys,
+    /// Where to store, and with which store keys.
+    pub store: StoreSource,
     /// PEM certificate chain and private key for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Worker threads (clamped to 1..=64; 0 means the default, 4).
@@ -114,7 +116,7 @@ impl ReceiverConfig {
     pub fn check(&self) -> Result<(), startup::CredentialConflict> {
         match startup::credential_conflict(
             &self.encryption_keys,
-            &self.store_keys,
+            self.store.keys(),
             self.api_key.as_ref(),
             self.read_token.as_ref(),
         ) {
@@ -126,6 +128,51 @@ impl ReceiverConfig {
     /// Log what this configuration accepts and how it stores ([`startup::announce`]).
     pub fn announce(&self) {
         startup::announce(self);
+    }
+}
+
+/// Where a receiver stores: a location it opens at start, or a storage opened already.
+pub enum StoreSource {
+    /// Open `location` at start with [`open_storage`] (file store: created, mode 0700).
+    Location {
+        /// Where.
+        location: StoreLocation,
+        /// Store keys (the first seals new rows; the others only open rows), or plaintext.
+        keys: StoreKeys,
+    },
+    /// A storage opened by the caller (tests, benchmarks, a forwarder sharing it); its keys
+    /// are its own.
+    Open(Arc<dyn Storage>),
+}
+
+impl StoreSource {
+    /// A file store directory with its keys.
+    pub fn dir(dir: impl Into<PathBuf>, keys: StoreKeys) -> StoreSource {
+        StoreSource::Location { location: StoreLocation::Dir(dir.into()), keys }
+    }
+
+    /// The store keys.
+    pub fn keys(&self) -> &StoreKeys {
+        match self {
+            StoreSource::Location { keys, .. } => keys,
+            StoreSource::Open(storage) => storage.keys(),
+        }
+    }
+
+    /// The store for logs: `store DIR` or a URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreSource::Location { location, .. } => location.to_string(),
+            StoreSource::Open(storage) => storage.describe(),
+        }
+    }
+
+    /// The storage: opened now, or the one given.
+    pub fn open(self) -> Result<Arc<dyn Storage>, StoreError> {
+        match self {
+            StoreSource::Location { location, keys } => open_storage(&location, keys).map(Arc::from),
+            StoreSource::Open(storage) => Ok(storage),
+        }
     }
 }
 
@@ -298,7 +345,7 @@ impl Receiver {
             Some((cert, key)) => Some(tls::server_config(cert, key)?),
             None => None,
         };
-        let store = store::Store::open(&config.store, config.store_keys).map_err(ReceiverError::Store)?;
+        let store = config.store.open().map_err(ReceiverError::Store)?;
         let listener =
             TcpListener::bind(config.listen).map_err(|source| ReceiverError::Bind { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| ReceiverError::Bind { addr: config.listen, source })?;

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::auth::{Access, Credentials};
 use super::export::{self, ExportFormat};
 use super::http::{self, BodyFraming, ChunkedBody, Conn, Deadline, HttpError, Request, Response};
-use super::store::{self, BatchOutcome, LogFilter, Store, StoreError};
+use super::storage::{self, BatchOutcome, LogFilter, Storage, StoreError};
 use super::{Gate, Limits};
 use fleet_wire::envelope::{self, EnvelopeError};
 use fleet_wire::keys::Key32;
@@ -37,8 +37,8 @@ pub struct Shared {
     pub credentials: Credentials,
     /// Fleet keys, current first (empty: plaintext test mode).
     pub keys: Vec<Key32>,
-    /// The store.
-    pub store: Store,
+    /// The store (any backend).
+    pub store: Arc<dyn Storage>,
     /// Time and size limits.
     pub limits: Limits,
     /// TLS, if serving HTTPS.
@@ -256,6 +256,12 @@ fn bad(message: &str) -> Response {
 fn store_failed(error: &StoreError) -> Response {
     match error {
         StoreError::MachineId(_) => bad(&error.to_string()),
+        // The database is down, unreachable or overloaded: nothing was stored, the agent keeps
+        // its records and resends after Retry-After (the receiver reconnects on its own).
+        StoreError::Database { .. } => {
+            log::error!("storing failed: {error}");
+            busy("the store's database is unavailable")
+        }
         _ => {
             log::error!("storing failed: {error}");
             Response::error(500, "storing failed")
@@ -307,7 +313,7 @@ fn string_field<'a>(object: &'a Map<String, Value>, name: &str, what: &str) -> R
 
 fn machine_id<'a>(object: &'a Map<String, Value>, what: &str) -> Result<&'a str, Response> {
     let id = string_field(object, "machine_id", what)?;
-    store::check_machine_id(id).map_err(|e| bad(&format!("{what}: {e}")))?;
+    storage::check_machine_id(id).map_err(|e| bad(&format!("{what}: {e}")))?;
     Ok(id)
 }
 
@@ -427,7 +433,7 @@ fn machines(shared: &Shared) -> Response {
     let Some(_slot) = shared.exports.acquire(1, EXPORT_WAIT) else {
         return busy("every export slot is busy");
     };
-    match shared.store.reader().machines() {
+    match shared.store.machines() {
         Ok(list) => ok(&[("machines", json!(list))]),
         Err(e) => store_failed(&e),
     }
@@ -460,7 +466,7 @@ fn export_logs(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Optio
     let mut writer = export::Writer::new(format, shared.limits.max_export_bytes);
     let streamed = writer.start(&mut body).and_then(|()| {
         let mut failed = None;
-        let stats = shared.store.reader().widget_logs(&filter, |row| match writer.row(&mut body, &row) {
+        let stats = shared.store.widget_logs(&filter, &mut |row| match writer.row(&mut body, &row) {
             Ok(more) => more,
             Err(e) => {
                 failed = Some(e);

@@ -69,13 +69,14 @@ pub fn announce(config: &ReceiverConfig) {
         let kids: Vec<String> = config.encryption_keys.iter().map(fleet_wire::envelope::kid).collect();
         log::info!("sealed bodies only; key ids {}", kids.join(", "));
     }
-    if config.store_keys.is_plaintext() {
+    let keys = config.store.keys();
+    if keys.is_plaintext() {
         log::warn!(
             "--store-plaintext: the store is NOT encrypted at rest; anyone who can read {} reads every machine's data",
-            config.store.display()
+            config.store.describe()
         );
     } else {
-        log::info!("store sealed at rest; store key ids {}", config.store_keys.kids().join(", "));
+        log::info!("store sealed at rest; store key ids {}", keys.kids().join(", "));
     }
 }
 

@@ -93,20 +93,25 @@
 //! old or the new key, and a store half-way is read with both keys.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fleet_wire::time::Timestamp;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::seal::{self, RowError, StoreKeys};
-use fleet_wire::keys::KeyError;
+use crate::seal::{self, RowError, StoreKeys};
+use crate::storage::{
+    check_machine_id, BatchOutcome, Committed, ReadStats, RowProblem, Storage, StorageRead, StoreError, Stream,
+};
 use fleet_wire::record::{records_digest, BatchBody, Record};
+
+mod forward;
+
+pub use forward::CURSOR_FILE;
 
 /// File of v1 reports.
 pub const REPORTS_FILE: &str = "reports.jsonl";
@@ -120,105 +125,9 @@ pub const LOCK_FILE: &str = ".lock";
 pub const RECENT_DIGESTS: usize = 4096;
 /// Suffix of the temporary file `rekey` writes beside each file it rewrites.
 pub const REKEY_SUFFIX: &str = ".rekey-tmp";
-/// Longest accepted machine id, in bytes.
-pub const MAX_MACHINE_ID: usize = fleet_wire::MAX_MACHINE_ID_BYTES;
-
-/// A store operation that failed, with the path it was working on.
-#[derive(Debug)]
-pub enum StoreError {
-    /// A file system call failed.
-    Io {
-        /// What was being done.
-        doing: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// The machine id cannot name a store directory (empty, too long, control characters).
-    MachineId(String),
-    /// A row cannot be opened with the keys given (wrong key, no key, plaintext in a sealed
-    /// store, tampered); names the file and line. Nothing was changed.
-    Row {
-        /// The file.
-        path: PathBuf,
-        /// 0-based line number.
-        line: u64,
-        /// What is wrong.
-        problem: RowError,
-        /// The ids of the keys given (empty: plaintext mode).
-        given: Vec<String>,
-    },
-    /// Another receiver (or a rekey) has this store open.
-    Locked {
-        /// The store directory.
-        store: PathBuf,
-        /// The pid written in the lock file by the holder (`None`: unreadable).
-        pid: Option<u32>,
-    },
-    /// The OS random number generator failed (nonces).
-    Random(KeyError),
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::Io { doing, path, source } => write!(f, "{doing} {}: {source}", path.display()),
-            StoreError::MachineId(why) => write!(f, "invalid machine_id: {why}"),
-            StoreError::Row { path, line, problem, given } => {
-                write!(f, "{} line {}: {problem}", path.display(), line + 1)?;
-                match problem {
-                    RowError::UnknownKey(_) if given.is_empty() => Ok(()),
-                    RowError::UnknownKey(_) => write!(f, " (store key ids given: {})", given.join(", ")),
-                    RowError::NeedKey(_) => f.write_str(" (give it with --store-key-file or FLEET_STORE_KEY)"),
-                    RowError::Plaintext => f.write_str(
-                        " (seal the store first: fleet-agent receive rekey --store DIR --from-plaintext --new-key-file FILE)",
-                    ),
-                    _ => Ok(()),
-                }
-            }
-            StoreError::Locked { store, pid } => {
-                let holder = pid.map_or_else(|| "another process".to_string(), |pid| format!("process {pid}"));
-                write!(
-                    f,
-                    "store {} is in use by {holder} (another receiver or a rekey; two writers on one store would cut \
-                     each other's batches): stop it or use another --store",
-                    store.display()
-                )
-            }
-            StoreError::Random(e) => write!(f, "making nonces: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            StoreError::Io { source, .. } => Some(source),
-            StoreError::Row { problem, .. } => Some(problem),
-            StoreError::Random(e) => Some(e),
-            StoreError::MachineId(_) | StoreError::Locked { .. } => None,
-        }
-    }
-}
 
 fn io_error<'a>(doing: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io { doing, path: path.to_path_buf(), source }
-}
-
-/// Check that a machine id can be stored: 1..=128 bytes (the agent's own limit), no control
-/// characters.
-pub fn check_machine_id(machine_id: &str) -> Result<(), StoreError> {
-    if machine_id.is_empty() {
-        return Err(StoreError::MachineId("empty".into()));
-    }
-    if machine_id.len() > MAX_MACHINE_ID {
-        return Err(StoreError::MachineId(format!("{} bytes, at most {MAX_MACHINE_ID}", machine_id.len())));
-    }
-    if machine_id.chars().any(char::is_control) {
-        return Err(StoreError::MachineId("contains control characters".into()));
-    }
-    Ok(())
 }
 
 /// Longest `%XX` form used as a directory name; longer ids use the `~` + base32 form.
@@ -388,23 +297,6 @@ impl SeqSet {
     }
 }
 
-/// What happened to a v2 batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BatchOutcome {
-    /// Stored now, with this many records.
-    Stored(usize),
-    /// This `(machine_id, seq)` was stored before with the same records: nothing written.
-    Duplicate,
-    /// This `(machine_id, seq)` was stored before with OTHER records (another sender uses the
-    /// same seq numbers): nothing written, nothing to acknowledge.
-    Conflict {
-        /// Digest of the records stored under this seq.
-        stored: String,
-        /// Digest of the records offered now.
-        offered: String,
-    },
-}
-
 /// Just enough of any stored line to rebuild state and check its key.
 #[derive(Deserialize)]
 struct LineHead {
@@ -459,11 +351,15 @@ impl MachineState {
     }
 }
 
-/// An open store, for the running receiver: per-machine state behind per-machine locks, and
-/// the store's lock held for as long as it lives.
-pub struct Store {
-    reader: StoreReader,
+/// An open file store, for the running receiver (the [`Storage`] of the file store):
+/// per-machine state behind per-machine locks, and the store's lock held for as long as it
+/// lives.
+pub struct FileStore {
+    reader: FileReader,
     machines: Mutex<HashMap<String, Arc<Mutex<MachineState>>>>,
+    /// The forwarding cursor, loaded at the first [`StorageRead::forward_pending`]; the mutex
+    /// also makes concurrent calls take turns.
+    cursor: Mutex<Option<forward::Cursor>>,
     _lock: File,
 }
 
@@ -566,16 +462,36 @@ struct Scanned {
 
 /// Visit every complete line of `path` (missing file: no lines). `visit` gets each line's
 /// bytes (without `\n`), its 0-based number and its end offset, and returns false to stop.
-fn scan_lines(path: &Path, mut visit: impl FnMut(&[u8], u64, u64) -> bool) -> Result<Scanned, StoreError> {
-    let file = match File::open(path) {
+fn scan_lines(path: &Path, visit: impl FnMut(&[u8], u64, u64) -> bool) -> Result<Scanned, StoreError> {
+    scan_lines_from(path, 0, 0, None, visit)
+}
+
+/// [`scan_lines`] from byte `start` (the start of line `first_line`), reading no further than
+/// `until` bytes from the file's start (`None`: to its end). `Scanned::complete` is the end
+/// offset of the last complete line read (`start` if none), `Scanned::total` the end of what
+/// was looked at.
+fn scan_lines_from(
+    path: &Path,
+    start: u64,
+    first_line: u64,
+    until: Option<u64>,
+    mut visit: impl FnMut(&[u8], u64, u64) -> bool,
+) -> Result<Scanned, StoreError> {
+    let mut file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Scanned::default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Scanned { complete: start, lines: first_line, total: start })
+        }
         Err(e) => return Err(io_error("opening", path)(e)),
     };
-    let total = file.metadata().map_err(io_error("reading metadata of", path))?.len();
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let len = file.metadata().map_err(io_error("reading metadata of", path))?.len();
+    let total = until.map_or(len, |until| until.min(len)).max(start);
+    if start > 0 {
+        file.seek(io::SeekFrom::Start(start)).map_err(io_error("seeking in", path))?;
+    }
+    let mut reader = BufReader::with_capacity(64 * 1024, file.take(total - start));
     let mut line = Vec::new();
-    let mut scanned = Scanned { total, ..Scanned::default() };
+    let mut scanned = Scanned { complete: start, lines: first_line, total };
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).map_err(io_error("reading", path))?;
@@ -612,14 +528,14 @@ fn check_head(head: &LineHead, keys: &StoreKeys) -> Result<(), RowError> {
     }
 }
 
-impl Store {
+impl FileStore {
     /// Open (or create) a store for writing: take its lock (failing with
     /// [`StoreError::Locked`] if another receiver holds it), check every row's key (a key
     /// problem changes nothing), rename directories an older version named (see "Upgrades"),
     /// repair torn tails and rebuild the seen `(machine_id, seq)` set and recent digests.
-    pub fn open(root: &Path, keys: StoreKeys) -> Result<Store, StoreError> {
+    pub fn open(root: &Path, keys: StoreKeys) -> Result<FileStore, StoreError> {
         let lock_file = lock_store(root)?;
-        let reader = StoreReader::new(root, keys);
+        let reader = FileReader::new(root, keys);
         reader.check_keys()?;
         migrate_legacy_names(root)?;
         let mut machines = HashMap::new();
@@ -628,7 +544,7 @@ impl Store {
             let (seen, recent, lens, lines) = recover_machine(&dir, reader.keys())?;
             machines.insert(machine_id, Arc::new(Mutex::new(MachineState { dir, seen, recent, lens, lines })));
         }
-        Ok(Store { reader, machines: Mutex::new(machines), _lock: lock_file })
+        Ok(FileStore { reader, machines: Mutex::new(machines), cursor: Mutex::new(None), _lock: lock_file })
     }
 
     /// The store directory.
@@ -636,9 +552,13 @@ impl Store {
         self.reader.root()
     }
 
-    /// Reads of this store (listings, exports).
-    pub fn reader(&self) -> &StoreReader {
-        &self.reader
+    /// The good length of `stream`'s file of `machine_id` (`None`: no state yet, the file
+    /// is as long as it is): the forwarder reads no further, so a failed append's leftover
+    /// is never forwarded.
+    fn good_len(&self, machine_id: &str, stream: Stream) -> Option<u64> {
+        let state = lock(&self.machines).get(machine_id).map(Arc::clone)?;
+        let len = lock(&state).lens[file_index(stream)];
+        Some(len)
     }
 
     fn machine(&self, machine_id: &str) -> Result<Arc<Mutex<MachineState>>, StoreError> {
@@ -663,7 +583,7 @@ impl Store {
 
     /// Seal `rows` at the next line numbers of `FILES[file]` and append them durably.
     fn append(&self, state: &mut MachineState, file: usize, rows: Vec<Value>) -> Result<(), StoreError> {
-        let keys = self.reader.keys();
+        let keys = &self.reader.keys;
         let nonces = if keys.is_plaintext() {
             vec![[0u8; 12]; rows.len()]
         } else {
@@ -683,9 +603,10 @@ impl Store {
         state.lines[file] += count;
         Ok(())
     }
+}
 
-    /// Store one v1 report, durably.
-    pub fn append_report(&self, machine_id: &str, report: &Value, e2ee: bool) -> Result<(), StoreError> {
+impl Storage for FileStore {
+    fn append_report(&self, machine_id: &str, report: &Value, e2ee: bool) -> Result<(), StoreError> {
         let state = self.machine(machine_id)?;
         let mut state = lock(&state);
         let row =
@@ -693,8 +614,7 @@ impl Store {
         self.append(&mut state, 0, vec![row])
     }
 
-    /// Store v1 widget-log entries, durably; how many.
-    pub fn append_widget_logs(&self, machine_id: &str, logs: &[Value], e2ee: bool) -> Result<usize, StoreError> {
+    fn append_widget_logs(&self, machine_id: &str, logs: &[Value], e2ee: bool) -> Result<usize, StoreError> {
         let state = self.machine(machine_id)?;
         let mut state = lock(&state);
         let received_at = now();
@@ -712,14 +632,14 @@ impl Store {
         Ok(logs.len())
     }
 
-    /// Store a v2 batch exactly once (see the module docs).
-    pub fn append_batch(&self, batch: &BatchBody, kid: Option<&str>) -> Result<BatchOutcome, StoreError> {
+    /// See the module docs, "Exactly-once for v2".
+    fn append_batch(&self, batch: &BatchBody, kid: Option<&str>) -> Result<BatchOutcome, StoreError> {
         let machine_id = batch.machine_id.as_str();
         let state = self.machine(machine_id)?;
         let mut state = lock(&state);
         let digest = records_digest(&batch.records);
         if state.seen.contains(batch.seq) {
-            return Ok(match state.digest_of(batch.seq, self.reader.keys()) {
+            return Ok(match state.digest_of(batch.seq, &self.reader.keys) {
                 Some(stored) if stored != digest => BatchOutcome::Conflict { stored, offered: digest },
                 _ => BatchOutcome::Duplicate,
             });
@@ -744,6 +664,52 @@ impl Store {
         state.seen.insert(batch.seq);
         state.remember(batch.seq, digest);
         Ok(BatchOutcome::Stored(batch.records.len()))
+    }
+}
+
+impl StorageRead for FileStore {
+    fn describe(&self) -> String {
+        self.reader.describe()
+    }
+
+    fn keys(&self) -> &StoreKeys {
+        &self.reader.keys
+    }
+
+    fn machine_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.reader.machine_ids()
+    }
+
+    fn visit(
+        &self,
+        machine_id: &str,
+        stream: Stream,
+        visit: &mut dyn FnMut(Map<String, Value>) -> bool,
+        problem: &mut dyn FnMut(RowProblem),
+    ) -> Result<ReadStats, StoreError> {
+        self.reader.visit(machine_id, stream, visit, problem)
+    }
+
+    fn machine_bytes(&self, machine_id: &str) -> Result<u64, StoreError> {
+        self.reader.machine_bytes(machine_id)
+    }
+
+    fn check_keys(&self) -> Result<(), StoreError> {
+        self.reader.check_keys()
+    }
+
+    /// Reads each file no further than its last good append (this store holds the lock).
+    fn forward_pending(
+        &self,
+        max_rows: usize,
+        push: &mut dyn FnMut(&[Committed]) -> Result<(), String>,
+    ) -> Result<usize, StoreError> {
+        let mut cursor = lock(&self.cursor);
+        if cursor.is_none() {
+            *cursor = Some(forward::Cursor::load(self.root())?);
+        }
+        let Some(cursor) = cursor.as_mut() else { return Ok(0) };
+        forward::forward(&self.reader, cursor, &|id, stream| self.good_len(id, stream), max_rows, push)
     }
 }
 
@@ -904,57 +870,64 @@ fn belongs(row: &Map<String, Value>, machine_id: &str, keys: &StoreKeys) -> bool
     }
 }
 
-/// How reading a file went: rows opened, rows that failed (tampered, unreadable), and torn
-/// bytes or uncommitted lines at the end.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ReadStats {
-    /// Rows that opened.
-    pub good: u64,
-    /// Rows that did not (skipped, never returned).
-    pub bad: u64,
-    /// A torn last line (1) plus uncommitted record lines after the last batch line.
-    pub torn: u64,
+/// Where a row of a file is, for messages: `PATH line N` (1-based).
+pub fn row_location(path: &Path, line: u64) -> String {
+    format!("{} line {}", path.display(), line + 1)
 }
 
-impl ReadStats {
-    fn add(&mut self, other: ReadStats) {
-        self.good += other.good;
-        self.bad += other.bad;
-        self.torn += other.torn;
+/// The file a stream is stored in.
+pub fn file_of(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Reports => REPORTS_FILE,
+        Stream::WidgetLogs => WIDGET_LOGS_FILE,
+        Stream::Records => RECORDS_FILE,
     }
 }
 
-/// The first problem row of a file, for messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowProblem {
-    /// The file.
-    pub path: PathBuf,
-    /// 0-based line number.
-    pub line: u64,
-    /// What is wrong.
-    pub problem: RowError,
+/// Index of a stream's file in [`FILES`] (the running store's per-file state).
+fn file_index(stream: Stream) -> usize {
+    match stream {
+        Stream::Reports => 0,
+        Stream::WidgetLogs => 1,
+        Stream::Records => 2,
+    }
 }
 
-/// Which widget-log rows an export wants.
-#[derive(Debug, Clone, Default)]
-pub struct LogFilter {
-    /// Only this widget type.
-    pub widget_type: Option<String>,
-    /// Only this machine.
-    pub machine_id: Option<String>,
+/// Open one stored line of `file` (line `number`) of `machine_id`: the decrypted row, or why
+/// not (a plaintext row naming another machine is [`RowError::Tampered`]).
+fn open_line(
+    keys: &StoreKeys,
+    file: &str,
+    number: u64,
+    line: &[u8],
+    machine_id: &str,
+) -> Result<Map<String, Value>, RowError> {
+    let row = match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(map)) => keys.open(file, number, map)?,
+        Ok(_) => return Err(RowError::Malformed("not a JSON object".into())),
+        Err(e) => return Err(RowError::Malformed(e.to_string())),
+    };
+    if belongs(&row, machine_id, keys) {
+        Ok(row)
+    } else {
+        // Only possible for plaintext rows: a row of another machine's file.
+        Err(RowError::Tampered)
+    }
 }
 
-/// Reads of a store with its keys: the only way anything but [`Store`] looks at the files.
-/// Usable with or without a running receiver (appends are whole lines, fsynced).
-pub struct StoreReader {
+/// Reads of a file store with its keys: every read goes through here (the [`StorageRead`]
+/// of the file store). Takes no lock and changes nothing, so it works beside a running
+/// receiver (appends are whole lines, fsynced); only [`StorageRead::forward_pending`] takes
+/// the store's lock, to own the forwarding cursor.
+pub struct FileReader {
     root: PathBuf,
     keys: StoreKeys,
 }
 
-impl StoreReader {
+impl FileReader {
     /// A reader of the store at `root` (it need not exist yet).
-    pub fn new(root: &Path, keys: StoreKeys) -> StoreReader {
-        StoreReader { root: root.to_path_buf(), keys }
+    pub fn new(root: &Path, keys: StoreKeys) -> FileReader {
+        FileReader { root: root.to_path_buf(), keys }
     }
 
     /// The store directory.
@@ -962,18 +935,115 @@ impl StoreReader {
         &self.root
     }
 
-    /// The keys it reads (and the receiver seals) with.
-    pub fn keys(&self) -> &StoreKeys {
-        &self.keys
-    }
-
     /// The path of one of a machine's [`FILES`].
     fn path(&self, machine_id: &str, file: &str) -> PathBuf {
         machine_dir(&self.root, machine_id).join(file)
     }
 
+    /// Visit every opened row of one of a machine's v1 files in order; `visit` returns false
+    /// to stop. Rows that do not open are counted and reported, not visited.
+    fn visit_v1(
+        &self,
+        machine_id: &str,
+        file: &str,
+        visit: &mut dyn FnMut(Map<String, Value>) -> bool,
+        problem: &mut dyn FnMut(RowProblem),
+    ) -> Result<ReadStats, StoreError> {
+        let path = self.path(machine_id, file);
+        let mut stats = ReadStats::default();
+        let scanned =
+            scan_lines(&path, |line, number, _| match open_line(&self.keys, file, number, line, machine_id) {
+                Ok(row) => {
+                    stats.good += 1;
+                    visit(row)
+                }
+                Err(e) => {
+                    stats.bad += 1;
+                    problem(RowProblem { location: row_location(&path, number), problem: e });
+                    true
+                }
+            })?;
+        if scanned.total > scanned.complete {
+            stats.torn += 1;
+        }
+        Ok(stats)
+    }
+
+    /// Visit the committed rows of a machine's `records.jsonl` in order: each batch's `record`
+    /// rows, then its `batch` row. Rows after the last `batch` row are skipped and counted as
+    /// torn (see the module docs). Streaming: holds at most one batch in memory.
+    fn visit_records(
+        &self,
+        machine_id: &str,
+        visit: &mut dyn FnMut(Map<String, Value>) -> bool,
+        problem: &mut dyn FnMut(RowProblem),
+    ) -> Result<ReadStats, StoreError> {
+        let path = self.path(machine_id, RECORDS_FILE);
+        // The raw lines of the batch being read (opened once its commit row is seen): memory
+        // is bounded by one batch, whatever the store's size.
+        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut stats = ReadStats::default();
+        let mut go_on = true;
+        let mut open = |line: &[u8], number: u64, stats: &mut ReadStats| -> Option<Map<String, Value>> {
+            match open_line(&self.keys, RECORDS_FILE, number, line, machine_id) {
+                Ok(row) => {
+                    stats.good += 1;
+                    Some(row)
+                }
+                Err(e) => {
+                    stats.bad += 1;
+                    problem(RowProblem { location: row_location(&path, number), problem: e });
+                    None
+                }
+            }
+        };
+        let scanned = scan_lines(&path, |line, number, _| {
+            let Some(count) = commit_count(line) else {
+                pending.push((number, line.to_vec()));
+                return true;
+            };
+            // A batch's records are the rows right before its commit row; anything older in
+            // `pending` is the leftover of an append that failed (never acknowledged).
+            let leftover = pending.len().saturating_sub(count);
+            stats.torn += leftover as u64;
+            let batch = open(line, number, &mut stats);
+            for (n, raw) in pending.drain(..).skip(leftover) {
+                if let Some(row) = open(&raw, n, &mut stats) {
+                    go_on = go_on && visit(row);
+                }
+            }
+            if let Some(row) = batch {
+                go_on = go_on && visit(row);
+            }
+            go_on
+        })?;
+        if go_on {
+            stats.torn += pending.len() as u64;
+            if scanned.total > scanned.complete {
+                stats.torn += 1;
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// If `line` is a batch commit line, its record count (the rows right before it).
+fn commit_count(line: &[u8]) -> Option<usize> {
+    let head = serde_json::from_slice::<LineHead>(line).ok()?;
+    (head.kind.as_deref() == Some("batch")).then(|| head.records.unwrap_or(0) as usize)
+}
+
+impl StorageRead for FileReader {
+    fn describe(&self) -> String {
+        format!("store {}", self.root.display())
+    }
+
+    fn keys(&self) -> &StoreKeys {
+        &self.keys
+    }
+
     /// Every machine id in the store, sorted (empty if the store does not exist yet).
-    pub fn machine_ids(&self) -> Result<Vec<String>, StoreError> {
+    fn machine_ids(&self) -> Result<Vec<String>, StoreError> {
         let store = &self.root;
         let entries = match fs::read_dir(store) {
             Ok(entries) => entries,
@@ -996,10 +1066,35 @@ impl StoreReader {
         Ok(ids)
     }
 
-    /// Check that every row of the store carries a key this reader has (or is plaintext in a
-    /// plaintext store): the first row that does not is an error naming its file, line and
-    /// key id. Reads only the clear fields.
-    pub fn check_keys(&self) -> Result<(), StoreError> {
+    fn visit(
+        &self,
+        machine_id: &str,
+        stream: Stream,
+        visit: &mut dyn FnMut(Map<String, Value>) -> bool,
+        problem: &mut dyn FnMut(RowProblem),
+    ) -> Result<ReadStats, StoreError> {
+        match stream {
+            Stream::Records => self.visit_records(machine_id, visit, problem),
+            Stream::Reports | Stream::WidgetLogs => self.visit_v1(machine_id, file_of(stream), visit, problem),
+        }
+    }
+
+    /// Bytes on disk of a machine's files.
+    fn machine_bytes(&self, machine_id: &str) -> Result<u64, StoreError> {
+        let mut bytes = 0;
+        for file in FILES {
+            let path = self.path(machine_id, file);
+            match fs::metadata(&path) {
+                Ok(meta) => bytes += meta.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("reading metadata of", &path)(e)),
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Reads only the clear fields of each line.
+    fn check_keys(&self) -> Result<(), StoreError> {
         for machine_id in self.machine_ids()? {
             for file in FILES {
                 let path = self.path(&machine_id, file);
@@ -1015,407 +1110,28 @@ impl StoreReader {
                     }
                 })?;
                 if let Some((line, problem)) = problem {
-                    return Err(StoreError::Row { path, line, problem, given: self.keys.kids() });
+                    let location = row_location(&path, line);
+                    return Err(StoreError::Row { location, problem, given: self.keys.kids() });
                 }
             }
         }
         Ok(())
     }
 
-    /// Visit every opened row of one of a machine's files in order, with its line number;
-    /// `visit` returns false to stop. Rows that do not open are counted, not visited.
-    fn visit_file(
+    /// Takes the store's lock for the call (a running receiver holds it: forward from there),
+    /// so the cursor has one owner. A store that does not exist has nothing to forward.
+    fn forward_pending(
         &self,
-        machine_id: &str,
-        file: &str,
-        mut visit: impl FnMut(Map<String, Value>, u64) -> bool,
-        mut problem: impl FnMut(RowProblem),
-    ) -> Result<ReadStats, StoreError> {
-        let path = self.path(machine_id, file);
-        let mut stats = ReadStats::default();
-        let scanned = scan_lines(&path, |line, number, _| {
-            let opened = match serde_json::from_slice::<Value>(line) {
-                Ok(Value::Object(map)) => self.keys.open(file, number, map),
-                Ok(_) => Err(RowError::Malformed("not a JSON object".into())),
-                Err(e) => Err(RowError::Malformed(e.to_string())),
-            };
-            match opened {
-                Ok(row) if belongs(&row, machine_id, &self.keys) => {
-                    stats.good += 1;
-                    visit(row, number)
-                }
-                Ok(_) => {
-                    // Only possible for plaintext rows: a row of another machine's file.
-                    stats.bad += 1;
-                    problem(RowProblem { path: path.clone(), line: number, problem: RowError::Tampered });
-                    true
-                }
-                Err(e) => {
-                    stats.bad += 1;
-                    problem(RowProblem { path: path.clone(), line: number, problem: e });
-                    true
-                }
-            }
-        })?;
-        if scanned.total > scanned.complete {
-            stats.torn += 1;
+        max_rows: usize,
+        push: &mut dyn FnMut(&[Committed]) -> Result<(), String>,
+    ) -> Result<usize, StoreError> {
+        if !self.root.is_dir() {
+            return Ok(0);
         }
-        Ok(stats)
+        let _lock = lock_store(&self.root)?;
+        let mut cursor = forward::Cursor::load(&self.root)?;
+        forward::forward(self, &mut cursor, &|_, _| None, max_rows, push)
     }
-
-    /// Visit the opened rows of a v1 file ([`REPORTS_FILE`] or [`WIDGET_LOGS_FILE`]), in order.
-    pub fn visit_v1(
-        &self,
-        machine_id: &str,
-        file: &str,
-        visit: impl FnMut(Map<String, Value>) -> bool,
-    ) -> Result<ReadStats, StoreError> {
-        let mut visit = visit;
-        self.visit_file(machine_id, file, |row, _| visit(row), |_| {})
-    }
-
-    /// Visit the committed rows of a machine's `records.jsonl` in order: each batch's `record`
-    /// rows, then its `batch` row. Rows after the last `batch` row are skipped and counted as
-    /// torn (see the module docs). Streaming: holds at most one batch in memory.
-    pub fn visit_records(
-        &self,
-        machine_id: &str,
-        visit: impl FnMut(Map<String, Value>) -> bool,
-    ) -> Result<ReadStats, StoreError> {
-        self.visit_records_reporting(machine_id, visit, |_| {})
-    }
-
-    fn visit_records_reporting(
-        &self,
-        machine_id: &str,
-        mut visit: impl FnMut(Map<String, Value>) -> bool,
-        mut problem: impl FnMut(RowProblem),
-    ) -> Result<ReadStats, StoreError> {
-        let path = self.path(machine_id, RECORDS_FILE);
-        // The raw lines of the batch being read (opened once its commit row is seen): memory
-        // is bounded by one batch, whatever the store's size.
-        let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut stats = ReadStats::default();
-        let mut go_on = true;
-        let mut open = |line: &[u8], number: u64, stats: &mut ReadStats| -> Option<Map<String, Value>> {
-            let opened = match serde_json::from_slice::<Value>(line) {
-                Ok(Value::Object(map)) => self.keys.open(RECORDS_FILE, number, map),
-                Ok(_) => Err(RowError::Malformed("not a JSON object".into())),
-                Err(e) => Err(RowError::Malformed(e.to_string())),
-            };
-            match opened {
-                Ok(row) if belongs(&row, machine_id, &self.keys) => {
-                    stats.good += 1;
-                    Some(row)
-                }
-                Ok(_) => {
-                    stats.bad += 1;
-                    problem(RowProblem { path: path.clone(), line: number, problem: RowError::Tampered });
-                    None
-                }
-                Err(e) => {
-                    stats.bad += 1;
-                    problem(RowProblem { path: path.clone(), line: number, problem: e });
-                    None
-                }
-            }
-        };
-        let scanned = scan_lines(&path, |line, number, _| {
-            let head = serde_json::from_slice::<LineHead>(line).ok();
-            let Some(count) = head.as_ref().filter(|h| h.kind.as_deref() == Some("batch")).map(|h| h.records) else {
-                pending.push((number, line.to_vec()));
-                return true;
-            };
-            // A batch's records are the rows right before its commit row; anything older in
-            // `pending` is the leftover of an append that failed (never acknowledged).
-            let count = count.unwrap_or(0) as usize;
-            let leftover = pending.len().saturating_sub(count);
-            stats.torn += leftover as u64;
-            let batch = open(line, number, &mut stats);
-            for (n, raw) in pending.drain(..).skip(leftover) {
-                if let Some(row) = open(&raw, n, &mut stats) {
-                    go_on = go_on && visit(row);
-                }
-            }
-            if let Some(row) = batch {
-                go_on = go_on && visit(row);
-            }
-            go_on
-        })?;
-        if go_on {
-            stats.torn += pending.len() as u64;
-            if scanned.total > scanned.complete {
-                stats.torn += 1;
-            }
-        }
-        Ok(stats)
-    }
-
-    /// The committed rows of a machine's `records.jsonl`, collected (see [`Self::visit_records`]).
-    pub fn read_records(&self, machine_id: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
-        let mut rows = Vec::new();
-        self.visit_records(machine_id, |row| {
-            rows.push(row);
-            true
-        })?;
-        Ok(rows)
-    }
-
-    /// The rows of one of a machine's v1 files, collected.
-    pub fn read_v1(&self, machine_id: &str, file: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
-        let mut rows = Vec::new();
-        self.visit_v1(machine_id, file, |row| {
-            rows.push(row);
-            true
-        })?;
-        Ok(rows)
-    }
-
-    /// Bytes on disk of a machine's files.
-    pub fn machine_bytes(&self, machine_id: &str) -> u64 {
-        FILES.iter().filter_map(|f| fs::metadata(self.path(machine_id, f)).ok()).map(|m| m.len()).sum()
-    }
-
-    /// Summarize one machine.
-    pub fn machine(&self, machine_id: &str) -> Result<MachineSummary, StoreError> {
-        let mut summary = MachineSummary {
-            machine_id: machine_id.to_string(),
-            last_seen: None,
-            report_count: 0,
-            widget_log_count: 0,
-            batch_count: 0,
-            record_count: 0,
-            bytes: self.machine_bytes(machine_id),
-            unreadable_rows: 0,
-            latest_metrics: Value::Null,
-            widgets: Vec::new(),
-        };
-        let mut widgets: BTreeMap<(String, String), WidgetSummary> = BTreeMap::new();
-        let mut add = |widget: &str, kind: &str, sample: &Value| {
-            let entry = widgets.entry((widget.to_string(), kind.to_string())).or_insert_with(|| WidgetSummary {
-                widget: widget.to_string(),
-                kind: kind.to_string(),
-                count: 0,
-                sample: Value::Null,
-            });
-            entry.count += 1;
-            entry.sample = sample.clone();
-        };
-        let mut v1_metrics = None;
-        let mut bad = 0;
-        bad += self
-            .visit_v1(machine_id, REPORTS_FILE, |row| {
-                summary.report_count += 1;
-                later(&mut summary.last_seen, row.get("received_at"));
-                v1_metrics = row.get("report").and_then(|r| r.get("metrics")).cloned();
-                true
-            })?
-            .bad;
-        bad += self
-            .visit_v1(machine_id, WIDGET_LOGS_FILE, |row| {
-                summary.widget_log_count += 1;
-                later(&mut summary.last_seen, row.get("received_at"));
-                if let Some(log) = row.get("log") {
-                    add(log.get("widget_type").and_then(Value::as_str).unwrap_or("?"), "widget-log", log);
-                }
-                true
-            })?
-            .bad;
-        let mut v2_metrics = Map::new();
-        bad += self
-            .visit_records(machine_id, |row| {
-                later(&mut summary.last_seen, row.get("received_at"));
-                match row.get("kind").and_then(Value::as_str) {
-                    Some("batch") => summary.batch_count += 1,
-                    Some("record") => {
-                        summary.record_count += 1;
-                        let Some(record) = row.get("record") else { return true };
-                        let widget = record.get("widget").and_then(Value::as_str).unwrap_or("?");
-                        let kind = record.get("kind").and_then(Value::as_str).unwrap_or("?");
-                        if kind == "metric" {
-                            v2_metrics.insert(widget.to_string(), record.get("data").cloned().unwrap_or(Value::Null));
-                        }
-                        add(widget, kind, record);
-                    }
-                    _ => {}
-                }
-                true
-            })?
-            .bad;
-        summary.unreadable_rows = bad;
-        summary.latest_metrics = v1_metrics.unwrap_or(Value::Object(v2_metrics));
-        summary.widgets = widgets.into_values().collect();
-        Ok(summary)
-    }
-
-    /// Summaries of every machine in the store, sorted by machine id.
-    pub fn machines(&self) -> Result<Vec<MachineSummary>, StoreError> {
-        self.machine_ids()?.iter().map(|id| self.machine(id)).collect()
-    }
-
-    /// Stream every widget-log row matching `filter` (v1 widget logs and v2 `log` records):
-    /// machines in id order, each machine's v1 rows then v2 rows, in arrival order. `visit`
-    /// returns false to stop. Rows that do not open are skipped and counted in `bad`.
-    pub fn widget_logs(
-        &self,
-        filter: &LogFilter,
-        mut visit: impl FnMut(LogRow) -> bool,
-    ) -> Result<ReadStats, StoreError> {
-        let text = |v: &Value, field: &str| v.get(field).and_then(Value::as_str).unwrap_or("").to_string();
-        let mut stats = ReadStats::default();
-        let go_on = std::cell::Cell::new(true);
-        let mut id_counter = 0u64;
-        for id in self.machine_ids()? {
-            if !go_on.get() {
-                break;
-            }
-            if filter.machine_id.as_deref().is_some_and(|m| m != id) {
-                continue;
-            }
-            let wanted = |row: &Map<String, Value>| {
-                filter.widget_type.as_deref().is_none_or(|w| row.get("widget").and_then(Value::as_str) == Some(w))
-            };
-            let mut push = |entry: &Value, ts: &str, widget: &str| {
-                id_counter += 1;
-                go_on.set(visit(LogRow {
-                    id: id_counter,
-                    machine_id: id.clone(),
-                    timestamp: text(entry, ts),
-                    level: text(entry, "level"),
-                    widget_type: text(entry, widget),
-                    message: text(entry, "message"),
-                    data: entry.get("data").cloned().unwrap_or(Value::Null),
-                }));
-                go_on.get()
-            };
-            stats.add(self.visit_v1(&id, WIDGET_LOGS_FILE, |row| match row.get("log") {
-                Some(log) if wanted(&row) => push(log, "timestamp", "widget_type"),
-                _ => true,
-            })?);
-            if !go_on.get() {
-                break;
-            }
-            stats.add(self.visit_records(&id, |row| {
-                let is_log = row.get("record_kind").and_then(Value::as_str) == Some("log");
-                match row.get("record") {
-                    Some(record) if is_log && wanted(&row) => push(record, "ts", "widget"),
-                    _ => true,
-                }
-            })?);
-        }
-        Ok(stats)
-    }
-
-    /// Authenticate every row of every machine (`receive verify`): per machine and file the
-    /// counts, and the first problems (at most 10 per machine). Changes nothing.
-    pub fn verify(&self) -> Result<Vec<MachineCheck>, StoreError> {
-        let mut checks = Vec::new();
-        for id in self.machine_ids()? {
-            let mut check = MachineCheck { machine_id: id.clone(), files: Vec::new(), problems: Vec::new() };
-            for file in FILES {
-                let mut note = |p: RowProblem| {
-                    if check.problems.len() < 10 {
-                        check.problems.push(p);
-                    }
-                };
-                let stats = if file == RECORDS_FILE {
-                    self.visit_records_reporting(&id, |_| true, &mut note)?
-                } else {
-                    self.visit_file(&id, file, |_, _| true, &mut note)?
-                };
-                check.files.push((file, stats));
-            }
-            checks.push(check);
-        }
-        Ok(checks)
-    }
-}
-
-/// What `receive verify` found for one machine.
-#[derive(Debug, Clone)]
-pub struct MachineCheck {
-    /// The machine.
-    pub machine_id: String,
-    /// Per file: good, bad and torn counts.
-    pub files: Vec<(&'static str, ReadStats)>,
-    /// The first problem rows.
-    pub problems: Vec<RowProblem>,
-}
-
-impl MachineCheck {
-    /// The machine's totals.
-    pub fn total(&self) -> ReadStats {
-        let mut total = ReadStats::default();
-        for (_, stats) in &self.files {
-            total.add(*stats);
-        }
-        total
-    }
-}
-
-/// What the store holds for one widget of one machine.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WidgetSummary {
-    /// Metrics key or widget type (`cpu`, `ping`, …).
-    pub widget: String,
-    /// `widget-log` (v1 widget logs) or the v2 record kind (`metric`, `machine_info`, `log`).
-    pub kind: String,
-    /// How many stored.
-    pub count: u64,
-    /// The latest stored one (the `log` or `record` object).
-    pub sample: Value,
-}
-
-/// What the store holds for one machine.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MachineSummary {
-    /// The machine id.
-    pub machine_id: String,
-    /// Latest `received_at` of anything stored.
-    pub last_seen: Option<String>,
-    /// v1 reports stored.
-    pub report_count: u64,
-    /// v1 widget-log entries stored.
-    pub widget_log_count: u64,
-    /// v2 batches stored.
-    pub batch_count: u64,
-    /// v2 records stored.
-    pub record_count: u64,
-    /// Bytes on disk.
-    pub bytes: u64,
-    /// Rows that did not open (tampered, wrong key): not counted above.
-    pub unreadable_rows: u64,
-    /// `metrics` of the latest v1 report, else the latest v2 metric records by widget name.
-    pub latest_metrics: Value,
-    /// Per widget: count and latest sample, sorted by widget name then kind.
-    pub widgets: Vec<WidgetSummary>,
-}
-
-fn later(current: &mut Option<String>, candidate: Option<&Value>) {
-    if let Some(ts) = candidate.and_then(Value::as_str) {
-        if current.as_deref().is_none_or(|c| ts > c) {
-            *current = Some(ts.to_string());
-        }
-    }
-}
-
-/// One widget-log row of the export (v1 widget logs and v2 `log` records alike).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LogRow {
-    /// 1-based position in the export.
-    pub id: u64,
-    /// The machine (the CSV's `Serial Number` column).
-    pub machine_id: String,
-    /// As sent (v1: naive local time; v2: RFC 3339 UTC).
-    pub timestamp: String,
-    /// `info`, `warning`, `error`.
-    pub level: String,
-    /// `ping`, `wifi`, `speedtest`, ….
-    pub widget_type: String,
-    /// The message.
-    pub message: String,
-    /// The values.
-    pub data: Value,
 }
 
 /// What `receive rekey` did.
@@ -1444,13 +1160,12 @@ pub fn rekey(root: &Path, old: &StoreKeys, new: &StoreKeys, from_plaintext: bool
     let _lock = lock_store(root)?;
     let Some(new_kid) = new.current_kid().map(str::to_string) else {
         return Err(StoreError::Row {
-            path: root.to_path_buf(),
-            line: 0,
+            location: root.display().to_string(),
             problem: RowError::Malformed("no new key".into()),
             given: Vec::new(),
         });
     };
-    let reader = StoreReader::new(root, StoreKeys::plaintext());
+    let reader = FileReader::new(root, StoreKeys::plaintext());
     let open = |file: &str, number: u64, map: Map<String, Value>| -> Result<Map<String, Value>, RowError> {
         match seal::row_kid(&map) {
             None if map.contains_key(seal::SEALED_FIELD) => Err(RowError::Malformed("`store_kid` missing".into())),
@@ -1488,7 +1203,7 @@ pub fn rekey(root: &Path, old: &StoreKeys, new: &StoreKeys, from_plaintext: bool
                 }
             })?;
             if let Some((line, problem)) = failure {
-                return Err(StoreError::Row { path, line, problem, given });
+                return Err(StoreError::Row { location: row_location(&path, line), problem, given });
             }
             if stale {
                 to_rewrite.push((path, file));
@@ -1516,15 +1231,13 @@ pub fn rekey(root: &Path, old: &StoreKeys, new: &StoreKeys, from_plaintext: bool
             let result = (|| -> Result<(), StoreError> {
                 let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) else {
                     return Err(StoreError::Row {
-                        path: path.clone(),
-                        line: number,
+                        location: row_location(&path, number),
                         problem: RowError::Malformed("changed during rekey".into()),
                         given: Vec::new(),
                     });
                 };
                 let row = open(file, number, map).map_err(|problem| StoreError::Row {
-                    path: path.clone(),
-                    line: number,
+                    location: row_location(&path, number),
                     problem,
                     given: Vec::new(),
                 })?;
@@ -1563,6 +1276,10 @@ pub fn rekey(root: &Path, old: &StoreKeys, new: &StoreKeys, from_plaintext: bool
         }
         report.rewritten += 1;
     }
+    if report.rewritten > 0 {
+        // Rewritten rows keep their line numbers but not their byte offsets.
+        forward::Cursor::forget_offsets(root)?;
+    }
     Ok(report)
 }
 
@@ -1571,8 +1288,8 @@ mod tests {
     use super::*;
     use fleet_wire::record::Dropped;
 
-    fn plain(root: &Path) -> StoreReader {
-        StoreReader::new(root, StoreKeys::plaintext())
+    fn plain(root: &Path) -> FileReader {
+        FileReader::new(root, StoreKeys::plaintext())
     }
 
     fn read_records(root: &Path, id: &str) -> Result<Vec<Map<String, Value>>, StoreError> {
@@ -1660,7 +1377,7 @@ mod tests {
             assert_eq!(read_records(dir.path(), id).expect("read").len(), 2, "readable before any receiver ran");
             assert_eq!(machine_ids(dir.path()).expect("ids").iter().filter(|m| m.as_str() == id).count(), 1);
         }
-        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
+        let store = FileStore::open(dir.path(), StoreKeys::plaintext()).expect("open");
         for id in ["Mac-01", long_id.as_str()] {
             assert!(dir.path().join(dir_name(id)).is_dir(), "renamed to the current name");
             assert!(!dir.path().join(legacy_dir_name(id)).exists());
@@ -1675,7 +1392,7 @@ mod tests {
     #[test]
     fn mac_01_and_mac_01_in_upper_case_keep_their_own_records() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
+        let store = FileStore::open(dir.path(), StoreKeys::plaintext()).expect("open");
         let mut lower = batch(1, 2);
         lower.machine_id = "mac-01".into();
         let mut upper = batch(1, 3);
@@ -1697,7 +1414,7 @@ mod tests {
     #[test]
     fn a_reused_seq_with_other_records_is_a_conflict_and_stores_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
+        let store = FileStore::open(dir.path(), StoreKeys::plaintext()).expect("open");
         assert_eq!(store.append_batch(&batch(7, 2), None).ok(), Some(BatchOutcome::Stored(2)));
         assert_eq!(store.append_batch(&batch(7, 2), None).ok(), Some(BatchOutcome::Duplicate));
         let mut resent = batch(7, 2);
@@ -1710,7 +1427,7 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).expect("read").lines().count(), 3, "nothing written");
         drop(store);
         // After a restart the digest comes back from the commit line.
-        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("reopen");
+        let store = FileStore::open(dir.path(), StoreKeys::plaintext()).expect("reopen");
         assert!(matches!(store.append_batch(&batch(7, 1), None), Ok(BatchOutcome::Conflict { .. })));
         assert_eq!(store.append_batch(&batch(7, 2), None).ok(), Some(BatchOutcome::Duplicate));
     }
@@ -1729,7 +1446,7 @@ mod tests {
             text.push_str(&format!("{{\"kind\":\"batch\",\"seq\":{seq},\"records\":0,\"digest\":\"{digest}\"}}\n"));
         }
         fs::write(machine.join(RECORDS_FILE), text).expect("write");
-        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
+        let store = FileStore::open(dir.path(), StoreKeys::plaintext()).expect("open");
         assert_eq!(store.append_batch(&batch(0, 1), None).ok(), Some(BatchOutcome::Duplicate));
         assert!(matches!(store.append_batch(&batch(0, 2), None), Ok(BatchOutcome::Conflict { .. })));
         assert_eq!(store.append_batch(&batch(3, 0), None).ok(), Some(BatchOutcome::Duplicate));
@@ -1739,8 +1456,8 @@ mod tests {
     #[test]
     fn a_second_store_on_one_directory_is_refused_naming_the_holder() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let _first = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
-        match Store::open(dir.path(), StoreKeys::plaintext()) {
+        let _first = FileStore::open(dir.path(), StoreKeys::plaintext()).expect("open");
+        match FileStore::open(dir.path(), StoreKeys::plaintext()) {
             Err(e @ StoreError::Locked { .. }) => {
                 let text = e.to_string();
                 assert!(text.contains(&dir.path().display().to_string()), "{text}");
@@ -1790,7 +1507,7 @@ mod tests {
     #[test]
     fn leftover_of_a_failed_append_is_cut_before_the_next_write() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), StoreKeys::plaintext()).expect("open");
+        let store = FileStore::open(dir.path(), StoreKeys::plaintext()).expect("open");
         assert_eq!(store.append_batch(&batch(1, 2), None).ok(), Some(BatchOutcome::Stored(2)));
         // What a failed append whose undo also failed leaves behind: lines without a commit, torn.
         let path = dir.path().join("m").join(RECORDS_FILE);

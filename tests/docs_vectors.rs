@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 
 use fleet_agent::config::{FsyncPolicy, SpoolConfig};
 use fleet_agent::spool::Spool;
-use fleet_receiver::store::{self, Store};
+use fleet_receiver::storage::{BatchOutcome, Storage};
+use fleet_receiver::store::{self, FileStore};
 use fleet_wire::record::{BatchBody, Record};
 
 fn vector_path(name: &str) -> std::path::PathBuf {
@@ -278,7 +279,7 @@ fn receiver_store_lines_match_the_docs() {
     let root = dir.path().join("store");
     // Rows as the receiver builds them, before sealing: a `--store-plaintext` store writes
     // them as they are (sealing: docs/receiver-store-sealing.md, tests/receiver_store.rs).
-    let store = Store::open(&root, fleet_receiver::StoreKeys::plaintext()).expect("store opens");
+    let store = FileStore::open(&root, fleet_receiver::StoreKeys::plaintext()).expect("store opens");
 
     let batch: BatchBody = serde_json::from_value(json!({
         "machine_id": "vec-02", "seq": 0, "sent_at": "2026-11-22T13:00:00Z",
@@ -295,7 +296,7 @@ fn receiver_store_lines_match_the_docs() {
     // The same (machine_id, seq) again: nothing written.
     assert!(matches!(
         store.append_batch(&batch, Some("a7ab0da568aa600d")).expect("duplicate"),
-        store::BatchOutcome::Duplicate
+        BatchOutcome::Duplicate
     ));
     let report =
         json!({"machine_id": "vec 01", "machine_info": {"hostname": "vec"}, "metrics": {"cpu": {"percent": 3.0}}});

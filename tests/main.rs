@@ -14,6 +14,8 @@ mod logs;
 mod packaging;
 mod receiver;
 mod receiver_limits;
+#[cfg(feature = "postgres")]
+mod receiver_postgres;
 mod receiver_store;
 mod replay;
 mod sender;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use fleet_receiver::store::{self, RECORDS_FILE, REPORTS_FILE, WIDGET_LOGS_FILE};
-use fleet_receiver::{Limits, Receiver, ReceiverConfig, StoreKeys, StoreReader};
+use fleet_receiver::{Limits, Receiver, ReceiverConfig, StorageRead, StoreKeys, StoreSource, Stream};
 use fleet_widgets::{Level, SampleKind};
 use fleet_wire::envelope;
 use fleet_wire::keys::Key32;
@@ -35,8 +35,8 @@ pub(crate) fn store_key() -> Key32 {
 }
 
 /// A reader of a store sealed under [`store_key`].
-pub(crate) fn reader(store: &Path) -> StoreReader {
-    StoreReader::new(store, StoreKeys::new(&[store_key()]))
+pub(crate) fn reader(store: &Path) -> Box<dyn StorageRead> {
+    support::store_reader(store)
 }
 
 pub(crate) fn config(store: &Path, keys: Vec<Key32>) -> ReceiverConfig {
@@ -45,8 +45,7 @@ pub(crate) fn config(store: &Path, keys: Vec<Key32>) -> ReceiverConfig {
         api_key: Some(SecretString::new(API_KEY.to_string())),
         read_token: Some(SecretString::new(READ_TOKEN.to_string())),
         encryption_keys: keys,
-        store: store.to_path_buf(),
-        store_keys: StoreKeys::new(&[store_key()]),
+        store: StoreSource::dir(store, StoreKeys::new(&[store_key()])),
         tls: None,
         workers: 2,
     }
@@ -237,11 +236,11 @@ fn v1_report_and_widget_logs_are_opened_and_stored() {
     let answer = post(&url, "/api/fleet/widget-logs", &body);
     assert_eq!((answer.status, answer.json()["logs_stored"].clone()), (200, json!(2)), "{}", answer.body);
 
-    let reports = reader(dir.path()).read_v1("mac-01", REPORTS_FILE).expect("read");
+    let reports = reader(dir.path()).read_v1("mac-01", Stream::Reports).expect("read");
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0]["kind"], "report");
     assert_eq!(reports[0]["report"]["metrics"]["cpu"]["percent"], 12.5);
-    let logs = reader(dir.path()).read_v1("mac-01", WIDGET_LOGS_FILE).expect("read");
+    let logs = reader(dir.path()).read_v1("mac-01", Stream::WidgetLogs).expect("read");
     assert_eq!(
         logs.iter().map(|l| l["log"]["widget_type"].clone()).collect::<Vec<_>>(),
         [json!("ping"), json!("wifi")]
@@ -674,7 +673,7 @@ fn torn_tails_from_a_crash_are_cut_on_restart() {
     let lines = reader(dir.path()).read_records("m").expect("read");
     assert_eq!(lines.iter().filter(|l| l["kind"] == "record").count(), 4);
     assert_eq!(stored_seqs(dir.path(), "m"), [1, 2]);
-    assert_eq!(reader(dir.path()).read_v1("m", REPORTS_FILE).expect("read").len(), 1);
+    assert_eq!(reader(dir.path()).read_v1("m", Stream::Reports).expect("read").len(), 1);
 }
 
 /// A small deterministic PRNG (xorshift64*), so the fuzz test is reproducible from its seed.

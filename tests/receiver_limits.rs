@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleet_receiver::store::Store;
 use fleet_receiver::{Limits, Receiver, StoreKeys};
 use fleet_widgets::{Level, SampleKind};
 use fleet_wire::envelope;
@@ -235,7 +234,8 @@ fn listen_on_all_interfaces_prints_the_address_really_listened_on() {
 
 /// A store of about `megabytes` of sealed v2 log records (500 per batch) for `machines`.
 fn big_store(dir: &Path, megabytes: u64, machines: usize) -> u64 {
-    let store = Store::open(dir, StoreKeys::new(&[store_key()])).expect("open");
+    let location = fleet_receiver::StoreLocation::Dir(dir.to_path_buf());
+    let store = fleet_receiver::open_storage(&location, StoreKeys::new(&[store_key()])).expect("open");
     let record = |n: u64| Record {
         ts: "2026-11-22T13:00:00.000Z".into(),
         widget: "ping".into(),

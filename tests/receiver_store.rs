@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fleet_receiver::seal::{store_kid, StoreKeys as Keys};
-use fleet_receiver::store::{self, LogFilter, Store, RECORDS_FILE, WIDGET_LOGS_FILE};
-use fleet_receiver::{StoreKeys, StoreReader};
+use fleet_receiver::storage::LogFilter;
+use fleet_receiver::store::{self, RECORDS_FILE, WIDGET_LOGS_FILE};
+use fleet_receiver::{open_reader, open_storage, StorageRead, StoreKeys, StoreLocation, StoreSource, Stream};
 use fleet_widgets::{Level, SampleKind};
 use fleet_wire::envelope;
 use fleet_wire::keys::Key32;
@@ -25,6 +26,11 @@ fn other_key() -> Key32 {
         *b = 0x60 + i as u8;
     }
     Key32::from_bytes(bytes)
+}
+
+/// A reader of the directory store `store` (no lock: a receiver may be running).
+fn dir_reader(store: &Path, keys: StoreKeys) -> Box<dyn StorageRead> {
+    open_reader(&StoreLocation::Dir(store.to_path_buf()), keys).expect("a directory store opens")
 }
 
 fn all_files(dir: &Path) -> Vec<PathBuf> {
@@ -134,7 +140,7 @@ fn nothing_readable_lands_on_disk_with_a_store_key() {
     }
     // And every marker comes back through the reader with the key.
     let reader = crate::receiver::reader(dir.path());
-    let logs = reader.read_v1("mac-01", WIDGET_LOGS_FILE).expect("read");
+    let logs = reader.read_v1("mac-01", Stream::WidgetLogs).expect("read");
     assert_eq!(logs[0]["log"]["message"], markers[0]);
     let records = reader.read_records("mac-01").expect("read");
     assert_eq!(records[0]["record"]["data"]["note"], markers[3]);
@@ -198,7 +204,7 @@ fn the_binary_refuses_to_start_without_a_store_key_and_warns_at_every_plaintext_
 /// A store with two machines written under `keys`, plus a torn tail (which a receiver that
 /// opens it would cut).
 fn make_store(dir: &Path, keys: StoreKeys, machines: usize, batches: u64) {
-    let store = Store::open(dir, keys).expect("open");
+    let store = open_storage(&StoreLocation::Dir(dir.to_path_buf()), keys).expect("open");
     for m in 0..machines {
         let machine = format!("mac-{m:02}");
         for seq in 0..batches {
@@ -339,11 +345,11 @@ fn kids_per_file(store: &Path) -> Vec<(PathBuf, std::collections::BTreeSet<Strin
 /// Every row of the store opened (with both keys), per file, as text: the oracle that a rekey
 /// changed nothing but the sealing.
 fn contents(store: &Path) -> BTreeMap<String, Vec<Value>> {
-    let reader = StoreReader::new(store, StoreKeys::new(&[other_key(), store_key()]));
+    let reader = dir_reader(store, StoreKeys::new(&[other_key(), store_key()]));
     let mut out = BTreeMap::new();
     for id in reader.machine_ids().expect("ids") {
         let mut rows: Vec<Value> = reader.read_records(&id).expect("records").into_iter().map(Value::Object).collect();
-        rows.extend(reader.read_v1(&id, WIDGET_LOGS_FILE).expect("logs").into_iter().map(Value::Object));
+        rows.extend(reader.read_v1(&id, Stream::WidgetLogs).expect("logs").into_iter().map(Value::Object));
         out.insert(id, rows);
     }
     out
@@ -444,7 +450,7 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
             if mixed_seen == 1 {
                 // A receiver given both keys serves the half-way store: exports read every row.
                 let mut config = crate::receiver::config(&store, vec![key(0)]);
-                config.store_keys = StoreKeys::new(&[other_key(), store_key()]);
+                config.store = StoreSource::dir(&store, StoreKeys::new(&[other_key(), store_key()]));
                 let rx = fleet_receiver::Receiver::start_with_limits(config, crate::receiver::fast_limits())
                     .expect("a receiver opens the store half-way with both keys");
                 let all = read(&rx.url(), "/api/fleet/widget-logs?format=json").json();
@@ -458,8 +464,8 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
         }
         // Readable mid-way with both keys: the same rows, nothing bad.
         assert_eq!(contents(&store), expected, "iteration {i}: rows unchanged");
-        let both = StoreReader::new(&store, StoreKeys::new(&[other_key(), store_key()]));
-        let exported = both.widget_logs(&LogFilter::default(), |_| true).expect("export");
+        let both = dir_reader(&store, StoreKeys::new(&[other_key(), store_key()]));
+        let exported = both.widget_logs(&LogFilter::default(), &mut |_| true).expect("export");
         assert_eq!(exported.bad, 0);
         // A rerun finishes the job.
         assert!(rekey(&store).wait().expect("wait").success(), "iteration {i}: rerun");
@@ -467,7 +473,7 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
             assert!(kids.len() == 1 && kids.contains(&new_kid), "{}: {kids:?}", path.display());
         }
         assert!(all_files(&store).iter().all(|p| !p.to_string_lossy().ends_with(store::REKEY_SUFFIX)));
-        let only_new = StoreReader::new(&store, StoreKeys::new(&[other_key()]));
+        let only_new = dir_reader(&store, StoreKeys::new(&[other_key()]));
         assert!(only_new.verify().expect("verify").iter().all(|c| c.total().bad == 0));
         assert_eq!(contents(&store), expected);
     }
@@ -475,7 +481,7 @@ fn rekey_killed_at_any_point_leaves_every_file_whole_under_the_old_or_the_new_ke
     assert!(mixed_seen > 0, "no kill landed mid-way in {i} tries: the kills were not spread over the rekey");
     // The old key alone can no longer read it: a clear error naming the new key id.
     let store = dir.path().join("kill-0");
-    let err = StoreReader::new(&store, StoreKeys::new(&[store_key()])).check_keys().expect_err("old key refused");
+    let err = dir_reader(&store, StoreKeys::new(&[store_key()])).check_keys().expect_err("old key refused");
     assert!(err.to_string().contains(&new_kid), "{err}");
     // A wrong old key: nothing rewritten, named.
     let fresh = dir.path().join("fresh");
@@ -507,13 +513,13 @@ fn rekey_is_refused_while_a_receiver_holds_the_store_and_seals_a_plaintext_store
     let before = contents_plain(&plain);
     let out = support::run(&["receive", "rekey", "--store", s(&plain), "--from-plaintext", "--new-key-file", s(&new)]);
     assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
-    let reader = StoreReader::new(&plain, StoreKeys::new(&[other_key()]));
+    let reader = dir_reader(&plain, StoreKeys::new(&[other_key()]));
     reader.check_keys().expect("all sealed now");
     assert_eq!(reader.read_records("mac-00").expect("read"), before);
 }
 
 fn contents_plain(store: &Path) -> Vec<serde_json::Map<String, Value>> {
-    StoreReader::new(store, StoreKeys::plaintext()).read_records("mac-00").expect("read")
+    dir_reader(store, StoreKeys::plaintext()).read_records("mac-00").expect("read")
 }
 
 #[test]

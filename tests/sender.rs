@@ -323,8 +323,9 @@ fn atlas_protocol_with_the_bundled_receiver() {
     let config = write_config(dir.path(), "c.json", &text, 0o600);
     let spool = dir.path().join("spool");
     let mut agent = start_agent(&config, &dir.path().join("agent.log"));
-    let v1 = |file: &str| crate::support::store_reader(&store).read_v1(MACHINE, file).map(|l| l.len()).unwrap_or(0);
-    assert!(wait_for(Duration::from_secs(15), || v1("reports.jsonl") >= 1 && v1("widget-logs.jsonl") >= 3));
+    use fleet_receiver::Stream;
+    let v1 = |stream| crate::support::store_reader(&store).read_v1(MACHINE, stream).map(|l| l.len()).unwrap_or(0);
+    assert!(wait_for(Duration::from_secs(15), || v1(Stream::Reports) >= 1 && v1(Stream::WidgetLogs) >= 3));
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
     // Metrics never enter the spool in Atlas mode; the last widget logs go with the final push.
     assert_eq!(spool_unacked(&spool), 0, "widget logs delivered, metrics represented by the report");

@@ -141,9 +141,10 @@ pub fn receiver_args(store: &Path, listen: &str, api_key: &str, keys: &[&str]) -
 }
 
 /// A reader of a store written by [`start_receiver`] (the test store key).
-pub fn store_reader(store: &Path) -> fleet_receiver::StoreReader {
+pub fn store_reader(store: &Path) -> Box<dyn fleet_receiver::StorageRead> {
     let key = fleet_wire::keys::Key32::from_base64(TEST_STORE_KEY_B64).expect("test store key");
-    fleet_receiver::StoreReader::new(store, fleet_receiver::StoreKeys::new(&[key]))
+    let location = fleet_receiver::StoreLocation::Dir(store.to_path_buf());
+    fleet_receiver::open_reader(&location, fleet_receiver::StoreKeys::new(&[key])).expect("a directory store opens")
 }
 
 /// Start `fleet-agent receive` on `listen` (e.g. `127.0.0.1:0`) with an API key and the

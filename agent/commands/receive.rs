@@ -10,20 +10,21 @@ use super::{receive_store, usage_error, Command};
 use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
 use crate::signals::Signals;
 use fleet_receiver::startup::credential_conflict;
-use fleet_receiver::{Receiver, ReceiverConfig, StoreKeys, DEFAULT_LISTEN};
+use fleet_receiver::{Receiver, ReceiverConfig, StoreKeys, StoreLocation, StoreSource, DEFAULT_LISTEN};
 use fleet_wire::keys::{Key32, SecretString};
 
 /// Registry entry.
 pub static COMMAND: Command = Command {
     name: "receive",
     help: "\
-Usage: fleet-agent receive [--listen ADDR] [--store DIR] [--api-key-file FILE]
+Usage: fleet-agent receive [--listen ADDR] [--store DIR_OR_URL] [--store-password-file FILE]
+                           [--api-key-file FILE]
                            [--read-token-file FILE] [--encryption-key-file FILE]...
                            (--store-key-file FILE... | --store-plaintext)
                            [--tls-cert FILE --tls-key FILE] [--workers N] [-v|-q]
-       fleet-agent receive ls --store DIR [--store-key-file FILE]...
-       fleet-agent receive show --store DIR MACHINE [--widget W] [--since T] [--limit N] [--json]
-       fleet-agent receive verify --store DIR [--store-key-file FILE]...
+       fleet-agent receive ls --store DIR_OR_URL [--store-key-file FILE]...
+       fleet-agent receive show --store DIR_OR_URL MACHINE [--widget W] [--since T] [--limit N] [--json]
+       fleet-agent receive verify --store DIR_OR_URL [--store-key-file FILE]...
        fleet-agent receive rekey --store DIR [--old-key-file FILE]... --new-key-file FILE [--from-plaintext]
                                  (or env FLEET_STORE_KEY for the old keys, FLEET_NEW_STORE_KEY for the new)
 
@@ -38,7 +39,10 @@ or others) or from the environment, never from the command line.
 
 Options:
   --listen ADDR               address to listen on (default 127.0.0.1:8768; port 0 picks a free one)
-  --store DIR                 where to store what arrives (default ./fleet-store)
+  --store DIR_OR_URL          where to store what arrives: a directory (default ./fleet-store) or
+                              postgres://USER@HOST[:PORT]/DBNAME (a build with the cargo feature
+                              `postgres`; no password in the URL)
+  --store-password-file FILE  the PostgreSQL role's password (or env FLEET_STORE_PASSWORD)
   --api-key-file FILE         the agents' X-API-Key, for writes only (or env FLEET_API_KEY;
                               none: accept every write, with a warning)
   --read-token-file FILE      bearer token for reads: /api/fleet/machines and exports (or env
@@ -53,7 +57,8 @@ Options:
   --tls-key FILE              PEM private key
   --workers N                 requests worked on at once (default 4, at most 64)
 
-Store commands (read the store directly; a receiver may be running, except for rekey):
+Store commands (read the store directly; a receiver may be running, except for rekey, which
+works on a directory store only):
   ls       machines, last seen, rows per widget, bytes on disk
   show     one machine's rows, decrypted, newest first (--limit, default 50; --json: JSON lines)
   verify   authenticate every row: good, bad, torn per machine; exit 1 if any row is bad
@@ -159,9 +164,30 @@ pub fn store_keys(args: &mut Args, required: bool) -> Result<StoreKeys, UsageErr
     }
 }
 
-/// `--store DIR` (default `./fleet-store`).
-pub fn store_dir(args: &mut Args) -> Result<PathBuf, UsageError> {
-    Ok(PathBuf::from(args.value("--store")?.unwrap_or_else(|| "./fleet-store".to_string())))
+/// `--store DIR_OR_URL` (default `./fleet-store`; `postgres://USER@HOST[:PORT]/DBNAME`, see
+/// [`StoreLocation::parse`]) with a PostgreSQL role's password from `--store-password-file
+/// FILE` or env `FLEET_STORE_PASSWORD` (never from the URL: argv shows in `ps`).
+pub fn store_location(args: &mut Args) -> Result<StoreLocation, UsageError> {
+    let text = args.value("--store")?.unwrap_or_else(|| "./fleet-store".to_string());
+    let location = StoreLocation::parse(&text).map_err(|e| UsageError(e.to_string()))?;
+    let password_file = args.value("--store-password-file")?;
+    match location {
+        StoreLocation::Dir(_) if password_file.is_some() => Err(UsageError(
+            "--store-password-file is for a PostgreSQL store (--store postgres://USER@HOST/DBNAME), not a directory"
+                .into(),
+        )),
+        StoreLocation::Dir(_) => Ok(location),
+        StoreLocation::Postgres(postgres) => {
+            let password = match password_file {
+                Some(path) => Some(read_secret_file(Path::new(&path))?),
+                None => std::env::var("FLEET_STORE_PASSWORD").ok().filter(|v| !v.is_empty()).map(SecretString::new),
+            };
+            Ok(StoreLocation::Postgres(match password {
+                Some(password) => postgres.with_password(password),
+                None => postgres,
+            }))
+        }
+    }
 }
 
 struct Options {
@@ -195,7 +221,7 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
     if let Some(conflict) = credential_conflict(&encryption_keys, &store_keys, api_key.as_ref(), read_token.as_ref()) {
         return Err(UsageError(conflict.to_string()));
     }
-    let store = store_dir(&mut args)?;
+    let store = store_location(&mut args)?;
     let tls = match (args.value("--tls-cert")?, args.value("--tls-key")?) {
         (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
         (None, None) => None,
@@ -210,7 +236,15 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
     };
     args.finish()?;
     Ok(Options {
-        config: ReceiverConfig { listen, api_key, read_token, encryption_keys, store, store_keys, tls, workers },
+        config: ReceiverConfig {
+            listen,
+            api_key,
+            read_token,
+            encryption_keys,
+            store: StoreSource::Location { location: store, keys: store_keys },
+            tls,
+            workers,
+        },
         verbosity: common,
     })
 }
@@ -233,7 +267,7 @@ fn run(mut args: Args) -> u8 {
             return EXIT_RUNTIME;
         }
     };
-    let store = config.store.display().to_string();
+    let store = config.store.describe();
     let receiver = match Receiver::start(config) {
         Ok(receiver) => receiver,
         Err(e) => {
@@ -304,7 +338,7 @@ mod tests {
         assert_eq!(options.config.workers, 2);
         assert_eq!(options.config.api_key.as_ref().map(|k| k.expose()), Some("k"));
         assert_eq!(options.config.read_token.as_ref().map(|k| k.expose()), Some("r"));
-        assert!(!options.config.store_keys.is_plaintext());
+        assert!(!options.config.store.keys().is_plaintext());
         let err = |list: &[&str]| parse_list(list).err().map(|e| e.0).unwrap_or_default();
         assert!(err(&["--listen", "nowhere", "--store-plaintext"]).contains("--listen"));
         assert!(err(&["--tls-cert", "c.pem", "--store-plaintext"]).contains("--tls-key"));

@@ -1,15 +1,16 @@
 //! `fleet-agent receive ls|show|verify|rekey`: look at and look after a receiver's store
-//! without curl or reading files: everything goes through [`StoreReader`] and [`rekey`].
+//! without curl or reading files: everything goes through the storage seam
+//! ([`fleet_receiver::StorageRead`], any backend) and, for the file store, [`rekey`].
 
 use serde_json::Value;
 
-use super::receive::{keys, refuse_removed_flags, store_dir, store_keys};
+use super::receive::{keys, refuse_removed_flags, store_keys, store_location};
 use super::usage_error;
 use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
-use fleet_receiver::newest::{NewestRows, RowQuery};
-use fleet_receiver::store::{rekey, StoreReader};
+use fleet_receiver::storage::{NewestRows, RowQuery};
+use fleet_receiver::store::rekey;
 use fleet_receiver::summary::{print_summary, row_line};
-use fleet_receiver::StoreKeys;
+use fleet_receiver::{open_reader, StorageRead, StoreError, StoreKeys, StoreLocation};
 
 /// Run `receive SUB args…`; the exit code.
 pub fn run(sub: &str, mut args: Args) -> u8 {
@@ -51,14 +52,16 @@ impl From<fleet_receiver::StoreError> for Failure {
     }
 }
 
-/// `--store DIR` and the store keys, checked against every row's key id.
-fn reader(args: &mut Args) -> Result<StoreReader, Failure> {
-    let dir = store_dir(args)?;
-    if !dir.is_dir() {
-        return Err(UsageError(format!("no store at {}", dir.display())).into());
+/// `--store DIR_OR_URL` and the store keys: a reader of any backend (a directory must exist).
+fn reader(args: &mut Args) -> Result<Box<dyn StorageRead>, Failure> {
+    let location = store_location(args)?;
+    if let StoreLocation::Dir(dir) = &location {
+        if !dir.is_dir() {
+            return Err(UsageError(format!("no store at {}", dir.display())).into());
+        }
     }
     let keys = store_keys(args, false)?;
-    Ok(StoreReader::new(&dir, keys))
+    Ok(open_reader(&location, keys)?)
 }
 
 fn ls(mut args: Args) -> Result<u8, Failure> {
@@ -96,9 +99,7 @@ fn show(mut args: Args) -> Result<u8, Failure> {
     args.finish()?;
     reader.check_keys()?;
     if !reader.machine_ids()?.contains(&machine) {
-        return Err(
-            UsageError(format!("no machine `{machine}` in {} (see `receive ls`)", reader.root().display())).into()
-        );
+        return Err(UsageError(format!("no machine `{machine}` in {} (see `receive ls`)", reader.describe())).into());
     }
     let query = RowQuery { widget, since, limit };
     let NewestRows { rows: newest, bad } = reader.newest(&machine, &query)?;
@@ -131,7 +132,7 @@ fn verify(mut args: Args) -> Result<u8, Failure> {
         any_bad |= total.bad > 0;
         println!("{:<32} {:>10} {:>6} {:>6}", check.machine_id, total.good, total.bad, total.torn);
         for problem in &check.problems {
-            println!("  {} line {}: {}", problem.path.display(), problem.line + 1, problem.problem);
+            println!("  {}: {}", problem.location, problem.problem);
         }
     }
     if checks.is_empty() {
@@ -147,7 +148,7 @@ fn verify(mut args: Args) -> Result<u8, Failure> {
 }
 
 fn rekey_command(mut args: Args) -> Result<u8, Failure> {
-    let dir = store_dir(&mut args)?;
+    let location = store_location(&mut args)?;
     let old = keys(&mut args, "--old-key-file", "FLEET_STORE_KEY")?;
     let new = keys(&mut args, "--new-key-file", "FLEET_NEW_STORE_KEY")?;
     let from_plaintext = args.flag(&["--from-plaintext"]);
@@ -164,6 +165,16 @@ fn rekey_command(mut args: Args) -> Result<u8, Failure> {
         )
         .into());
     }
+    let dir = match location {
+        StoreLocation::Dir(dir) => dir,
+        StoreLocation::Postgres(postgres) => {
+            return Err(StoreError::Unsupported {
+                store: postgres.to_string(),
+                why: "receive rekey rewrites a directory store; it does not rekey a PostgreSQL store".into(),
+            }
+            .into())
+        }
+    };
     if !dir.is_dir() {
         return Err(UsageError(format!("no store at {}", dir.display())).into());
     }
