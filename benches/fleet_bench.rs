@@ -27,6 +27,7 @@ mod stages_bench;
 const USAGE: &str = "usage: fleet-bench <bench> [--quick]\n\nbenches:\n  footprint  binary size; per-stage CPU of a cycle; RSS, CPU per cycle, wake-ups and syscalls of `run` beside collectd\n             [--seconds N] [--threads N] [--agent FILE] [--no-collectd] [--no-stages]\n  receiver   v2 batches/s of 100 records on loopback with a plaintext and a sealed store, RSS of\n             `fleet-agent receive`, peak RSS under 16 concurrent exports (--export-store-mb N)\n  scale      N simulated machines' sealed v2 batches against 1, 2 and 4 receivers on one PostgreSQL
              (FLEET_TEST_POSTGRES or --postgres URL) and the file store: batches/s, latency, RSS,
              store bytes per million records [--machines N] [--seconds S] [--rate B] [--seed N]
+             [--clients C] [--receivers 1,2,4] [--workers N] [--records-per-batch R] [--no-file-store]
   spool      append records/s per fsync policy, read records/s, bytes on disk per record\n  sender     drain rate of a 100,000-record backlog (atlas and v2) and peak RSS while draining\n";
 
 fn main() -> ExitCode {

@@ -16,7 +16,8 @@
 //!    configuration gets its own database, dropped afterwards). Without one the bench says so
 //!    and runs the file store alone. Receivers are real `fleet-agent receive` processes (the
 //!    binary beside `fleet-bench`, built with `--features postgres` for the PostgreSQL runs),
-//!    stores sealed at rest, on loopback HTTP.
+//!    stores sealed at rest, on loopback HTTP, each with its default 4 workers (`--workers N`
+//!    gives them more) and, on PostgreSQL, its default pool of 8 connections.
 //! 3. **Load**: `--clients C` client threads, each owning the machines `m % C == thread`, so
 //!    one machine's batches go one at a time and in order, as an agent sends them. Each
 //!    request goes to the next receiver round-robin (a stand-in for the load balancer).
@@ -72,6 +73,8 @@ struct Options {
     max_batches: usize,
     postgres: Option<String>,
     file_store: bool,
+    /// `receive --workers N` (`None`: the receiver's default).
+    workers: Option<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -88,6 +91,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         max_batches: 0,
         postgres: std::env::var("FLEET_TEST_POSTGRES").ok().filter(|s| !s.is_empty()),
         file_store: true,
+        workers: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -111,6 +115,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--postgres" => options.postgres = Some(value(arg)?),
             "--no-postgres" => options.postgres = None,
             "--no-file-store" => options.file_store = false,
+            "--workers" => options.workers = Some(number(arg, value(arg)?)?),
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
@@ -172,7 +177,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "mean_sealed_bytes": workload.bytes / workload.batches.max(1),
             "seal_us_per_batch": round2(workload.seal_seconds * 1e6 / workload.batches.max(1) as f64),
             "open_us_per_batch": round2(open_us), "clients": options.clients, "rate": options.rate,
-            "seconds": options.seconds, "quick": options.quick,
+            "seconds": options.seconds, "quick": options.quick, "receiver_workers": options.workers,
         })
     );
 
@@ -314,16 +319,24 @@ fn migrate(bin: &Path, keys: &Keys, location: &str, server: &Postgres) {
         Ok(output) => println!(
             "scale: note: `fleet-agent receive migrate` failed ({}: {}); the first receiver migrates",
             output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            String::from_utf8_lossy(&output.stderr).trim().replace('\n', " ")
         ),
         Err(e) => println!("scale: note: cannot run `fleet-agent receive migrate` ({e}); the first receiver migrates"),
     }
 }
 
 /// Start one `fleet-agent receive` on an ephemeral loopback port; returns it and its URL.
-fn spawn_receiver(bin: &Path, keys: &Keys, target: &Target) -> Result<(Running, String), String> {
+fn spawn_receiver(
+    bin: &Path,
+    keys: &Keys,
+    target: &Target,
+    workers: Option<usize>,
+) -> Result<(Running, String), String> {
     let mut command = Command::new(bin);
     command.args(["receive", "--listen", "127.0.0.1:0", "-q"]);
+    if let Some(workers) = workers {
+        command.arg("--workers").arg(workers.to_string());
+    }
     keys.args(&mut command);
     match target {
         Target::File(dir) => {
@@ -681,7 +694,7 @@ fn measure(
     let mut running = Vec::new();
     let mut urls = Vec::new();
     for _ in 0..receivers {
-        let (child, url) = spawn_receiver(bin, keys, target)?;
+        let (child, url) = spawn_receiver(bin, keys, target, options.workers)?;
         running.push(child);
         urls.push(url);
     }
