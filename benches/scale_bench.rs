@@ -28,7 +28,9 @@
 //!    records/s, p50/p99/max latency of a 200; per receiver VmRSS after start, steady VmRSS
 //!    (median over the second half of the run) and VmHWM; CPU seconds of the receivers,
 //!    PostgreSQL (postmaster and its children, when the server is local), the generator and
-//!    the whole host (busy cores and iowait from `/proc/stat`); PostgreSQL WAL written and
+//!    the whole host (busy cores and iowait from `/proc/stat`); what one 8 KiB `fdatasync`
+//!    cost in the scratch directory just before the load (other work on a shared disk moves
+//!    it tenfold, and every 200 waits for one); PostgreSQL WAL written and
 //!    WAL syncs (`pg_stat_wal`); store size: `pg_database_size` and each table's
 //!    `pg_total_relation_size` (minus the freshly migrated, empty database) or the file
 //!    store's bytes (apparent and allocated), each also per million records.
@@ -75,6 +77,8 @@ struct Options {
     file_store: bool,
     /// `receive --workers N` (`None`: the receiver's default).
     workers: Option<usize>,
+    /// The run's scratch directory (stores, secrets, the fsync probe).
+    scratch: PathBuf,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -92,6 +96,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         postgres: std::env::var("FLEET_TEST_POSTGRES").ok().filter(|s| !s.is_empty()),
         file_store: true,
         workers: None,
+        scratch: std::env::temp_dir().join(format!("fleet-bench-scale-{}", std::process::id())),
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -146,7 +151,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !agent_bin.exists() {
         return Err(format!("{} not found: run `cargo build --release --bins` first", agent_bin.display()));
     }
-    let scratch = Scratch(std::env::temp_dir().join(format!("fleet-bench-scale-{}", std::process::id())));
+    let scratch = Scratch(options.scratch.clone());
     std::fs::create_dir_all(&scratch.0).map_err(|e| format!("creating {}: {e}", scratch.0.display()))?;
     let fleet_key = Key32::generate().map_err(|e| e.to_string())?;
     let store_key = Key32::generate().map_err(|e| e.to_string())?;
@@ -605,6 +610,8 @@ struct Figures {
     postgres_cpu: Option<f64>,
     generator_cpu: f64,
     host: HostCpu,
+    /// [`fsync_probe`] just before the load.
+    fsync_us: f64,
 }
 
 /// One receiver process's figures.
@@ -633,7 +640,7 @@ impl Figures {
         println!(
             "scale ({store}, {receivers} receiver{}): {rate:.0} batches/s ({:.0} records/s), p50 {p50:.1} ms, p99 {p99:.1} ms, \
              {} MB stored per million records; CPU s: receivers {:.1}, postgres {}, generator {:.1}; host {:.2} cores busy, \
-             iowait {:.0}%{}{}",
+             iowait {:.0}%, an 8 KiB fdatasync took {:.2} ms just before{}{}",
             if receivers == 1 { "" } else { "s" },
             rate * self.records_per_batch as f64,
             per_million / 1_000_000,
@@ -642,6 +649,7 @@ impl Figures {
             self.generator_cpu,
             self.host.busy_cores,
             self.host.iowait_share * 100.0,
+            self.fsync_us / 1000.0,
             if self.exhausted { "; ran out of sealed batches before the time was up (--batches)" } else { "" },
             if self.failed.is_empty() { String::new() } else { format!("; FAILED answers: {:?}", self.failed) },
         );
@@ -666,7 +674,10 @@ impl Figures {
                 "receivers": round2(self.receivers_cpu), "postgres": self.postgres_cpu.map(round2),
                 "generator": round2(self.generator_cpu),
             },
-            "host": { "busy_cores": round2(self.host.busy_cores), "iowait_share": round2(self.host.iowait_share) },
+            "host": {
+                "busy_cores": round2(self.host.busy_cores), "iowait_share": round2(self.host.iowait_share),
+                "fsync_us_before": self.fsync_us.round(),
+            },
             "stored_bytes": stored_bytes, "stored_bytes_per_million_records": per_million,
         });
         if let (Value::Object(line), Value::Object(extra)) = (&mut line, extra) {
@@ -700,6 +711,7 @@ fn measure(
     }
     let pids: Vec<u32> = running.iter().map(|r| r.0.id()).collect();
     ready()?;
+    let fsync_us = fsync_probe(&options.scratch, Duration::from_millis(500))?;
     std::thread::sleep(Duration::from_millis(300));
     let idle: Vec<u64> = pids.iter().map(|&pid| status_kib(pid, "VmRSS")).collect::<Result<_, _>>()?;
     let postmaster = match target {
@@ -764,6 +776,7 @@ fn measure(
         postgres_cpu,
         generator_cpu,
         host,
+        fsync_us,
     })
 }
 
@@ -934,6 +947,27 @@ fn clock_ticks() -> f64 {
         .and_then(|s| s.trim().parse::<f64>().ok())
         .filter(|t| *t > 0.0)
         .unwrap_or(100.0)
+}
+
+/// The disk's commit cost right now: 8 KiB written and `fdatasync`ed over and over for
+/// `window` in `dir` (what a WAL flush or a file-store append costs). Microseconds per sync.
+fn fsync_probe(dir: &Path, window: Duration) -> Result<f64, String> {
+    use std::io::{Seek, Write};
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let block = [0x5au8; 8192];
+    let started = Instant::now();
+    let mut syncs = 0u32;
+    while started.elapsed() < window {
+        file.rewind()
+            .and_then(|()| file.write_all(&block))
+            .and_then(|()| file.sync_data())
+            .map_err(|e| format!("syncing {}: {e}", path.display()))?;
+        syncs += 1;
+    }
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_file(&path);
+    Ok(elapsed.as_secs_f64() * 1e6 / f64::from(syncs.max(1)))
 }
 
 /// Bytes under `dir`, recursively: (apparent length, allocated blocks).
