@@ -28,7 +28,7 @@
 //! | `POST /api/fleet/report` | `X-API-Key` | v1 body, plaintext an Atlas report `{machine_id, machine_info{}, metrics{}}`: `{"status":"ok","e2ee_verified":true,"machine_id":M}` |
 //! | `POST /api/fleet/widget-logs` | `X-API-Key` | v1 body, plaintext `{machine_id, logs:[{timestamp, level, widget_type, message, data}]}`: `{"status":"ok","logs_stored":n,"e2ee_verified":true}` |
 //! | `POST /api/v2/batches` | `X-API-Key` | v2 body, plaintext a `BatchBody` whose `machine_id`/`seq` equal the envelope's: `{"status":"ok","stored":n}`, or for a `(machine_id, seq)` stored before `{"status":"ok","duplicate":true}` (nothing stored) |
-//! | `GET /api/fleet/machines` | `Authorization: Bearer` read token | `{"machines":[MachineSummary…]}` ([`store::MachineSummary`]) |
+//! | `GET /api/fleet/machines` | `Authorization: Bearer` read token | `{"machines":[MachineSummary…]}` ([`storage::MachineSummary`]) |
 //! | `GET /api/fleet/widget-logs?format=json\|csv&widget_type=&machine_id=` | read token | JSON `{"logs":[…],"count":n,"truncated":B,"skipped_tampered":n}` or CSV (see [`export`]), streamed; at most `max_export_bytes` |
 //! | `GET /api/health` | none | `{"status":"ok","version":V,"e2ee":B,"protocols":["1","2"]}` |
 //! | `GET /speedtest/down?bytes=N`, `GET /__down?bytes=N` | `X-API-Key` | N zero bytes (N capped at 1 GiB), streamed from a static buffer |
@@ -55,9 +55,11 @@
 //!
 //! Success answers are JSON objects with `status` first, as the Atlas server writes them.
 //!
-//! Storage: see [`store`] (per machine JSON Lines, fsynced before the 200, exactly-once v2,
-//! each row sealed under the store key: [`seal`]). The read endpoints stream the files on each
-//! request (one batch in memory at a time) and write their answer as they go.
+//! Storage: one seam, [`storage`] (the [`Storage`] and [`StorageRead`] traits; `--store
+//! DIR_OR_URL`): the file store [`store`] (per machine JSON Lines, fsynced before the 200,
+//! exactly-once v2, each row sealed under the store key: [`seal`]) or PostgreSQL (cargo feature
+//! `postgres`). The read endpoints stream the rows on each request (one batch in memory at a
+//! time) and write their answer as they go.
 
 pub mod auth;
 pub mod export;

@@ -1,7 +1,9 @@
-//! The receiver's on-disk store: append-only JSON Lines per machine, each row sealed under the
-//! store key ([`super::seal`]), fsynced before any 200. Every read and write of the store goes
-//! through [`Store`] (the running receiver: appends, repair on open) and [`StoreReader`]
-//! (listings, exports, `receive ls/show/verify`, tests): nothing else opens its files.
+//! The file store, the receiver's embedded storage backend: append-only JSON Lines per machine,
+//! each row sealed under the store key ([`super::seal`]), fsynced before any 200. It implements
+//! the storage seam ([`crate::storage`]): [`FileStore`] (the running receiver: [`Storage`] and
+//! [`StorageRead`], appends, repair on open) and [`FileReader`] ([`StorageRead`] without a lock:
+//! listings, exports, `receive ls/show/verify`, tests). Nothing else opens its files; the
+//! forwarding cursor is in [`forward`]'s docs.
 //! Byte-level format and test vectors: `docs/receiver-store-sealing.md`.
 //!
 //! # Layout
@@ -28,7 +30,7 @@
 //! dir name always fits the 255-byte file name limit and maps back to exactly one id.
 //!
 //! Upgrades: stores written before upper case was escaped named `Mac-01` `Mac-01/` and long ids
-//! `~` + base64url. [`Store::open`] renames such directories to their current names (logged;
+//! `~` + base64url. [`FileStore::open`] renames such directories to their current names (logged;
 //! a directory whose current name already exists is left alone with an error), and the
 //! readers fall back to the old name, so an old store stays readable without a receiver.
 //!
@@ -75,7 +77,7 @@
 //!
 //! Readers: a batch's records are the `records` (count) lines right before its `batch` line.
 //! Record lines not followed by their commit line (the tail of a store no receiver has reopened
-//! since a crash) were never acknowledged and are ignored ([`StoreReader::visit_records`]).
+//! since a crash) were never acknowledged and are ignored ([`StorageRead::visit`] of [`Stream::Records`]).
 //!
 //! v1 files get the same one-write-then-fsync treatment; on open a torn last line (no `\n`) is
 //! cut off. v1 has no sequence numbers, so a v1 resend after a lost answer is stored again,
@@ -109,7 +111,7 @@ use crate::storage::{
 };
 use fleet_wire::record::{records_digest, BatchBody, Record};
 
-mod forward;
+pub mod forward;
 
 pub use forward::CURSOR_FILE;
 

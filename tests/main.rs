@@ -3,6 +3,7 @@
 
 mod atlas_config;
 mod atlas_rate;
+mod backends;
 mod cli;
 mod commands;
 mod docs_vectors;
@@ -20,6 +21,7 @@ mod receiver_store;
 mod replay;
 mod sender;
 mod spool;
+mod storage;
 mod support;
 mod tls;
 mod torture;

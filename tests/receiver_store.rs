@@ -1,6 +1,8 @@
-//! The receiver's store sealed at rest: known-answer vectors, no plaintext on disk, refusal
+//! The receiver's store sealed at rest: known-answer vectors, no plaintext at rest, refusal
 //! without a key, wrong keys, tampered rows (verify, exports), rekey under `kill -9`, and the
-//! `receive ls/show/verify/rekey` commands, with the real binary where it matters.
+//! `receive ls/show/verify/rekey` commands, with the real binary where it matters. The tests
+//! that hold for every backend run over [`crate::backends::backends`] (no plaintext at rest,
+//! `receive ls/show/verify`); the others are about the file store's files.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use fleet_wire::keys::Key32;
 use fleet_wire::record::{BatchBody, Dropped, Record};
 use serde_json::{json, Value};
 
+use crate::backends::{backends, TestStore};
 use crate::receiver::{key, logs_json, post, read, report_json, sealed_batch, start, store_key};
 use crate::support::{self, s, write_secret, TEST_KEY_B64, TEST_STORE_KEY_B64};
 
@@ -97,10 +100,23 @@ fn store_rows_match_vectors_from_an_independent_implementation() {
     }
 }
 
+/// A receiver (fleet key `key(0)`, the test store key) on `store`, any backend.
+fn start_on(store: &TestStore) -> fleet_receiver::Receiver {
+    let mut config = crate::receiver::config(Path::new("unused"), vec![key(0)]);
+    config.store = StoreSource::Location { location: store.location.clone(), keys: StoreKeys::new(&[store_key()]) };
+    fleet_receiver::Receiver::start_with_limits(config, crate::receiver::fast_limits()).expect("start")
+}
+
 #[test]
 fn nothing_readable_lands_on_disk_with_a_store_key() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rx = start(dir.path(), vec![key(0)]);
+    for store in backends() {
+        nothing_readable_at_rest(&store);
+    }
+}
+
+fn nothing_readable_at_rest(store: &TestStore) {
+    let name = store.name;
+    let rx = start_on(store);
     let markers = ["MARKER-LOG-7731", "MARKER-HOST-5512", "MARKER-REC-9921", "MARKER-DATA-4410"];
     let mut report: Value = serde_json::from_slice(&report_json("mac-01")).expect("json");
     report["machine_info"]["hostname"] = json!(markers[1]);
@@ -126,20 +142,21 @@ fn nothing_readable_lands_on_disk_with_a_store_key() {
     let body = envelope::seal_v2(&key(0), "mac-01", 1, &plain).expect("seal");
     assert_eq!(post(&rx.url(), "/api/v2/batches", &body).status, 200);
     rx.shutdown();
-    let files = all_files(dir.path());
-    assert!(files.iter().any(|f| f.ends_with(RECORDS_FILE)), "{files:?}");
-    for file in &files {
-        let bytes = std::fs::read(file).expect("read");
-        let text = String::from_utf8_lossy(&bytes);
-        for marker in markers {
-            assert!(!text.contains(marker), "{marker} in clear in {}", file.display());
-        }
-        for secret in ["1.1.1.1", "latency", "packet_loss", "\"message\"", "\"data\""] {
-            assert!(!text.contains(secret), "{secret} in clear in {}", file.display());
-        }
+    if let Some(dir) = store.dir() {
+        let files = all_files(dir);
+        assert!(files.iter().any(|f| f.ends_with(RECORDS_FILE)), "{files:?}");
+    }
+    let raw = store.raw();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("mac-01"), "{name}: the raw bytes hold the store");
+    for marker in markers {
+        assert!(!text.contains(marker), "{name}: {marker} in clear at rest");
+    }
+    for secret in ["1.1.1.1", "latency", "packet_loss", "\"message\"", "\"data\""] {
+        assert!(!text.contains(secret), "{name}: {secret} in clear at rest");
     }
     // And every marker comes back through the reader with the key.
-    let reader = crate::receiver::reader(dir.path());
+    let reader = store.reader(StoreKeys::new(&[store_key()]));
     let logs = reader.read_v1("mac-01", Stream::WidgetLogs).expect("read");
     assert_eq!(logs[0]["log"]["message"], markers[0]);
     let records = reader.read_records("mac-01").expect("read");
@@ -201,10 +218,15 @@ fn the_binary_refuses_to_start_without_a_store_key_and_warns_at_every_plaintext_
     assert!(err.contains("--store-key-file"), "{err}");
 }
 
-/// A store with two machines written under `keys`, plus a torn tail (which a receiver that
-/// opens it would cut).
+/// A directory store of `machines` machines written under `keys`.
 fn make_store(dir: &Path, keys: StoreKeys, machines: usize, batches: u64) {
-    let store = open_storage(&StoreLocation::Dir(dir.to_path_buf()), keys).expect("open");
+    fill_store(&StoreLocation::Dir(dir.to_path_buf()), keys, machines, batches);
+}
+
+/// A store (any backend) of `machines` machines, `batches` batches of 20 records each and one
+/// widget-log body each, written under `keys`.
+fn fill_store(location: &StoreLocation, keys: StoreKeys, machines: usize, batches: u64) {
+    let store = open_storage(location, keys).expect("open");
     for m in 0..machines {
         let machine = format!("mac-{m:02}");
         for seq in 0..batches {
@@ -524,27 +546,45 @@ fn contents_plain(store: &Path) -> Vec<serde_json::Map<String, Value>> {
 
 #[test]
 fn receive_ls_and_show_print_the_store_decrypted() {
+    for store in backends() {
+        ls_and_show(&store);
+    }
+}
+
+/// Run the binary with `args` and the store's environment.
+fn run_on(store: &TestStore, args: &[&str]) -> std::process::Output {
+    let mut command = support::agent();
+    command.args(args);
+    for (k, v) in store.store_env() {
+        command.env(k, v);
+    }
+    command.output().expect("run fleet-agent")
+}
+
+fn ls_and_show(backend: &TestStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("store");
-    make_store(&store, StoreKeys::new(&[store_key()]), 2, 3);
+    let name = backend.name;
+    let store_arg = backend.store_arg();
+    let store = store_arg.as_str();
+    fill_store(&backend.location, StoreKeys::new(&[store_key()]), 2, 3);
     let key_file = write_secret(&dir.path().join("secrets"), "store.key", TEST_STORE_KEY_B64);
-    let out = support::run(&["receive", "ls", "--store", s(&store), "--store-key-file", s(&key_file)]);
-    assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+    let out = run_on(backend, &["receive", "ls", "--store", store, "--store-key-file", s(&key_file)]);
+    assert_eq!(out.status.code(), Some(0), "{name}: {}", support::stderr(&out));
     let text = support::stdout(&out);
-    assert!(text.contains("machine mac-00: 3 v2 batches with 60 records"), "{text}");
+    assert!(text.contains("machine mac-00: 3 v2 batches with 60 records"), "{name}: {text}");
     assert!(text.contains("machine mac-01"), "{text}");
     assert!(text.contains("last seen 20") && text.contains("KiB on disk"), "{text}");
     assert!(text.lines().any(|l| l.contains("ping") && l.contains("30")), "records per widget: {text}");
     // Without the key: a clear error naming the key id, not garbage.
-    let out = support::run(&["receive", "ls", "--store", s(&store)]);
-    assert_eq!(out.status.code(), Some(1));
+    let out = run_on(backend, &["receive", "ls", "--store", store]);
+    assert_eq!(out.status.code(), Some(1), "{name}");
     assert!(support::stderr(&out).contains(&store_kid(&store_key())), "{}", support::stderr(&out));
 
     let show = |extra: &[&str]| {
-        let mut args = vec!["receive", "show", "--store", s(&store), "--store-key-file", s(&key_file)];
+        let mut args = vec!["receive", "show", "--store", store, "--store-key-file", s(&key_file)];
         args.extend_from_slice(extra);
-        let out = support::run(&args);
-        assert_eq!(out.status.code(), Some(0), "{}", support::stderr(&out));
+        let out = run_on(backend, &args);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", support::stderr(&out));
         support::stdout(&out)
     };
     let json_lines = show(&["mac-00", "--json", "--widget", "ping", "--limit", "5"]);
@@ -557,6 +597,46 @@ fn receive_ls_and_show_print_the_store_decrypted() {
     let text = show(&["mac-01", "--widget", "wifi"]);
     assert!(text.contains("widget-log") && text.contains("rssi"), "{text}");
     assert_eq!(show(&["mac-01", "--since", "2999-01-01"]).trim(), "no rows match");
-    let out = support::run(&["receive", "show", "--store", s(&store), "--store-key-file", s(&key_file), "nope"]);
+    let out = run_on(backend, &["receive", "show", "--store", store, "--store-key-file", s(&key_file), "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{name}");
+    // verify reads every row of every backend; all good here.
+    let out = run_on(backend, &["receive", "verify", "--store", store, "--store-key-file", s(&key_file)]);
+    let text = support::stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{name}: {text}{}", support::stderr(&out));
+    assert!(text.contains("all good") && text.contains("mac-01"), "{name}: {text}");
+}
+
+/// A build without the cargo feature `postgres` names the feature for a postgres:// store,
+/// from the receiver and from every store command; rekey is the file store's in every build.
+#[test]
+fn a_postgres_store_is_a_clear_error_without_the_feature_and_for_rekey() {
+    let url = "postgres://fleet@127.0.0.1:9/fleet";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = write_secret(&dir.path().join("secrets"), "store.key", TEST_STORE_KEY_B64);
+    if cfg!(not(feature = "postgres")) {
+        let (code, err, _) = try_start(Path::new(url), &["--store-plaintext"], &[]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("feature `postgres`") && err.contains(url), "{err}");
+        for sub in ["ls", "verify"] {
+            let out = support::run(&["receive", sub, "--store", url, "--store-key-file", s(&key_file)]);
+            assert_eq!(out.status.code(), Some(1));
+            assert!(support::stderr(&out).contains("feature `postgres`"), "{}", support::stderr(&out));
+        }
+    }
+    let out = support::run(&[
+        "receive",
+        "rekey",
+        "--store",
+        url,
+        "--old-key-file",
+        s(&key_file),
+        "--new-key-file",
+        s(&key_file),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(support::stderr(&out).contains("directory store"), "{}", support::stderr(&out));
+    let out = support::run(&["receive", "ls", "--store", "postgres://fleet:secret@127.0.0.1/fleet"]);
     assert_eq!(out.status.code(), Some(2));
+    let err = support::stderr(&out);
+    assert!(err.contains("--store-password-file") && !err.contains("secret@"), "{err}");
 }

@@ -25,6 +25,7 @@ Usage: fleet-agent receive [--listen ADDR] [--store DIR_OR_URL] [--store-passwor
        fleet-agent receive ls --store DIR_OR_URL [--store-key-file FILE]...
        fleet-agent receive show --store DIR_OR_URL MACHINE [--widget W] [--since T] [--limit N] [--json]
        fleet-agent receive verify --store DIR_OR_URL [--store-key-file FILE]...
+       fleet-agent receive migrate --store postgres://USER@HOST[:PORT]/DBNAME [--store-password-file FILE]
        fleet-agent receive rekey --store DIR [--old-key-file FILE]... --new-key-file FILE [--from-plaintext]
                                  (or env FLEET_STORE_KEY for the old keys, FLEET_NEW_STORE_KEY for the new)
 
@@ -63,6 +64,8 @@ works on a directory store only):
   show     one machine's rows, decrypted, newest first (--limit, default 50; --json: JSON lines)
   verify   authenticate every row: good, bad, torn per machine; exit 1 if any row is bad
   rekey    rewrite the store under a new store key, crash-safely (a receiver must not be running)
+  migrate  bring a PostgreSQL store's schema to this version (idempotent; receivers also do it
+           at start); prints `schema version N (was M)`
 
 SIGTERM/SIGINT stop the receiver (exit 0).
 ",
@@ -250,7 +253,7 @@ fn parse(mut args: Args) -> Result<Options, UsageError> {
 }
 
 fn run(mut args: Args) -> u8 {
-    if let Some(sub) = args.subcommand(&["ls", "show", "verify", "rekey"]) {
+    if let Some(sub) = args.subcommand(&["ls", "show", "verify", "rekey", "migrate"]) {
         return receive_store::run(&sub, args);
     }
     let options = match parse(args) {
@@ -354,5 +357,27 @@ mod tests {
         let short = secret_file(dir.path(), "short.key", "short", 0o600);
         assert!(err(&["--encryption-key-file", &short, "--store-plaintext"]).contains("--encryption-key-file"));
         assert!(parse_list(&["--store-plaintext"]).is_ok());
+        // --store: a directory or a postgres:// URL without a password.
+        let pg = parse_list(&["--store-plaintext", "--store", "postgres://fleet@db:6000/fleet"]).map_err(|e| e.0);
+        let described = pg.as_ref().map(|o| o.config.store.describe()).unwrap_or_default();
+        assert_eq!(described, "postgres://fleet@db:6000/fleet");
+        assert!(
+            err(&["--store-plaintext", "--store", "postgres://fleet:pw@db/fleet"]).contains("--store-password-file")
+        );
+        assert!(err(&["--store-plaintext", "--store", "mysql://x@db/y"]).contains("mysql"));
+        let password = secret_file(dir.path(), "pg.pw", "hunter2\n", 0o600);
+        assert!(err(&["--store-plaintext", "--store-password-file", &password]).contains("not a directory"));
+        let with_password =
+            parse_list(&["--store-plaintext", "--store", "postgres://u@h/d", "--store-password-file", &password]);
+        match with_password.map(|o| o.config.store) {
+            Ok(StoreSource::Location { location: StoreLocation::Postgres(pg), .. }) => {
+                assert_eq!(pg.password.as_ref().map(|p| p.expose()), Some("hunter2"));
+                assert!(!format!("{pg} {pg:?}").contains("hunter2"));
+            }
+            _ => panic!("a postgres location with its password"),
+        }
+        let open_password = secret_file(dir.path(), "open.pw", "pw", 0o644);
+        let list = ["--store-plaintext", "--store", "postgres://u@h/d", "--store-password-file", &open_password];
+        assert!(err(&list).contains("chmod 600"));
     }
 }

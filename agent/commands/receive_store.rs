@@ -23,6 +23,7 @@ pub fn run(sub: &str, mut args: Args) -> u8 {
         "ls" => ls(args),
         "show" => show(args),
         "verify" => verify(args),
+        "migrate" => migrate(args),
         _ => rekey_command(args),
     };
     match result {
@@ -119,6 +120,37 @@ fn show(mut args: Args) -> Result<u8, Failure> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// `receive migrate`: the PostgreSQL schema brought to this build's version
+/// (docs/receiver-store-postgres.md, "Migrations"), safe beside running receivers.
+fn migrate(mut args: Args) -> Result<u8, Failure> {
+    let location = store_location(&mut args)?;
+    args.finish()?;
+    let StoreLocation::Postgres(postgres) = location else {
+        return Err(UsageError(
+            "receive migrate is for a PostgreSQL store (--store postgres://USER@HOST/DBNAME): a directory store has \
+             no schema"
+                .into(),
+        )
+        .into());
+    };
+    #[cfg(feature = "postgres")]
+    {
+        let migrated = fleet_receiver::postgres::migrate(&postgres)?;
+        println!("schema version {} (was {}) in {postgres}", migrated.to, migrated.from);
+        Ok(EXIT_OK)
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        Err(StoreError::Unsupported {
+            store: postgres.to_string(),
+            why: "this fleet-agent was built without PostgreSQL support: build it with the cargo feature `postgres` \
+                  (cargo build --release --features postgres)"
+                .into(),
+        }
+        .into())
+    }
 }
 
 fn verify(mut args: Args) -> Result<u8, Failure> {

@@ -196,6 +196,9 @@ WITH b AS (
 )
 SELECT id FROM b";
 
+/// The digest of a stored batch.
+const STORED_DIGEST: &str = "SELECT digest FROM batches WHERE machine_id = $1 AND seq = $2";
+
 /// The committed rows of batches (each batch's records, then the batch), in `ORDER BY`.
 const BATCH_ROWS: &str = "
 SELECT b.id, b.machine_id, b.seq, b.records, b.received_at, b.digest, b.store_kid, b.nonce, b.payload,
@@ -337,8 +340,10 @@ impl PgStore {
         }
         store.check_keys()?;
         let kid = store.keys.current_kid().unwrap_or("").to_string();
-        store.with_client("registering the store key id in", |client| {
-            client.execute("INSERT INTO store_keys (store_kid) VALUES ($1) ON CONFLICT DO NOTHING", &[&kid]).map(drop)
+        store.with_client("registering the store key id in", |conn| {
+            conn.client()
+                .execute("INSERT INTO store_keys (store_kid) VALUES ($1) ON CONFLICT DO NOTHING", &[&kid])
+                .map(drop)
         })?;
         Ok(store)
     }
@@ -367,10 +372,29 @@ impl PgStore {
     fn with_client<T>(
         &self,
         what: &str,
-        work: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+        work: impl FnOnce(&mut Conn<'_>) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn(what)?;
-        work(conn.client()).map_err(|e| database(&self.describe, what, error_text(&e)))
+        work(&mut conn).map_err(|e| database(&self.describe, what, error_text(&e)))
+    }
+
+    /// [`Self::with_client`] for idempotent work (reads of a few rows, the batch insert, whose
+    /// unique key makes a repeat a duplicate): when the connection turns out to be broken (the
+    /// server restarted or failed over since it was last used), once more on a new one.
+    fn with_client_retrying<T>(
+        &self,
+        what: &str,
+        mut work: impl FnMut(&mut Conn<'_>) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        {
+            let mut conn = self.conn(what)?;
+            match work(&mut conn) {
+                Ok(value) => return Ok(value),
+                Err(e) if !conn.client().is_closed() => return Err(database(&self.describe, what, error_text(&e))),
+                Err(e) => log::info!("{what} {}: {} (connecting again)", self.describe, error_text(&e)),
+            }
+        }
+        self.with_client(what, work)
     }
 
     fn nonces(&self, n: usize) -> Result<Vec<[u8; 12]>, StoreError> {
@@ -389,8 +413,8 @@ impl PgStore {
         params: &[&(dyn postgres::types::ToSql + Sync)],
         mut each: impl FnMut(Row) -> bool,
     ) -> Result<(), StoreError> {
-        self.with_client(what, |client| {
-            let mut tx = client.build_transaction().read_only(true).start()?;
+        self.with_client(what, |conn| {
+            let mut tx = conn.client().build_transaction().read_only(true).start()?;
             let portal = tx.bind(query, params)?;
             'fetch: loop {
                 let rows = tx.query_portal(&portal, FETCH)?;
@@ -590,7 +614,7 @@ impl StorageRead for PgStore {
             skip("widget_logs")
         );
         let mut ids: Vec<String> = self
-            .with_client("listing the machines of", |client| client.query(&query, &[]))?
+            .with_client_retrying("listing the machines of", |conn| conn.client().query(&query, &[]))?
             .iter()
             .map(|row| row.get(0))
             .collect();
@@ -620,8 +644,11 @@ impl StorageRead for PgStore {
              WHERE b.machine_id = $1)
           + (SELECT coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM reports t WHERE t.machine_id = $1)
           + (SELECT coalesce(sum(pg_column_size(t.*)), 0)::bigint FROM widget_logs t WHERE t.machine_id = $1)";
-        let bytes: i64 =
-            self.with_client("measuring a machine's rows in", |client| client.query_one(query, &[&machine_id]))?.get(0);
+        let bytes: i64 = self
+            .with_client_retrying("measuring a machine's rows in", |conn| {
+                conn.client().query_one(query, &[&machine_id])
+            })?
+            .get(0);
         Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
@@ -629,8 +656,8 @@ impl StorageRead for PgStore {
         // `store_keys` holds every key id rows were ever sealed with ('' for plaintext rows):
         // each writer registers its sealing key at start, before it writes a row.
         let kids: Vec<String> = self
-            .with_client("reading the store key ids of", |client| {
-                client.query("SELECT store_kid FROM store_keys ORDER BY first_used", &[])
+            .with_client_retrying("reading the store key ids of", |conn| {
+                conn.client().query("SELECT store_kid FROM store_keys ORDER BY first_used", &[])
             })?
             .iter()
             .map(|row| row.get(0))
@@ -760,9 +787,10 @@ impl Storage for PgStore {
         // Two tries: a unique violation can only come from a race the statement lost in a way
         // ON CONFLICT does not cover (none known); the second try then sees the winner's row.
         for _ in 0..2 {
-            let inserted = self.with_client(&what, |client| {
-                client.query_opt(
-                    INSERT_BATCH,
+            let inserted = self.with_client_retrying(&what, |conn| {
+                let statement = conn.prepared(INSERT_BATCH)?;
+                conn.client().query_opt(
+                    &statement,
                     &[
                         &machine_id,
                         &seq,
@@ -787,8 +815,9 @@ impl Storage for PgStore {
                 Err(StoreError::Database { detail, .. }) if detail.contains("SQLSTATE 23505") => {}
                 Err(e) => return Err(e),
             }
-            let stored = self.with_client(&what, |client| {
-                client.query_opt("SELECT digest FROM batches WHERE machine_id = $1 AND seq = $2", &[&machine_id, &seq])
+            let stored = self.with_client_retrying(&what, |conn| {
+                let statement = conn.prepared(STORED_DIGEST)?;
+                conn.client().query_opt(&statement, &[&machine_id, &seq])
             })?;
             if let Some(stored) = stored {
                 let stored: String = stored.get(0);
@@ -815,8 +844,8 @@ impl PgStore {
         let what = format!("storing {} of {machine_id:?} in", table.name());
         let n = i64::try_from(count).unwrap_or(i64::MAX);
         let ids: Vec<i64> = self
-            .with_client(&what, |client| {
-                client.query(
+            .with_client(&what, |conn| {
+                conn.client().query(
                     &format!(
                         "SELECT nextval(pg_get_serial_sequence('{}', 'id')) FROM generate_series(1, $1::bigint)",
                         table.name()
@@ -852,8 +881,8 @@ impl PgStore {
             table = table.name(),
             queue = if table == Table::WidgetLogs { "widget_log_id" } else { "report_id" },
         );
-        self.with_client(&what, |client| {
-            client.execute(&query, &[&machine_id, &ids, &received, &widgets, &kids, &row_nonces, &payloads])
+        self.with_client(&what, |conn| {
+            conn.client().execute(&query, &[&machine_id, &ids, &received, &widgets, &kids, &row_nonces, &payloads])
         })?;
         Ok(count)
     }

@@ -7,10 +7,11 @@
 //! [`IDLE_CHECK`] is pinged before it is handed out, so after an outage the next request
 //! reconnects. Nothing is shared between receivers but the database itself.
 
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config, NoTls, Statement};
 
 /// Longest wait for a free connection.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -22,8 +23,15 @@ pub const IDLE_CHECK: Duration = Duration::from_secs(15);
 /// overloaded server becomes an error, not a worker blocked forever).
 pub const STATEMENT_TIMEOUT: &str = "60s";
 
-struct Idle {
+/// A connection and the statements prepared on it (each hot query is parsed and planned once
+/// per connection, not once per request).
+struct Session {
     client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+struct Idle {
+    session: Session,
     since: Instant,
 }
 
@@ -55,7 +63,14 @@ pub enum PoolError {
 impl std::fmt::Display for PoolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PoolError::Connect(e) => write!(f, "connecting: {}", super::error_text(e)),
+            PoolError::Connect(e) => {
+                let text = super::error_text(e);
+                f.write_str(&text)?;
+                if text.contains("password missing") {
+                    f.write_str(" (give the role's password with --store-password-file FILE or FLEET_STORE_PASSWORD)")?;
+                }
+                Ok(())
+            }
             PoolError::Busy { open } => {
                 write!(f, "all {open} database connections stayed busy for {} s", WAIT.as_secs())
             }
@@ -88,12 +103,12 @@ impl Pool {
         loop {
             if let Some(idle) = state.idle.pop() {
                 drop(state);
-                let mut client = idle.client;
-                if idle.since.elapsed() < IDLE_CHECK || client.is_valid(CONNECT_TIMEOUT).is_ok() {
-                    return Ok(Conn { pool: self, client: Some(client) });
+                let mut session = idle.session;
+                if idle.since.elapsed() < IDLE_CHECK || session.client.is_valid(CONNECT_TIMEOUT).is_ok() {
+                    return Ok(Conn { pool: self, session: Some(session) });
                 }
                 // Broken while idle (server restarted): forget it and try again.
-                drop(client);
+                drop(session);
                 state = lock(&self.state);
                 state.open -= 1;
                 continue;
@@ -102,7 +117,7 @@ impl Pool {
                 state.open += 1;
                 drop(state);
                 return match self.connect() {
-                    Ok(client) => Ok(Conn { pool: self, client: Some(client) }),
+                    Ok(client) => Ok(Conn { pool: self, session: Some(Session { client, prepared: HashMap::new() }) }),
                     Err(e) => {
                         lock(&self.state).open -= 1;
                         self.returned.notify_one();
@@ -130,12 +145,12 @@ impl Pool {
         Ok(client)
     }
 
-    fn put_back(&self, client: Client) {
+    fn put_back(&self, session: Session) {
         let mut state = lock(&self.state);
-        if client.is_closed() {
+        if session.client.is_closed() {
             state.open -= 1;
         } else {
-            state.idle.push(Idle { client, since: Instant::now() });
+            state.idle.push(Idle { session, since: Instant::now() });
         }
         drop(state);
         self.returned.notify_one();
@@ -145,21 +160,36 @@ impl Pool {
 /// A pooled connection; goes back to the pool when dropped (or is closed if it broke).
 pub struct Conn<'a> {
     pool: &'a Pool,
-    client: Option<Client>,
+    /// Some from construction until drop.
+    session: Option<Session>,
 }
 
 impl Conn<'_> {
+    fn session(&mut self) -> &mut Session {
+        self.session.as_mut().unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
+    }
+
     /// The client.
     pub fn client(&mut self) -> &mut Client {
-        // Some from construction until drop.
-        self.client.as_mut().unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
+        &mut self.session().client
+    }
+
+    /// `sql` prepared on this connection (once; later calls reuse it).
+    pub fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        let session = self.session();
+        if let Some(statement) = session.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = session.client.prepare(sql)?;
+        session.prepared.insert(sql, statement.clone());
+        Ok(statement)
     }
 }
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            self.pool.put_back(client);
+        if let Some(session) = self.session.take() {
+            self.pool.put_back(session);
         }
     }
 }
