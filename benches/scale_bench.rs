@@ -225,14 +225,14 @@ fn postgres_configuration(
 ) -> Result<(), String> {
     server.create_database(database)?;
     let location = server.location(database);
-    migrate(agent_bin, keys, &location, server);
+    migrate(agent_bin, &location, server)?;
     let target = Target::Postgres {
         location,
         database: database.to_string(),
         password_file: server.password_file.clone(),
         server,
     };
-    // Sized once the receivers are up (the schema is there, whoever migrated it), before the load.
+    // Sized once the receivers are up, before the load.
     let mut before = None;
     let figures = measure(options, agent_bin, keys, &target, receivers, workload, &mut || {
         before = Some((server.sizes(database)?, server.wal()));
@@ -298,7 +298,7 @@ impl Keys {
         Ok(keys)
     }
 
-    /// The credential arguments of `receive` (and `receive migrate`).
+    /// The credential arguments of `receive`.
     fn args(&self, command: &mut Command) {
         command
             .arg("--api-key-file")
@@ -313,20 +313,24 @@ impl Keys {
     }
 }
 
-/// `fleet-agent receive migrate`: the schema, before any receiver starts. A build without
-/// the command is noted: its first receiver migrates (they start one after the other).
-fn migrate(bin: &Path, keys: &Keys, location: &str, server: &Postgres) {
-    let mut command = Command::new(bin);
-    command.args(["receive", "migrate", "--store", location]).arg("--store-password-file").arg(&server.password_file);
-    command.arg("--store-key-file").arg(&keys.store_key).env_remove("FLEET_STORE_KEY");
-    match command.output() {
-        Ok(output) if output.status.success() => {}
-        Ok(output) => println!(
-            "scale: note: `fleet-agent receive migrate` failed ({}: {}); the first receiver migrates",
+/// `fleet-agent receive migrate`: the schema, before any receiver starts (as
+/// docs/receiver-store-postgres.md runs it).
+fn migrate(bin: &Path, location: &str, server: &Postgres) -> Result<(), String> {
+    let output = Command::new(bin)
+        .args(["receive", "migrate", "--store", location])
+        .arg("--store-password-file")
+        .arg(&server.password_file)
+        .env_remove("FLEET_STORE_PASSWORD")
+        .output()
+        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`fleet-agent receive migrate --store {location}` failed ({}): {}",
             output.status,
-            String::from_utf8_lossy(&output.stderr).trim().replace('\n', " ")
-        ),
-        Err(e) => println!("scale: note: cannot run `fleet-agent receive migrate` ({e}); the first receiver migrates"),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
     }
 }
 
