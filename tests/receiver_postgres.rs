@@ -423,11 +423,13 @@ fn rows_read(client: &mut Client) -> i64 {
 #[test]
 fn start_up_reads_no_rows_however_large_the_store() {
     let Some(db) = TestDb::create("start_up_reads_no_rows_however_large_the_store") else { return };
+    pg::migrate(&db.location).expect("migrate");
     let started = Instant::now();
     drop(PgStore::open(&db.location, keys()).expect("open empty"));
     let empty = started.elapsed();
     let batches: i64 = std::env::var("FLEET_PG_STARTUP_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let mut client = db.client();
+    client.batch_execute("SET statement_timeout = 0").expect("no timeout for the filling");
     // A large store, written by SQL (rows need not open for this: start-up must not look).
     client
         .execute(
