@@ -137,8 +137,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         // Enough for the run: the paced rate, or a closed loop well above what this machine
         // has done (about 2,000 batches/s); the run ends early, and says so, past it.
         // Paced: a tenth more than the run asks for, so the clock ends it, not the supply.
-        let per_second = options.rate.map_or(if quick { 4_000.0 } else { 3_000.0 }, |rate| rate * 1.1);
-        options.max_batches = (per_second * options.seconds).ceil() as usize;
+        let per_second = options.rate.unwrap_or(if quick { 4_000.0 } else { 3_000.0 });
+        let needed = (per_second * options.seconds).ceil() as usize;
+        options.max_batches = if options.rate.is_some() { needed + needed.div_ceil(10) } else { needed };
     }
     Ok(options)
 }
@@ -1143,5 +1144,90 @@ impl Postgres {
         });
         drop(sleeper);
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(seed: u64) -> Result<Options, String> {
+        let args: Vec<String> =
+            ["--machines", "5", "--clients", "2", "--batches", "12", "--seed", &seed.to_string(), "--no-postgres"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        parse(&args)
+    }
+
+    /// The plaintexts of a workload, opened back with `key`, in client order.
+    fn opened(workload: &Workload, key: &Key32) -> Result<Vec<BatchBody>, String> {
+        let keys = [key.clone_secret()];
+        let mut bodies = Vec::new();
+        for sealed in workload.per_client.iter().flat_map(|c| c.iter()) {
+            let opened = envelope::open_v2(&keys, sealed).map_err(|e| e.to_string())?;
+            let body: BatchBody = serde_json::from_slice(&opened.plaintext).map_err(|e| e.to_string())?;
+            if (opened.machine_id.as_str(), opened.seq) != (body.machine_id.as_str(), body.seq) {
+                return Err(format!(
+                    "envelope {}/{} holds batch {}/{}",
+                    opened.machine_id, opened.seq, body.machine_id, body.seq
+                ));
+            }
+            bodies.push(body);
+        }
+        Ok(bodies)
+    }
+
+    #[test]
+    fn the_workload_is_real_v2_batches_each_machine_in_order_on_one_client() -> Result<(), String> {
+        let key = Key32::from_bytes([7; 32]);
+        let workload = Workload::seal(&options(1)?, &key)?;
+        assert_eq!(workload.batches, 12);
+        let bodies = opened(&workload, &key)?;
+        assert_eq!(bodies.len(), 12);
+        let mut next_seq = BTreeMap::new();
+        for (client, batches) in workload.per_client.iter().enumerate() {
+            let keys = [key.clone_secret()];
+            for sealed in batches.iter() {
+                let opened = envelope::open_v2(&keys, sealed).map_err(|e| e.to_string())?;
+                let index: usize = opened.machine_id.trim_start_matches("scale-").parse().map_err(|_| "machine id")?;
+                assert_eq!(index % 2, client, "machine {index} must belong to client {client}");
+                let expected = next_seq.entry(opened.machine_id.clone()).or_insert(1u64);
+                assert_eq!(opened.seq, *expected, "{}: seqs go up by one, in order", opened.machine_id);
+                *expected += 1;
+            }
+        }
+        for body in &bodies {
+            assert_eq!(body.records.len(), 7);
+            let widgets: Vec<&str> = body.records.iter().map(|r| r.widget.as_str()).collect();
+            assert_eq!(widgets, ["cpu", "memory", "disk", "network", "processes", "system", "ping"]);
+            assert!(body.records.iter().all(|r| r.timestamp().is_some()), "every ts parses");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn one_seed_replays_the_same_workload_and_another_does_not() -> Result<(), String> {
+        let key = Key32::from_bytes([9; 32]);
+        let first = opened(&Workload::seal(&options(42)?, &key)?, &key)?;
+        let again = opened(&Workload::seal(&options(42)?, &key)?, &key)?;
+        let other = opened(&Workload::seal(&options(43)?, &key)?, &key)?;
+        assert_eq!(first, again);
+        assert_ne!(first, other);
+        Ok(())
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let parse_all = |args: &[&str]| parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(parse_all(&["--receivers", "1,0"]).is_err());
+        assert!(parse_all(&["--seconds", "0"]).is_err());
+        assert!(parse_all(&["--rate", "-5"]).is_err());
+        assert!(parse_all(&["--machines", "many"]).is_err());
+        assert!(parse_all(&["--frobnicate"]).is_err());
+        let quick = parse_all(&["--quick", "--no-postgres"]);
+        assert!(quick.as_ref().is_ok_and(|o| o.quick && o.machines == 1_000 && o.postgres.is_none()));
+        let paced = parse_all(&["--rate", "100", "--seconds", "10"]);
+        assert!(paced.as_ref().is_ok_and(|o| o.max_batches == 1_100), "a tenth more than the run needs");
     }
 }
