@@ -377,6 +377,12 @@ impl Receiver {
         Ok(Receiver { local_addr, https, shared, active, acceptor: Some(handle) })
     }
 
+    /// The storage this receiver writes to, for work beside it in the same process (the OTLP
+    /// forwarder's `forward_pending`): the one store, never a second opening of it.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.shared.store)
+    }
+
     /// The bound address (the real port when `listen` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

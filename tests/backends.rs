@@ -90,7 +90,8 @@ impl TestStore {
     }
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, sorted (none if it does not exist).
+pub fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();

@@ -714,3 +714,78 @@ fn receiver_processes_share_one_database_and_answer_503_while_it_is_unreachable(
     assert_eq!(store.read_records("mac-01").expect("read").len(), 3 + 1 + 2 + 1);
     assert_eq!(store.machine_ids().expect("machines"), vec!["mac-01".to_string(), "mac-02".to_string()]);
 }
+
+#[test]
+fn rekey_reseals_every_row_in_place_and_refuses_a_store_it_cannot_open() {
+    use fleet_receiver::postgres::rekey::rekey;
+    let Some(db) = TestDb::create("rekey_reseals_every_row_in_place_and_refuses_a_store_it_cannot_open") else {
+        return;
+    };
+    let (old, new) = (StoreKeys::new(&[key(0x40)]), StoreKeys::new(&[key(0x60)]));
+    let store = PgStore::open(&db.location, keys()).expect("open");
+    for seq in 1..=3 {
+        store
+            .append_batch(&batch("mac-01", seq, vec![record("cpu", "r", 1.0), record("mem", "s", 2.0)]), None)
+            .expect("b");
+    }
+    store.append_report("mac-01", &json!({"n": 1}), true).expect("report");
+    let logs = [json!({"widget_type": "wifi", "message": "a"}), json!({"widget_type": "ping", "message": "b"})];
+    store.append_widget_logs("mac-02", &logs, true).expect("logs");
+    let before: Vec<_> =
+        ["mac-01", "mac-02"].iter().flat_map(|m| Stream::ALL.map(|s| store.read_stream(m, s).expect("read"))).collect();
+    drop(store);
+    let mut client = db.client();
+    // A row that does not open: nothing is changed.
+    let received: String = client.query_one("SELECT received_at FROM reports", &[]).expect("report").get(0);
+    client.batch_execute("UPDATE reports SET received_at = 'x'").expect("tamper");
+    let err = rekey(&db.location, &old, &new, false).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("reports row"), "{err}");
+    let old_kid = old.current_kid().unwrap_or_default().to_string();
+    for table in ["batches", "records", "reports", "widget_logs"] {
+        let left =
+            count(&mut client, &format!("SELECT count(*) FROM {table} WHERE store_kid IS DISTINCT FROM '{old_kid}'"));
+        assert_eq!(left, 0, "{table}: nothing re-sealed");
+    }
+    assert_eq!(count(&mut client, "SELECT count(*) FROM store_keys"), 1, "the new key was not registered");
+    client.execute("UPDATE reports SET received_at = $1", &[&received]).expect("untamper");
+    let done = rekey(&db.location, &old, &new, false).expect("rekey");
+    assert_eq!((done.rows, done.already), (3 * 3 + 1 + 2, 0));
+    let new_kid = new.current_kid().unwrap_or_default().to_string();
+    for table in ["batches", "records", "reports", "widget_logs"] {
+        let left =
+            count(&mut client, &format!("SELECT count(*) FROM {table} WHERE store_kid IS DISTINCT FROM '{new_kid}'"));
+        assert_eq!(left, 0, "{table}");
+    }
+    let kids: Vec<String> =
+        client.query("SELECT store_kid FROM store_keys", &[]).expect("kids").iter().map(|r| r.get(0)).collect();
+    assert_eq!(kids, vec![new_kid]);
+    // The new key alone reads every row as it was.
+    let reader = PgStore::open_reader(&db.location, StoreKeys::new(&[key(0x60)])).expect("reader");
+    reader.check_keys().expect("only the new key is needed");
+    let after: Vec<_> = ["mac-01", "mac-02"]
+        .iter()
+        .flat_map(|m| Stream::ALL.map(|s| reader.read_stream(m, s).expect("read")))
+        .collect();
+    assert_eq!(after, before);
+    assert!(matches!(PgStore::open(&db.location, old), Err(StoreError::Row { .. })), "the old key alone is refused");
+    // Again: nothing to do.
+    let again = rekey(&db.location, &StoreKeys::new(&[key(0x40)]), &new, false).expect("again");
+    assert_eq!((again.rows, again.already), (0, 12));
+}
+
+#[test]
+fn rekey_from_plaintext_seals_a_plaintext_store() {
+    use fleet_receiver::postgres::rekey::rekey;
+    let Some(db) = TestDb::create("rekey_from_plaintext_seals_a_plaintext_store") else { return };
+    let store = PgStore::open(&db.location, StoreKeys::plaintext()).expect("open");
+    store.append_batch(&batch("m", 1, vec![record("cpu", "MARKER-plain", 1.0)]), None).expect("b");
+    drop(store);
+    let new = StoreKeys::new(&[key(0x60)]);
+    let err = rekey(&db.location, &StoreKeys::new(&[key(0x40)]), &new, false).err().map(|e| e.to_string());
+    assert!(err.unwrap_or_default().contains("plaintext row"), "plaintext rows need --from-plaintext");
+    rekey(&db.location, &StoreKeys::plaintext(), &new, true).expect("rekey");
+    assert!(!dump(&db).contains("MARKER-plain"));
+    let reader = PgStore::open_reader(&db.location, StoreKeys::new(&[key(0x60)])).expect("reader");
+    reader.check_keys().expect("keys");
+    assert_eq!(reader.read_records("m").expect("read")[0]["record"]["message"], "MARKER-plain");
+}

@@ -10,7 +10,7 @@ use crate::cli::{print_error, Args, Common, UsageError, EXIT_OK, EXIT_RUNTIME};
 use fleet_receiver::storage::{NewestRows, RowQuery};
 use fleet_receiver::store::rekey;
 use fleet_receiver::summary::{print_summary, row_line};
-use fleet_receiver::{open_reader, StorageRead, StoreError, StoreKeys, StoreLocation};
+use fleet_receiver::{open_reader, StorageRead, StoreKeys, StoreLocation};
 
 /// Run `receive SUB args…`; the exit code.
 pub fn run(sub: &str, mut args: Args) -> u8 {
@@ -143,7 +143,7 @@ fn migrate(mut args: Args) -> Result<u8, Failure> {
     }
     #[cfg(not(feature = "postgres"))]
     {
-        Err(StoreError::Unsupported {
+        Err(fleet_receiver::StoreError::Unsupported {
             store: postgres.to_string(),
             why: "this fleet-agent was built without PostgreSQL support: build it with the cargo feature `postgres` \
                   (cargo build --release --features postgres)"
@@ -197,16 +197,31 @@ fn rekey_command(mut args: Args) -> Result<u8, Failure> {
         )
         .into());
     }
-    let dir = match location {
-        StoreLocation::Dir(dir) => dir,
-        StoreLocation::Postgres(postgres) => {
-            return Err(StoreError::Unsupported {
-                store: postgres.to_string(),
-                why: "receive rekey rewrites a directory store; it does not rekey a PostgreSQL store".into(),
+    let dir =
+        match location {
+            StoreLocation::Dir(dir) => dir,
+            #[cfg(feature = "postgres")]
+            StoreLocation::Postgres(postgres) => {
+                // Re-sealed in place, chunk by chunk (docs/receiver-store-postgres.md, "Re-keying").
+                let (old, new) = (StoreKeys::new(&old), StoreKeys::new(&new));
+                let done = fleet_receiver::postgres::rekey::rekey(&postgres, &old, &new, from_plaintext)?;
+                println!(
+                    "rekeyed {postgres}: {} rows sealed again under store key id {}, {} already under it",
+                    done.rows,
+                    new.current_kid().unwrap_or("?"),
+                    done.already
+                );
+                return Ok(EXIT_OK);
             }
-            .into())
-        }
-    };
+            #[cfg(not(feature = "postgres"))]
+            StoreLocation::Postgres(postgres) => return Err(fleet_receiver::StoreError::Unsupported {
+                store: postgres.to_string(),
+                why: "receive rekey rewrites a directory store here; a PostgreSQL store needs a build with the cargo \
+                      feature `postgres`"
+                    .into(),
+            }
+            .into()),
+        };
     if !dir.is_dir() {
         return Err(UsageError(format!("no store at {}", dir.display())).into());
     }

@@ -24,6 +24,7 @@
 //!   deletes the entries in the same transaction when `push` succeeded.
 
 pub mod pool;
+pub mod rekey;
 pub mod rows;
 pub mod schema;
 

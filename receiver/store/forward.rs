@@ -267,7 +267,13 @@ pub(crate) fn forward(
                     break 'machines;
                 }
                 let from = cursor.get(&machine_id, stream);
-                let taken = take(reader, &machine_id, stream, from, until(&machine_id, stream), budget - lines)?;
+                let limit = until(&machine_id, stream);
+                let at = from.offset.or((from.line == 0).then_some(0));
+                if limit.is_some_and(|limit| at.is_some_and(|at| at >= limit)) {
+                    // Nothing new since the last good append: no file opened.
+                    continue;
+                }
+                let taken = take(reader, &machine_id, stream, from, limit, budget - lines)?;
                 lines += taken.lines;
                 if taken.to.line != from.line {
                     next.set(&machine_id, stream, taken.to);
