@@ -35,6 +35,9 @@
 //!    `pg_total_relation_size` (minus the freshly migrated, empty database) or the file
 //!    store's bytes (apparent and allocated), each also per million records.
 //!
+//! Also: `--batches N` (most batches sealed up front; the run ends early, and says so, when
+//! they are all sent), `--no-postgres`, `--no-file-store`.
+//!
 //! Database administration (create, size, drop) goes through `psql`, which comes with the
 //! PostgreSQL packages, so the bench itself needs no database client crate.
 
