@@ -110,6 +110,14 @@ pub fn error_text(e: &postgres::Error) -> String {
     text
 }
 
+/// True when `e` means the connection is gone (closed, the server shutting down or terminating
+/// it, a connection-class SQLSTATE): it must not go back to the pool, and idempotent work may be
+/// tried again on a new one.
+fn broken(conn: &mut Conn<'_>, e: &postgres::Error) -> bool {
+    let code = e.code().map(|c| c.code()).unwrap_or("");
+    e.is_closed() || conn.client().is_closed() || code.starts_with("08") || code.starts_with("57P")
+}
+
 fn database(describe: &str, what: &str, detail: String) -> StoreError {
     StoreError::Database { what: format!("{what} {describe}"), detail }
 }
@@ -376,7 +384,12 @@ impl PgStore {
         work: impl FnOnce(&mut Conn<'_>) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn(what)?;
-        work(&mut conn).map_err(|e| database(&self.describe, what, error_text(&e)))
+        work(&mut conn).map_err(|e| {
+            if broken(&mut conn, &e) {
+                conn.discard();
+            }
+            database(&self.describe, what, error_text(&e))
+        })
     }
 
     /// [`Self::with_client`] for idempotent work (reads of a few rows, the batch insert, whose
@@ -391,8 +404,11 @@ impl PgStore {
             let mut conn = self.conn(what)?;
             match work(&mut conn) {
                 Ok(value) => return Ok(value),
-                Err(e) if !conn.client().is_closed() => return Err(database(&self.describe, what, error_text(&e))),
-                Err(e) => log::info!("{what} {}: {} (connecting again)", self.describe, error_text(&e)),
+                Err(e) if !broken(&mut conn, &e) => return Err(database(&self.describe, what, error_text(&e))),
+                Err(e) => {
+                    conn.discard();
+                    log::info!("{what} {}: {} (connecting again)", self.describe, error_text(&e));
+                }
             }
         }
         self.with_client(what, work)

@@ -166,12 +166,21 @@ pub struct Conn<'a> {
 
 impl Conn<'_> {
     fn session(&mut self) -> &mut Session {
+        // `discard` takes the session only on the way out: nothing uses the guard after it.
         self.session.as_mut().unwrap_or_else(|| unreachable!("a pooled connection is present until dropped"))
     }
 
     /// The client.
     pub fn client(&mut self) -> &mut Client {
         &mut self.session().client
+    }
+
+    /// Close this connection instead of returning it to the pool (it broke).
+    pub fn discard(&mut self) {
+        if self.session.take().is_some() {
+            lock(&self.pool.state).open -= 1;
+            self.pool.returned.notify_one();
+        }
     }
 
     /// `sql` prepared on this connection (once; later calls reuse it).
