@@ -363,7 +363,8 @@ fn run_model(ops: &[Op]) {
                 // The JSON of what this process appended comes from memory; after
                 // `forget_recent` the same read goes to the segments: the same bytes.
                 let n_max = usize::from(*n);
-                let from_memory = [live.read_raw_from(cursor, n_max, 150), live.read_raw_from(cursor, n_max, usize::MAX)];
+                let from_memory =
+                    [live.read_raw_from(cursor, n_max, 150), live.read_raw_from(cursor, n_max, usize::MAX)];
                 live.forget_recent();
                 let from_disk = [live.read_raw_from(cursor, n_max, 150), live.read_raw_from(cursor, n_max, usize::MAX)];
                 let [memory_limited, memory] = from_memory.map(|b| b.expect("raw read"));

@@ -363,8 +363,11 @@ mod tests {
                 data: json!({"rssi": -71, "big": u64::MAX, "neg": i64::MIN}),
             },
         ];
-        let dropped =
-            Dropped { count: 3, oldest: Some("2026-11-21T00:00:00.000Z".into()), newest: Some("2026-11-22T00:00:00.000Z".into()) };
+        let dropped = Dropped {
+            count: 3,
+            oldest: Some("2026-11-21T00:00:00.000Z".into()),
+            newest: Some("2026-11-22T00:00:00.000Z".into()),
+        };
         for (records, dropped) in [(records.clone(), dropped), (Vec::new(), Dropped::default())] {
             let raw: Vec<Vec<u8>> = records.iter().map(|r| serde_json::to_vec(r).expect("record")).collect();
             let body = BatchBody {
