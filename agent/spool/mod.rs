@@ -840,8 +840,11 @@ impl Spool {
         Ok(state.frames.skip(skip)? == Step::Record)
     }
 
-    /// The time of record `index` of `seg` (one frame decrypted), if readable.
+    /// The time of record `index` of `seg` (from memory, else one frame decrypted), if readable.
     fn ts_at(&mut self, seg: &SegmentInfo, index: u64) -> Option<Timestamp> {
+        if let Some(json) = self.recent.get(Cursor { segment: seg.id, index }) {
+            return record_ts(json);
+        }
         if !self.position_reader(seg, index).ok()? {
             return None;
         }
