@@ -22,9 +22,8 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, ParseError> {
     if text.trim().is_empty() {
         return Err(ParseError::Empty);
     }
-    let (mut total, mut available) = (None, None);
-    let (mut free, mut buffers, mut cached, mut reclaimable, mut shmem, mut swap_total, mut swap_free) =
-        (0, 0, 0, 0, 0, 0, 0);
+    let (mut total, mut available, mut swap_total, mut swap_free) = (None, None, None, None);
+    let (mut free, mut buffers, mut cached, mut reclaimable, mut shmem) = (0, 0, 0, 0, 0);
     for line in text.lines() {
         let Some((key, rest)) = line.split_once(':') else { continue };
         let slot = match key {
@@ -35,14 +34,20 @@ pub fn parse_meminfo(text: &str) -> Result<MemInfo, ParseError> {
             "Cached" => &mut cached,
             "SReclaimable" => &mut reclaimable,
             "Shmem" => &mut shmem,
-            "SwapTotal" => &mut swap_total,
-            "SwapFree" => &mut swap_free,
+            "SwapTotal" => swap_total.insert(0),
+            "SwapFree" => swap_free.insert(0),
             _ => continue,
         };
         let value = rest.split_whitespace().next().unwrap_or("");
         let kib: u64 = value.parse().map_err(|_| ParseError::bad_value("meminfo value", line))?;
         *slot = kib.saturating_mul(1024);
+        // With MemAvailable the estimate's terms are not needed: the rest of the file (two
+        // thirds of it) is not looked at.
+        if total.is_some() && available.is_some() && swap_total.is_some() && swap_free.is_some() {
+            break;
+        }
     }
+    let (swap_total, swap_free) = (swap_total.unwrap_or(0), swap_free.unwrap_or(0));
     let total = total.ok_or(ParseError::MissingField("MemTotal"))?;
     let available = available.unwrap_or_else(|| {
         free.saturating_add(buffers).saturating_add(cached).saturating_add(reclaimable).saturating_sub(shmem)
