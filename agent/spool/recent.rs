@@ -14,10 +14,13 @@ use std::collections::VecDeque;
 
 use super::Cursor;
 
-/// Most bytes of record JSON kept (a v2 batch holds at most 700 KiB).
-pub const MAX_BYTES: usize = 256 * 1024;
+/// Most bytes of record JSON kept. Resident memory is a budget too (3 MiB): at the default
+/// config (interval 10 s, a send every 20 s) a send round finds all its records here; at
+/// interval 1 s with every default widget (about 4.5 KiB a cycle, 90 KiB a round) the older
+/// third is read from the segment.
+pub const MAX_BYTES: usize = 64 * 1024;
 /// Most records kept (a v2 batch holds at most 500).
-pub const MAX_RECORDS: usize = 1000;
+pub const MAX_RECORDS: usize = 500;
 
 /// Committed records, oldest first, at strictly increasing positions.
 #[derive(Default)]
