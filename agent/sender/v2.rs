@@ -352,7 +352,7 @@ mod tests {
                 kind: SampleKind::Metric,
                 level: Level::Info,
                 message: String::new(),
-                data: json!({"percent": 12.300000000000001, "per_core": [0.1, 1e-7, 3.0], "z": null, "a": "\"q\"\n"}),
+                data: json!({"percent": 0.1_f64 + 0.2, "per_core": [0.1, 1e-7, 3.0], "z": null, "a": "\"q\"\n"}),
             },
             Record {
                 ts: "2026-11-22T13:00:00.123Z".into(),
