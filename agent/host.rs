@@ -4,14 +4,17 @@
 //! Commands run with `LC_ALL=C` (parsers expect English, `.` decimals) and a `PATH` that
 //! includes the system directories where `ioreg`, `system_profiler`, `iw` and `ping` live,
 //! whatever the service manager's environment was. Output beyond the cap is read and dropped
-//! so a chatty command can neither block on a full pipe nor grow memory.
+//! so a chatty command can neither block on a full pipe nor grow memory. Both output pipes are
+//! read on the calling thread, waiting in one `poll` on the two (no reader threads).
 
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 use fleet_widgets::{CommandOutput, Host, HostError, Os};
 
@@ -78,21 +81,93 @@ fn read_capped(mut reader: impl Read, cap: usize) -> (String, bool) {
     (String::from_utf8_lossy(&kept).into_owned(), truncated)
 }
 
-/// Wait for the child until `deadline`, killing it past that (`None`). Blocks on `done`, which
-/// each output reader signals at end of file, so a normal run costs no sleep-and-poll wake-ups;
-/// only a child that closes its output before it exits is polled (1 ms, doubling, 50 ms at most).
-fn wait_until(
-    child: &mut Child,
-    done: &mpsc::Receiver<()>,
-    readers: usize,
-    deadline: Instant,
-) -> std::io::Result<Option<std::process::ExitStatus>> {
-    for _ in 0..readers {
-        // Past the deadline, or a reader that panicked (hung up without a word): poll below.
-        if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
-            break;
+/// One output pipe of a child, read into a capped buffer on the calling thread.
+struct Capture<P> {
+    /// `None` once it reached end of file (or failed).
+    pipe: Option<P>,
+    kept: Vec<u8>,
+    truncated: bool,
+}
+
+impl<P: Read + AsFd> Capture<P> {
+    fn new(pipe: Option<P>) -> Self {
+        Capture { pipe, kept: Vec::new(), truncated: false }
+    }
+
+    /// Read what the pipe holds now (one read: it never blocks after `poll` said readable).
+    fn read_ready(&mut self, cap: usize) {
+        let Some(pipe) = self.pipe.as_mut() else { return };
+        let mut buf = [0u8; 8192];
+        match pipe.read(&mut buf) {
+            Ok(0) => self.pipe = None,
+            Ok(n) => {
+                let room = cap.saturating_sub(self.kept.len());
+                self.truncated |= n > room;
+                self.kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => self.pipe = None,
         }
     }
+
+    fn into_output(self) -> (String, bool) {
+        (String::from_utf8_lossy(&self.kept).into_owned(), self.truncated)
+    }
+}
+
+/// Read the child's stdout and stderr to end of file on this thread, waiting in one `poll` on
+/// both (no reader threads: a run wakes the agent once per burst of output, usually once).
+/// False when `deadline` passed first.
+fn capture_until<A: Read + AsFd, B: Read + AsFd>(
+    out: &mut Capture<A>,
+    err: &mut Capture<B>,
+    cap: usize,
+    deadline: Instant,
+) -> bool {
+    loop {
+        let (out_ready, err_ready) = {
+            let mut fds = Vec::with_capacity(2);
+            if let Some(pipe) = out.pipe.as_ref() {
+                fds.push(PollFd::new(pipe, PollFlags::IN));
+            }
+            if let Some(pipe) = err.pipe.as_ref() {
+                fds.push(PollFd::new(pipe, PollFlags::IN));
+            }
+            if fds.is_empty() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let timeout = Timespec::try_from(left).unwrap_or(Timespec { tv_sec: 60, tv_nsec: 0 });
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return false,
+            }
+            // Readable, end of file (HUP) or an error: a read tells which.
+            let ready = |fd: &PollFd<'_>| !fd.revents().is_empty();
+            let first = fds.first().is_some_and(ready);
+            let second = fds.get(1).is_some_and(ready);
+            match (out.pipe.is_some(), err.pipe.is_some()) {
+                (true, true) => (first, second),
+                (true, false) => (first, false),
+                _ => (false, first),
+            }
+        };
+        if out_ready {
+            out.read_ready(cap);
+        }
+        if err_ready {
+            err.read_ready(cap);
+        }
+    }
+}
+
+/// Wait for a child whose output is closed until `deadline`, killing it past that (`None`).
+/// It has usually exited already; else it is polled (1 ms, doubling, 50 ms at most).
+fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<std::process::ExitStatus>> {
     let mut pause = Duration::from_millis(1);
     loop {
         if let Some(status) = child.try_wait()? {
@@ -149,28 +224,17 @@ impl Host for SystemHost {
             })?;
         let cap = self.output_cap;
         let deadline = Instant::now() + timeout;
-        let (done_tx, done) = mpsc::channel();
-        let reader = |pipe: Box<dyn Read + Send>| {
-            let done_tx = done_tx.clone();
-            thread::spawn(move || {
-                let output = read_capped(pipe, cap);
-                let _ = done_tx.send(());
-                output
-            })
-        };
-        let stdout = child.stdout.take().map(|out| reader(Box::new(out)));
-        let stderr = child.stderr.take().map(|err| reader(Box::new(err)));
-        drop(done_tx);
-        let readers = usize::from(stdout.is_some()) + usize::from(stderr.is_some());
-        let status = wait_until(&mut child, &done, readers, deadline).map_err(|e| HostError::Io {
-            action: "waiting for",
-            path: line.clone(),
-            message: e.to_string(),
-        })?;
-        let join =
-            |handle: Option<thread::JoinHandle<(String, bool)>>| handle.and_then(|h| h.join().ok()).unwrap_or_default();
-        let (stdout, out_cut) = join(stdout);
-        let (stderr, err_cut) = join(stderr);
+        let mut stdout = Capture::new(child.stdout.take());
+        let mut stderr = Capture::new(child.stderr.take());
+        let status = if capture_until(&mut stdout, &mut stderr, cap, deadline) {
+            wait_until(&mut child, deadline)
+        } else {
+            let _ = child.kill();
+            child.wait().map(|_| None)
+        }
+        .map_err(|e| HostError::Io { action: "waiting for", path: line.clone(), message: e.to_string() })?;
+        let (stdout, out_cut) = stdout.into_output();
+        let (stderr, err_cut) = stderr.into_output();
         match status {
             None => Err(HostError::Timeout { command: line, after: timeout }),
             Some(status) => Ok(CommandOutput { status: status.code(), stdout, stderr, truncated: out_cut || err_cut }),
@@ -230,6 +294,35 @@ mod tests {
             host.run(&["no-such-program-xyz"], Duration::from_secs(1)).err(),
             Some(HostError::CommandNotFound("no-such-program-xyz".into()))
         );
+    }
+
+    #[test]
+    fn both_pipes_are_read_to_the_end_on_one_thread_without_deadlock() {
+        let host = SystemHost::new();
+        // 1 MiB on each pipe, interleaved: far past a pipe's 64 KiB buffer, so reading one pipe
+        // to its end before the other would block the child forever.
+        let script = "for i in $(seq 1 16); do head -c 65536 /dev/zero | tr '\\0' o; head -c 65536 /dev/zero | tr '\\0' e >&2; done";
+        let out = host.run(&["sh", "-c", script], Duration::from_secs(20)).expect("runs");
+        assert_eq!((out.stdout.len(), out.stderr.len(), out.status), (1 << 20, 1 << 20, Some(0)));
+        assert!(out.stdout.bytes().all(|b| b == b'o') && out.stderr.bytes().all(|b| b == b'e'));
+        assert!(!out.truncated);
+        let quiet = host.run(&["true"], Duration::from_secs(5)).expect("runs");
+        assert_eq!((quiet.stdout.as_str(), quiet.stderr.as_str(), quiet.status), ("", "", Some(0)));
+    }
+
+    #[test]
+    fn a_command_that_keeps_its_output_open_or_closes_it_early_ends_at_the_deadline() {
+        let host = SystemHost::new();
+        let started = Instant::now();
+        // Prints, then sleeps with stdout still open: the poll waits until the deadline.
+        let held = host.run(&["sh", "-c", "echo partial; sleep 5"], Duration::from_millis(300));
+        assert!(matches!(held, Err(HostError::Timeout { .. })), "{held:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // Closes both pipes, then keeps running: the exit wait gives up at the deadline too.
+        let started = Instant::now();
+        let closed = host.run(&["sh", "-c", "exec >&- 2>&-; sleep 5"], Duration::from_millis(300));
+        assert!(matches!(closed, Err(HostError::Timeout { .. })), "{closed:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! TCP connect time to port 443. Sockets are used only when [`Host::network_allowed`]; under
 //! replay only the `ping` command's captured output is used. See `README.md`.
 
+pub mod burst;
 pub mod icmp;
 pub mod parse;
 pub mod probe;
@@ -73,9 +74,9 @@ pub struct PingConfig {
     pub timeout: Duration,
     /// Port for the TCP fallback (option `tcp_port`, default 443).
     pub tcp_port: u16,
-    /// Time between requests on sockets (200 ms, the shortest `ping` allows an unprivileged
-    /// user, so a run of 5 blocks the agent for under a second; the command fallback keeps
-    /// its own 1 s spacing).
+    /// Time between the TCP fallback's connects (200 ms, the shortest `ping` allows an
+    /// unprivileged user). ICMP requests leave in one burst (`README.md`, "Probe pattern"); the
+    /// command fallback keeps its own 1 s spacing.
     pub interval: Duration,
     /// Methods to try, in order (all by default; tests force one).
     pub methods: Vec<Method>,
@@ -194,6 +195,9 @@ pub struct Measurement {
     pub jitter_ms: Option<f64>,
     /// How many differences `jitter_ms` averages (to weigh it in a window).
     pub jitter_pairs: u64,
+    /// The first and last round trips of the run in send order, ms (`None` when unknown or
+    /// nothing was received): a window pairs one run's last with the next run's first.
+    pub ends_ms: Option<(f64, f64)>,
 }
 
 impl Measurement {
@@ -213,6 +217,7 @@ impl Measurement {
             max_ms: got.iter().copied().reduce(f64::max),
             jitter_ms: jitter(&got),
             jitter_pairs: got.len().saturating_sub(1) as u64,
+            ends_ms: got.first().zip(got.last()).map(|(a, b)| (*a, *b)),
         }
     }
 
@@ -229,6 +234,7 @@ impl Measurement {
             max_ms: out.max_ms.filter(|_| received),
             jitter_ms: jitter(&out.rtts_ms).filter(|_| received),
             jitter_pairs: if received { out.rtts_ms.len().saturating_sub(1) as u64 } else { 0 },
+            ends_ms: out.rtts_ms.first().zip(out.rtts_ms.last()).map(|(a, b)| (*a, *b)).filter(|_| received),
         }
     }
 
@@ -323,7 +329,9 @@ pub fn measure(host: &dyn Host, config: &PingConfig, target: &str) -> Result<Mea
             }
             Method::Command => {
                 let count = config.count.to_string();
-                let limit = timing.bound() + Duration::from_secs(5);
+                // `ping` spaces its requests 1 s apart (not the sockets' pacing): `count` s.
+                let spaced = Timing { interval: Duration::from_secs(1), ..timing };
+                let limit = spaced.bound() + Duration::from_secs(5);
                 match host.run(&["ping", "-c", &count, target], limit) {
                     Ok(out) => {
                         let text = format!("{}\n{}", out.stdout, out.stderr);
@@ -365,6 +373,9 @@ pub struct Window {
     started: Option<Timestamp>,
     /// The latest run, kept across windows (the gap between runs predicts the next one).
     last_run: Option<Timestamp>,
+    /// The last round trip of the latest run that had one, kept across windows: jitter pairs
+    /// it with the next run's first.
+    last_rtt_ms: Option<f64>,
     runs: u64,
     failed_runs: u64,
     sent: u64,
@@ -398,6 +409,13 @@ impl Window {
                     self.jitter_sum_ms += jitter * m.jitter_pairs as f64;
                     self.jitter_pairs += m.jitter_pairs;
                 }
+                if let Some((first, last)) = m.ends_ms {
+                    if let Some(previous) = self.last_rtt_ms {
+                        self.jitter_sum_ms += (first - previous).abs();
+                        self.jitter_pairs += 1;
+                    }
+                    self.last_rtt_ms = Some(last);
+                }
             }
             Err(error) => {
                 self.failed_runs += 1;
@@ -410,7 +428,10 @@ impl Window {
     /// and a fresh window. Level: `error` when every run failed (with the last `error`),
     /// `warning` when nothing answered, else `info`.
     pub fn take_summary(&mut self, target: &str, window: Duration) -> Sample {
-        let w = std::mem::replace(self, Window { last_run: self.last_run, ..Window::default() });
+        let w = std::mem::replace(
+            self,
+            Window { last_run: self.last_run, last_rtt_ms: self.last_rtt_ms, ..Window::default() },
+        );
         let mut data = json!({
             "target": target,
             "method": w.method.map(Method::as_str),

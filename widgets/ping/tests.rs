@@ -334,7 +334,9 @@ fn one_summary_per_target_per_window_at_interval_10s() {
     assert_eq!(first["packet_loss"], 8.333, "the lost run is in the summary");
     assert_eq!((first["min"].as_f64(), first["max"].as_f64()), (Some(10.0), Some(13.0)));
     assert_eq!(first["latency"], 11.2);
-    assert_eq!(first["jitter"], 1.75);
+    // 11 answered runs: 44 pairs inside runs (sum 77) and 10 between one run's last reply and
+    // the next answered run's first (|10 - 13| each): (77 + 30) / 54.
+    assert_eq!(first["jitter"], 1.981);
     assert_eq!(first["window_s"], 120.0);
     assert_eq!(logs[0].level, Level::Info);
     assert!(logs.iter().all(|l| l.data["runs"] == 12));
@@ -418,4 +420,119 @@ fn every_listed_option_is_accepted() {
     }
     let problem = (SPEC.validate)(&opts(json!({"colour": 1}))).err().unwrap_or_default();
     assert!(problem.contains(&super::OPTIONS.join(", ")), "{problem}");
+}
+
+#[test]
+fn window_jitter_pairs_consecutive_round_trips_across_runs() {
+    let mut window = Window::default();
+    window.add(Timestamp(0), &run_result(3, &[10.0, 10.0, 10.0]));
+    window.add(Timestamp(10_000), &run_result(3, &[]));
+    window.add(Timestamp(20_000), &run_result(3, &[30.0, 30.0]));
+    let summary = window.take_summary("t", Duration::from_secs(120));
+    // Pairs: 2 + 0 inside the first run (0 ms), 1 inside the third (0 ms), and the first run's
+    // last reply against the third run's first (20 ms): a burst's packets cross the path
+    // together, so the variation from run to run is what jitter sees.
+    assert_eq!(summary.data["jitter"], 5.0);
+    assert_eq!(summary.data["packet_loss"], 44.444);
+    window.add(Timestamp(30_000), &run_result(3, &[20.0]));
+    assert_eq!(window.take_summary("t", Duration::from_secs(120)).data["jitter"], 10.0, "carried into the next window");
+}
+
+#[test]
+fn kernel_receive_timestamps_date_the_arrival_not_the_read() {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("udp socket");
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr").into()).expect("bind");
+    let own = socket.local_addr().expect("local addr");
+    assert!(probe::enable_receive_timestamps(&socket), "Linux gives SO_TIMESTAMPNS on UDP");
+    // The kernel turns arrival stamping on for the whole host a moment after the first socket
+    // asks (deferred work); a datagram that arrives before is stamped when it is read.
+    std::thread::sleep(Duration::from_millis(50));
+    let sent = std::time::SystemTime::now();
+    socket.send_to(b"stamp me", &own).expect("send");
+    std::thread::sleep(Duration::from_millis(150));
+    let mut buf = [0u8; 64];
+    let (len, stamp) = probe::receive_timestamped(&socket, &mut buf, true).expect("queued datagram");
+    let read = std::time::SystemTime::now();
+    assert_eq!(&buf[..len], b"stamp me");
+    let stamp = stamp.expect("a kernel timestamp");
+    let arrival =
+        stamp.duration_since(sent).unwrap_or_else(|e| panic!("stamp {stamp:?} before the send {sent:?}: {e}"));
+    assert!(arrival < Duration::from_millis(50), "arrived {arrival:?} after the send, on loopback");
+    assert!(read.duration_since(stamp).expect("before the read") >= Duration::from_millis(140));
+    let empty = probe::receive_timestamped(&socket, &mut buf, true);
+    assert_eq!(empty.map_err(|e| e.kind()), Err(std::io::ErrorKind::WouldBlock), "never blocks when asked not to");
+}
+
+#[test]
+fn live_icmp_burst_answers_every_request_when_the_socket_opens() {
+    for kind in [probe::IcmpSocket::Dgram, probe::IcmpSocket::Raw] {
+        let timing = probe::Timing { count: 20, interval: Duration::from_millis(200), timeout: Duration::from_secs(1) };
+        let started = std::time::Instant::now();
+        match probe::icmp_echo("127.0.0.1".parse().expect("ip"), kind, timing) {
+            Ok(rtts) => {
+                assert_eq!(rtts.len(), 20);
+                assert!(rtts.iter().all(|r| r.is_some_and(|ms| (0.0..50.0).contains(&ms))), "{kind:?}: {rtts:?}");
+                // One burst: no 200 ms pacing between requests, no wait once all are answered.
+                assert!(started.elapsed() < Duration::from_millis(500), "{kind:?} took {:?}", started.elapsed());
+            }
+            Err(e) => eprintln!("{kind:?} not available here: {e}"),
+        }
+    }
+}
+
+#[test]
+fn the_rest_of_a_burst_is_gathered_with_one_pause_of_the_fastest_round_trip() {
+    use burst::{Arrival, Burst, SentAt};
+    let (wall, mono) = (std::time::SystemTime::now(), std::time::Instant::now());
+    let mut b = Burst::new(5, b"token".to_vec(), Duration::from_secs(2));
+    (0..5).for_each(|seq| b.sent(seq, SentAt { wall, mono }));
+    let far = mono + Duration::from_secs(60);
+    assert_eq!(probe::gather_pause(&b, false, false, far), None, "nothing in yet: block for the first reply");
+    for (seq, ms) in [(1u16, 30u64), (0, 20)] {
+        let arrival =
+            Arrival { kernel: Some(wall + Duration::from_millis(ms)), read: mono + Duration::from_millis(40) };
+        b.reply(&icmp::EchoReply { id: 0, seq, payload: b"token" }, arrival);
+    }
+    assert_eq!(b.fastest(), Some(Duration::from_millis(20)));
+    assert_eq!(probe::gather_pause(&b, false, false, far), Some(Duration::from_millis(20)), "one more round trip");
+    assert_eq!(probe::gather_pause(&b, false, true, far), None, "only once per burst");
+    assert_eq!(probe::gather_pause(&b, true, false, far), None, "not after a wait that timed out");
+    let soon = std::time::Instant::now() + Duration::from_millis(5);
+    assert!(
+        probe::gather_pause(&b, false, false, soon).is_some_and(|p| p <= Duration::from_millis(5)),
+        "cut at the deadline"
+    );
+    assert_eq!(probe::gather_pause(&b, false, false, mono), None, "deadline passed");
+}
+
+#[test]
+fn the_ping_command_gets_a_second_per_request_before_it_is_killed() {
+    struct Recording(std::cell::Cell<Option<Duration>>);
+    impl Host for Recording {
+        fn os(&self) -> Os {
+            Os::Linux
+        }
+        fn read_file(&self, path: &str) -> Result<String, HostError> {
+            Err(HostError::NotFound(path.to_string()))
+        }
+        fn list_dir(&self, path: &str) -> Result<Vec<String>, HostError> {
+            Err(HostError::NotFound(path.to_string()))
+        }
+        fn run(&self, _argv: &[&str], timeout: Duration) -> Result<CommandOutput, HostError> {
+            self.0.set(Some(timeout));
+            Err(HostError::CommandNotFound("ping".into()))
+        }
+        fn network_allowed(&self) -> bool {
+            false
+        }
+        fn is_root(&self) -> bool {
+            false
+        }
+    }
+    let host = Recording(std::cell::Cell::new(None));
+    let config = PingConfig { count: 100, methods: vec![Method::Command], ..PingConfig::default() };
+    assert!(measure(&host, &config, "192.0.2.1").is_err());
+    // `ping -c 100` runs 99 s at its 1 s spacing: 100 s + timeout 2 s + 5 s of grace.
+    assert_eq!(host.0.get(), Some(Duration::from_secs(107)));
 }
