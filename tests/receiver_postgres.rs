@@ -161,6 +161,7 @@ fn sealed_rows_match_the_python_vectors() {
 #[test]
 fn two_receivers_racing_one_batch_store_it_once() {
     let Some(db) = TestDb::create("two_receivers_racing_one_batch_store_it_once") else { return };
+    pg::set_forwarding(&db.location, true).expect("forwarding on: each stored batch is queued once");
     let a = Arc::new(PgStore::open(&db.location, keys()).expect("open a"));
     let b = Arc::new(PgStore::open(&db.location, keys()).expect("open b"));
     const SEQS: u64 = 40;
@@ -525,6 +526,7 @@ fn an_outage_is_a_database_error_then_the_store_reconnects() {
 #[test]
 fn forwarders_on_two_receivers_share_the_queue_exactly() {
     let Some(db) = TestDb::create("forwarders_on_two_receivers_share_the_queue_exactly") else { return };
+    pg::set_forwarding(&db.location, true).expect("forwarding on");
     let a = Arc::new(PgStore::open(&db.location, keys()).expect("open a"));
     let b = Arc::new(PgStore::open(&db.location, keys()).expect("open b"));
     for seq in 1..=60 {
@@ -572,6 +574,64 @@ fn forwarders_on_two_receivers_share_the_queue_exactly() {
     assert_eq!(total, all.len(), "nothing forwarded twice");
     assert_eq!(total, 60 * 2 + 1, "every record and commit row, and the report");
     assert_eq!(count(&mut db.client(), "SELECT count(*) FROM forward_queue"), 0);
+}
+
+#[test]
+fn forward_queue_is_filled_only_while_forwarding_is_on() {
+    let Some(db) = TestDb::create("forward_queue_is_filled_only_while_forwarding_is_on") else { return };
+    let queued = |db: &TestDb| count(&mut db.client(), "SELECT count(*) FROM forward_queue");
+    // Receiver A runs without --forward-otlp and nobody forwards: the outbox stays empty.
+    let a = PgStore::open(&db.location, keys()).expect("open a");
+    for seq in 1..=200 {
+        a.append_batch(&batch("mac-a", seq, vec![record("cpu", "", seq as f64)]), None).expect("append");
+    }
+    a.append_report("mac-a", &json!({"n": 1}), false).expect("report");
+    a.append_widget_logs("mac-a", &[json!({"widget": "cpu", "message": "m"})], false).expect("logs");
+    assert_eq!(queued(&db), 0, "no forwarder: nothing queued");
+    assert_eq!(count(&mut db.client(), "SELECT count(*) FROM batches"), 200);
+    // Receiver B starts with --forward-otlp (it turns forwarding on for the database): A's
+    // new rows are queued too, though A was started without the flag and is not restarted.
+    let on = pg::set_forwarding(&db.location, true).expect("forwarding on");
+    assert_eq!(on, pg::ForwardingSet { was_enabled: false, emptied: 0 });
+    let b = PgStore::open(&db.location, keys()).expect("open b");
+    for seq in 201..=210 {
+        a.append_batch(&batch("mac-a", seq, vec![record("cpu", "", seq as f64)]), None).expect("append a");
+        b.append_batch(&batch("mac-b", seq, vec![record("cpu", "", seq as f64)]), None).expect("append b");
+    }
+    a.append_report("mac-a", &json!({"n": 2}), false).expect("report");
+    a.append_widget_logs("mac-a", &[json!({"widget": "cpu", "message": "m"})], false).expect("logs");
+    assert_eq!(queued(&db), 22, "both receivers' new batches, the report and the log");
+    let mut forwarded = 0;
+    let n = a
+        .forward_pending(1000, &mut |units| {
+            forwarded += units.iter().map(|u| u.rows.len()).sum::<usize>();
+            Ok(())
+        })
+        .expect("forward");
+    assert_eq!((n, forwarded), (22 * 2 - 2, 22 * 2 - 2), "each batch's record and commit row, the v1 rows");
+    for seq in 211..=215 {
+        a.append_batch(&batch("mac-a", seq, vec![record("cpu", "", seq as f64)]), None).expect("append");
+    }
+    assert_eq!(queued(&db), 5);
+    // Off: the queue is emptied and stays empty.
+    let off = pg::set_forwarding(&db.location, false).expect("forwarding off");
+    assert_eq!(off, pg::ForwardingSet { was_enabled: true, emptied: 5 });
+    for seq in 216..=230 {
+        b.append_batch(&batch("mac-b", seq, vec![record("cpu", "", seq as f64)]), None).expect("append");
+    }
+    assert_eq!(queued(&db), 0, "off: emptied, nothing queued");
+    assert_eq!(a.forward_pending(10, &mut |_| Ok(())).expect("forward"), 0);
+    // Off while inserts run on another thread: no entry survives the switch.
+    pg::set_forwarding(&db.location, true).expect("forwarding on again");
+    let writer = std::thread::spawn(move || {
+        for seq in 1000..1300 {
+            b.append_batch(&batch("mac-b", seq, vec![record("cpu", "", seq as f64)]), None).expect("append");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    pg::set_forwarding(&db.location, false).expect("forwarding off during inserts");
+    writer.join().expect("writer");
+    assert_eq!(queued(&db), 0, "no entry queued after forwarding was turned off");
 }
 
 #[test]
