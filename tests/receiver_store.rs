@@ -631,3 +631,41 @@ fn a_postgres_store_is_a_clear_error_without_the_feature_and_for_rekey() {
     let err = support::stderr(&out);
     assert!(err.contains("--store-password-file") && !err.contains("secret@"), "{err}");
 }
+
+#[test]
+fn file_store_old_seqs_beyond_the_digest_window_are_still_exactly_once() {
+    // The running receiver keeps only the last RECENT_DIGESTS digests per machine: a resend of
+    // an older seq reads its digest back from the (sealed) commit line, before and after a restart.
+    let window = store::RECENT_DIGESTS as u64;
+    assert!(window <= 64, "memory per machine stays small: {window} digests");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    for seq in 1..=window * 3 {
+        let answer = post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "mac-old", seq, 2));
+        assert_eq!(answer.status, 200, "{seq}: {}", answer.body);
+    }
+    let before = snapshot(dir.path());
+    let check = |url: &str| {
+        for seq in [1, 2, window] {
+            let resent = post(url, "/api/v2/batches", &sealed_batch(&key(0), "mac-old", seq, 2));
+            assert_eq!((resent.status, resent.body.as_str()), (200, r#"{"status":"ok","duplicate":true}"#), "{seq}");
+            let other = post(url, "/api/v2/batches", &sealed_batch(&key(0), "mac-old", seq, 3));
+            assert_eq!(other.status, 409, "{seq}: other records under an old seq: {}", other.body);
+        }
+    };
+    check(&rx.url());
+    rx.shutdown();
+    assert_eq!(snapshot(dir.path()), before, "nothing written by the resends");
+    let rx = start(dir.path(), vec![key(0)]);
+    check(&rx.url());
+    rx.shutdown();
+    assert_eq!(snapshot(dir.path()), before, "nothing written after the restart either");
+    let seqs: Vec<u64> = dir_reader(dir.path(), StoreKeys::new(&[store_key()]))
+        .read_records("mac-old")
+        .expect("read")
+        .iter()
+        .filter(|row| row["kind"] == "batch")
+        .filter_map(|row| row["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, (1..=window * 3).collect::<Vec<_>>(), "each batch stored once");
+}
