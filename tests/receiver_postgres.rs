@@ -705,6 +705,16 @@ fn receiver(
     store: &PostgresLocation,
     fleet_key: &str,
 ) -> Result<(crate::support::Proc, String), String> {
+    receiver_with(dir, store, fleet_key, &[])
+}
+
+/// [`receiver`] with more arguments.
+fn receiver_with(
+    dir: &std::path::Path,
+    store: &PostgresLocation,
+    fleet_key: &str,
+    extra: &[&str],
+) -> Result<(crate::support::Proc, String), String> {
     use crate::support::{agent, s, write_secret, TEST_STORE_KEY_B64};
     use std::io::BufRead;
     let password = store.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
@@ -713,7 +723,8 @@ fn receiver(
         .args(["--store-password-file", s(&write_secret(dir, "db-password", &password))])
         .args(["--api-key-file", s(&write_secret(dir, "api-key", "test-api-key"))])
         .args(["--store-key-file", s(&write_secret(dir, "store.key", TEST_STORE_KEY_B64))])
-        .args(["--encryption-key-file", s(&write_secret(dir, "fleet.key", fleet_key))]);
+        .args(["--encryption-key-file", s(&write_secret(dir, "fleet.key", fleet_key))])
+        .args(extra);
     let mut child =
         cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("receiver spawns");
     let stdout = child.stdout.take().expect("stdout");
@@ -854,4 +865,50 @@ fn rekey_from_plaintext_seals_a_plaintext_store() {
     let reader = PgStore::open_reader(&db.location, StoreKeys::new(&[key(0x60)])).expect("reader");
     reader.check_keys().expect("keys");
     assert_eq!(reader.read_records("m").expect("read")[0]["record"]["message"], "MARKER-plain");
+}
+
+#[test]
+fn a_receiver_with_forward_otlp_turns_queueing_on_for_every_receiver_and_migrate_turns_it_off() {
+    use crate::receiver::{post, sealed_batch};
+    use crate::support::{agent, s, write_secret};
+    let Some(db) =
+        TestDb::create("a_receiver_with_forward_otlp_turns_queueing_on_for_every_receiver_and_migrate_turns_it_off")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = Key32::from_bytes([7u8; 32]);
+    let fleet_b64 = fleet.to_base64().to_string();
+    let queued = || count(&mut db.client(), "SELECT count(*) FROM forward_queue");
+    let (_a, url_a) = receiver(dir.path(), &db.location, &fleet_b64).expect("receiver a starts");
+    for seq in 1..=5 {
+        assert_eq!(post(&url_a, "/api/v2/batches", &sealed_batch(&fleet, "mac-01", seq, 2)).status, 200);
+    }
+    assert_eq!(queued(), 0, "nobody forwards: nothing queued");
+    // b forwards to a collector that is down (nothing listens on port 1): its forwarder keeps
+    // failing, so what is queued stays queued.
+    let (_b, _url_b) = receiver_with(dir.path(), &db.location, &fleet_b64, &["--forward-otlp", "http://127.0.0.1:1"])
+        .expect("receiver b starts");
+    for seq in 6..=8 {
+        assert_eq!(post(&url_a, "/api/v2/batches", &sealed_batch(&fleet, "mac-01", seq, 2)).status, 200);
+    }
+    assert_eq!(queued(), 3, "a (without --forward-otlp) queues its new batches once b turned forwarding on");
+    let password = db.location.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+    let output = agent()
+        .args(["receive", "migrate", "--store", &db.location.to_string(), "--forwarding", "off"])
+        .args(["--store-password-file", s(&write_secret(dir.path(), "db-password", &password))])
+        .output()
+        .expect("migrate runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("forwarding off (was on): 3 queued entries removed"), "{stdout}");
+    assert_eq!(queued(), 0, "emptied");
+    assert_eq!(post(&url_a, "/api/v2/batches", &sealed_batch(&fleet, "mac-01", 9, 2)).status, 200);
+    assert_eq!(queued(), 0, "off: nothing queued");
+    let bad = agent()
+        .args(["receive", "migrate", "--store", &db.location.to_string(), "--forwarding", "maybe"])
+        .args(["--store-password-file", s(&write_secret(dir.path(), "db-password", &password))])
+        .output()
+        .expect("migrate runs");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("neither `on` nor `off`"));
 }
