@@ -58,13 +58,14 @@ impl Collector {
     /// slots after a sleep rather than bursting to catch up).
     pub fn collect_due(&mut self, host: &dyn Host, now: Instant, ts: Timestamp) -> Vec<Record> {
         let mut records = Vec::new();
+        let at = Stamp::new(ts);
         for entry in self.widgets.iter_mut().filter(|w| !w.unsupported && w.next_due <= now) {
             entry.next_due += entry.interval;
             if entry.next_due <= now {
                 entry.next_due = now + entry.interval;
             }
             entry.next_due += random_fraction(entry.jitter);
-            run_one(entry, host, ts, &mut records);
+            run_one(entry, host, &at, &mut records);
         }
         records
     }
@@ -73,8 +74,9 @@ impl Collector {
     /// back (`once`, SIGUSR1: a forced collection closes open ping windows early).
     pub fn collect_all(&mut self, host: &dyn Host, ts: Timestamp) -> Vec<Record> {
         let mut records = Vec::new();
+        let at = Stamp::new(ts);
         for entry in self.widgets.iter_mut().filter(|w| !w.unsupported) {
-            run_one(entry, host, ts, &mut records);
+            run_one(entry, host, &at, &mut records);
         }
         records.extend(self.flush(ts));
         records
@@ -83,15 +85,36 @@ impl Collector {
     /// What widgets hold back (open ping windows), as records: call before stopping so
     /// nothing measured is lost.
     pub fn flush(&mut self, ts: Timestamp) -> Vec<Record> {
-        self.widgets.iter_mut().flat_map(|entry| entry.widget.flush(ts)).map(|sample| record_of(sample, ts)).collect()
+        let at = Stamp::new(ts);
+        self.widgets.iter_mut().flat_map(|entry| entry.widget.flush(ts)).map(|sample| at.record(sample)).collect()
+    }
+}
+
+/// A cycle's time and its RFC 3339 text, formatted once for all the cycle's records.
+struct Stamp {
+    ts: Timestamp,
+    text: String,
+}
+
+impl Stamp {
+    fn new(ts: Timestamp) -> Self {
+        Stamp { ts, text: ts.to_rfc3339() }
+    }
+
+    fn record(&self, sample: Sample) -> Record {
+        record_at(sample, self.text.clone())
     }
 }
 
 /// A widget's sample taken at `ts` as a record: the sample's fields unchanged, its name as the
 /// record's `widget`.
 pub fn record_of(sample: Sample, ts: Timestamp) -> Record {
+    record_at(sample, ts.to_rfc3339())
+}
+
+fn record_at(sample: Sample, ts: String) -> Record {
     Record {
-        ts: ts.to_rfc3339(),
+        ts,
         widget: sample.name,
         kind: sample.kind,
         level: sample.level,
@@ -108,14 +131,14 @@ fn random_fraction(max: Duration) -> Duration {
     max.mul_f64(crate::random::random_unit())
 }
 
-fn run_one(entry: &mut Scheduled, host: &dyn Host, ts: Timestamp, records: &mut Vec<Record>) {
+fn run_one(entry: &mut Scheduled, host: &dyn Host, at: &Stamp, records: &mut Vec<Record>) {
     let name = entry.widget.name();
-    match entry.widget.collect(host, ts) {
+    match entry.widget.collect(host, at.ts) {
         Ok(samples) => {
             if entry.last_error.take().is_some() {
                 log::info!("widget {name} recovered");
             }
-            records.extend(samples.into_iter().map(|s| record_of(s, ts)));
+            records.extend(samples.into_iter().map(|s| at.record(s)));
         }
         Err(CollectError::Unsupported(why)) => {
             log::info!("widget {name} does not apply on this machine: {why}");

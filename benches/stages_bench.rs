@@ -139,6 +139,16 @@ pub fn run(iterations: usize, dir: &Path, url: &str, key: &Key32) -> Result<(), 
     })?;
     let mib_per_cpu_s = (large.len() as f64 / 1048576.0) / (cost.cpu_us / 1e6);
     print("seal_256k", None, &cost, json!({"bytes": large.len(), "mib_per_cpu_s": round(mib_per_cpu_s)}));
+    // The other direction, as the receiver opens a batch: JSON, base64 and AES-256-GCM open.
+    let sealed_large = envelope::seal_v2(key, &config.machine_id, 1, &large).map_err(|e| format!("sealing: {e}"))?;
+    let (cost, opened) = measure(iterations, || {
+        envelope::open_v2(std::slice::from_ref(key), &sealed_large).map_err(|e| format!("opening: {e}"))
+    })?;
+    if opened.plaintext != large {
+        return Err("open_256k: the opened plaintext differs from what was sealed".into());
+    }
+    let mib_per_cpu_s = (large.len() as f64 / 1048576.0) / (cost.cpu_us / 1e6);
+    print("open_256k", None, &cost, json!({"bytes": large.len(), "mib_per_cpu_s": round(mib_per_cpu_s)}));
 
     // One send round: `run` hands the cycle to the sender (`accept`), spools what it returns,
     // and pushes when the send interval is due; `flush` forces that round now (and saves the

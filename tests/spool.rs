@@ -252,6 +252,62 @@ fn a_cursor_into_a_vanished_segment_continues_at_the_oldest_record() {
 }
 
 // ---------------------------------------------------------------------------------------
+/// The v2 sender builds a batch from the records the spool holds in memory; after a restart
+/// (or past the memory bound) it rebuilds it from the segments. Both must be the same bytes,
+/// or a resent seq would carry other content: floats that a lossy parse would change in the
+/// last digit, several records per cycle, a segment rollover, a partial ack.
+#[test]
+fn a_batch_from_memory_is_byte_for_byte_the_batch_rebuilt_from_the_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 2048);
+    let mut spool = Spool::open(&cfg).expect("open");
+    let cycle = |c: u64| -> Vec<Record> {
+        let ts = Timestamp(1_763_800_000_000 + c as i64 * 1000).to_rfc3339();
+        ["cpu", "memory", "system"]
+            .iter()
+            .enumerate()
+            .map(|(i, widget)| Record {
+                ts: ts.clone(),
+                widget: widget.to_string(),
+                kind: SampleKind::Metric,
+                level: Level::Info,
+                message: String::new(),
+                data: json!({"percent": 0.1 + 0.2 * c as f64, "tiny": 1e-300 * (i + 1) as f64,
+                             "third": 1.0 / 3.0 + c as f64, "n": u64::MAX - c, "s": "é\"\n\u{1}"}),
+            })
+            .collect()
+    };
+    for c in 0..12 {
+        spool.append(&cycle(c)).expect("append");
+    }
+    assert!(segments(dir.path()).len() > 1, "the records span a rollover");
+    let half = spool.read_from(spool.acked_cursor(), 7, usize::MAX).expect("read").next;
+    spool.ack(half).expect("ack");
+    let start = spool.acked_cursor();
+    let memory = spool.read_raw_from(start, 500, 700 * 1024).expect("from memory");
+    let dropped = spool.stats().dropped;
+    let body = |records: &[Vec<u8>]| {
+        fleet_agent::sender::v2::batch_plaintext("m1", 42, "2026-11-22T13:00:00.000Z", records, &dropped)
+            .expect("plaintext")
+    };
+    let built = body(&memory.records);
+    drop(spool);
+    let mut reopened = Spool::open(&cfg).expect("reopen");
+    let disk = reopened.read_raw_from(start, 500, 700 * 1024).expect("from the segments");
+    assert_eq!(memory.records.len(), 12 * 3 - 7);
+    assert_eq!(disk, memory);
+    assert_eq!(body(&disk.records), built, "the rebuilt batch is the same bytes");
+    let records: Vec<Record> = (0..12).flat_map(cycle).skip(7).collect();
+    let reference = fleet_wire::record::BatchBody {
+        machine_id: "m1".into(),
+        seq: 42,
+        sent_at: "2026-11-22T13:00:00.000Z".into(),
+        records,
+        dropped,
+    };
+    assert_eq!(built, serde_json::to_vec(&reference).expect("json"), "and what serde gives for the records");
+}
+
 // Model-based property test: the spool behaves like an in-memory queue across random
 // appends, reads, acks, clean reopens and crashes that tear the last append.
 
@@ -304,10 +360,24 @@ fn run_model(ops: &[Op]) {
                 model.queue.extend(batch);
             }
             Op::Read(n) => {
-                let batch = live.read_from(cursor, usize::from(*n), usize::MAX).expect("read");
+                // The JSON of what this process appended comes from memory; after
+                // `forget_recent` the same read goes to the segments: the same bytes.
+                let n_max = usize::from(*n);
+                let from_memory =
+                    [live.read_raw_from(cursor, n_max, 150), live.read_raw_from(cursor, n_max, usize::MAX)];
+                live.forget_recent();
+                let from_disk = [live.read_raw_from(cursor, n_max, 150), live.read_raw_from(cursor, n_max, usize::MAX)];
+                let [memory_limited, memory] = from_memory.map(|b| b.expect("raw read"));
+                let [disk_limited, disk] = from_disk.map(|b| b.expect("raw read"));
+                assert_eq!(memory_limited, disk_limited, "a byte limit cuts both at the same record");
+                assert_eq!(memory, disk, "memory and segments give the same bytes");
+                let batch = live.read_from(cursor, n_max, usize::MAX).expect("read");
                 let expected: Vec<Record> =
                     model.queue.iter().skip(model.read).take(usize::from(*n)).cloned().collect();
                 assert_eq!(batch.records, expected);
+                let parsed: Vec<Record> =
+                    disk.records.iter().map(|json| serde_json::from_slice(json).expect("a record")).collect();
+                assert_eq!((parsed, disk.next), (expected.clone(), batch.next));
                 model.read += expected.len();
                 cursor = batch.next;
             }

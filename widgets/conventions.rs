@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::ALL;
 
 /// Widgets that read the machine only through `sysinfo` (no command, no file): no fixtures.
-pub const SYSINFO_ONLY: &[&str] = &["cpu", "memory", "system"];
+pub const SYSINFO_ONLY: &[&str] = &["cpu", "system"];
 
 /// The text of `lib.rs`'s `ALL` definition.
 fn all_block(lib: &str) -> &str {

@@ -25,7 +25,21 @@ impl Timestamp {
         let ms = self.0.rem_euclid(1000);
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
-        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+        if !(0..=9999).contains(&y) {
+            return format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, rem % 3600 / 60, rem % 60);
+        }
+        // Digits written in place: a record's time is formatted every cycle, and the
+        // formatting machinery costs ten times this.
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let fields = [(0, 4, y as u64), (5, 2, u64::from(m)), (8, 2, u64::from(d))];
+        let clock = [(11, 2, (rem / 3600) as u64), (14, 2, (rem % 3600 / 60) as u64), (17, 2, (rem % 60) as u64)];
+        for (at, width, mut value) in fields.into_iter().chain(clock).chain([(20, 3, ms as u64)]) {
+            for digit in text[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        }
+        text.iter().map(|&b| char::from(b)).collect()
     }
 
     /// Parse the output of [`Timestamp::to_rfc3339`] (also accepts no fraction). Returns `None`
@@ -96,6 +110,11 @@ mod tests {
             assert_eq!(Timestamp::parse_rfc3339(text), Some(Timestamp(ms)));
         }
         assert_eq!(Timestamp::parse_rfc3339("2026-11-22T00:00:00Z"), Some(Timestamp(1_795_305_600_000)));
+        // Every field's digits, and years outside 0..=9999 in the general form.
+        assert_eq!(Timestamp(253_402_300_799_999).to_rfc3339(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp(1_234_567_890_007).to_rfc3339(), "2009-02-13T23:31:30.007Z");
+        assert_eq!(Timestamp(253_402_300_800_000).to_rfc3339(), "10000-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
         assert_eq!(Timestamp::parse_rfc3339("2026-13-22T00:00:00Z"), None);
         assert_eq!(Timestamp::parse_rfc3339("garbage"), None);
     }

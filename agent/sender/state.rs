@@ -154,11 +154,15 @@ impl Inflight {
     /// rebuilt from the spool after a restart, with the same seq.
     pub fn save(&self, spool_dir: &Path) -> Result<(), String> {
         let path = Self::path(spool_dir);
+        let unsealed;
         let stored = match self.kid {
-            Some(_) => self.clone(),
-            None => Inflight { body: String::new(), ..self.clone() },
+            Some(_) => self,
+            None => {
+                unsealed = Inflight { body: String::new(), kid: None, ..*self };
+                &unsealed
+            }
         };
-        let bytes = serde_json::to_vec(&stored).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec(stored).map_err(|e| e.to_string())?;
         write_atomic(&path, &bytes, true).map_err(|e| e.to_string())
     }
 

@@ -23,7 +23,7 @@ use super::{Sender, Step, MAX_BATCH_PLAINTEXT, MAX_BATCH_RECORDS};
 use crate::random::random_unit;
 use crate::spool::{Acked, Cursor, ReadBatch, Spool};
 use fleet_wire::envelope;
-use fleet_wire::record::{BatchBody, Record};
+use fleet_wire::record::{Dropped, Record};
 
 /// Pushes spool records as sealed, sequenced v2 batches.
 pub struct V2Sender {
@@ -146,11 +146,12 @@ impl V2Sender {
         }
     }
 
-    /// Build (and persist) the next batch from the spool under a new seq.
+    /// Build (and persist) the next batch from the spool under a new seq (from the records
+    /// the spool still holds in memory when it can: see [`Spool::read_raw_from`]).
     fn build_batch(&mut self, spool: &mut Spool) -> Result<Option<Inflight>, String> {
         let start = spool.acked_cursor();
         let batch = spool
-            .read_from(start, MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT)
+            .read_raw_from(start, MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT)
             .map_err(|e| format!("reading the spool: {e}"))?;
         if batch.records.is_empty() {
             return Ok(None);
@@ -167,8 +168,9 @@ impl V2Sender {
     /// `Ok(None)`: nothing of it is left.
     fn rebuild_batch(&mut self, spool: &mut Spool, old: &Inflight, seq: u64) -> Result<Option<Inflight>, String> {
         let start = old.start.unwrap_or(spool.acked_cursor()).max(spool.acked_cursor());
-        let batch =
-            spool.read_from(start, old.records as usize, usize::MAX).map_err(|e| format!("reading the spool: {e}"))?;
+        let batch = spool
+            .read_raw_from(start, old.records as usize, usize::MAX)
+            .map_err(|e| format!("reading the spool: {e}"))?;
         if batch.records.is_empty() {
             log::warn!("none of the records of in-flight batch {} is left in the spool", old.seq);
             return Ok(None);
@@ -189,16 +191,17 @@ impl V2Sender {
     }
 
     /// Seal `batch` (records read from `start`) as `seq` and persist it as the in-flight batch.
-    fn seal_batch(&mut self, spool: &Spool, seq: u64, start: Cursor, batch: ReadBatch) -> Result<Inflight, String> {
+    fn seal_batch(
+        &mut self,
+        spool: &Spool,
+        seq: u64,
+        start: Cursor,
+        batch: ReadBatch<Vec<u8>>,
+    ) -> Result<Inflight, String> {
         let records = batch.records.len() as u64;
-        let body = BatchBody {
-            machine_id: self.link.machine_id.clone(),
-            seq,
-            sent_at: Timestamp::now().to_rfc3339(),
-            records: batch.records,
-            dropped: spool.stats().dropped,
-        };
-        let plaintext = serde_json::to_vec(&body).map_err(|e| format!("encoding batch {seq}: {e}"))?;
+        let sent_at = Timestamp::now().to_rfc3339();
+        let plaintext = batch_plaintext(&self.link.machine_id, seq, &sent_at, &batch.records, &spool.stats().dropped)
+            .map_err(|e| format!("encoding batch {seq}: {e}"))?;
         let sealed = match &self.link.key {
             Some(key) => envelope::seal_v2(key, &self.link.machine_id, seq, &plaintext).map_err(|e| e.to_string())?,
             None => plaintext,
@@ -294,6 +297,37 @@ impl Sender for V2Sender {
     }
 }
 
+/// The plaintext of a v2 batch from its records' JSON as the spool stores it: byte for byte
+/// `serde_json::to_vec(&BatchBody { .. })` of the same records (field order and form are
+/// [`fleet_wire::record::BatchBody`]'s; a test holds the two side by side), without parsing and serializing every
+/// record again.
+pub fn batch_plaintext(
+    machine_id: &str,
+    seq: u64,
+    sent_at: &str,
+    records: &[Vec<u8>],
+    dropped: &Dropped,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 256);
+    out.extend_from_slice(b"{\"machine_id\":");
+    serde_json::to_writer(&mut out, machine_id)?;
+    out.extend_from_slice(b",\"seq\":");
+    serde_json::to_writer(&mut out, &seq)?;
+    out.extend_from_slice(b",\"sent_at\":");
+    serde_json::to_writer(&mut out, sent_at)?;
+    out.extend_from_slice(b",\"records\":[");
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(record);
+    }
+    out.extend_from_slice(b"],\"dropped\":");
+    serde_json::to_writer(&mut out, dropped)?;
+    out.push(b'}');
+    Ok(out)
+}
+
 /// The start of a fresh seq range after a collision: at least `floor` and the clock (in ms,
 /// like a new agent's first seq), plus a random offset below 2^40, so two agents that collided
 /// (both holding the same `sender.json`) move to different ranges.
@@ -304,7 +338,50 @@ pub fn fresh_seq_base(floor: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::fresh_seq_base;
+    use super::{batch_plaintext, fresh_seq_base};
+    use fleet_widgets::{Level, SampleKind};
+    use fleet_wire::record::{BatchBody, Dropped, Record};
+    use serde_json::json;
+
+    #[test]
+    fn a_batch_from_stored_json_is_byte_for_byte_the_serialized_batch_body() {
+        let records = vec![
+            Record {
+                ts: "2026-11-22T13:00:00.123Z".into(),
+                widget: "cpu".into(),
+                kind: SampleKind::Metric,
+                level: Level::Info,
+                message: String::new(),
+                data: json!({"percent": 0.1_f64 + 0.2, "per_core": [0.1, 1e-7, 3.0], "z": null, "a": "\"q\"\n"}),
+            },
+            Record {
+                ts: "2026-11-22T13:00:00.123Z".into(),
+                widget: "wifi".into(),
+                kind: SampleKind::Log,
+                level: Level::Warning,
+                message: "ssid \u{e9}t\u{e9} \u{1f4f6}".into(),
+                data: json!({"rssi": -71, "big": u64::MAX, "neg": i64::MIN}),
+            },
+        ];
+        let dropped = Dropped {
+            count: 3,
+            oldest: Some("2026-11-21T00:00:00.000Z".into()),
+            newest: Some("2026-11-22T00:00:00.000Z".into()),
+        };
+        for (records, dropped) in [(records.clone(), dropped), (Vec::new(), Dropped::default())] {
+            let raw: Vec<Vec<u8>> = records.iter().map(|r| serde_json::to_vec(r).expect("record")).collect();
+            let body = BatchBody {
+                machine_id: "m-\"1\"".into(),
+                seq: 1_764_000_000_123,
+                sent_at: "2026-11-22T13:00:01.000Z".into(),
+                records,
+                dropped: dropped.clone(),
+            };
+            let expected = serde_json::to_vec(&body).expect("body");
+            let built = batch_plaintext(&body.machine_id, body.seq, &body.sent_at, &raw, &dropped).expect("built");
+            assert_eq!(String::from_utf8_lossy(&built), String::from_utf8_lossy(&expected));
+        }
+    }
 
     #[test]
     fn fresh_seq_ranges_move_forward_and_apart() {

@@ -118,6 +118,7 @@ pub mod format;
 pub(crate) mod fsio;
 mod inspect;
 mod keys;
+mod recent;
 mod recovery;
 pub mod rejected;
 mod segment;
@@ -147,12 +148,14 @@ use segment::{FrameReader, SegmentWriter, Step};
 pub const LOCK_FILE: &str = "spool.lock";
 /// Extra attempts (10 ms apart) to take the lock before reporting [`SpoolError::Locked`].
 const LOCK_TRIES: u32 = 30;
+/// First capacity of a record's JSON buffer: most records fit, so it is not grown step by step.
+const JSON_CAPACITY: usize = 512;
 
-/// Records read by [`Spool::read_from`].
+/// Records read by [`Spool::read_from`] (or, as their JSON, by [`Spool::read_raw_from`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReadBatch {
+pub struct ReadBatch<T = Record> {
     /// The records, oldest first.
-    pub records: Vec<Record>,
+    pub records: Vec<T>,
     /// The position after the last returned record (ack this once they are delivered).
     /// When `records` is empty, nothing readable is unacknowledged beyond the cursor given
     /// (`next` is that cursor, or past records that could not be decoded and were counted as
@@ -245,6 +248,8 @@ pub struct Spool {
     /// Committed batches in `rejected/`, oldest first.
     rejected: Vec<rejected::RejectedBatch>,
     reader: Option<ReadState>,
+    /// The JSON of the newest committed records (see recent.rs).
+    recent: recent::Recent,
     oldest_unacked: Option<Timestamp>,
     /// Undecodable records before this position have been counted as dropped.
     undecodable_counted: Cursor,
@@ -307,6 +312,7 @@ impl Spool {
             counters,
             rejected,
             reader: None,
+            recent: recent::Recent::default(),
             oldest_unacked: None,
             undecodable_counted: Cursor::default(),
             #[cfg(test)]
@@ -363,15 +369,24 @@ impl Spool {
 
     fn append_inner(&mut self, records: &[Record], stored: &mut u64) -> Result<(), SpoolError> {
         let mut encoded = Vec::with_capacity(records.len());
+        // The records of one cycle share their time: parse its text once.
+        let mut last_ts: Option<(&str, Option<Timestamp>)> = None;
         for (index, record) in records.iter().enumerate() {
-            let json = serde_json::to_vec(record).map_err(|e| SpoolError::Encode { index, message: e.to_string() })?;
+            let mut json = Vec::with_capacity(JSON_CAPACITY);
+            serde_json::to_writer(&mut json, record)
+                .map_err(|e| SpoolError::Encode { index, message: e.to_string() })?;
             if json.len() > MAX_RECORD_BYTES {
                 return Err(SpoolError::RecordTooLarge { index, bytes: json.len() });
             }
-            encoded.push((json, record.timestamp()));
+            let ts = match last_ts {
+                Some((text, ts)) if text == record.ts => ts,
+                _ => record.timestamp(),
+            };
+            last_ts = Some((&record.ts, ts));
+            encoded.push((json, ts));
         }
         let mut pending = Pending::default();
-        for (json, ts) in &encoded {
+        for (json, ts) in encoded {
             let frame_len = (FRAME_OVERHEAD + json.len()) as u64;
             if let Some(writer) = &self.writer {
                 let used = writer.len() + pending.bytes.len() as u64;
@@ -387,10 +402,11 @@ impl Spool {
             let Some(writer) = &self.writer else {
                 return Err(SpoolError::Seal);
             };
-            writer.cipher().seal_frame(writer.next_index() + pending.count, json, &mut pending.bytes)?;
+            writer.cipher().seal_frame(writer.next_index() + pending.count, &json, &mut pending.bytes)?;
             pending.count += 1;
-            pending.first_ts = pending.first_ts.or(*ts);
+            pending.first_ts = pending.first_ts.or(ts);
             pending.last_ts = ts.or(pending.last_ts);
+            pending.plain.push(json);
             if self.fsync == FsyncPolicy::Always {
                 *stored += self.commit(&mut pending)?;
             }
@@ -411,11 +427,58 @@ impl Spool {
     /// segment that no longer exists continues at the next existing record. Streams frame by
     /// frame: only the returned batch is held in memory.
     pub fn read_from(&mut self, cursor: Cursor, max_records: usize, max_bytes: usize) -> Result<ReadBatch, SpoolError> {
+        self.read_batch(cursor, max_records, max_bytes, None, |json| serde_json::from_slice::<Record>(json))
+    }
+
+    /// [`Spool::read_from`], each record as the JSON stored in its frame, byte for byte (what a
+    /// v2 batch carries). Records this process committed and still holds in memory (see
+    /// recent.rs) come from there: no read, no decryption, no parsing; older ones are read from
+    /// their segment and checked to be records like [`Spool::read_from`] does. Either way the
+    /// result is the same bytes.
+    pub fn read_raw_from(
+        &mut self,
+        cursor: Cursor,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<ReadBatch<Vec<u8>>, SpoolError> {
+        self.read_batch(cursor, max_records, max_bytes, Some(<[u8]>::to_vec), |json| {
+            serde_json::from_slice::<Record>(json).map(|_| json.to_vec())
+        })
+    }
+
+    /// Test hook: forget the records held in memory, so reads go to the segments.
+    #[doc(hidden)]
+    pub fn forget_recent(&mut self) {
+        self.recent.clear();
+    }
+
+    /// The walk behind [`Spool::read_from`] and [`Spool::read_raw_from`]: `decode` turns a
+    /// frame's JSON into an item (an error: the record is skipped and counted as dropped); with
+    /// `from_memory`, records held in `recent` are turned into items by it, unread and unchecked
+    /// (this process serialized them).
+    fn read_batch<T, E: std::fmt::Display>(
+        &mut self,
+        cursor: Cursor,
+        max_records: usize,
+        max_bytes: usize,
+        from_memory: Option<fn(&[u8]) -> T>,
+        decode: impl Fn(&[u8]) -> Result<T, E>,
+    ) -> Result<ReadBatch<T>, SpoolError> {
         let mut batch = ReadBatch { records: Vec::new(), next: cursor };
         let mut bytes = 0usize;
         let mut pos = cursor;
         while batch.records.len() < max_records {
             let Some(at) = self.locate(pos) else { break };
+            if let Some((json, take)) = from_memory.and_then(|take| self.recent.get(at).map(|json| (json, take))) {
+                if !batch.records.is_empty() && bytes + json.len() > max_bytes {
+                    break;
+                }
+                bytes += json.len();
+                batch.records.push(take(json));
+                pos = Cursor { segment: at.segment, index: at.index + 1 };
+                batch.next = pos;
+                continue;
+            }
             let Some(seg) = self.segments.iter().find(|s| s.id == at.segment).cloned() else { break };
             let ready = self.position_reader(&seg, at.index)?;
             let Some(state) = self.reader.as_mut().filter(|_| ready) else {
@@ -434,7 +497,7 @@ impl Spool {
                 Step::Record => {
                     bytes += state.frames.buf.len();
                     pos = Cursor { segment: at.segment, index: at.index + 1 };
-                    match serde_json::from_slice::<Record>(&state.frames.buf) {
+                    match decode(&state.frames.buf) {
                         Ok(record) => batch.records.push(record),
                         Err(e) if at >= self.undecodable_counted => {
                             // Authentic but not a record this version understands (written by
@@ -487,6 +550,7 @@ impl Spool {
         cursor::store_cursor(&self.dir, cursor, &counters, self.durable())?;
         self.counters = counters;
         self.acked = cursor;
+        self.recent.forget_before(cursor);
         self.collect_garbage()?;
         self.refresh_oldest();
         Ok(())
@@ -588,6 +652,9 @@ impl Spool {
             return Err(e);
         }
         let (id, bytes, records) = (writer.id(), writer.len(), writer.next_index());
+        for (index, json) in (next_index..).zip(pending.plain.drain(..)) {
+            self.recent.push(Cursor { segment: id, index }, json);
+        }
         self.counters.appended += count;
         if let Some(seg) = self.segments.iter_mut().find(|s| s.id == id) {
             seg.bytes = bytes;
@@ -736,6 +803,7 @@ impl Spool {
 
     fn forget(&mut self, id: u64) {
         self.segments.retain(|s| s.id != id);
+        self.recent.forget_segment(id);
         if self.reader.as_ref().is_some_and(|r| r.segment == id) {
             self.reader = None;
         }
@@ -772,8 +840,11 @@ impl Spool {
         Ok(state.frames.skip(skip)? == Step::Record)
     }
 
-    /// The time of record `index` of `seg` (one frame decrypted), if readable.
+    /// The time of record `index` of `seg` (from memory, else one frame decrypted), if readable.
     fn ts_at(&mut self, seg: &SegmentInfo, index: u64) -> Option<Timestamp> {
+        if let Some(json) = self.recent.get(Cursor { segment: seg.id, index }) {
+            return record_ts(json);
+        }
         if !self.position_reader(seg, index).ok()? {
             return None;
         }
@@ -799,6 +870,8 @@ impl Spool {
 struct Pending {
     bytes: Vec<u8>,
     count: u64,
+    /// The JSON sealed into each frame, in order (kept in `recent` once committed).
+    plain: Vec<Vec<u8>>,
     first_ts: Option<Timestamp>,
     last_ts: Option<Timestamp>,
 }

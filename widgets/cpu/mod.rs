@@ -24,6 +24,9 @@ pub static SPEC: WidgetSpec = WidgetSpec {
 pub struct CpuWidget {
     system: Option<System>,
     last: Option<Timestamp>,
+    /// Physical cores, read once: on Linux it is a walk of `/proc/cpuinfo`, the costliest
+    /// file of a cycle, for a number that does not change while the agent runs.
+    physical_cores: Option<Option<usize>>,
 }
 
 impl Widget for CpuWidget {
@@ -46,12 +49,13 @@ impl Widget for CpuWidget {
         };
         let per_core: Vec<f64> = system.cpus().iter().map(|c| round1(f64::from(c.usage()))).collect();
         let load = System::load_average().ok();
+        let count = *self.physical_cores.get_or_insert_with(|| System::physical_core_count().ok());
         let interval_s = self.last.map(|last| round2((now.0 - last.0) as f64 / 1000.0));
         self.last = Some(now);
         let data = json!({
             "percent": round1(f64::from(system.global_cpu_usage())),
             "per_core": per_core,
-            "count": System::physical_core_count().ok(),
+            "count": count,
             "threads": system.cpus().len(),
             "load_avg": load.map(|l| json!([round2(l.one), round2(l.five), round2(l.fifteen)])),
             "interval_s": interval_s,

@@ -1,11 +1,14 @@
 //! `memory`: physical memory and swap, in bytes, with percentages 0..100 (`swap_total`,
-//! `swap_used`, `swap_percent` flat, as Atlas's agent sends them).
+//! `swap_used`, `swap_percent` flat, as Atlas's agent sends them). Linux: `/proc/meminfo`
+//! (parser in `parse.rs`); elsewhere `sysinfo`.
+
+pub mod parse;
 
 use serde_json::json;
-use sysinfo::{MemoryRefreshKind, RefreshKind, System};
 
 use crate::units::percent;
 use crate::{no_options, CollectError, Host, Sample, Timestamp, Widget, WidgetSpec};
+use parse::MemInfo;
 
 /// Registry entry.
 pub static SPEC: WidgetSpec = WidgetSpec {
@@ -18,18 +21,27 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     build: |_| Box::new(MemoryWidget::default()),
 };
 
-/// Holds the `sysinfo` handle between cycles.
+/// Linux: the reused read buffer of `/proc/meminfo`; elsewhere the `sysinfo` handle.
 #[derive(Default)]
 pub struct MemoryWidget {
-    system: Option<System>,
+    #[cfg(target_os = "linux")]
+    buf: String,
+    #[cfg(not(target_os = "linux"))]
+    system: Option<sysinfo::System>,
 }
 
-impl Widget for MemoryWidget {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl MemoryWidget {
+    #[cfg(target_os = "linux")]
+    fn read(&mut self) -> Result<MemInfo, CollectError> {
+        let path = "/proc/meminfo";
+        crate::procfs::read_into(path, &mut self.buf)
+            .map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
+        parse::parse_meminfo(&self.buf).map_err(|error| CollectError::Parse { source: path.to_string(), error })
     }
 
-    fn collect(&mut self, _host: &dyn Host, _now: Timestamp) -> Result<Vec<Sample>, CollectError> {
+    #[cfg(not(target_os = "linux"))]
+    fn read(&mut self) -> Result<MemInfo, CollectError> {
+        use sysinfo::{MemoryRefreshKind, RefreshKind, System};
         let system = match &mut self.system {
             Some(system) => system,
             None => {
@@ -40,20 +52,39 @@ impl Widget for MemoryWidget {
             }
         };
         system.refresh_memory();
-        let total = system.total_memory();
-        let available = system.available_memory();
-        let used = total.saturating_sub(available);
-        let data = json!({
-            "total": total,
-            "available": available,
-            "used": used,
-            "percent": percent(used, total),
-            // Flat, as Atlas's agent sends them and its pages read them.
-            "swap_total": system.total_swap(),
-            "swap_used": system.used_swap(),
-            "swap_percent": percent(system.used_swap(), system.total_swap()),
-        });
-        Ok(vec![Sample::metric("memory", data)])
+        Ok(MemInfo {
+            total: system.total_memory(),
+            available: system.available_memory(),
+            swap_total: system.total_swap(),
+            swap_free: system.free_swap(),
+        })
+    }
+}
+
+/// The widget's data from a reading.
+pub fn memory_json(info: &MemInfo) -> serde_json::Value {
+    let used = info.total.saturating_sub(info.available);
+    let swap_used = info.swap_total.saturating_sub(info.swap_free);
+    json!({
+        "total": info.total,
+        "available": info.available,
+        "used": used,
+        "percent": percent(used, info.total),
+        // Flat, as Atlas's agent sends them and its pages read them.
+        "swap_total": info.swap_total,
+        "swap_used": swap_used,
+        "swap_percent": percent(swap_used, info.swap_total),
+    })
+}
+
+impl Widget for MemoryWidget {
+    fn name(&self) -> &'static str {
+        SPEC.name
+    }
+
+    fn collect(&mut self, _host: &dyn Host, _now: Timestamp) -> Result<Vec<Sample>, CollectError> {
+        let info = self.read()?;
+        Ok(vec![Sample::metric("memory", memory_json(&info))])
     }
 }
 

@@ -13,20 +13,35 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     default_interval_s: None,
     default_jitter_s: 0,
     validate: no_options,
-    build: |_| Box::new(SystemWidget),
+    build: |_| Box::new(SystemWidget::default()),
 };
 
-/// Stateless: both values are read fresh each cycle.
-pub struct SystemWidget;
+/// Seconds the wall clock may move against uptime before the boot time is read again.
+const CLOCK_STEP_S: i64 = 2;
+
+/// Uptime is read each cycle; the boot time is kept until the wall clock moves against uptime
+/// by more than [`CLOCK_STEP_S`] (a clock change), then read again. On Linux it is the
+/// `btime` line of `/proc/stat`, a second read of that file every cycle otherwise.
+#[derive(Default)]
+pub struct SystemWidget {
+    boot: Option<u64>,
+}
 
 impl Widget for SystemWidget {
     fn name(&self) -> &'static str {
         SPEC.name
     }
 
-    fn collect(&mut self, _host: &dyn Host, _now: Timestamp) -> Result<Vec<Sample>, CollectError> {
+    fn collect(&mut self, _host: &dyn Host, now: Timestamp) -> Result<Vec<Sample>, CollectError> {
         let uptime = System::uptime().map_err(|e| CollectError::Other(format!("reading uptime: {e}")))?;
-        let boot = System::boot_time().map_err(|e| CollectError::Other(format!("reading boot time: {e}")))?;
+        let booted_by_clock = now.as_secs().saturating_sub_unsigned(uptime);
+        let boot = match self.boot {
+            Some(boot) if booted_by_clock.abs_diff(boot as i64) <= CLOCK_STEP_S as u64 => boot,
+            _ => {
+                let boot = System::boot_time().map_err(|e| CollectError::Other(format!("reading boot time: {e}")))?;
+                *self.boot.insert(boot)
+            }
+        };
         Ok(vec![Sample::metric("system", json!({ "uptime": uptime, "boot_time": boot }))])
     }
 }
@@ -39,7 +54,13 @@ mod tests {
     #[test]
     fn boot_time_plus_uptime_is_about_now() {
         let now = Timestamp::now();
-        let samples = SystemWidget.collect(&FixtureHost::new(Os::Linux), now).expect("system");
+        let mut widget = SystemWidget::default();
+        let samples = widget.collect(&FixtureHost::new(Os::Linux), now).expect("system");
+        let again = widget.collect(&FixtureHost::new(Os::Linux), now).expect("system");
+        assert_eq!(again[0].data["boot_time"], samples[0].data["boot_time"], "kept while the clock is steady");
+        widget.boot = Some(1);
+        let stepped = widget.collect(&FixtureHost::new(Os::Linux), now).expect("system");
+        assert_eq!(stepped[0].data["boot_time"], samples[0].data["boot_time"], "read again after a clock step");
         let d = &samples[0].data;
         let sum = d["uptime"].as_i64().zip(d["boot_time"].as_i64()).map(|(u, b)| u + b).expect("numbers");
         assert!((sum - now.as_secs()).abs() <= 5, "uptime + boot_time = {sum}, now = {}", now.as_secs());
