@@ -215,7 +215,8 @@ fn route(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Option<Resp
     })
 }
 
-/// Seconds a busy receiver asks the client to wait (`Retry-After` of [`busy`]).
+/// Seconds a busy receiver asks the client to wait (`Retry-After` when every worker, body or
+/// export slot is taken).
 pub const BUSY_RETRY_AFTER_S: u32 = 1;
 /// Seconds asked while the store's database is unavailable: longer than [`BUSY_RETRY_AFTER_S`],
 /// so that a fleet does not hammer a database that is recovering.
