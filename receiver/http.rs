@@ -405,12 +405,14 @@ pub struct Response {
     pub content_type: &'static str,
     /// The body.
     pub body: Vec<u8>,
+    /// `Retry-After` in seconds (503 answers: when the client should try again).
+    pub retry_after: Option<u32>,
 }
 
 impl Response {
     /// A JSON answer.
     pub fn json(status: u16, value: &serde_json::Value) -> Response {
-        Response { status, content_type: "application/json", body: value.to_string().into_bytes() }
+        Response { status, content_type: "application/json", body: value.to_string().into_bytes(), retry_after: None }
     }
 
     /// A JSON object whose fields keep the given order (serde_json's map would sort them).
@@ -425,7 +427,7 @@ impl Response {
             body.push_str(&value.to_string());
         }
         body.push('}');
-        Response { status, content_type: "application/json", body: body.into_bytes() }
+        Response { status, content_type: "application/json", body: body.into_bytes(), retry_after: None }
     }
 
     /// `{"error": message}` with a 4xx/5xx status.
@@ -475,8 +477,9 @@ pub fn write_head(conn: &mut Conn, status: u16, content_type: &str, len: u64, ke
 
 /// Write a whole response (head and body in one buffer: one segment for small answers).
 pub fn write_response(conn: &mut Conn, response: &Response, keep_alive: bool) -> io::Result<()> {
+    let retry_after = response.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
     let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{retry_after}Connection: {}\r\n\r\n",
         response.status,
         reason(response.status),
         response.content_type,

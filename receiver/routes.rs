@@ -215,9 +215,21 @@ fn route(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Option<Resp
     })
 }
 
-/// 503 with `Retry-After` (the agent backs off and resends).
+/// Seconds a busy receiver asks the client to wait (`Retry-After` when every worker, body or
+/// export slot is taken).
+pub const BUSY_RETRY_AFTER_S: u32 = 1;
+/// Seconds asked while the store's database is unavailable: longer than [`BUSY_RETRY_AFTER_S`],
+/// so that a fleet does not hammer a database that is recovering.
+pub const DATABASE_RETRY_AFTER_S: u32 = 5;
+
+/// 503 with `Retry-After: 1` (the agent backs off at least that long and resends).
 fn busy(why: &str) -> Response {
-    Response::error(503, &format!("{why}, retry in a moment"))
+    unavailable(why, BUSY_RETRY_AFTER_S)
+}
+
+/// 503 with `Retry-After: seconds`.
+fn unavailable(why: &str, seconds: u32) -> Response {
+    Response { retry_after: Some(seconds), ..Response::error(503, &format!("{why}, retry in a moment")) }
 }
 
 fn body_length(request: &Request, shared: &Shared) -> Result<usize, Response> {
@@ -260,7 +272,7 @@ fn store_failed(error: &StoreError) -> Response {
         // its records and resends after Retry-After (the receiver reconnects on its own).
         StoreError::Database { .. } => {
             log::error!("storing failed: {error}");
-            busy("the store's database is unavailable")
+            unavailable("the store's database is unavailable", DATABASE_RETRY_AFTER_S)
         }
         _ => {
             log::error!("storing failed: {error}");

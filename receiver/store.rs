@@ -72,8 +72,11 @@
 //! written): another sender used the same seq for other records, and acknowledging it as a
 //! duplicate would make that sender delete records nobody stored. Commit lines written before
 //! the digest existed have none: their digest is computed from their record lines when needed.
-//! The digests of the last [`RECENT_DIGESTS`] batches of each machine are kept in memory; an
-//! older repeat reads its commit line back from the file (rare: a very late resend).
+//! The digests of the last [`RECENT_DIGESTS`] (32) batches of each machine are kept in memory,
+//! so the receiver's memory per machine is bounded (a few KB, whatever the store holds); an
+//! older repeat reads its commit line back from the file (rare: an agent resends only what it
+//! has not had acknowledged, so this is a batch whose answer was lost while 32 later ones of
+//! the same machine were stored; it costs one read of that machine's `records.jsonl`).
 //!
 //! Readers: a batch's records are the `records` (count) lines right before its `batch` line.
 //! Record lines not followed by their commit line (the tail of a store no receiver has reopened
@@ -123,8 +126,10 @@ pub const WIDGET_LOGS_FILE: &str = "widget-logs.jsonl";
 pub const RECORDS_FILE: &str = "records.jsonl";
 /// Lock file inside the store directory (not a machine dir: those never start with `.`).
 pub const LOCK_FILE: &str = ".lock";
-/// Digests of this many most recent batches per machine are kept in memory.
-pub const RECENT_DIGESTS: usize = 4096;
+/// Digests of this many most recent batches per machine are kept in memory (a resend of an
+/// older batch reads its digest back from the file). Small, so that memory per machine stays
+/// a few KB with 10,000 machines or more.
+pub const RECENT_DIGESTS: usize = 32;
 /// Suffix of the temporary file `rekey` writes beside each file it rewrites.
 pub const REKEY_SUFFIX: &str = ".rekey-tmp";
 
@@ -1453,6 +1458,26 @@ mod tests {
         assert!(matches!(store.append_batch(&batch(0, 2), None), Ok(BatchOutcome::Conflict { .. })));
         assert_eq!(store.append_batch(&batch(3, 0), None).ok(), Some(BatchOutcome::Duplicate));
         assert!(matches!(store.append_batch(&batch(3, 1), None), Ok(BatchOutcome::Conflict { .. })));
+    }
+
+    #[test]
+    fn digests_kept_in_memory_per_machine_are_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let count = |store: &FileStore| -> Vec<usize> {
+            lock(&store.machines).values().map(|state| lock(state).recent.len()).collect()
+        };
+        let store = FileStore::open(dir.path(), StoreKeys::plaintext()).expect("open");
+        for seq in 0..200 {
+            assert_eq!(store.append_batch(&batch(seq, 1), None).ok(), Some(BatchOutcome::Stored(1)));
+        }
+        assert_eq!(count(&store), vec![32], "while running: at most 32 digests per machine");
+        drop(store);
+        let store = FileStore::open(dir.path(), StoreKeys::plaintext()).expect("reopen");
+        assert_eq!(count(&store), vec![32], "after recovery: at most 32 digests per machine");
+        // The oldest seq is beyond the window: answered from the file, duplicate and conflict.
+        assert_eq!(store.append_batch(&batch(0, 1), None).ok(), Some(BatchOutcome::Duplicate));
+        assert!(matches!(store.append_batch(&batch(0, 2), None), Ok(BatchOutcome::Conflict { .. })));
+        assert_eq!(count(&store), vec![32]);
     }
 
     #[test]

@@ -149,6 +149,10 @@ fn postgres_store() -> Option<TestStore> {
             // migrate now, as `receive migrate` would, so that a test may read an empty store first.
             if let StoreLocation::Postgres(postgres) = &location {
                 fleet_receiver::postgres::migrate(postgres).unwrap_or_else(|e| panic!("migrating {postgres}: {e}"));
+                // The forwarding tests run against every backend: the outbox is filled only while
+                // forwarding is on (as a receiver started with --forward-otlp turns it on).
+                fleet_receiver::postgres::set_forwarding(postgres, true)
+                    .unwrap_or_else(|e| panic!("turning forwarding on in {postgres}: {e}"));
             }
             Some(TestStore { name: "postgres", location, guard: Guard::Postgres(database) })
         }

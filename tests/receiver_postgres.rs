@@ -161,6 +161,7 @@ fn sealed_rows_match_the_python_vectors() {
 #[test]
 fn two_receivers_racing_one_batch_store_it_once() {
     let Some(db) = TestDb::create("two_receivers_racing_one_batch_store_it_once") else { return };
+    pg::set_forwarding(&db.location, true).expect("forwarding on: each stored batch is queued once");
     let a = Arc::new(PgStore::open(&db.location, keys()).expect("open a"));
     let b = Arc::new(PgStore::open(&db.location, keys()).expect("open b"));
     const SEQS: u64 = 40;
@@ -525,6 +526,7 @@ fn an_outage_is_a_database_error_then_the_store_reconnects() {
 #[test]
 fn forwarders_on_two_receivers_share_the_queue_exactly() {
     let Some(db) = TestDb::create("forwarders_on_two_receivers_share_the_queue_exactly") else { return };
+    pg::set_forwarding(&db.location, true).expect("forwarding on");
     let a = Arc::new(PgStore::open(&db.location, keys()).expect("open a"));
     let b = Arc::new(PgStore::open(&db.location, keys()).expect("open b"));
     for seq in 1..=60 {
@@ -572,6 +574,64 @@ fn forwarders_on_two_receivers_share_the_queue_exactly() {
     assert_eq!(total, all.len(), "nothing forwarded twice");
     assert_eq!(total, 60 * 2 + 1, "every record and commit row, and the report");
     assert_eq!(count(&mut db.client(), "SELECT count(*) FROM forward_queue"), 0);
+}
+
+#[test]
+fn forward_queue_is_filled_only_while_forwarding_is_on() {
+    let Some(db) = TestDb::create("forward_queue_is_filled_only_while_forwarding_is_on") else { return };
+    let queued = |db: &TestDb| count(&mut db.client(), "SELECT count(*) FROM forward_queue");
+    // Receiver A runs without --forward-otlp and nobody forwards: the outbox stays empty.
+    let a = PgStore::open(&db.location, keys()).expect("open a");
+    for seq in 1..=200 {
+        a.append_batch(&batch("mac-a", seq, vec![record("cpu", "", seq as f64)]), None).expect("append");
+    }
+    a.append_report("mac-a", &json!({"n": 1}), false).expect("report");
+    a.append_widget_logs("mac-a", &[json!({"widget": "cpu", "message": "m"})], false).expect("logs");
+    assert_eq!(queued(&db), 0, "no forwarder: nothing queued");
+    assert_eq!(count(&mut db.client(), "SELECT count(*) FROM batches"), 200);
+    // Receiver B starts with --forward-otlp (it turns forwarding on for the database): A's
+    // new rows are queued too, though A was started without the flag and is not restarted.
+    let on = pg::set_forwarding(&db.location, true).expect("forwarding on");
+    assert_eq!(on, pg::ForwardingSet { was_enabled: false, emptied: 0 });
+    let b = PgStore::open(&db.location, keys()).expect("open b");
+    for seq in 201..=210 {
+        a.append_batch(&batch("mac-a", seq, vec![record("cpu", "", seq as f64)]), None).expect("append a");
+        b.append_batch(&batch("mac-b", seq, vec![record("cpu", "", seq as f64)]), None).expect("append b");
+    }
+    a.append_report("mac-a", &json!({"n": 2}), false).expect("report");
+    a.append_widget_logs("mac-a", &[json!({"widget": "cpu", "message": "m"})], false).expect("logs");
+    assert_eq!(queued(&db), 22, "both receivers' new batches, the report and the log");
+    let mut forwarded = 0;
+    let n = a
+        .forward_pending(1000, &mut |units| {
+            forwarded += units.iter().map(|u| u.rows.len()).sum::<usize>();
+            Ok(())
+        })
+        .expect("forward");
+    assert_eq!((n, forwarded), (22 * 2 - 2, 22 * 2 - 2), "each batch's record and commit row, the v1 rows");
+    for seq in 211..=215 {
+        a.append_batch(&batch("mac-a", seq, vec![record("cpu", "", seq as f64)]), None).expect("append");
+    }
+    assert_eq!(queued(&db), 5);
+    // Off: the queue is emptied and stays empty.
+    let off = pg::set_forwarding(&db.location, false).expect("forwarding off");
+    assert_eq!(off, pg::ForwardingSet { was_enabled: true, emptied: 5 });
+    for seq in 216..=230 {
+        b.append_batch(&batch("mac-b", seq, vec![record("cpu", "", seq as f64)]), None).expect("append");
+    }
+    assert_eq!(queued(&db), 0, "off: emptied, nothing queued");
+    assert_eq!(a.forward_pending(10, &mut |_| Ok(())).expect("forward"), 0);
+    // Off while inserts run on another thread: no entry survives the switch.
+    pg::set_forwarding(&db.location, true).expect("forwarding on again");
+    let writer = std::thread::spawn(move || {
+        for seq in 1000..1300 {
+            b.append_batch(&batch("mac-b", seq, vec![record("cpu", "", seq as f64)]), None).expect("append");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    pg::set_forwarding(&db.location, false).expect("forwarding off during inserts");
+    writer.join().expect("writer");
+    assert_eq!(queued(&db), 0, "no entry queued after forwarding was turned off");
 }
 
 #[test]
@@ -645,6 +705,16 @@ fn receiver(
     store: &PostgresLocation,
     fleet_key: &str,
 ) -> Result<(crate::support::Proc, String), String> {
+    receiver_with(dir, store, fleet_key, &[])
+}
+
+/// [`receiver`] with more arguments.
+fn receiver_with(
+    dir: &std::path::Path,
+    store: &PostgresLocation,
+    fleet_key: &str,
+    extra: &[&str],
+) -> Result<(crate::support::Proc, String), String> {
     use crate::support::{agent, s, write_secret, TEST_STORE_KEY_B64};
     use std::io::BufRead;
     let password = store.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
@@ -653,7 +723,8 @@ fn receiver(
         .args(["--store-password-file", s(&write_secret(dir, "db-password", &password))])
         .args(["--api-key-file", s(&write_secret(dir, "api-key", "test-api-key"))])
         .args(["--store-key-file", s(&write_secret(dir, "store.key", TEST_STORE_KEY_B64))])
-        .args(["--encryption-key-file", s(&write_secret(dir, "fleet.key", fleet_key))]);
+        .args(["--encryption-key-file", s(&write_secret(dir, "fleet.key", fleet_key))])
+        .args(extra);
     let mut child =
         cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("receiver spawns");
     let stdout = child.stdout.take().expect("stdout");
@@ -794,4 +865,50 @@ fn rekey_from_plaintext_seals_a_plaintext_store() {
     let reader = PgStore::open_reader(&db.location, StoreKeys::new(&[key(0x60)])).expect("reader");
     reader.check_keys().expect("keys");
     assert_eq!(reader.read_records("m").expect("read")[0]["record"]["message"], "MARKER-plain");
+}
+
+#[test]
+fn a_receiver_with_forward_otlp_turns_queueing_on_for_every_receiver_and_migrate_turns_it_off() {
+    use crate::receiver::{post, sealed_batch};
+    use crate::support::{agent, s, write_secret};
+    let Some(db) =
+        TestDb::create("a_receiver_with_forward_otlp_turns_queueing_on_for_every_receiver_and_migrate_turns_it_off")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = Key32::from_bytes([7u8; 32]);
+    let fleet_b64 = fleet.to_base64().to_string();
+    let queued = || count(&mut db.client(), "SELECT count(*) FROM forward_queue");
+    let (_a, url_a) = receiver(dir.path(), &db.location, &fleet_b64).expect("receiver a starts");
+    for seq in 1..=5 {
+        assert_eq!(post(&url_a, "/api/v2/batches", &sealed_batch(&fleet, "mac-01", seq, 2)).status, 200);
+    }
+    assert_eq!(queued(), 0, "nobody forwards: nothing queued");
+    // b forwards to a collector that is down (nothing listens on port 1): its forwarder keeps
+    // failing, so what is queued stays queued.
+    let (_b, _url_b) = receiver_with(dir.path(), &db.location, &fleet_b64, &["--forward-otlp", "http://127.0.0.1:1"])
+        .expect("receiver b starts");
+    for seq in 6..=8 {
+        assert_eq!(post(&url_a, "/api/v2/batches", &sealed_batch(&fleet, "mac-01", seq, 2)).status, 200);
+    }
+    assert_eq!(queued(), 3, "a (without --forward-otlp) queues its new batches once b turned forwarding on");
+    let password = db.location.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+    let output = agent()
+        .args(["receive", "migrate", "--store", &db.location.to_string(), "--forwarding", "off"])
+        .args(["--store-password-file", s(&write_secret(dir.path(), "db-password", &password))])
+        .output()
+        .expect("migrate runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("forwarding off (was on): 3 queued entries removed"), "{stdout}");
+    assert_eq!(queued(), 0, "emptied");
+    assert_eq!(post(&url_a, "/api/v2/batches", &sealed_batch(&fleet, "mac-01", 9, 2)).status, 200);
+    assert_eq!(queued(), 0, "off: nothing queued");
+    let bad = agent()
+        .args(["receive", "migrate", "--store", &db.location.to_string(), "--forwarding", "maybe"])
+        .args(["--store-password-file", s(&write_secret(dir.path(), "db-password", &password))])
+        .output()
+        .expect("migrate runs");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("neither `on` nor `off`"));
 }

@@ -631,3 +631,173 @@ fn a_postgres_store_is_a_clear_error_without_the_feature_and_for_rekey() {
     let err = support::stderr(&out);
     assert!(err.contains("--store-password-file") && !err.contains("secret@"), "{err}");
 }
+
+#[test]
+fn file_store_old_seqs_beyond_the_digest_window_are_still_exactly_once() {
+    // The running receiver keeps only the last RECENT_DIGESTS digests per machine: a resend of
+    // an older seq reads its digest back from the (sealed) commit line, before and after a restart.
+    let window = store::RECENT_DIGESTS as u64;
+    assert!(window <= 64, "memory per machine stays small: {window} digests");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = start(dir.path(), vec![key(0)]);
+    for seq in 1..=window * 3 {
+        let answer = post(&rx.url(), "/api/v2/batches", &sealed_batch(&key(0), "mac-old", seq, 2));
+        assert_eq!(answer.status, 200, "{seq}: {}", answer.body);
+    }
+    let before = snapshot(dir.path());
+    let check = |url: &str| {
+        for seq in [1, 2, window] {
+            let resent = post(url, "/api/v2/batches", &sealed_batch(&key(0), "mac-old", seq, 2));
+            assert_eq!((resent.status, resent.body.as_str()), (200, r#"{"status":"ok","duplicate":true}"#), "{seq}");
+            let other = post(url, "/api/v2/batches", &sealed_batch(&key(0), "mac-old", seq, 3));
+            assert_eq!(other.status, 409, "{seq}: other records under an old seq: {}", other.body);
+        }
+    };
+    check(&rx.url());
+    rx.shutdown();
+    assert_eq!(snapshot(dir.path()), before, "nothing written by the resends");
+    let rx = start(dir.path(), vec![key(0)]);
+    check(&rx.url());
+    rx.shutdown();
+    assert_eq!(snapshot(dir.path()), before, "nothing written after the restart either");
+    let seqs: Vec<u64> = dir_reader(dir.path(), StoreKeys::new(&[store_key()]))
+        .read_records("mac-old")
+        .expect("read")
+        .iter()
+        .filter(|row| row["kind"] == "batch")
+        .filter_map(|row| row["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, (1..=window * 3).collect::<Vec<_>>(), "each batch stored once");
+}
+
+/// A file store whose `append_batch` can be made to fail as a database outage does, or to
+/// block until released (to hold the receiver's only worker).
+struct Flaky {
+    inner: Box<dyn fleet_receiver::Storage>,
+    outage: std::sync::atomic::AtomicBool,
+    /// While set, `append_batch` reports `entered` and waits for `release`.
+    hold: std::sync::Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+}
+
+impl StorageRead for Flaky {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn keys(&self) -> &StoreKeys {
+        self.inner.keys()
+    }
+    fn machine_ids(&self) -> Result<Vec<String>, fleet_receiver::StoreError> {
+        self.inner.machine_ids()
+    }
+    fn visit(
+        &self,
+        machine_id: &str,
+        stream: Stream,
+        visit: &mut dyn FnMut(serde_json::Map<String, Value>) -> bool,
+        problem: &mut dyn FnMut(fleet_receiver::storage::RowProblem),
+    ) -> Result<fleet_receiver::storage::ReadStats, fleet_receiver::StoreError> {
+        self.inner.visit(machine_id, stream, visit, problem)
+    }
+    fn machine_bytes(&self, machine_id: &str) -> Result<u64, fleet_receiver::StoreError> {
+        self.inner.machine_bytes(machine_id)
+    }
+    fn check_keys(&self) -> Result<(), fleet_receiver::StoreError> {
+        self.inner.check_keys()
+    }
+    fn forward_pending(
+        &self,
+        max_rows: usize,
+        push: &mut dyn FnMut(&[fleet_receiver::storage::Committed]) -> Result<(), String>,
+    ) -> Result<usize, fleet_receiver::StoreError> {
+        self.inner.forward_pending(max_rows, push)
+    }
+}
+
+impl fleet_receiver::Storage for Flaky {
+    fn append_report(&self, machine_id: &str, report: &Value, e2ee: bool) -> Result<(), fleet_receiver::StoreError> {
+        self.inner.append_report(machine_id, report, e2ee)
+    }
+    fn append_widget_logs(
+        &self,
+        machine_id: &str,
+        logs: &[Value],
+        e2ee: bool,
+    ) -> Result<usize, fleet_receiver::StoreError> {
+        self.inner.append_widget_logs(machine_id, logs, e2ee)
+    }
+    fn append_batch(
+        &self,
+        batch: &BatchBody,
+        kid: Option<&str>,
+    ) -> Result<fleet_receiver::storage::BatchOutcome, fleet_receiver::StoreError> {
+        if self.outage.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(fleet_receiver::StoreError::Database {
+                what: "storing a batch in postgres://fleet@db/fleet".into(),
+                detail: "connection refused".into(),
+            });
+        }
+        if let Some((entered, release)) = self.hold.lock().expect("hold").take() {
+            entered.send(()).expect("entered");
+            let _ = release.recv_timeout(Duration::from_secs(30));
+        }
+        self.inner.append_batch(batch, kid)
+    }
+}
+
+/// One raw HTTP/1.1 POST of a v2 batch; the whole answer as text (head and body).
+fn raw_post(url: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(address).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let head = format!(
+        "POST /api/v2/batches HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        crate::receiver::API_KEY,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).expect("head");
+    conn.write_all(body).expect("body");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
+#[test]
+fn a_503_for_a_database_outage_or_a_busy_receiver_carries_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner =
+        open_storage(&StoreLocation::Dir(dir.path().to_path_buf()), StoreKeys::new(&[store_key()])).expect("store");
+    let flaky = std::sync::Arc::new(Flaky {
+        inner,
+        outage: std::sync::atomic::AtomicBool::new(true),
+        hold: std::sync::Mutex::new(None),
+    });
+    let mut config = crate::receiver::config(dir.path(), vec![key(0)]);
+    config.store = StoreSource::Open(flaky.clone());
+    config.workers = 1;
+    let rx = fleet_receiver::Receiver::start_with_limits(config, crate::receiver::fast_limits()).expect("start");
+    // The database is down: 503 with Retry-After, nothing stored.
+    let answer = raw_post(&rx.url(), &sealed_batch(&key(0), "mac-503", 1, 2));
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("\r\nRetry-After: 5\r\n"), "a database outage asks for 5 s: {answer}");
+    assert!(answer.contains("database is unavailable"), "{answer}");
+    // It is back: the resend is stored.
+    flaky.outage.store(false, std::sync::atomic::Ordering::SeqCst);
+    let answer = raw_post(&rx.url(), &sealed_batch(&key(0), "mac-503", 1, 2));
+    assert!(answer.starts_with("HTTP/1.1 200 ") && !answer.contains("Retry-After"), "{answer}");
+    // The only worker is held by a slow store: the next request waits, then 503 with Retry-After.
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    *flaky.hold.lock().expect("hold") = Some((entered_tx, release_rx));
+    let url = rx.url();
+    let slow = std::thread::spawn(move || raw_post(&url, &sealed_batch(&key(0), "mac-503", 2, 2)));
+    entered_rx.recv_timeout(Duration::from_secs(10)).expect("the first request holds the worker");
+    let answer = raw_post(&rx.url(), &sealed_batch(&key(0), "mac-503", 3, 2));
+    release_tx.send(()).expect("release");
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("\r\nRetry-After: 1\r\n"), "busy asks for 1 s: {answer}");
+    assert!(answer.contains("every worker is busy"), "{answer}");
+    assert!(slow.join().expect("slow").starts_with("HTTP/1.1 200 "));
+    rx.shutdown();
+}

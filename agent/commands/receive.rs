@@ -31,6 +31,7 @@ Usage: fleet-agent receive [--listen ADDR] [--store DIR_OR_URL] [--store-passwor
        fleet-agent receive show --store DIR_OR_URL MACHINE [--widget W] [--since T] [--limit N] [--json]
        fleet-agent receive verify --store DIR_OR_URL [--store-key-file FILE]...
        fleet-agent receive migrate --store postgres://USER@HOST[:PORT]/DBNAME [--store-password-file FILE]
+                                   [--forwarding on|off]
        fleet-agent receive rekey --store DIR [--old-key-file FILE]... --new-key-file FILE [--from-plaintext]
                                  (or env FLEET_STORE_KEY for the old keys, FLEET_NEW_STORE_KEY for the new)
 
@@ -75,7 +76,8 @@ works on a directory store only):
   verify   authenticate every row: good, bad, torn per machine; exit 1 if any row is bad
   rekey    rewrite the store under a new store key, crash-safely (a receiver must not be running)
   migrate  bring a PostgreSQL store's schema to this version (idempotent; receivers also do it
-           at start); prints `schema version N (was M)`
+           at start); prints `schema version N (was M)`; --forwarding off stops queueing rows for
+           OTLP forwarding and empties the queue (a receiver with --forward-otlp turns it on)
 
 SIGTERM/SIGINT stop the receiver (exit 0).
 ",
@@ -307,6 +309,17 @@ fn run(mut args: Args) -> u8 {
         }
     };
     let store = config.store.describe();
+    // PostgreSQL queues rows for forwarding only while forwarding is on for the database
+    // (docs/receiver-store-postgres.md, "Forwarding"): turn it on before accepting requests.
+    #[cfg(feature = "postgres")]
+    if let (Some(_), StoreSource::Location { location: fleet_receiver::StoreLocation::Postgres(postgres), .. }) =
+        (&options.forward, &config.store)
+    {
+        if let Err(e) = fleet_receiver::postgres::set_forwarding(postgres, true) {
+            print_error(&e);
+            return EXIT_RUNTIME;
+        }
+    }
     let receiver = match Receiver::start(config) {
         Ok(receiver) => receiver,
         Err(e) => {

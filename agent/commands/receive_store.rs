@@ -126,6 +126,12 @@ fn show(mut args: Args) -> Result<u8, Failure> {
 /// (docs/receiver-store-postgres.md, "Migrations"), safe beside running receivers.
 fn migrate(mut args: Args) -> Result<u8, Failure> {
     let location = store_location(&mut args)?;
+    let forwarding = match args.value("--forwarding")?.as_deref() {
+        None => None,
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        Some(other) => return Err(UsageError(format!("--forwarding: `{other}` is neither `on` nor `off`")).into()),
+    };
     args.finish()?;
     let StoreLocation::Postgres(postgres) = location else {
         return Err(UsageError(
@@ -139,10 +145,20 @@ fn migrate(mut args: Args) -> Result<u8, Failure> {
     {
         let migrated = fleet_receiver::postgres::migrate(&postgres)?;
         println!("schema version {} (was {}) in {postgres}", migrated.to, migrated.from);
+        if let Some(enabled) = forwarding {
+            let set = fleet_receiver::postgres::set_forwarding(&postgres, enabled)?;
+            let was = if set.was_enabled { "on" } else { "off" };
+            if enabled {
+                println!("forwarding on (was {was})");
+            } else {
+                println!("forwarding off (was {was}): {} queued entries removed", set.emptied);
+            }
+        }
         Ok(EXIT_OK)
     }
     #[cfg(not(feature = "postgres"))]
     {
+        let _ = forwarding;
         Err(fleet_receiver::StoreError::Unsupported {
             store: postgres.to_string(),
             why: "this fleet-agent was built without PostgreSQL support: build it with the cargo feature `postgres` \

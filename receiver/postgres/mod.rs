@@ -19,7 +19,8 @@
 //! - **Outages** are [`StoreError::Database`] (the receiver answers 503; the agent keeps its
 //!   records and retries); a broken connection is dropped and the next request reconnects.
 //! - **Forwarding** (`--forward-otlp`): an outbox, `forward_queue`, filled in the same
-//!   statement as the rows; [`StorageRead::forward_pending`] takes its oldest entries with
+//!   statement as the rows while forwarding is on for the database ([`set_forwarding`]; off,
+//!   nothing is queued, so the outbox is bounded when nobody forwards); [`StorageRead::forward_pending`] takes its oldest entries with
 //!   `FOR UPDATE SKIP LOCKED` (receivers share the work), hands the rows to `push` and
 //!   deletes the entries in the same transaction when `push` succeeded.
 //! - **Re-keying** ([`rekey`]) re-seals rows in place, chunk by chunk, beside running receivers.
@@ -77,6 +78,48 @@ pub fn migrate(location: &PostgresLocation) -> Result<schema::Migrated, StoreErr
     let describe = location.to_string();
     let mut conn = pool.get().map_err(|e| pool_error(&describe, "connecting to", e))?;
     schema::migrate(conn.client()).map_err(|e| schema_error(&describe, e))
+}
+
+/// What [`set_forwarding`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardingSet {
+    /// Whether forwarding was on before.
+    pub was_enabled: bool,
+    /// `forward_queue` entries removed (turning it off empties the queue; 0 when turning on).
+    pub emptied: u64,
+}
+
+/// Turn OTLP forwarding on or off for the database of `location` (migrating its schema
+/// first): while it is on, every insert also queues its rows in `forward_queue` in the same
+/// statement, whichever receiver makes it; while it is off nothing is queued, so the outbox
+/// stays empty (docs/receiver-store-postgres.md, "Forwarding"). A receiver started with
+/// `--forward-otlp` turns it on before it accepts requests; `receive migrate --forwarding
+/// off` turns it off and empties the queue.
+///
+/// Turning it off takes `forward_queue` in ACCESS EXCLUSIVE mode first: inserts in flight
+/// (which hold it in ROW EXCLUSIVE mode until they commit) finish before the queue is
+/// emptied, and inserts that start meanwhile wait, then see forwarding off; so no entry
+/// survives the switch.
+pub fn set_forwarding(location: &PostgresLocation, enabled: bool) -> Result<ForwardingSet, StoreError> {
+    let describe = location.to_string();
+    let mut client = connect(location)?;
+    schema::migrate(&mut client).map_err(|e| schema_error(&describe, e))?;
+    let what = if enabled { "turning forwarding on in" } else { "turning forwarding off in" };
+    let failed = |e: postgres::Error| database(&describe, what, error_text(&e));
+    let mut tx = client.transaction().map_err(failed)?;
+    let mut emptied = 0;
+    if !enabled {
+        tx.batch_execute("LOCK TABLE forward_queue IN ACCESS EXCLUSIVE MODE").map_err(failed)?;
+        let queued: i64 = tx.query_one("SELECT count(*) FROM forward_queue", &[]).map_err(failed)?.get(0);
+        emptied = u64::try_from(queued).unwrap_or(0);
+    }
+    let was_enabled: bool = tx.query_one("SELECT enabled FROM forwarding FOR UPDATE", &[]).map_err(failed)?.get(0);
+    tx.execute("UPDATE forwarding SET enabled = $1, changed_at = now()", &[&enabled]).map_err(failed)?;
+    if !enabled {
+        tx.batch_execute("TRUNCATE forward_queue").map_err(failed)?;
+    }
+    tx.commit().map_err(failed)?;
+    Ok(ForwardingSet { was_enabled, emptied })
 }
 
 /// The driver, for tools and tests that need raw SQL beside a store (creating scratch
@@ -202,7 +245,7 @@ WITH b AS (
     FROM b CROSS JOIN unnest($9::integer[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::bytea[])
         AS u (idx, widget, record_kind, store_kid, nonce, payload)
 ), q AS (
-    INSERT INTO forward_queue (batch_id) SELECT id FROM b
+    INSERT INTO forward_queue (batch_id) SELECT id FROM b WHERE EXISTS (SELECT 1 FROM forwarding WHERE enabled)
 )
 SELECT id FROM b";
 
@@ -895,7 +938,8 @@ impl PgStore {
                     AS u (id, received_at, widget, store_kid, nonce, payload)
                 RETURNING id
              )
-             INSERT INTO forward_queue ({queue}) SELECT id FROM rows",
+             INSERT INTO forward_queue ({queue})
+                 SELECT id FROM rows WHERE EXISTS (SELECT 1 FROM forwarding WHERE enabled)",
             table = table.name(),
             queue = if table == Table::WidgetLogs { "widget_log_id" } else { "report_id" },
         );

@@ -26,10 +26,11 @@ pub struct Migration {
 }
 
 /// Every migration, in order. The last one's `version` is [`LATEST`].
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "batches, records, reports, widget_logs, forward_queue, store_keys",
-    sql: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "batches, records, reports, widget_logs, forward_queue, store_keys",
+        sql: r#"
 CREATE TABLE IF NOT EXISTS batches (
     id          bigserial PRIMARY KEY,
     machine_id  text      NOT NULL,
@@ -83,10 +84,26 @@ CREATE TABLE IF NOT EXISTS store_keys (
     first_used  timestamptz NOT NULL DEFAULT now()
 );
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "forwarding: forward_queue is filled only while forwarding is on",
+        // One row: whether inserts add their rows to forward_queue. Off until a receiver
+        // started with --forward-otlp turns it on (`set_forwarding`); entries queued before
+        // this migration stay until forwarded or until forwarding is turned off.
+        sql: r#"
+CREATE TABLE IF NOT EXISTS forwarding (
+    singleton   boolean   PRIMARY KEY DEFAULT true CONSTRAINT forwarding_one_row CHECK (singleton),
+    enabled     boolean   NOT NULL,
+    changed_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO forwarding (singleton, enabled) VALUES (true, false) ON CONFLICT (singleton) DO NOTHING;
+"#,
+    },
+];
 
 /// The schema version this build writes and reads.
-pub const LATEST: i32 = 1;
+pub const LATEST: i32 = 2;
 
 const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS fleet_schema_version (
     version    integer     PRIMARY KEY,
