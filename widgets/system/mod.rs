@@ -20,7 +20,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
 const CLOCK_STEP_S: i64 = 2;
 
 /// Uptime is read each cycle; the boot time is kept until the wall clock moves against uptime
-/// by more than [`CLOCK_STEP_S`] (a clock change), then read again. On Linux it is the
+/// by more than 2 s (a clock change), then read again. On Linux it is the
 /// `btime` line of `/proc/stat`, a second read of that file every cycle otherwise.
 #[derive(Default)]
 pub struct SystemWidget {
