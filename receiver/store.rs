@@ -958,22 +958,41 @@ impl FileReader {
     ) -> Result<ReadStats, StoreError> {
         let path = self.path(machine_id, file);
         let mut stats = ReadStats::default();
-        let scanned =
-            scan_lines(&path, |line, number, _| match open_line(&self.keys, file, number, line, machine_id) {
-                Ok(row) => {
-                    stats.good += 1;
-                    visit(row)
-                }
-                Err(e) => {
-                    stats.bad += 1;
-                    problem(RowProblem { location: row_location(&path, number), problem: e });
-                    true
-                }
-            })?;
+        let scanned = scan_lines(&path, |line, number, _| {
+            match self.open_counted(file, machine_id, (&path, number), line, &mut stats, problem) {
+                Some(row) => visit(row),
+                None => true,
+            }
+        })?;
         if scanned.total > scanned.complete {
             stats.torn += 1;
         }
         Ok(stats)
+    }
+
+    /// Open one stored line of `file`, counting it in `stats` as good or bad; a bad one is
+    /// reported to `problem` with its location (`at`: the file and line number).
+    fn open_counted(
+        &self,
+        file: &str,
+        machine_id: &str,
+        at: (&Path, u64),
+        line: &[u8],
+        stats: &mut ReadStats,
+        problem: &mut dyn FnMut(RowProblem),
+    ) -> Option<Map<String, Value>> {
+        let (path, number) = at;
+        match open_line(&self.keys, file, number, line, machine_id) {
+            Ok(row) => {
+                stats.good += 1;
+                Some(row)
+            }
+            Err(e) => {
+                stats.bad += 1;
+                problem(RowProblem { location: row_location(path, number), problem: e });
+                None
+            }
+        }
     }
 
     /// Visit the committed rows of a machine's `records.jsonl` in order: each batch's `record`
@@ -991,18 +1010,8 @@ impl FileReader {
         let mut pending: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut stats = ReadStats::default();
         let mut go_on = true;
-        let mut open = |line: &[u8], number: u64, stats: &mut ReadStats| -> Option<Map<String, Value>> {
-            match open_line(&self.keys, RECORDS_FILE, number, line, machine_id) {
-                Ok(row) => {
-                    stats.good += 1;
-                    Some(row)
-                }
-                Err(e) => {
-                    stats.bad += 1;
-                    problem(RowProblem { location: row_location(&path, number), problem: e });
-                    None
-                }
-            }
+        let mut open = |line: &[u8], number: u64, stats: &mut ReadStats| {
+            self.open_counted(RECORDS_FILE, machine_id, (&path, number), line, stats, problem)
         };
         let scanned = scan_lines(&path, |line, number, _| {
             let Some(count) = commit_count(line) else {

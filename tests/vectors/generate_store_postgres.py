@@ -18,24 +18,10 @@ import os
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-CLEAR_FIELDS = ["received_at", "machine_id", "kind", "seq", "index", "records", "widget", "record_kind"]
-KEY = bytes(range(0x40, 0x60))
-
-
-def compact(value):
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-
-
-def store_kid(key):
-    return hashlib.sha256(b"fleet-agent store key id v1" + key).digest()[:8].hex()
-
-
-def aad(table, row_id, clear):
-    out = b"fleet-agent store row v1\x00" + table.encode() + b"\x00" + str(row_id).encode() + b"\x00"
-    for name in CLEAR_FIELDS:
-        if name in clear:
-            out += name.encode() + b"=" + compact(clear[name]).encode() + b"\n"
-    return out
+# The row objects, key id and AAD construction are the file store's: one statement of them, in
+# the file store's generator beside this one (the table name stands for the file name, the row's
+# id for the line number).
+from generate_store import CLEAR_FIELDS, KEY, aad, compact, store_kid
 
 
 def signed64(n):
