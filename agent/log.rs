@@ -5,9 +5,9 @@
 //!   (`<3>` error, `<4>` warn, `<6>` info, `<7>` debug and trace), so `journalctl -p warning`
 //!   finds warnings. Elsewhere lines start with an RFC 3339 UTC time.
 //! - Our own targets (`fleet_agent`, `fleet_widgets`, `fleet_receiver`, `fleet_wire`) follow
-//!   the configured level; every other target (ureq, rustls, …) has its own level, `warn` unless `FLEET_LOG_DEPENDENCIES` says
-//!   otherwise, and never more than `debug`: ureq's `trace` output hex-dumps request heads,
-//!   `X-API-Key` included.
+//!   the configured level; every other target (fleet_http, rustls, …) has its own level, `warn` unless `FLEET_LOG_DEPENDENCIES` says
+//!   otherwise, and never more than `debug`: a dependency's `trace` output could dump request
+//!   bytes, `X-API-Key` included.
 //!
 //! What each level prints is listed in the README ("Logging"); keys, API keys and payloads are
 //! never passed to the logger (`tests/sender.rs` greps a `trace` log for them).
@@ -22,7 +22,7 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 pub const ENV_DEPENDENCY_LEVEL: &str = "FLEET_LOG_DEPENDENCIES";
 /// The dependency level when [`ENV_DEPENDENCY_LEVEL`] is not set.
 pub const DEFAULT_DEPENDENCY_LEVEL: LevelFilter = LevelFilter::Warn;
-/// The most a dependency may log: ureq's `trace` dumps request bytes, API key included.
+/// The most a dependency may log: a dependency's `trace` could dump request bytes, API key included.
 pub const MAX_DEPENDENCY_LEVEL: LevelFilter = LevelFilter::Debug;
 
 /// The level of our own targets (a `LevelFilter` as usize; changed by SIGHUP).

@@ -169,15 +169,18 @@ fn exports(bin: &Path, store: &Path, key: &Key32, store_key: &Key32, megabytes: 
                 let url = url.clone();
                 scope.spawn(move || -> Result<u64, String> {
                     let format = if i % 2 == 0 { "json" } else { "csv" };
-                    let agent: ureq::Agent =
-                        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(3600))).build().into();
+                    let agent = bench_client(Duration::from_secs(3600));
+                    let target = format!("{url}/api/fleet/widget-logs?format={format}");
                     let mut response = agent
-                        .get(format!("{url}/api/fleet/widget-logs?format={format}"))
-                        .header("Authorization", "Bearer bench-read-token")
-                        .call()
+                        .send(fleet_http::Request {
+                            method: "GET",
+                            url: &target,
+                            headers: &[("Authorization", "Bearer bench-read-token")],
+                            body: fleet_http::Body::Empty,
+                            resendable: true,
+                        })
                         .map_err(|e| format!("export: {e}"))?;
-                    let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
-                    std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| format!("reading the export: {e}"))
+                    std::io::copy(&mut response, &mut std::io::sink()).map_err(|e| format!("reading the export: {e}"))
                 })
             })
             .collect();
@@ -336,20 +339,21 @@ fn post_all(url: &str, bodies: Vec<Vec<u8>>) -> Result<(), String> {
             .into_iter()
             .map(|share| {
                 scope.spawn(move || -> Result<(), String> {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(30)))
-                        .build()
-                        .into();
+                    let agent = bench_client(Duration::from_secs(30));
+                    let target = format!("{url}/api/v2/batches");
                     for body in share {
-                        let mut response = agent
-                            .post(format!("{url}/api/v2/batches"))
-                            .header("X-API-Key", API_KEY)
-                            .header("Content-Type", "application/json")
-                            .send(&body[..])
+                        let response = agent
+                            .send(fleet_http::Request {
+                                method: "POST",
+                                url: &target,
+                                headers: &[("X-API-Key", API_KEY), ("Content-Type", "application/json")],
+                                body: fleet_http::Body::Bytes(&body[..]),
+                                resendable: true,
+                            })
                             .map_err(|e| format!("POST failed: {e}"))?;
-                        let status = response.status().as_u16();
-                        let text = response.body_mut().read_to_string().map_err(|e| e.to_string())?;
+                        let status = response.status();
+                        let text = response.read_to_vec(1 << 20).map_err(|e| e.to_string())?;
+                        let text = String::from_utf8_lossy(&text);
                         if status != 200 || !text.contains("\"stored\":100") {
                             return Err(format!("unexpected answer {status}: {text}"));
                         }
@@ -370,4 +374,16 @@ pub fn vm_rss(pid: u32) -> Result<u64, String> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| "no VmRSS in /proc status".to_string())
+}
+
+/// A plain-HTTP client for the bench's loopback requests (one kept-alive connection).
+fn bench_client(timeout: Duration) -> fleet_http::Client {
+    fleet_http::Client::new(fleet_http::Config {
+        connect_timeout: timeout,
+        timeout,
+        tls: None,
+        user_agent: "fleet-bench".into(),
+        proxy: None,
+        max_idle: Duration::from_secs(30),
+    })
 }

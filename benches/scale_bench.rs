@@ -813,12 +813,14 @@ fn drive(options: &Options, urls: &[String], workload: &Workload) -> Result<Outc
             .map(|(client, batches)| {
                 let expected = expected.as_str();
                 scope.spawn(move || -> Result<Outcome, String> {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(60)))
-                        .max_idle_connections_per_host(1)
-                        .build()
-                        .into();
+                    let agent = fleet_http::Client::new(fleet_http::Config {
+                        connect_timeout: Duration::from_secs(60),
+                        timeout: Duration::from_secs(60),
+                        tls: None,
+                        user_agent: "fleet-bench".into(),
+                        proxy: None,
+                        max_idle: Duration::from_secs(30),
+                    });
                     let mut outcome = Outcome { latencies_us: Vec::with_capacity(batches.len()), ..Outcome::default() };
                     // Paced clients start spread over one interval, not all at once.
                     let mut due = per_thread_interval
@@ -836,15 +838,21 @@ fn drive(options: &Options, urls: &[String], workload: &Workload) -> Result<Outc
                             return Ok(outcome);
                         }
                         let url = &urls[(client + i) % urls.len()];
-                        let answer = agent
-                            .post(format!("{url}/api/v2/batches"))
-                            .header("X-API-Key", API_KEY)
-                            .header("Content-Type", "application/json")
-                            .send(&body[..]);
+                        let target = format!("{url}/api/v2/batches");
+                        let answer = agent.send(fleet_http::Request {
+                            method: "POST",
+                            url: &target,
+                            headers: &[("X-API-Key", API_KEY), ("Content-Type", "application/json")],
+                            body: fleet_http::Body::Bytes(&body[..]),
+                            resendable: true,
+                        });
                         match answer {
-                            Ok(mut response) => {
-                                let status = response.status().as_u16();
-                                let text = response.body_mut().read_to_string().unwrap_or_default();
+                            Ok(response) => {
+                                let status = response.status();
+                                let text = response
+                                    .read_to_vec(1 << 20)
+                                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                                    .unwrap_or_default();
                                 if status == 200 && text.contains(expected) {
                                     outcome.ok += 1;
                                     outcome.latencies_us.push(sent.elapsed().as_micros() as u64);

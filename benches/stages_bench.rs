@@ -7,8 +7,9 @@
 //! `send_interval`, so a round carries several cycles there; here each carries one.
 //!
 //! CPU is the calling thread's run time from `/proc/thread-self/schedstat` (nanoseconds), so
-//! each figure is that stage alone; helper threads a stage starts (ureq's resolver thread for a
-//! host name) are not in it, but are in the whole-process figures of `footprint_run`. Each
+//! each figure is that stage alone; helper threads a stage starts would not be in it (the HTTP
+//! client starts none: it resolves names on the calling thread), but are in the whole-process
+//! figures of `footprint_run`. Each
 //! stage runs once to warm up, then `iterations` times; the figure is the mean.
 
 use std::path::Path;

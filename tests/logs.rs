@@ -57,7 +57,7 @@ fn assert_no_secret(log: &str, what: &str, dependency_floor: &str) {
     }
     for line in log.lines() {
         let target = line.split_whitespace().nth(2).unwrap_or("");
-        let ours = !(target.starts_with("ureq") || target.starts_with("rustls") || target.starts_with("webpki"));
+        let ours = !(target.starts_with("fleet_http") || target.starts_with("rustls") || target.starts_with("webpki"));
         let level = line.split_whitespace().nth(1).unwrap_or("");
         let allowed: &[&str] =
             if dependency_floor == "DEBUG" { &["ERROR", "WARN", "INFO", "DEBUG"] } else { &["ERROR", "WARN"] };
@@ -85,7 +85,7 @@ fn a_trace_log_holds_no_key_and_no_payload() {
 
     // Atlas over plain http to loopback, without a transport key: the bodies are plaintext on
     // the wire, and still not in the log, even with the dependencies asked for `trace` (they
-    // get `debug` at most: ureq's `trace` dumps the request head).
+    // get `debug` at most).
     let store = dir.path().join("store-atlas");
     let (_receiver, url) = start_receiver(&store, "127.0.0.1:0", "test-api-key", &[]);
     let atlas_dir = dir.path().join("atlas");
@@ -93,7 +93,7 @@ fn a_trace_log_holds_no_key_and_no_payload() {
     let config = agent_config(&atlas_dir, "c.json", &url, None, "atlas", "");
     let log = trace_run(&config, &store, &atlas_dir.join("agent.log"), Some("trace"));
     assert_no_secret(&log, "atlas, unsealed", "DEBUG");
-    assert!(log.contains("DEBUG ureq"), "the dependencies did log at debug:\n{log}");
+    assert!(log.contains("DEBUG fleet_http"), "the dependencies did log at debug:\n{log}");
 }
 
 #[test]

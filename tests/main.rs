@@ -11,6 +11,7 @@ mod envelope;
 mod exactly_once;
 mod fault;
 mod fuzz;
+mod http_client;
 mod logs;
 mod otlp;
 mod otlp_forward;

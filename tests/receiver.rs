@@ -65,12 +65,21 @@ pub(crate) fn start(store: &Path, keys: Vec<Key32>) -> Receiver {
     Receiver::start_with_limits(config(store, keys), fast_limits()).expect("receiver starts")
 }
 
-pub(crate) fn client() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
+/// A plain-HTTP client (20 s per request).
+pub(crate) fn client() -> fleet_http::Client {
+    client_with_tls(None)
+}
+
+/// A client trusting what `tls` trusts (20 s per request).
+pub(crate) fn client_with_tls(tls: Option<std::sync::Arc<fleet_http::rustls::ClientConfig>>) -> fleet_http::Client {
+    fleet_http::Client::new(fleet_http::Config {
+        connect_timeout: Duration::from_secs(20),
+        timeout: Duration::from_secs(20),
+        tls,
+        user_agent: "fleet-tests".into(),
+        proxy: None,
+        max_idle: Duration::from_secs(30),
+    })
 }
 
 pub(crate) struct Answer {
@@ -84,15 +93,18 @@ impl Answer {
     }
 }
 
-pub(crate) fn post_with(agent: &ureq::Agent, url: &str, path: &str, api_key: Option<&str>, body: &[u8]) -> Answer {
-    let mut request = agent.post(format!("{url}{path}")).header("Content-Type", "application/json");
+pub(crate) fn post_with(
+    agent: &fleet_http::Client,
+    url: &str,
+    path: &str,
+    api_key: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    let mut headers = vec![("Content-Type", "application/json")];
     if let Some(k) = api_key {
-        request = request.header("X-API-Key", k);
+        headers.push(("X-API-Key", k));
     }
-    let mut response = request.send(body).expect("request completes");
-    let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().expect("body");
-    Answer { status, body }
+    answer(agent, "POST", &format!("{url}{path}"), &headers, fleet_http::Body::Bytes(body))
 }
 
 pub(crate) fn post(url: &str, path: &str, body: &[u8]) -> Answer {
@@ -100,16 +112,14 @@ pub(crate) fn post(url: &str, path: &str, body: &[u8]) -> Answer {
 }
 
 pub(crate) fn get(url: &str, path: &str, api_key: Option<&str>) -> Answer {
-    let mut request = client().get(format!("{url}{path}"));
-    if let Some(k) = api_key {
-        request = request.header("X-API-Key", k);
-    }
-    answer(request)
+    let headers: Vec<(&str, &str)> = api_key.map(|k| ("X-API-Key", k)).into_iter().collect();
+    answer(&client(), "GET", &format!("{url}{path}"), &headers, fleet_http::Body::Empty)
 }
 
 /// GET with `Authorization: Bearer TOKEN`.
 pub(crate) fn get_bearer(url: &str, path: &str, token: &str) -> Answer {
-    answer(client().get(format!("{url}{path}")).header("Authorization", format!("Bearer {token}")))
+    let bearer = format!("Bearer {token}");
+    answer(&client(), "GET", &format!("{url}{path}"), &[("Authorization", &bearer)], fleet_http::Body::Empty)
 }
 
 /// A read with the read token.
@@ -117,11 +127,19 @@ pub(crate) fn read(url: &str, path: &str) -> Answer {
     get_bearer(url, path, READ_TOKEN)
 }
 
-pub(crate) fn answer(request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> Answer {
-    let mut response = request.call().expect("request completes");
-    let status = response.status().as_u16();
-    let body = response.body_mut().with_config().limit(50 * 1024 * 1024).read_to_string().expect("body");
-    Answer { status, body }
+/// Send one request (never resent) and read the whole answer (at most 50 MiB).
+pub(crate) fn answer(
+    agent: &fleet_http::Client,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: fleet_http::Body<'_>,
+) -> Answer {
+    let request = fleet_http::Request { method, url, headers, body, resendable: false };
+    let response = agent.send(request).expect("request completes");
+    let status = response.status();
+    let body = response.read_to_vec(50 * 1024 * 1024).expect("body");
+    Answer { status, body: String::from_utf8_lossy(&body).into_owned() }
 }
 
 pub(crate) fn report_json(machine_id: &str) -> Vec<u8> {
@@ -498,11 +516,17 @@ fn oversized_body_is_413_without_being_read() {
     }
     // And a real client sending a real oversized body gets the 413 too.
     let big = vec![b' '; 10 * 1024 * 1024 + 1];
-    let answer = client()
-        .post(format!("{}/api/fleet/report", rx.url()))
-        .header("X-API-Key", API_KEY)
-        .send(&big[..])
-        .map(|r| r.status().as_u16());
+    let report = format!("{}/api/fleet/report", rx.url());
+    let agent = client();
+    let answer = agent
+        .send(fleet_http::Request {
+            method: "POST",
+            url: &report,
+            headers: &[("X-API-Key", API_KEY)],
+            body: fleet_http::Body::Bytes(&big[..]),
+            resendable: false,
+        })
+        .map(|r| r.status());
     // The receiver closes after its answer; the client may see the 413 or a reset while writing.
     assert!(matches!(answer, Ok(413) | Err(_)), "{answer:?}");
     let upload =
@@ -571,13 +595,19 @@ fn speedtest_endpoints_stream_and_count() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rx = start(dir.path(), vec![key(0)]);
     let down = |path: &str, api_key: Option<&str>| {
-        let mut request = client().get(format!("{}{path}", rx.url()));
-        if let Some(k) = api_key {
-            request = request.header("X-API-Key", k);
-        }
-        let mut response = request.call().expect("download");
-        let status = response.status().as_u16();
-        (status, response.body_mut().with_config().limit(2_000_000).read_to_vec().expect("body").len())
+        let headers: Vec<(&str, &str)> = api_key.map(|k| ("X-API-Key", k)).into_iter().collect();
+        let url = format!("{}{path}", rx.url());
+        let agent = client();
+        let request = fleet_http::Request {
+            method: "GET",
+            url: &url,
+            headers: &headers,
+            body: fleet_http::Body::Empty,
+            resendable: false,
+        };
+        let response = agent.send(request).expect("download");
+        let status = response.status();
+        (status, response.read_to_vec(2_000_000).expect("body").len())
     };
     for path in ["/speedtest/down?bytes=1000000", "/__down?bytes=1000000"] {
         assert_eq!(down(path, Some(API_KEY)), (200, 1_000_000), "{path}");
@@ -587,12 +617,18 @@ fn speedtest_endpoints_stream_and_count() {
     // The speedtest widget cannot send headers: the key may be in the path.
     assert_eq!(down(&format!("/speedtest/key/{API_KEY}/__down?bytes=1000"), None), (200, 1000));
     assert_eq!(down("/speedtest/key/wrong/__down?bytes=1000", None).0, 401);
-    let capped = client()
-        .get(format!("{}/__down?bytes=99999999999999", rx.url()))
-        .header("X-API-Key", API_KEY)
-        .call()
+    let capped_url = format!("{}/__down?bytes=99999999999999", rx.url());
+    let agent = client();
+    let capped = agent
+        .send(fleet_http::Request {
+            method: "GET",
+            url: &capped_url,
+            headers: &[("X-API-Key", API_KEY)],
+            body: fleet_http::Body::Empty,
+            resendable: false,
+        })
         .expect("download");
-    assert_eq!(capped.headers().get("content-length").and_then(|v| v.to_str().ok()), Some("1073741824"));
+    assert_eq!(capped.header("content-length"), Some("1073741824"));
     drop(capped);
     assert_eq!(get(&rx.url(), "/__down?bytes=-1", Some(API_KEY)).status, 400);
     for path in ["/speedtest/up", "/__up", &format!("/speedtest/key/{API_KEY}/__up")] {
@@ -791,13 +827,30 @@ fn https_with_a_self_signed_certificate() {
     let rx = Receiver::start_with_limits(config, fast_limits()).expect("start");
     assert!(rx.url().starts_with("https://127.0.0.1:"), "{}", rx.url());
 
-    let root = ureq::tls::Certificate::from_der(certified.cert.der()).to_owned();
-    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(&[root])).build();
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls).build().into();
+    let mut roots = fleet_http::rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("a usable root");
+    let tls = fleet_http::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        fleet_http::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let agent = client_with_tls(Some(std::sync::Arc::new(tls)));
     let answer = post_with(&agent, &rx.url(), "/api/v2/batches", Some(API_KEY), &sealed_batch(&key(0), "tls", 1, 2));
     assert_eq!((answer.status, answer.json()), (200, json!({"status": "ok", "stored": 2})));
     // A client that does not trust the certificate cannot talk to it.
-    assert!(client().get(format!("{}/api/health", rx.url())).call().is_err());
+    let provider = std::sync::Arc::new(fleet_http::rustls::crypto::ring::default_provider());
+    let mozilla = fleet_http::mozilla_roots_config(provider).expect("config");
+    let health = format!("{}/api/health", rx.url());
+    let request = fleet_http::Request {
+        method: "GET",
+        url: &health,
+        headers: &[],
+        body: fleet_http::Body::Empty,
+        resendable: false,
+    };
+    assert!(client_with_tls(Some(std::sync::Arc::new(mozilla))).send(request).is_err());
     rx.shutdown();
     assert_eq!(stored_seqs(&dir.path().join("store"), "tls"), [1]);
 }
@@ -858,12 +911,17 @@ fn kill_9_while_storing_loses_no_acked_batch_and_stores_none_twice() {
         let agent = client();
         for seq in 0..BATCHES {
             let body = sealed_batch(&key(0), "crash", seq, 5);
-            let Ok(mut response) =
-                agent.post(format!("{url}/api/v2/batches")).header("X-API-Key", API_KEY).send(&body[..])
-            else {
+            let target = format!("{url}/api/v2/batches");
+            let Ok(response) = agent.send(fleet_http::Request {
+                method: "POST",
+                url: &target,
+                headers: &[("X-API-Key", API_KEY)],
+                body: fleet_http::Body::Bytes(&body[..]),
+                resendable: false,
+            }) else {
                 return;
             };
-            if response.status().as_u16() == 200 && response.body_mut().read_to_string().is_ok() {
+            if response.status() == 200 && response.read_to_vec(1 << 20).is_ok() {
                 let _ = acks_tx.send(seq);
             }
         }

@@ -304,14 +304,25 @@ fn sixteen_concurrent_exports_of_a_large_store_stay_in_bounded_memory() {
                 let url = url.clone();
                 scope.spawn(move || {
                     let format = if i % 2 == 0 { "json" } else { "csv" };
-                    let agent: ureq::Agent =
-                        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(600))).build().into();
-                    let mut response = agent
-                        .get(format!("{url}/api/fleet/widget-logs?format={format}"))
-                        .header("Authorization", format!("Bearer {READ_TOKEN}"))
-                        .call()
+                    let agent = fleet_http::Client::new(fleet_http::Config {
+                        connect_timeout: Duration::from_secs(600),
+                        timeout: Duration::from_secs(600),
+                        tls: None,
+                        user_agent: "fleet-tests".into(),
+                        proxy: None,
+                        max_idle: Duration::ZERO,
+                    });
+                    let target = format!("{url}/api/fleet/widget-logs?format={format}");
+                    let bearer = format!("Bearer {READ_TOKEN}");
+                    let mut reader = agent
+                        .send(fleet_http::Request {
+                            method: "GET",
+                            url: &target,
+                            headers: &[("Authorization", &bearer)],
+                            body: fleet_http::Body::Empty,
+                            resendable: false,
+                        })
                         .expect("export");
-                    let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
                     let mut buf = vec![0u8; 64 * 1024];
                     let (mut bytes, mut newlines) = (0u64, 0u64);
                     let mut tail = Vec::new();

@@ -1,4 +1,5 @@
-//! The HTTP client the sender posts with: `ureq` 3 over rustls (ring), one request per call.
+//! The HTTP client the sender posts with: `fleet-http` (the workspace's own small HTTP/1.1
+//! client, docs/http-client.md) over rustls (ring), with the agent's trust modes.
 //!
 //! - Trust ([`tls`]): Mozilla's roots (webpki); with `ca_file`, those plus every certificate in
 //!   the PEM file (a private CA); with `server_cert_sha256`, exactly the pinned certificates (a
@@ -6,39 +7,42 @@
 //!   is warned about at every start by the caller. A failed handshake becomes
 //!   [`HttpError::Tls`]: a sentence with the fix, which the sender treats as a configuration
 //!   problem (an error and a slow retry), not as a network blip.
-//! - Cheap per request: a server given as an IP literal is used as is (no resolver thread);
-//!   buffers are [`BUFFER_BYTES`], allocated once per connection; one idle connection is kept
-//!   for reuse when the server allows it (HTTP/1.1 keep-alive; the Atlas server closes every
-//!   connection, so there each request connects anew).
+//! - Cheap per request: a server given as an IP literal is used as is (no resolver, a name is
+//!   resolved on the calling thread); the buffer is 16 KiB, allocated once per connection; one
+//!   idle connection is kept for reuse when the server allows it (HTTP/1.1 keep-alive, probed
+//!   before reuse; the Atlas server closes every connection, so there each request connects
+//!   anew).
 //! - Every request: `Content-Type: application/json`, an explicit `Content-Length` (the body
 //!   is a byte slice, never chunked), `X-API-Key` when configured, never `Authorization`
 //!   (except the one header the receiver's OTLP forwarder may be given, [`HttpClient::with_header`]).
+//! - Every request may be sent twice (docs/http-client.md, "Retry"): a v2 batch keeps its seq
+//!   and records (the server answers `duplicate`), an Atlas report, command ack or command poll
+//!   is sent again by the sender after any transport error anyway, and an OTLP push is
+//!   at-least-once (docs/otlp-forwarding.md). So the client may resend one on a fresh
+//!   connection when a reused one fails before any byte of the answer.
 //! - Redirects are not followed (a 3xx is reported back as a status), so a hostile or
 //!   misconfigured server cannot send the agent, or its API key, to another host.
-//! - Bounded: connect and whole-request timeouts; at most [`MAX_RESPONSE_BYTES`] of a response
-//!   body is read.
+//! - Bounded: connect timeout and one whole-request deadline on every read and write; an
+//!   answer whose body is longer than [`MAX_RESPONSE_BYTES`], truncated or malformed is a
+//!   transport error (no half-read answer is acted on).
 
 pub mod tls;
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
-use ureq::config::Config as UreqConfig;
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, NextTimeout, TcpConnector};
 
 use fleet_wire::keys::SecretString;
-use tls::{TlsConnector, TlsFailure, Trust};
+use tls::{TlsConnector, Trust};
 
 /// Most bytes of a response body that are read (enough for any JSON answer).
 pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
-/// Size of each of a connection's input and output buffers (ureq's default is 128 KiB, zero
-/// filled, twice per connection). Requests stream through it; a response head must fit.
-pub const BUFFER_BYTES: usize = 16 * 1024;
+/// Size of a connection's buffer (`fleet-http`'s, allocated once per connection): a response
+/// head must fit; requests are written from it in one write when they fit too.
+pub const BUFFER_BYTES: usize = fleet_http::head::MAX_HEAD;
 /// How long an idle connection is kept for reuse (it is probed before use, and dropped when the
 /// server has closed it).
 pub const MAX_IDLE: Duration = Duration::from_secs(30);
@@ -108,7 +112,8 @@ pub struct HttpSettings<'a> {
 
 /// A configured client for one server.
 pub struct HttpClient {
-    agent: ureq::Agent,
+    client: fleet_http::Client,
+    tls: TlsConnector,
     base_url: String,
     api_key: Option<SecretString>,
     header: Option<(String, SecretString)>,
@@ -117,13 +122,9 @@ pub struct HttpClient {
 fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpError> {
     let ca_error = |problem: String| HttpError::CaFile { path: path.display().to_string(), problem };
     let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item.map_err(|e| ca_error(format!("bad PEM: {e}")))? {
-            ureq::tls::PemItem::Certificate(cert) => certs.push(CertificateDer::from(cert.der().to_vec())),
-            _ => continue,
-        }
-    }
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ca_error(format!("bad PEM: {e}")))?;
     if certs.is_empty() {
         return Err(ca_error("holds no CERTIFICATE block".to_string()));
     }
@@ -147,23 +148,15 @@ impl HttpClient {
             path: settings.ca_file.map_or_else(|| "(none)".into(), |p| p.display().to_string()),
             problem,
         })?;
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_connect(Some(settings.connect_timeout))
-            .timeout_global(Some(settings.request_timeout))
-            .input_buffer_size(BUFFER_BYTES)
-            .output_buffer_size(BUFFER_BYTES)
-            .max_response_header_size(BUFFER_BYTES)
-            .max_idle_connections(1)
-            .max_idle_connections_per_host(1)
-            .max_idle_age(MAX_IDLE)
-            .user_agent(concat!("fleet-agent/", env!("CARGO_PKG_VERSION")))
-            .build();
-        // ureq's default chain minus SOCKS (not built in) and its own TLS (ours instead).
-        let connector = ().chain(ConnectProxyConnector::default()).chain(TcpConnector::default()).chain(tls);
-        let agent = ureq::Agent::with_parts(config, connector, LiteralFirstResolver::default());
-        Ok(HttpClient { agent, base_url: base_url.trim_end_matches('/').to_string(), api_key, header: None })
+        let client = fleet_http::Client::new(fleet_http::Config {
+            connect_timeout: settings.connect_timeout,
+            timeout: settings.request_timeout,
+            tls: Some(tls.config()),
+            user_agent: concat!("fleet-agent/", env!("CARGO_PKG_VERSION")).to_string(),
+            proxy: fleet_http::Proxy::from_env(),
+            max_idle: MAX_IDLE,
+        });
+        Ok(HttpClient { client, tls, base_url: base_url.trim_end_matches('/').to_string(), api_key, header: None })
     }
 
     /// Send `name: value` with every request (an OTLP collector's `Authorization`); the value
@@ -180,94 +173,64 @@ impl HttpClient {
 
     /// POST `body` (JSON) to `path` (e.g. `/api/v2/batches`).
     pub fn post_json(&self, path: &str, body: &[u8]) -> Result<HttpResponse, HttpError> {
-        let url = format!("{}{path}", self.base_url);
-        let mut request = self.agent.post(&url).header("Content-Type", "application/json");
-        if let Some(key) = &self.api_key {
-            request = request.header("X-API-Key", key.expose());
-        }
-        if let Some((name, value)) = &self.header {
-            request = request.header(name.as_str(), value.expose());
-        }
-        let response = request.send(body).map_err(|e| classify_error(&e, &self.base_url))?;
-        Ok(read_response(response))
+        self.send("POST", path, Some(body))
     }
 
     /// GET `path` (the Atlas command poll), with `X-API-Key` when configured.
     pub fn get(&self, path: &str) -> Result<HttpResponse, HttpError> {
+        self.send("GET", path, None)
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<HttpResponse, HttpError> {
         let url = format!("{}{path}", self.base_url);
-        let mut request = self.agent.get(&url);
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(3);
+        if method == "POST" {
+            headers.push(("Content-Type", "application/json"));
+        }
         if let Some(key) = &self.api_key {
-            request = request.header("X-API-Key", key.expose());
+            headers.push(("X-API-Key", key.expose()));
         }
-        let response = request.call().map_err(|e| classify_error(&e, &self.base_url))?;
-        Ok(read_response(response))
-    }
-}
-
-/// Status, `Retry-After`, `Location` and at most [`MAX_RESPONSE_BYTES`] of the body.
-fn read_response(mut response: ureq::http::Response<ureq::Body>) -> HttpResponse {
-    let status = response.status().as_u16();
-    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let retry_after = header("retry-after").and_then(|v| parse_retry_after(&v));
-    let location = header("location");
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_RESPONSE_BYTES)
-        .read_to_vec()
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-        .unwrap_or_default();
-    HttpResponse { status, retry_after, body, location }
-}
-
-/// A ureq error as the sender sees it: a TLS failure that needs an admin, or a transport error.
-fn classify_error(error: &ureq::Error, base_url: &str) -> HttpError {
-    match error {
-        // Not HTTP at all: typically a TLS server behind an http:// URL.
-        ureq::Error::Protocol(e) if base_url.starts_with("http://") => HttpError::Tls(format!(
-            "the server did not answer in HTTP ({e}): if it serves HTTPS, use an https:// server_url; otherwise \
-             check the port"
-        )),
-        ureq::Error::Other(inner) => match inner.downcast_ref::<TlsFailure>() {
-            Some(failure) if failure.needs_admin() => HttpError::Tls(failure.to_string()),
-            Some(failure) => HttpError::Transport(failure.to_string()),
-            None => HttpError::Transport(error.to_string()),
-        },
-        ureq::Error::Timeout(what) => HttpError::Transport(format!("timed out ({what})")),
-        ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            HttpError::Transport("connection refused (is the server running, and is the port right?)".into())
-        }
-        other => HttpError::Transport(other.to_string()),
-    }
-}
-
-/// The host of `uri` as an address when it is an IP literal (`127.0.0.1`, `[::1]`).
-fn ip_literal(uri: &Uri) -> Option<SocketAddr> {
-    let host = uri.host()?;
-    let ip: IpAddr = host.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
-    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Uses an IP literal as is; only names go to ureq's resolver (which starts a thread per
-/// lookup to honour the timeout).
-#[derive(Debug, Default)]
-struct LiteralFirstResolver(DefaultResolver);
-
-impl Resolver for LiteralFirstResolver {
-    fn resolve(
-        &self,
-        uri: &Uri,
-        config: &UreqConfig,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        match ip_literal(uri) {
-            Some(addr) if config.proxy().is_none() => {
-                let mut addrs = self.empty();
-                addrs.push(addr);
-                Ok(addrs)
+        if let Some((name, value)) = &self.header {
+            if method == "POST" {
+                headers.push((name.as_str(), value.expose()));
             }
-            _ => self.0.resolve(uri, config, timeout),
+        }
+        self.tls.forget_presented();
+        // Every request of the agent may be sent twice (module doc).
+        let body = body.map_or(fleet_http::Body::Empty, fleet_http::Body::Bytes);
+        let request = fleet_http::Request { method, url: &url, headers: &headers, body, resendable: true };
+        let fail = |e: fleet_http::Error| self.classify_error(e);
+        let response = self.client.send(request).map_err(fail)?;
+        let status = response.status();
+        let retry_after = response.header("retry-after").and_then(parse_retry_after);
+        let location = response.header("location").map(str::to_string);
+        let body = response.read_to_vec(MAX_RESPONSE_BYTES).map_err(fail)?;
+        Ok(HttpResponse { status, retry_after, body: String::from_utf8_lossy(&body).into_owned(), location })
+    }
+
+    /// A client error as the sender sees it: a TLS failure that needs an admin, or a transport
+    /// error.
+    fn classify_error(&self, error: fleet_http::Error) -> HttpError {
+        match error {
+            // Not HTTP at all: typically a TLS server behind an http:// URL.
+            fleet_http::Error::Head(fleet_http::head::HeadError::Malformed(e))
+                if self.base_url.starts_with("http://") =>
+            {
+                HttpError::Tls(format!(
+                    "the server did not answer in HTTP ({e}): if it serves HTTPS, use an https:// server_url; \
+                     otherwise check the port"
+                ))
+            }
+            fleet_http::Error::Tls(e) => {
+                let host = fleet_http::url::Url::parse(&self.base_url).map(|u| u.host).unwrap_or_default();
+                let failure = self.tls.failure(&host, e);
+                if failure.needs_admin() {
+                    HttpError::Tls(failure.to_string())
+                } else {
+                    HttpError::Transport(failure.to_string())
+                }
+            }
+            other => HttpError::Transport(other.to_string()),
         }
     }
 }
@@ -402,23 +365,11 @@ mod tests {
 
     #[test]
     fn ip_literals_need_no_resolver() {
-        let uri = |text: &str| text.parse::<Uri>().expect("uri");
-        assert_eq!(ip_literal(&uri("http://127.0.0.1:8768/x")), Some("127.0.0.1:8768".parse().expect("addr")));
-        assert_eq!(ip_literal(&uri("https://[::1]/x")), Some("[::1]:443".parse().expect("addr")));
-        assert_eq!(ip_literal(&uri("http://10.1.2.3/x")), Some("10.1.2.3:80".parse().expect("addr")));
-        assert_eq!(ip_literal(&uri("https://fleet.example.com/x")), None);
-        let resolver = LiteralFirstResolver::default();
-        let config = UreqConfig::default();
-        let timeout = NextTimeout {
-            after: ureq::unversioned::transport::time::Duration::Exact(Duration::from_secs(1)),
-            reason: ureq::Timeout::Resolve,
-            ..NextTimeout::default()
-        };
-        let addrs = resolver
-            .resolve(&uri("http://127.0.0.1:9/x"), &config, timeout)
-            .map_err(|e| e.to_string())
-            .expect("resolves");
-        assert_eq!(addrs.as_ref(), &["127.0.0.1:9".parse::<SocketAddr>().expect("addr")]);
+        let literal = |text: &str| fleet_http::url::Url::parse(text).expect("url").ip_literal();
+        assert_eq!(literal("http://127.0.0.1:8768/x"), Some("127.0.0.1:8768".parse().expect("addr")));
+        assert_eq!(literal("https://[::1]/x"), Some("[::1]:443".parse().expect("addr")));
+        assert_eq!(literal("http://10.1.2.3/x"), Some("10.1.2.3:80".parse().expect("addr")));
+        assert_eq!(literal("https://fleet.example.com/x"), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ureq::{Agent, SendBody};
+use fleet_http::{Body, Client, Request, Response};
 
 use super::parse::SpeedResult;
 
@@ -71,20 +71,47 @@ impl std::fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
-fn agent(timeout: Duration, connections: usize) -> Agent {
-    let config = Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(true)
-        .max_idle_connections_per_host(connections + 2)
-        .build();
-    Agent::new_with_config(config)
+/// A client for one thread (it keeps one connection open between requests): Mozilla's roots,
+/// `timeout` for each whole request.
+fn client(tls: &Arc<fleet_http::rustls::ClientConfig>, timeout: Duration) -> Client {
+    Client::new(fleet_http::Config {
+        connect_timeout: timeout,
+        timeout,
+        tls: Some(Arc::clone(tls)),
+        user_agent: concat!("fleet-agent/", env!("CARGO_PKG_VERSION")).to_string(),
+        proxy: fleet_http::Proxy::from_env(),
+        max_idle: Duration::from_secs(30),
+    })
+}
+
+/// The TLS configuration of every speedtest client (Mozilla's roots).
+fn tls_config() -> Result<Arc<fleet_http::rustls::ClientConfig>, HttpError> {
+    let provider = Arc::new(fleet_http::rustls::crypto::ring::default_provider());
+    fleet_http::mozilla_roots_config(provider)
+        .map(Arc::new)
+        .map_err(|e| HttpError::Request { action: "configuring TLS", message: e.to_string() })
+}
+
+/// Send `request`; an answer other than 2xx is an error.
+fn send<'c>(client: &'c Client, request: Request<'_, '_>) -> Result<Response<'c>, String> {
+    let response = client.send(request).map_err(|e| e.to_string())?;
+    match response.status() {
+        200..=299 => Ok(response),
+        status => Err(format!("HTTP {status}")),
+    }
+}
+
+/// `GET {url}` (safe to send twice).
+fn get(url: &str) -> Request<'_, 'static> {
+    Request { method: "GET", url, headers: &[], body: Body::Empty, resendable: true }
 }
 
 /// `GET {url}/__down?bytes=0`, fully read; its duration.
-fn small_request(agent: &Agent, url: &str) -> Result<Duration, ureq::Error> {
+fn small_request(client: &Client, url: &str) -> Result<Duration, String> {
     let start = Instant::now();
-    let mut response = agent.get(format!("{url}/__down?bytes=0")).call()?;
-    io::copy(&mut response.body_mut().as_reader(), &mut io::sink())?;
+    let target = format!("{url}/__down?bytes=0");
+    let mut response = send(client, get(&target))?;
+    io::copy(&mut response, &mut io::sink()).map_err(|e| e.to_string())?;
     Ok(start.elapsed())
 }
 
@@ -105,19 +132,20 @@ fn median(values: &mut [f64]) -> Option<f64> {
 pub fn run(plan: &HttpPlan) -> Result<SpeedResult, HttpError> {
     let started = Instant::now();
     let url = plan.url.trim_end_matches('/').to_string();
-    let probe_agent = agent(plan.request_timeout, 1);
-    let fail = |action| move |e: ureq::Error| HttpError::Request { action, message: e.to_string() };
+    let tls = tls_config()?;
+    let probe = client(&tls, plan.request_timeout);
+    let fail = |action| move |message: String| HttpError::Request { action, message };
 
-    small_request(&probe_agent, &url).map_err(fail("connecting for idle latency"))?;
+    small_request(&probe, &url).map_err(fail("connecting for idle latency"))?;
     let idle: Vec<f64> = (0..IDLE_PROBES)
-        .map(|_| small_request(&probe_agent, &url).map(ms))
+        .map(|_| small_request(&probe, &url).map(ms))
         .collect::<Result<_, _>>()
         .map_err(fail("measuring idle latency"))?;
 
     let down_budget = plan.max_bytes / 3 * 2;
     let up_budget = plan.max_bytes - down_budget;
-    let (down, mut loaded) = transfer(plan, &url, Direction::Down, down_budget, Some(&probe_agent))?;
-    let (up, _) = transfer(plan, &url, Direction::Up, up_budget, None)?;
+    let (down, mut loaded) = transfer(plan, &tls, &url, Direction::Down, down_budget, Some(&probe))?;
+    let (up, _) = transfer(plan, &tls, &url, Direction::Up, up_budget, None)?;
 
     let mut idle_sorted = idle.clone();
     Ok(SpeedResult {
@@ -224,34 +252,36 @@ impl Read for CountingBody<'_> {
     }
 }
 
-fn worker(agent: &Agent, url: &str, direction: Direction, shared: &Shared, pattern: &[u8]) {
+fn worker(client: &Client, url: &str, direction: Direction, shared: &Shared, pattern: &[u8]) {
     let mut buf = vec![0u8; 64 * 1024];
     while let Some(size) = shared.claim() {
         let result: Result<(), String> = match direction {
             Direction::Down => (|| {
-                let mut response = agent.get(format!("{url}/__down?bytes={size}")).call().map_err(|e| e.to_string())?;
-                let mut body = response.body_mut().as_reader();
+                let target = format!("{url}/__down?bytes={size}");
+                let mut response = send(client, get(&target))?;
                 loop {
                     if shared.stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
-                    match body.read(&mut buf) {
+                    match response.read_body(&mut buf) {
                         Ok(0) => return Ok(()),
                         Ok(n) => shared.count(n),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e.to_string()),
                     }
                 }
             })(),
             Direction::Up => (|| {
                 let mut body = CountingBody { remaining: size, pattern, offset: 0, shared };
-                let mut response = agent
-                    .post(format!("{url}/__up"))
-                    .header("content-length", size.to_string())
-                    .header("content-type", "application/octet-stream")
-                    .send(SendBody::from_reader(&mut body))
-                    .map_err(|e| e.to_string())?;
-                io::copy(&mut response.body_mut().as_reader(), &mut io::sink()).map(|_| ()).map_err(|e| e.to_string())
+                let target = format!("{url}/__up");
+                let request = Request {
+                    method: "POST",
+                    url: &target,
+                    headers: &[("Content-Type", "application/octet-stream")],
+                    body: Body::Reader { len: size, reader: &mut body },
+                    resendable: false,
+                };
+                let mut response = send(client, request)?;
+                io::copy(&mut response, &mut io::sink()).map(|_| ()).map_err(|e| e.to_string())
             })(),
         };
         if let Err(message) = result {
@@ -267,10 +297,11 @@ fn worker(agent: &Agent, url: &str, direction: Direction, shared: &Shared, patte
 /// measures loaded latency meanwhile. Returns the phase and the loaded-latency samples (ms).
 fn transfer(
     plan: &HttpPlan,
+    tls: &Arc<fleet_http::rustls::ClientConfig>,
     url: &str,
     direction: Direction,
     budget: u64,
-    probe: Option<&Agent>,
+    probe: Option<&Client>,
 ) -> Result<(Phase, Vec<f64>), HttpError> {
     let connections = plan.connections.max(1);
     let chunk = (budget / (connections as u64 * 4)).clamp(64 * 1024, 25_000_000);
@@ -288,16 +319,15 @@ fn transfer(
         pattern.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 131 % 251) as u8);
     }
     let pattern = Arc::new(pattern);
-    let transfer_agent = agent(plan.phase_limit, connections);
     let start = Instant::now();
     let deadline = start + plan.phase_limit;
     let mut handles = Vec::with_capacity(connections);
     for i in 0..connections {
-        let (agent, url, mine, pattern) =
-            (transfer_agent.clone(), url.to_string(), Arc::clone(&shared), Arc::clone(&pattern));
+        let (client, url, mine, pattern) =
+            (client(tls, plan.phase_limit), url.to_string(), Arc::clone(&shared), Arc::clone(&pattern));
         let handle = thread::Builder::new()
             .name(format!("speedtest-{i}"))
-            .spawn(move || worker(&agent, &url, direction, &mine, &pattern))
+            .spawn(move || worker(&client, &url, direction, &mine, &pattern))
             .map_err(|e| HttpError::Thread(e.to_string()));
         match handle {
             Ok(h) => handles.push(h),
@@ -324,8 +354,8 @@ fn transfer(
             warm = Some((now, moved));
         }
         match (warm, probe) {
-            (Some(_), Some(agent)) => {
-                if let Ok(d) = small_request(agent, url) {
+            (Some(_), Some(probe)) => {
+                if let Ok(d) = small_request(probe, url) {
                     if !all_done(&handles) {
                         loaded.push(ms(d));
                     }

@@ -1,5 +1,5 @@
-//! TLS for the sender's client: our own rustls configuration plugged into ureq as a connector,
-//! so that the agent can
+//! TLS for the sender's client: our own rustls configuration, handed to the HTTP client
+//! (`fleet-http`, which runs the handshake), so that the agent can
 //!
 //! - trust Mozilla's roots, those plus a private CA (`ca_file`), or exactly the certificates
 //!   whose SHA-256 fingerprints are pinned (`server_cert_sha256`, for a self-signed server:
@@ -8,23 +8,16 @@
 //! - remember the fingerprint of the certificate a server presented, and turn a handshake
 //!   failure into a [`TlsFailure`]: a sentence saying what is wrong and how to fix it, with
 //!   that fingerprint where pinning is the fix.
-//!
-//! The transport below mirrors ureq's own rustls transport (ureq 3.5, `unversioned` API: the
-//! version is pinned in `Cargo.lock`), with buffers sized by the agent's config.
 
 use std::fmt;
-use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, StreamOwned};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
 use sha2::{Digest, Sha256};
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport, TransportAdapter,
-};
 
 /// Which server certificates are accepted.
 pub enum Trust {
@@ -138,7 +131,7 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
-/// A ureq connector that wraps the TCP transport in TLS with our configuration.
+/// Our TLS configuration, and the verifier that remembers what the server presented.
 pub struct TlsConnector {
     config: Arc<ClientConfig>,
     verifier: Arc<Verifier>,
@@ -180,81 +173,23 @@ impl TlsConnector {
         Ok(TlsConnector { config: Arc::new(config), verifier })
     }
 
-    fn failure(&self, host: &str, error: std::io::Error) -> ureq::Error {
-        let rustls_error = error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).cloned();
-        match rustls_error {
-            Some(error) => {
-                let presented = self.verifier.presented.lock().ok().and_then(|mut p| p.take());
-                ureq::Error::Other(Box::new(TlsFailure { host: host.to_string(), error, presented }))
-            }
-            None => ureq::Error::from(error),
-        }
-    }
-}
-
-impl<In: Transport> Connector<In> for TlsConnector {
-    type Out = Either<In, TlsTransport>;
-
-    fn connect(&self, details: &ConnectionDetails, chained: Option<In>) -> Result<Option<Self::Out>, ureq::Error> {
-        let Some(transport) = chained else { return Err(ureq::Error::ConnectionFailed) };
-        if !details.needs_tls() || transport.is_tls() {
-            return Ok(Some(Either::A(transport)));
-        }
-        let host = details.uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_string();
-        let name = ServerName::try_from(host.clone())
-            .map_err(|_| ureq::Error::Tls("server_url host is not a valid TLS name"))?;
+    /// Forget the certificate of an earlier handshake (before a request that may make a new one).
+    pub fn forget_presented(&self) {
         if let Ok(mut presented) = self.verifier.presented.lock() {
             *presented = None;
         }
-        let mut conn = ClientConnection::new(self.config.clone(), name)?;
-        let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
-        sock.set_timeout(details.timeout);
-        if let Err(error) = conn.complete_io(&mut sock) {
-            return Err(self.failure(&host, error));
-        }
-        let buffers = LazyBuffers::new(details.config.input_buffer_size(), details.config.output_buffer_size());
-        Ok(Some(Either::B(TlsTransport { buffers, stream: StreamOwned::new(conn, sock) })))
-    }
-}
-
-/// An established TLS connection (ureq's rustls transport, with our configuration).
-pub struct TlsTransport {
-    buffers: LazyBuffers,
-    stream: StreamOwned<ClientConnection, TransportAdapter>,
-}
-
-impl fmt::Debug for TlsTransport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TlsTransport")
-    }
-}
-
-impl Transport for TlsTransport {
-    fn buffers(&mut self) -> &mut dyn Buffers {
-        &mut self.buffers
     }
 
-    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        self.stream.get_mut().set_timeout(timeout);
-        let output = &self.buffers.output()[..amount];
-        self.stream.write_all(output)?;
-        Ok(())
+    /// The configuration to connect with.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.config)
     }
 
-    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
-        self.stream.get_mut().set_timeout(timeout);
-        let input = self.buffers.input_append_buf();
-        let amount = self.stream.read(input)?;
-        self.buffers.input_appended(amount);
-        Ok(amount > 0)
-    }
-
-    fn is_open(&mut self) -> bool {
-        self.stream.get_mut().get_mut().is_open()
-    }
-
-    fn is_tls(&self) -> bool {
-        true
+    /// rustls' `error` with `host`, in a sentence with the fix (and the fingerprint of the
+    /// certificate the server presented, when it got that far).
+    pub fn failure(&self, host: &str, error: rustls::Error) -> TlsFailure {
+        let presented = self.verifier.presented.lock().ok().and_then(|mut p| p.take());
+        TlsFailure { host: host.to_string(), error, presented }
     }
 }
 
