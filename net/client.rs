@@ -325,12 +325,13 @@ fn exchange(
     if let Err(e) = send_body(conn, head, &mut request.body) {
         // The server may have answered early (a 413 before the body was read) and closed:
         // its answer, when it is already here, says more than the broken pipe.
-        return match read_final_head(conn, request.method, got_bytes) {
-            Ok(head) => Ok(head),
+        // The connection is not reused after a failed write.
+        return match read_final_head(conn, got_bytes) {
+            Ok(head) => Ok(ResponseHead { close: true, ..head }),
             Err(_) => Err(e),
         };
     }
-    read_final_head(conn, request.method, got_bytes)
+    read_final_head(conn, got_bytes)
 }
 
 fn send_body(conn: &mut Connection, head: &[u8], body: &mut Body<'_>) -> Result<(), Error> {
@@ -367,16 +368,13 @@ fn send_body(conn: &mut Connection, head: &[u8], body: &mut Body<'_>) -> Result<
     conn.stream.flush().map_err(write_error)
 }
 
-fn read_final_head(conn: &mut Connection, method: &str, got_bytes: &mut bool) -> Result<ResponseHead, Error> {
+fn read_final_head(conn: &mut Connection, got_bytes: &mut bool) -> Result<ResponseHead, Error> {
     for _ in 0..=MAX_INFORMATIONAL {
         let head = conn.read_head(got_bytes)?;
         match head.status {
             101 => return Err(Error::Head(HeadError::Framing("101 Switching Protocols without an upgrade request"))),
             100..=199 => continue,
-            _ => {
-                let _ = method;
-                return Ok(head);
-            }
+            _ => return Ok(head),
         }
     }
     Err(Error::Head(HeadError::Framing("too many informational (1xx) answers")))
