@@ -327,7 +327,10 @@ fn exchange(
         // its answer, when it is already here, says more than the broken pipe.
         // The connection is not reused after a failed write.
         return match read_final_head(conn, got_bytes) {
-            Ok(head) => Ok(ResponseHead { close: true, ..head }),
+            Ok(mut head) => {
+                head.close = true;
+                Ok(head)
+            }
             Err(_) => Err(e),
         };
     }
@@ -415,7 +418,12 @@ impl Response<'_> {
 
     /// The body, whole; more than `limit` bytes is [`Error::BodyTooLarge`].
     pub fn read_to_vec(mut self, limit: u64) -> Result<Vec<u8>, Error> {
-        let mut body = Vec::new();
+        // One allocation when the length is known (and within the limit).
+        let expected = match self.body {
+            BodyState::Length(n) => usize::try_from(n.min(limit)).unwrap_or(0),
+            _ => 0,
+        };
+        let mut body = Vec::with_capacity(expected);
         let mut chunk = [0u8; 4096];
         loop {
             let n = self.read_body(&mut chunk)?;

@@ -61,8 +61,10 @@ pub struct ResponseHead {
     pub status: u16,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    /// Header fields in order: lowercase name, raw value.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Every field's lowercase name and raw value, back to back (one allocation per head).
+    fields: Vec<u8>,
+    /// Where each field is in `fields`: name start, value start (= name end), value end.
+    spans: Vec<(usize, usize, usize)>,
     /// `Content-Length`, validated.
     pub content_length: Option<u64>,
     /// `Transfer-Encoding: chunked` was given.
@@ -74,7 +76,15 @@ pub struct ResponseHead {
 impl ResponseHead {
     /// The first field called `name` (any case), when its value is UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
+        self.fields().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The header fields in order: lowercase name, raw value.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.spans.iter().map(|&(name, value, end)| {
+            // Names are tokens (checked by httparse): ASCII.
+            (std::str::from_utf8(&self.fields[name..value]).unwrap_or(""), &self.fields[value..end])
+        })
     }
 
     /// The body framing of this answer to a request with `method`.
@@ -115,34 +125,38 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError
     let mut head = ResponseHead {
         status,
         minor_version,
-        headers: Vec::with_capacity(response.headers.len()),
+        fields: Vec::with_capacity(response.headers.iter().map(|f| f.name.len() + f.value.len()).sum()),
+        spans: Vec::with_capacity(response.headers.len()),
         content_length: None,
         chunked: false,
         close: false,
     };
     let mut transfer_encodings = 0;
     for field in response.headers.iter() {
-        let name = field.name.to_ascii_lowercase();
-        match name.as_str() {
-            "content-length" => {
+        let start = head.fields.len();
+        head.fields.extend(field.name.bytes().map(|b| b.to_ascii_lowercase()));
+        let value = head.fields.len();
+        head.fields.extend_from_slice(field.value);
+        head.spans.push((start, value, head.fields.len()));
+        match &head.fields[start..value] {
+            b"content-length" => {
                 if head.content_length.is_some() {
                     return Err(HeadError::Framing("more than one Content-Length"));
                 }
                 head.content_length = Some(parse_length(field.value)?);
             }
-            "transfer-encoding" => {
+            b"transfer-encoding" => {
                 transfer_encodings += 1;
                 if transfer_encodings > 1 || !trim(field.value).eq_ignore_ascii_case(b"chunked") {
                     return Err(HeadError::Framing("a Transfer-Encoding other than exactly `chunked`"));
                 }
                 head.chunked = true;
             }
-            "connection" => {
+            b"connection" => {
                 head.close |= field.value.split(|b| *b == b',').any(|t| trim(t).eq_ignore_ascii_case(b"close"));
             }
             _ => {}
         }
-        head.headers.push((name, field.value.to_vec()));
     }
     if head.chunked && head.content_length.is_some() {
         return Err(HeadError::Framing("both Transfer-Encoding and Content-Length"));
@@ -275,8 +289,8 @@ mod tests {
                 .ok_or_else(|| TestCaseError::fail("incomplete"))?;
             prop_assert_eq!(used, text.len());
             prop_assert_eq!((head.status, head.minor_version, head.content_length), (status, minor, length));
-            let got: Vec<(String, String)> = head.headers.iter()
-                .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+            let got: Vec<(String, String)> = head.fields()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v).into_owned()))
                 .collect();
             let want: Vec<(String, String)> = all.iter().map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect();
             prop_assert_eq!(got, want);

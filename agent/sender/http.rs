@@ -205,7 +205,8 @@ impl HttpClient {
         let retry_after = response.header("retry-after").and_then(parse_retry_after);
         let location = response.header("location").map(str::to_string);
         let body = response.read_to_vec(MAX_RESPONSE_BYTES).map_err(fail)?;
-        Ok(HttpResponse { status, retry_after, body: String::from_utf8_lossy(&body).into_owned(), location })
+        let body = String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Ok(HttpResponse { status, retry_after, body, location })
     }
 
     /// A client error as the sender sees it: a TLS failure that needs an admin, or a transport
