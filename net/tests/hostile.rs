@@ -221,6 +221,32 @@ fn a_server_dripping_bytes_cannot_hold_a_request_past_its_deadline() {
 }
 
 #[test]
+fn a_server_that_drips_then_falls_silent_is_cut_at_the_deadline_not_a_socket_timeout_later() {
+    // 18 bytes 50 ms apart (900 ms), then nothing: the socket timeout in force when the silence
+    // starts must already be within the 1.2 s deadline.
+    let deadline = Duration::from_millis(1200);
+    let url = serve(|_, stream| {
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut stream = stream;
+        if read_request(&mut reader) {
+            for byte in b"HTTP/1.1 200 OK\r\nX:" {
+                if stream.write_all(&[*byte]).is_err() {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            thread::sleep(Duration::from_secs(5));
+        }
+    })
+    .0;
+    let started = Instant::now();
+    let result = exchange(&client(deadline), &url);
+    let took = started.elapsed();
+    assert!(matches!(result, Err(Error::Timeout(_))), "{result:?}");
+    assert!(took >= deadline && took < deadline + Duration::from_millis(200), "took {took:?}");
+}
+
+#[test]
 fn informational_answers_are_skipped() {
     let url = answer_once(
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -318,7 +344,10 @@ fn an_idle_connection_the_server_closed_is_not_reused() {
     let client = client(Duration::from_secs(3));
     assert_eq!(exchange(&client, &url).ok(), Some((200, b"ok".to_vec())));
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(exchange(&client, &url).ok(), Some((200, b"ok".to_vec())));
+    // Not resendable: only the probe (not a resend) can make this succeed.
+    let once = Request { method: "POST", url: &url, headers: &[], body: Body::Bytes(b"{}"), resendable: false };
+    let answer = client.send(once).and_then(|r| Ok((r.status(), r.read_to_vec(LIMIT)?)));
+    assert_eq!(answer.ok(), Some((200, b"ok".to_vec())));
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "the probe saw the close: a new connection");
 }
 
