@@ -79,14 +79,7 @@ fn answer_always(answer: &'static [u8]) -> (String, Arc<AtomicUsize>) {
 }
 
 fn client(timeout: Duration) -> Client {
-    Client::new(Config {
-        connect_timeout: Duration::from_secs(2),
-        timeout,
-        tls: None,
-        user_agent: "hostile-test".into(),
-        proxy: None,
-        max_idle: Duration::from_secs(30),
-    })
+    Client::new(config(timeout))
 }
 
 fn post<'a>(url: &'a str, body: &'a [u8]) -> Request<'a, 'a> {
@@ -433,4 +426,91 @@ fn a_streamed_body_is_sent_with_its_length_and_must_match_it() {
         resendable: false,
     };
     assert!(matches!(client.send(request), Err(Error::Request(_))));
+}
+
+#[test]
+fn redirects_are_returned_not_followed() {
+    let url = answer_once(
+        b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9/elsewhere\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    );
+    let client = client(Duration::from_secs(3));
+    let response = client.send(post(&url, b"{}")).map_err(|e| e.to_string()).expect("answer");
+    assert_eq!((response.status(), response.header("location")), (302, Some("http://127.0.0.1:9/elsewhere")));
+}
+
+/// A proxy on loopback: answers each `CONNECT` with `status`, and on 200 relays to the target
+/// it names; returns its URL and the CONNECT request heads it received.
+fn connect_proxy(status: u16) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&heads);
+    let (url, _) = serve(move |_, client| {
+        let mut reader = BufReader::new(client.try_clone().expect("clone"));
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        seen.lock().expect("lock").push(head);
+        let mut client = client;
+        if status != 200 {
+            let _ = client.write_all(format!("HTTP/1.1 {status} No\r\nContent-Length: 0\r\n\r\n").as_bytes());
+            return;
+        }
+        let Ok(server) = TcpStream::connect(&target) else { return };
+        let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let (mut from_server, mut to_client) = (server.try_clone().expect("clone"), client.try_clone().expect("clone"));
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut from_server, &mut to_client);
+        });
+        let mut to_server = server;
+        let _ = std::io::copy(&mut reader, &mut to_server);
+    });
+    (url, heads)
+}
+
+fn proxied_client(proxy_url: &str, no_proxy: &str) -> Client {
+    let vars = [("HTTP_PROXY".to_string(), proxy_url.to_string()), ("NO_PROXY".to_string(), no_proxy.to_string())];
+    let proxy = fleet_http::Proxy::from_vars(&|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()));
+    assert!(proxy.is_some());
+    Client::new(Config { proxy, ..config(Duration::from_secs(3)) })
+}
+
+fn config(timeout: Duration) -> Config {
+    Config {
+        connect_timeout: Duration::from_secs(2),
+        timeout,
+        tls: None,
+        user_agent: "hostile-test".into(),
+        proxy: None,
+        max_idle: Duration::from_secs(30),
+    }
+}
+
+#[test]
+fn requests_go_through_a_connect_tunnel_and_a_refusing_proxy_is_an_error() {
+    let (target, accepted) = answer_always(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let (proxy, heads) = connect_proxy(200);
+    let client = proxied_client(&proxy.replace("http://", "http://user:secret@"), "");
+    for _ in 0..2 {
+        assert_eq!(exchange(&client, &target).ok(), Some((200, b"ok".to_vec())));
+    }
+    let heads = heads.lock().expect("lock").clone();
+    let authority = target.trim_start_matches("http://");
+    assert_eq!(heads.len(), 1, "one tunnel, kept alive: {heads:?}");
+    assert!(heads[0].starts_with(&format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n")), "{heads:?}");
+    assert!(heads[0].contains("Proxy-Authorization: Basic dXNlcjpzZWNyZXQ=\r\n"), "{heads:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+    let (refusing, _) = connect_proxy(407);
+    let result = exchange(&proxied_client(&refusing, ""), &target);
+    assert!(matches!(&result, Err(Error::Proxy(why)) if why.contains("407")), "{result:?}");
+    // NO_PROXY: straight to the target.
+    assert_eq!(exchange(&proxied_client(&refusing, "127.0.0.1"), &target).ok(), Some((200, b"ok".to_vec())));
 }
