@@ -76,15 +76,26 @@ if [ "$target" = aarch64-unknown-linux-musl ]; then
   # in the Rust toolchain (rust-lld behind its gcc-ld/ld.lld shim): Debian's aarch64 GNU ld
   # 2.40 ignores -z pack-relative-relocs.
   sysroot=$(rustc --print sysroot)
-  musl="$sysroot/lib/rustlib/$target/lib/self-contained"
+  musl_lib="$sysroot/lib/rustlib/$target/lib/self-contained"
   gcc_ld="$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld"
   [ -x "$gcc_ld/ld.lld" ] || { echo "error: $gcc_ld/ld.lld not found (the Rust toolchain's lld)" >&2; exit 1; }
-  [ -f "$musl/rcrt1.o" ] || { echo "error: $musl/rcrt1.o not found (rustup target add $target)" >&2; exit 1; }
+  [ -f "$musl_lib/rcrt1.o" ] || { echo "error: $musl_lib/rcrt1.o not found (rustup target add $target)" >&2; exit 1; }
   flags+=("-Clink-self-contained=no")
-  link_args+=("-nostartfiles" "-L$musl" "$musl/rcrt1.o" "$musl/crti.o" "$musl/crtbeginS.o" "$musl/crtendS.o"
-    "$musl/crtn.o" "-lc" "-Wl,-pie" "-Wl,--no-dynamic-linker" "-Wl,-z,text" "-fuse-ld=lld" "-B$gcc_ld")
+  link_args+=("-nostartfiles" "-L$musl_lib" "$musl_lib/rcrt1.o" "$musl_lib/crti.o" "$musl_lib/crtbeginS.o"
+    "$musl_lib/crtendS.o" "$musl_lib/crtn.o" "-lc"
+    "-Wl,-pie" "-Wl,--no-dynamic-linker" "-Wl,-z,text" "-fuse-ld=lld" "-B$gcc_ld")
 fi
 for arg in "${link_args[@]}"; do flags+=("-Clink-arg=$arg"); done
+# Panic locations name their source file: the dependencies' paths start with this machine's
+# cargo home (`/root/.cargo/registry/src/index.crates.io-…/`, 59 bytes, 184 files). Cut it
+# (`rustls-0.23.46/src/…`): 11 KB less, and the binary no longer depends on where it was built.
+# `cargo metadata` first unpacks every dependency, so the directories to remap exist.
+cargo metadata --locked --format-version 1 >/dev/null
+registry="${CARGO_HOME:-$HOME/.cargo}/registry/src"
+flags+=("--remap-path-prefix=$registry/=")
+for index in "$registry"/*/; do
+  [ -d "$index" ] && flags+=("--remap-path-prefix=$index=")
+done
 rustflags=""
 for flag in "${flags[@]}"; do rustflags+="${rustflags:+, }\"$flag\""; done
 cargo build --release --locked --quiet --target "$target" "${bins[@]}" \
