@@ -59,31 +59,39 @@ if [ "$cc" != musl-gcc ]; then
   export "CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_LINKER=$cc"
 fi
 cd "$repo"
-# Link arguments (BENCHMARKS.md, Size):
+# Link arguments (BENCHMARKS.md, Size), with lld, the linker that ships in the Rust toolchain
+# (rust-lld behind its gcc-ld/ld.lld shim), for both targets:
 # - drop the unwind tables (discard-unwind-tables.ld says why): 0.38 MB of the binary that
 #   nothing reads with panic = "abort";
 # - pack the relative relocations (DT_RELR): a static PIE (ASLR) carries one R_*_RELATIVE
 #   entry of 24 bytes per pointer in its data (109 KB on x86_64); packed, they are a bitmap of
 #   a few KB, which the start-up code of Rust's self-contained musl (rcrt1.o, musl >= 1.2.4)
-#   applies before main.
-link_args=("-Wl,-T,$here/discard-unwind-tables.ld" "-Wl,-z,pack-relative-relocs")
+#   applies before main. Debian's aarch64 GNU ld 2.40 ignores -z pack-relative-relocs; lld
+#   packs them on both;
+# - fold identical functions (--icf=all: -34 KB): Rust promises no distinct addresses for
+#   distinct functions, and lld folds code only, never data (vtables, statics);
+# - x86_64: keep the headers and read-only data out of the executable segment
+#   (-z separate-code, what GNU ld does there by default; +4 KB). aarch64 pages are up to
+#   64 KB, so there it would pad the file by up to 128 KB; lld still gives read-only data a
+#   segment of its own, not executable (GNU ld put it in the code's).
+sysroot=$(rustc --print sysroot)
+gcc_ld="$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld"
+[ -x "$gcc_ld/ld.lld" ] || { echo "error: $gcc_ld/ld.lld not found (the Rust toolchain's lld)" >&2; exit 1; }
+link_args=("-fuse-ld=lld" "-B$gcc_ld" "-Wl,-T,$here/discard-unwind-tables.ld" "-Wl,-z,pack-relative-relocs"
+  "-Wl,--icf=all")
 flags=()
-if [ "$target" = aarch64-unknown-linux-musl ]; then
+if [ "$target" = x86_64-unknown-linux-musl ]; then
+  link_args+=("-Wl,-z,separate-code")
+else
   # Rust links aarch64 musl as a position-dependent static executable (its target has no
   # static-PIE support), which loses ASLR of the image; link it as a static PIE the way it does
   # x86_64: musl's self-relocating rcrt1.o and the S crt objects from the same self-contained
-  # musl, -pie without a dynamic linker, no text relocations. And with lld, the one that ships
-  # in the Rust toolchain (rust-lld behind its gcc-ld/ld.lld shim): Debian's aarch64 GNU ld
-  # 2.40 ignores -z pack-relative-relocs.
-  sysroot=$(rustc --print sysroot)
+  # musl, -pie without a dynamic linker, no text relocations.
   musl_lib="$sysroot/lib/rustlib/$target/lib/self-contained"
-  gcc_ld="$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/gcc-ld"
-  [ -x "$gcc_ld/ld.lld" ] || { echo "error: $gcc_ld/ld.lld not found (the Rust toolchain's lld)" >&2; exit 1; }
   [ -f "$musl_lib/rcrt1.o" ] || { echo "error: $musl_lib/rcrt1.o not found (rustup target add $target)" >&2; exit 1; }
   flags+=("-Clink-self-contained=no")
   link_args+=("-nostartfiles" "-L$musl_lib" "$musl_lib/rcrt1.o" "$musl_lib/crti.o" "$musl_lib/crtbeginS.o"
-    "$musl_lib/crtendS.o" "$musl_lib/crtn.o" "-lc"
-    "-Wl,-pie" "-Wl,--no-dynamic-linker" "-Wl,-z,text" "-fuse-ld=lld" "-B$gcc_ld")
+    "$musl_lib/crtendS.o" "$musl_lib/crtn.o" "-lc" "-Wl,-pie" "-Wl,--no-dynamic-linker" "-Wl,-z,text")
 fi
 for arg in "${link_args[@]}"; do flags+=("-Clink-arg=$arg"); done
 # Panic locations name their source file: the dependencies' paths start with this machine's
