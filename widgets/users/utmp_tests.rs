@@ -311,3 +311,51 @@ proptest! {
         }
     }
 }
+
+/// The `xxd` and `json` block pairs of `docs/utmp-format.md`'s test vectors.
+fn documented_vectors() -> Vec<(Vec<(usize, Vec<u8>)>, Value)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/utmp-format.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let blocks: Vec<&str> = doc.split("```").collect();
+    let mut out = Vec::new();
+    for pair in blocks.windows(3) {
+        let (Some(dump), Some(expected)) = (pair[0].strip_prefix("xxd\n"), pair[2].strip_prefix("json\n")) else {
+            continue;
+        };
+        let lines = dump
+            .lines()
+            .map(|line| {
+                let (offset, rest) = line.split_once(": ").expect("offset");
+                let hex: String = rest[..39].split_whitespace().collect();
+                let bytes = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"));
+                (usize::from_str_radix(offset, 16).expect("offset"), bytes.collect())
+            })
+            .collect();
+        out.push((lines, serde_json::from_str(expected).expect("vector json")));
+    }
+    out
+}
+
+#[test]
+fn documented_vectors_decode_as_stated() {
+    let vectors = documented_vectors();
+    assert_eq!(vectors.len(), 2);
+    for (lines, expected) in vectors {
+        let layout = if expected["layout"] == "Long64" { Layout::Long64 } else { Layout::Compat32 };
+        let mut bytes = vec![0u8; layout.record_size()];
+        for (at, chunk) in lines {
+            bytes[at..at + chunk.len()].copy_from_slice(&chunk);
+        }
+        let file = parse_utmp(&bytes, layout).expect("parses");
+        let record = serde_json::to_value(&file.records[0]).expect("json");
+        for field in ["type", "pid", "line", "user", "host", "time"] {
+            assert_eq!(record[field], expected[field], "{field}");
+        }
+        let session = serde_json::to_value(&user_sessions(&file, &Utc, |_| true)[0]).expect("json");
+        assert_eq!(session, expected["session_utc"]);
+        if layout == Layout::Compat32 {
+            let fixture = std::fs::read(testdata().join("utmp--util-linux-wtmp-b-x11-terminals-and-logouts.bin"));
+            assert_eq!(&fixture.expect("fixture")[..384], &bytes[..], "vector 1 is the fixture's first record");
+        }
+    }
+}
