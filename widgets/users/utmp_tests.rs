@@ -312,8 +312,11 @@ proptest! {
     }
 }
 
+/// The non-zero lines of an `xxd` dump: (offset, bytes).
+type DumpLines = Vec<(usize, Vec<u8>)>;
+
 /// The `xxd` and `json` block pairs of `docs/utmp-format.md`'s test vectors.
-fn documented_vectors() -> Vec<(Vec<(usize, Vec<u8>)>, Value)> {
+fn documented_vectors() -> Vec<(DumpLines, Value)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/utmp-format.md");
     let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let blocks: Vec<&str> = doc.split("```").collect();
