@@ -221,6 +221,21 @@ fn who(file: &Path, tz: &str) -> Option<Vec<crate::users::parse::Session>> {
     Some(parse_who(&String::from_utf8_lossy(&out.stdout)).expect("who's output parses"))
 }
 
+/// `ours` against `who`'s sessions. Where the C.UTF-8 locale is missing, coreutils falls back
+/// to C and prints dates without a year (no `started`): then only the other fields are
+/// compared, and the run says so.
+fn assert_same_as_who(ours: &[crate::users::parse::Session], who: &[crate::users::parse::Session], what: &str) {
+    if who.iter().all(|s| s.started.is_none()) && ours.iter().any(|s| s.started.is_some()) {
+        eprintln!("note: {what}: `who` printed no ISO dates (no C.UTF-8 locale?): login times not compared");
+        let strip = |list: &[crate::users::parse::Session]| {
+            list.iter().cloned().map(|s| crate::users::parse::Session { started: None, ..s }).collect::<Vec<_>>()
+        };
+        assert_eq!(strip(ours), strip(who), "{what}");
+    } else {
+        assert_eq!(ours, who, "{what}");
+    }
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("fleet-utmp-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -237,7 +252,7 @@ fn parser_agrees_with_who_on_the_published_files() {
             return;
         };
         let file = parse_utmp(&bytes, Layout::Compat32).expect("parses");
-        assert_eq!(user_sessions(&file, &Utc, |_| true), expected, "{name}");
+        assert_same_as_who(&user_sessions(&file, &Utc, |_| true), &expected, &name);
         compared += expected.len();
     }
     assert!(compared >= 10, "sessions compared: {compared}");
@@ -274,7 +289,7 @@ fn parser_agrees_with_who_on_written_records() {
             return;
         };
         let ours = user_sessions(&file, &offset.expect("offset"), |_| true);
-        assert_eq!(ours, expected, "TZ={tz}");
+        assert_same_as_who(&ours, &expected, &format!("TZ={tz}"));
         assert_eq!(ours.len(), 7, "TZ={tz}");
     }
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
