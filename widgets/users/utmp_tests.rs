@@ -377,3 +377,73 @@ fn documented_vectors_decode_as_stated() {
         }
     }
 }
+
+/// The size and offsets glibc's own header gives `struct utmp` for the compiler's target, read
+/// from the assembly `cc -S` makes of a few `offsetof`s; `None` when the compiler or the
+/// target's glibc headers are missing.
+fn glibc_layout(cc: &str) -> Option<(String, Vec<(String, usize)>)> {
+    let machine = std::process::Command::new(cc).arg("-dumpmachine").output().ok()?;
+    let machine = String::from_utf8_lossy(&machine.stdout).trim().to_string();
+    let fields = [
+        ("size", "sizeof(struct utmp)"),
+        ("pid", "offsetof(struct utmp, ut_pid)"),
+        ("line", "offsetof(struct utmp, ut_line)"),
+        ("user", "offsetof(struct utmp, ut_user)"),
+        ("host", "offsetof(struct utmp, ut_host)"),
+        ("tv_sec", "offsetof(struct utmp, ut_tv.tv_sec)"),
+        ("tv_sec_size", "sizeof(((struct utmp *)0)->ut_tv.tv_sec)"),
+    ];
+    let mut source = String::from("#include <utmp.h>\n#include <stddef.h>\n");
+    for (name, expr) in fields {
+        source.push_str(&format!("int layout_{name} = {expr};\n"));
+    }
+    let c = scratch(&format!("layout-{cc}")).with_file_name("layout.c");
+    std::fs::write(&c, source).expect("write");
+    let out = std::process::Command::new(cc).args(["-S", "-o", "-"]).arg(&c).output().ok()?;
+    let _ = std::fs::remove_dir_all(c.parent().expect("dir"));
+    if !out.status.success() {
+        return None;
+    }
+    let asm = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut values = Vec::new();
+    for (name, _) in fields {
+        let label = format!("layout_{name}:");
+        let after = asm.split(&label).nth(1)?;
+        let value = after.split_whitespace().nth(1)?.parse().ok()?;
+        values.push((name.to_string(), value));
+    }
+    Some((machine, values))
+}
+
+#[test]
+fn layouts_match_glibc_headers() {
+    let mut checked = 0;
+    for cc in ["gcc", "aarch64-linux-gnu-gcc"] {
+        let Some((machine, values)) = glibc_layout(cc) else {
+            eprintln!("skipped: {cc} or its glibc headers are not installed");
+            continue;
+        };
+        let layout = if machine.starts_with("aarch64") {
+            Layout::Long64
+        } else if machine.starts_with("x86_64") {
+            Layout::Compat32
+        } else {
+            eprintln!("skipped: {cc} targets {machine}");
+            continue;
+        };
+        let (tv_sec, tv_sec_size) = layout.tv_sec();
+        let expected = [
+            ("size", layout.record_size()),
+            ("pid", PID_AT),
+            ("line", LINE.0),
+            ("user", USER.0),
+            ("host", HOST.0),
+            ("tv_sec", tv_sec),
+            ("tv_sec_size", tv_sec_size),
+        ];
+        let expected: Vec<(String, usize)> = expected.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        assert_eq!(values, expected, "{cc} ({machine})");
+        checked += 1;
+    }
+    assert!(checked > 0 || !cfg!(target_os = "linux"), "no C compiler with glibc headers: nothing checked");
+}
