@@ -215,8 +215,8 @@ mod tests {
         let format = Format { style: LineStyle::Timestamped, dependency_level: dependency_level(None) };
         assert!(format.enabled(LevelFilter::Trace, "fleet_agent::sender", Level::Trace));
         assert!(format.enabled(LevelFilter::Trace, "fleet_widgets::ping", Level::Trace));
-        assert!(!format.enabled(LevelFilter::Trace, "ureq_proto::util", Level::Trace));
-        assert!(!format.enabled(LevelFilter::Trace, "ureq::run", Level::Debug));
+        assert!(!format.enabled(LevelFilter::Trace, "fleet_http::client", Level::Trace));
+        assert!(!format.enabled(LevelFilter::Trace, "fleet_http::client", Level::Debug));
         assert!(!format.enabled(LevelFilter::Trace, "fleet_agentx", Level::Debug), "a lookalike is not ours");
         assert!(format.enabled(LevelFilter::Error, "rustls::conn", Level::Warn));
         assert!(!format.enabled(LevelFilter::Warn, "fleet_agent::run", Level::Info));

@@ -344,7 +344,7 @@ impl World {
 
     fn last_log_line(&self, life: usize) -> String {
         let text = std::fs::read_to_string(&self.lives[life].0).unwrap_or_default();
-        let mut lines = text.lines().filter(|l| !l.contains(" ureq"));
+        let mut lines = text.lines().filter(|l| !l.contains(" fleet_http"));
         lines.clone().rev().find(|l| l.contains("ERROR")).or(lines.next_back()).unwrap_or("").to_string()
     }
 
@@ -653,7 +653,7 @@ impl World {
         for (i, (log, killed)) in self.lives.iter().enumerate() {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let interesting: Vec<&str> =
-                text.lines().filter(|l| !l.contains(" collected ") && !l.contains(" ureq")).collect();
+                text.lines().filter(|l| !l.contains(" collected ") && !l.contains(" fleet_http")).collect();
             let tail = &interesting[interesting.len().saturating_sub(lines)..];
             out.push_str(&format!(
                 "--- agent life {i} ({}):\n{}\n",

@@ -84,9 +84,10 @@ fn client(tls: &Arc<fleet_http::rustls::ClientConfig>, timeout: Duration) -> Cli
     })
 }
 
-/// The TLS configuration of every speedtest client (Mozilla's roots).
+/// The TLS configuration of every speedtest client (Mozilla's roots; the agent's AES-GCM-only
+/// provider, `fleet_wire::tls::crypto_provider`).
 fn tls_config() -> Result<Arc<fleet_http::rustls::ClientConfig>, HttpError> {
-    let provider = Arc::new(fleet_http::rustls::crypto::ring::default_provider());
+    let provider = Arc::new(fleet_wire::tls::crypto_provider());
     fleet_http::mozilla_roots_config(provider)
         .map(Arc::new)
         .map_err(|e| HttpError::Request { action: "configuring TLS", message: e.to_string() })
