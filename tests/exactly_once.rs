@@ -198,7 +198,7 @@ fn conflict_keeps_the_records_and_resends_them_under_a_fresh_seq() {
 }
 
 /// Two agents report under one machine id with the same seq numbers (a cloned disk image with
-/// its `sender.json`): the receiver answers the second one's seq with 409 instead of
+/// its sender state): the receiver answers the second one's seq with 409 instead of
 /// "duplicate" (which would have made it delete its records unsent), and that agent moves to a
 /// fresh seq range. Every record of both is stored exactly once.
 #[test]
@@ -210,7 +210,8 @@ fn cloned_agents_collide_and_both_deliver_everything_once() {
     for (name, from, count) in [("a", 0, 3), ("b", 3, 4)] {
         let sub = dir.path().join(name);
         std::fs::create_dir_all(sub.join("spool")).expect("mkdir");
-        // The clone: both start from the same sender.json.
+        // The clone: both start from the same sender state (an older release's sender.json,
+        // which the spool migrates into state.bin).
         std::fs::write(sub.join("spool").join("sender.json"), r#"{"next_seq":1000}"#).expect("state");
         let config = load(&sub, "c.json", &url, Some(TEST_KEY_B64));
         let mut spool = Spool::open(&config.spool).expect("spool");
