@@ -1,7 +1,7 @@
 //! `system`: uptime and boot time (seconds; boot time as Unix seconds).
 //!
 //! Linux: uptime is `CLOCK_BOOTTIME`, the clock `/proc/uptime` prints, read without opening a
-//! file; the boot time is the `btime` line of `/proc/stat` (pure parser in [`parse`]). Other
+//! file (libc's `clock_gettime`, a vDSO call); the boot time is the `btime` line of `/proc/stat` (pure parser in [`parse`]). Other
 //! OSes: `sysinfo`.
 
 pub mod parse;
@@ -29,8 +29,10 @@ const CLOCK_STEP_S: i64 = 2;
 pub fn uptime() -> Result<u64, CollectError> {
     #[cfg(target_os = "linux")]
     {
-        let since_boot = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-        u64::try_from(since_boot.tv_sec).map_err(|_| CollectError::Other("CLOCK_BOOTTIME is negative".to_string()))
+        use nix::time::{clock_gettime, ClockId};
+        let since_boot = clock_gettime(ClockId::CLOCK_BOOTTIME)
+            .map_err(|e| CollectError::Other(format!("reading CLOCK_BOOTTIME: {e}")))?;
+        u64::try_from(since_boot.tv_sec()).map_err(|_| CollectError::Other("CLOCK_BOOTTIME is negative".to_string()))
     }
     #[cfg(not(target_os = "linux"))]
     {
