@@ -1,5 +1,6 @@
-//! HTTPS for the receiver: a rustls 0.23 server config (ring provider, the same TLS stack as
-//! the agent's client) from PEM files.
+//! HTTPS for the receiver: a rustls 0.23 server config from PEM files, with the same TLS
+//! algorithms as the agent's client (`fleet_wire::tls::crypto_provider`: ring, AES-GCM suites
+//! only).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Recei
     }
     let private_key =
         PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, format!("reading the private key: {e}")))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(fleet_wire::tls::crypto_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_error(cert, e))?

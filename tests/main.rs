@@ -26,4 +26,5 @@ mod spool;
 mod storage;
 mod support;
 mod tls;
+mod tls_suites;
 mod torture;

@@ -75,7 +75,7 @@ pub(crate) fn start_tls_receiver(store: &Path, identity: &Identity) -> (Proc, St
 }
 
 /// One POST with the library's client; `Ok(status)` once TLS is through.
-fn post(url: &str, ca_file: Option<&Path>, pinned: &[[u8; 32]]) -> Result<u16, HttpError> {
+pub(crate) fn post(url: &str, ca_file: Option<&Path>, pinned: &[[u8; 32]]) -> Result<u16, HttpError> {
     post_with(url, ca_file, pinned, true)
 }
 

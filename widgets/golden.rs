@@ -14,6 +14,10 @@ use crate::host::strip_fixture_header;
 /// The suffix of golden files.
 pub const GOLDEN_SUFFIX: &str = ".expected.json";
 
+/// The suffix of binary fixtures (the `users` widget's utmp files). They have no text header:
+/// their source is in a sidecar `<name>.bin.md`, and their widget checks them itself.
+pub const BINARY_SUFFIX: &str = ".bin";
+
 fn testdata(widget: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(widget).join("testdata")
 }
@@ -25,7 +29,7 @@ pub fn fixtures(widget: &str) -> Vec<(String, String)> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.ends_with(GOLDEN_SUFFIX) && !name.ends_with(".md"))
+        .filter(|name| !name.ends_with(GOLDEN_SUFFIX) && !name.ends_with(".md") && !name.ends_with(BINARY_SUFFIX))
         .map(|name| {
             let text = std::fs::read_to_string(dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(text.starts_with("# source:"), "{name}: fixture must keep its source header");

@@ -11,12 +11,15 @@
 //! - [`keys`]: the 32-byte key type both sides hold ([`keys::Key32`]) and secrets that cannot
 //!   be printed ([`keys::SecretString`]);
 //! - [`time`]: the dependency-free UTC [`time::Timestamp`] records and rows carry;
+//! - [`tls`]: the TLS algorithms both sides' connections are built with
+//!   ([`tls::crypto_provider`]: AES-GCM suites only);
 //! - [`MAX_MACHINE_ID_BYTES`]: the longest machine id either side accepts.
 
 pub mod envelope;
 pub mod keys;
 pub mod record;
 pub mod time;
+pub mod tls;
 
 /// Longest accepted `machine_id`, bytes: the agent's config refuses a longer one and the
 /// receiver answers 400 to it.

@@ -76,6 +76,11 @@ fn agent(timeout: Duration, connections: usize) -> Agent {
         .timeout_global(Some(timeout))
         .http_status_as_error(true)
         .max_idle_connections_per_host(connections + 2)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .unversioned_rustls_crypto_provider(Arc::new(fleet_wire::tls::crypto_provider()))
+                .build(),
+        )
         .build();
     Agent::new_with_config(config)
 }

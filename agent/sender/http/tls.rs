@@ -151,9 +151,9 @@ impl fmt::Debug for TlsConnector {
 }
 
 impl TlsConnector {
-    /// Build the rustls configuration (ring; TLS 1.2 and 1.3) for `trust`.
+    /// Build the rustls configuration (`fleet_wire::tls::crypto_provider`; TLS 1.2 and 1.3) for `trust`.
     pub fn new(trust: Trust) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(fleet_wire::tls::crypto_provider());
         let algorithms = provider.signature_verification_algorithms;
         let trust = match trust {
             Trust::Off => VerifierTrust::Off,
@@ -381,8 +381,8 @@ impl fmt::Display for TlsFailure {
                 ),
                 rustls::Error::PeerIncompatible(_) | rustls::Error::AlertReceived(_) => write!(
                     f,
-                    "TLS with {host}: the server refused the handshake ({}): it must speak TLS 1.2 or 1.3 with a \
-                     modern cipher suite",
+                    "TLS with {host}: the server refused the handshake ({}): it must speak TLS 1.2 or 1.3 with an \
+                     AES-GCM cipher suite (this agent offers no other: not ChaCha20-Poly1305 alone, nor CBC or RC4)",
                     self.error
                 ),
                 other => write!(f, "TLS with {host}: {other}"),
