@@ -555,8 +555,8 @@ fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<
 }
 
 /// `server_url` is a base URL: scheme, host, optional port; no credentials (they would be sent
-/// as Basic auth and written to `sender.json`), no path, query or fragment (the agent appends
-/// its own paths).
+/// as Basic auth and written to the spool's `state.bin`), no path, query or fragment (the agent
+/// appends its own paths).
 pub fn check_server_url(url: &str) -> Result<(), String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("must start with https:// or http://, found {url:?}"));

@@ -7,8 +7,8 @@
 //! 500-entry batch per report while catching up: the figure is budget-bound, not CPU-bound) is
 //! written with the library's `Spool::append` straight into the agent's spool directory, then
 //! `fleet-agent run` starts (interval 60 s, one cheap widget) and the clock runs until the
-//! spool (read-only `inspect`) holds no unacknowledged record (`sender.json` is written only
-//! once a minute). The time includes the agent's start (opening and authenticating the whole
+//! spool (read-only `inspect`, which reads the durable ack in `state.bin`: a v2 round that
+//! drains a backlog writes its last ack at its end) holds no unacknowledged record. The time includes the agent's start (opening and authenticating the whole
 //! spool).
 //!
 //! Prints one JSON object per line. Needs `cargo build --release --bins`.

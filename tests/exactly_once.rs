@@ -198,7 +198,7 @@ fn conflict_keeps_the_records_and_resends_them_under_a_fresh_seq() {
 }
 
 /// Two agents report under one machine id with the same seq numbers (a cloned disk image with
-/// its `sender.json`): the receiver answers the second one's seq with 409 instead of
+/// its sender state): the receiver answers the second one's seq with 409 instead of
 /// "duplicate" (which would have made it delete its records unsent), and that agent moves to a
 /// fresh seq range. Every record of both is stored exactly once.
 #[test]
@@ -210,7 +210,8 @@ fn cloned_agents_collide_and_both_deliver_everything_once() {
     for (name, from, count) in [("a", 0, 3), ("b", 3, 4)] {
         let sub = dir.path().join(name);
         std::fs::create_dir_all(sub.join("spool")).expect("mkdir");
-        // The clone: both start from the same sender.json.
+        // The clone: both start from the same sender state (an older release's sender.json,
+        // which the spool migrates into state.bin).
         std::fs::write(sub.join("spool").join("sender.json"), r#"{"next_seq":1000}"#).expect("state");
         let config = load(&sub, "c.json", &url, Some(TEST_KEY_B64));
         let mut spool = Spool::open(&config.spool).expect("spool");
@@ -296,9 +297,11 @@ fn refused_batches_are_kept_requeued_and_delivered_once_with_honest_status() {
     let port = url.rsplit(':').next().expect("port");
     let (_receiver, _) = start_receiver(&store, &format!("127.0.0.1:{port}"), "test-api-key", &[TEST_KEY_B64]);
     let mut agent = crate::support::start_agent(&config, &dir.path().join("agent-2.log"));
-    // Nothing unacknowledged is nothing in flight (an acknowledged inflight.json stays as the
-    // record of the last seq used).
-    assert!(crate::support::wait_for(Duration::from_secs(15), || spool_unacked(&spool) == 0));
+    // Every record accepted before this start reaches the receiver (the spool's durable view
+    // lags by one batch while it runs: an ack is carried by the next batch's state write).
+    let before = status["records"]["accepted"].as_u64().expect("accepted");
+    let arrived = || stored_records(&store, MACHINE).len() as u64 >= before;
+    assert!(crate::support::wait_for(Duration::from_secs(15), arrived));
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
     let (code, status) = status_json(&config);
     assert_accounted(&status);
@@ -432,11 +435,13 @@ fn the_receiver_answers_409_naming_machine_and_seq_for_a_reused_seq_with_other_r
     assert!(lower.is_empty());
 }
 
-/// A send costs one durable sender write (`inflight.json`); `sender.json` is written lazily,
-/// so after a crash it may hold a `next_seq` that was already used. The acknowledged
-/// `inflight.json` is the record of the last seq: the next batch never reuses it (before this
-/// design `sender.json` was written durably before every ack). Oracle: no 409 collision, the
-/// new batch's seq is past the old one, every record stored once.
+/// A send costs one durable state write (the in-flight batch in `state.bin`); bookkeeping is
+/// written lazily, so after a crash `next_seq` may be one that was already used. The
+/// acknowledged in-flight batch is the record of the last seq: the next batch never reuses it
+/// (before this design `sender.json` was written durably before every ack). The stale state
+/// is injected as an older release's `sender.json`, which the state record takes over (its
+/// in-flight batch kept). Oracle: no 409 collision, the new batch's seq is past the old one,
+/// every record stored once.
 #[test]
 fn a_lagging_sender_json_never_reuses_an_acknowledged_seq() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -448,8 +453,7 @@ fn a_lagging_sender_json_never_reuses_an_acknowledged_seq() {
     spool.append(&records(0, 3)).expect("append");
     let mut sender = sender::build(&config, &url, spool_dir.clone()).expect("sender");
     push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
-    let first: Value =
-        serde_json::from_slice(&std::fs::read(spool_dir.join("inflight.json")).expect("inflight kept")).expect("json");
+    let first = stored_inflight(&spool_dir);
     let used = first["seq"].as_u64().expect("seq");
     drop(sender);
     // The crash: sender.json never got the advanced next_seq.
@@ -458,9 +462,14 @@ fn a_lagging_sender_json_never_reuses_an_acknowledged_seq() {
     spool.append(&records(3, 2)).expect("append");
     let mut sender = sender::build(&config, &url, spool_dir.clone()).expect("sender");
     push_until(sender.as_mut(), &mut spool, |spool| spool.stats().unacked_records == 0);
-    let second: Value =
-        serde_json::from_slice(&std::fs::read(spool_dir.join("inflight.json")).expect("inflight")).expect("json");
+    let second = stored_inflight(&spool_dir);
     assert!(second["seq"].as_u64() > Some(used), "a fresh seq: {} after {used}", second["seq"]);
     assert_eq!(sender.state().seq_collisions, 0, "no seq was reused");
     assert_eq!(stored_messages(&store), expected_messages(5), "every record stored exactly once");
+}
+
+/// The in-flight batch the spool's state record holds (`null` if none).
+fn stored_inflight(spool_dir: &std::path::Path) -> Value {
+    let state = fleet_agent::spool::load_state(spool_dir).expect("state").expect("stored");
+    state.sender.map_or(Value::Null, |sender| sender["inflight"].clone())
 }

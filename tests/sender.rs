@@ -44,9 +44,13 @@ pub(crate) fn assert_whole_cycles(seen: &BTreeSet<(String, String)>) {
     }
 }
 
+/// The sender's state as the spool's state record holds it (`{}` before the first write).
 fn sender_state(spool: &Path) -> Value {
-    let text = std::fs::read_to_string(spool.join("sender.json")).unwrap_or_else(|_| "{}".into());
-    serde_json::from_str(&text).unwrap_or(Value::Null)
+    match fleet_agent::spool::load_state(spool) {
+        Ok(Some(state)) => state.sender.unwrap_or_else(|| serde_json::json!({})),
+        Ok(None) => serde_json::json!({}),
+        Err(_) => Value::Null,
+    }
 }
 
 #[test]
@@ -411,7 +415,7 @@ fn without_a_transport_key_no_plaintext_lands_in_the_spool_dir() {
     assert!(wait_for(Duration::from_secs(10), || log.lock().map(|l| l.len() >= 2).unwrap_or(false)));
     assert_eq!(agent.terminate(Duration::from_secs(6)).code(), Some(0));
     let spool = dir.path().join("spool");
-    assert!(spool.join("inflight.json").exists(), "a batch is in flight");
+    assert!(sender_state(&spool)["inflight"]["seq"].is_u64(), "a batch is in flight");
     let rejected = fleet_agent::spool::rejected::list(&spool).expect("rejected/");
     assert_eq!(rejected.len(), 1, "the refused batch is kept (sealed with the spool's key)");
     assert!(rejected[0].records >= 1);

@@ -706,7 +706,7 @@ fn counters_survive_restarts_and_match_acks() {
         let counts = spool.stats().counts;
         assert_balanced(counts, &format!("round {round}"));
         assert_eq!((counts.accepted, counts.delivered), ((round + 1) * 20, (round + 1) * 15));
-        // No shutdown step exists: the counters come from cursor.json and the segments.
+        // No shutdown step exists: the counters come from state.bin and the segments.
         drop(spool);
         let seen = fleet_agent::spool::inspect(dir.path()).expect("inspect").expect("spool").counts;
         assert_eq!(seen, counts, "round {round}");

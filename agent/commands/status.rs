@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::{load_config, usage_error, Command};
 use crate::cli::{Args, Common, EXIT_OK, EXIT_RUNTIME};
 use crate::config::Config;
-use crate::sender::state::{Inflight, SenderState, STATE_FILE};
+use crate::sender::state::{Inflight, SenderState};
 use crate::spool::{backlog_by_widget, inspect, rejected, SpoolStats};
 
 /// Exit code: the sender is failing (its last attempt failed, or it is backing off).
@@ -87,14 +87,11 @@ impl<'a> Report<'a> {
         let spool = inspect(dir).map_err(|e| e.to_string());
         let widgets = backlog_by_widget(dir).ok().flatten();
         let rejected_batches = rejected::list(dir).map_or(0, |l| l.len() as u64);
-        let sender = match SenderState::load(dir) {
-            Ok(state) if dir.join(STATE_FILE).exists() => Ok(Some(state)),
-            Ok(_) => Ok(None),
-            Err(e) => Err(e),
-        };
-        // After its ack the file stays as the record of the last seq used: not in flight.
+        let sender = SenderState::load_stored(dir);
+        // After its ack the batch stays as the record of the last seq used: not in flight.
         let acked = crate::spool::load_cursor(dir).ok().flatten();
-        let inflight = Inflight::load(dir).ok().flatten().filter(|i| acked.is_none_or(|c| i.end > c));
+        let inflight: Option<Inflight> =
+            sender.as_ref().ok().and_then(|s| s.as_ref()?.inflight.clone()).filter(|i| acked.is_none_or(|c| i.end > c));
         let failing = sender.as_ref().ok().and_then(Option::as_ref).is_some_and(sender_failing);
         let dropping =
             spool.as_ref().ok().and_then(Option::as_ref).is_some_and(|s| s.dropped.count > 0) && dropped_recently(dir);

@@ -237,18 +237,22 @@ impl Sender for AtlasSender {
         if self.link.backing_off() {
             return;
         }
+        let saved = self.link.last_saved();
         self.poll_commands();
         let now = Instant::now();
         if super::due(now, self.next_report, self.send_interval) && self.report.has_data() && self.budget.try_take(now)
         {
             self.next_report = now + self.send_interval;
             if let Step::Wait = self.send_report() {
-                self.link.save_lazily();
+                self.link.save_lazily(spool);
                 return;
             }
         }
         self.widget_logs_if_due(spool);
-        self.link.save_lazily();
+        // At most one state write per turn: an ack has just carried the bookkeeping.
+        if self.link.last_saved() == saved {
+            self.link.save_lazily(spool);
+        }
     }
 
     fn flush(&mut self, spool: &mut Spool, _deadline: Instant) {
@@ -257,7 +261,7 @@ impl Sender for AtlasSender {
         if !self.link.backing_off() && self.widget_log_budget.available(now) > 0 && self.budget.available(now) > 0 {
             self.send_widget_logs(spool);
         }
-        let _ = self.link.save_now();
+        let _ = self.link.save_now(spool);
     }
 
     fn next_wakeup(&self) -> Option<Instant> {

@@ -2,10 +2,13 @@
 //! use, the answer handling of [`super::verdict`] with its backoff, the persisted
 //! [`SenderState`] and the `rejected/` folder. Each protocol module owns one [`Link`].
 //!
-//! `sender.json` holds bookkeeping (last success and error, counters) and v2's `next_seq`
-//! (which v2 can also recover from its last `inflight.json`). It is written at most every
-//! [`STATE_SAVE_INTERVAL`] and at shutdown, so a steady cycle costs no sender fsync; a seq
-//! collision writes it at once.
+//! The [`SenderState`] (bookkeeping: last success and error, counters; v2's `next_seq` and
+//! in-flight batch) lives in the spool's state record (`state.bin`). It rides along with
+//! every ack ([`Link::ack`]: one write for the ack, its counters and the bookkeeping); a change
+//! that no ack carries (a report sent, an error) is written at most every
+//! [`STATE_SAVE_INTERVAL`] and at shutdown, so a steady cycle costs no extra write. What
+//! decides what is sent (an ack, v2's in-flight batch and its seq, a seq collision) is written
+//! when it changes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,8 +28,11 @@ use fleet_wire::envelope;
 use fleet_wire::keys::{Key32, SecretString};
 use fleet_wire::record::Record;
 
-/// Longest time bookkeeping changes stay unwritten in `sender.json`.
-pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest time bookkeeping changes that no ack carries stay unwritten: `status` may show a
+/// last success or error this much older after a crash (never an ack that is not durable).
+/// Five minutes: an Atlas laptop acknowledges widget logs every 2 minutes (carrying the
+/// bookkeeping), so only a quiet agent writes for bookkeeping alone, once in 5 minutes.
+pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// One server, the key, answers and backoff, and the persisted state.
 pub struct Link {
@@ -49,6 +55,8 @@ pub struct Link {
     state_save_error: Option<String>,
     last_saved: Option<Instant>,
     dirty: bool,
+    /// Whether the state last written shows a failing sender (a change is written promptly).
+    saved_failing: bool,
 }
 
 impl Link {
@@ -92,6 +100,7 @@ impl Link {
             }
         };
         state.kid = kid.clone();
+        let saved_failing = state.consecutive_failures > 0;
         Ok(Link {
             client,
             machine_id: config.machine_id.clone(),
@@ -104,6 +113,7 @@ impl Link {
             state_save_error: None,
             last_saved: None,
             dirty: true,
+            saved_failing,
         })
     }
 
@@ -131,25 +141,50 @@ impl Link {
         );
     }
 
-    /// Write `sender.json` if it changed and the last write is [`STATE_SAVE_INTERVAL`] old.
-    pub fn save_lazily(&mut self) {
-        if self.dirty && self.last_saved.is_none_or(|at| at.elapsed() >= STATE_SAVE_INTERVAL) {
-            let _ = self.save_now(); // logged inside
+    /// Write the state if it changed and the last write is [`STATE_SAVE_INTERVAL`] old, or at
+    /// once when the sender started or stopped failing (so `status` says so within a cycle;
+    /// that happens once per outage, not per cycle).
+    pub fn save_lazily(&mut self, spool: &mut Spool) {
+        let health_changed = self.failing() != self.saved_failing;
+        if self.dirty && (health_changed || self.last_saved.is_none_or(|at| at.elapsed() >= STATE_SAVE_INTERVAL)) {
+            let _ = self.save_now(spool); // logged inside
         }
     }
 
-    /// Write `sender.json` durably now (shutdown, or a changed `next_seq`). Errors are logged
-    /// once per distinct failure (a full disk fails every turn) and returned.
-    pub fn save_now(&mut self) -> Result<(), String> {
+    /// When the state was last written by this process.
+    pub fn last_saved(&self) -> Option<Instant> {
+        self.last_saved
+    }
+
+    /// True while the last request failed (backing off).
+    fn failing(&self) -> bool {
+        self.backoff.failures() > 0
+    }
+
+    /// Write the state durably now (shutdown, v2's next batch, a changed `next_seq`), with any
+    /// ack the spool holds in memory ([`Link::ack_later`]). Errors are logged once per
+    /// distinct failure (a full disk fails every turn) and returned.
+    pub fn save_now(&mut self, spool: &mut Spool) -> Result<(), String> {
+        let result = self.stored().and_then(|value| spool.store_sender(value).map_err(|e| e.to_string()));
+        self.saved(result)
+    }
+
+    /// The state as written (with `retry_at` from the backoff).
+    fn stored(&mut self) -> Result<serde_json::Value, String> {
         self.state.retry_at = self.retry_at.map(|at| {
             let wait = at.saturating_duration_since(Instant::now());
             Timestamp(Timestamp::now().0 + wait.as_millis() as i64).to_rfc3339()
         });
-        let result = self.state.save(&self.spool_dir);
+        self.state.to_stored()
+    }
+
+    /// Note the outcome of a state write.
+    fn saved(&mut self, result: Result<(), String>) -> Result<(), String> {
         match &result {
             Ok(()) => {
                 self.dirty = false;
                 self.last_saved = Some(Instant::now());
+                self.saved_failing = self.failing();
                 if self.state_save_error.take().is_some() {
                     log::info!("sender state is written again");
                 }
@@ -171,10 +206,29 @@ impl Link {
         }
     }
 
-    /// Acknowledge up to `cursor` in the spool; the counts land in the same atomic write as the
-    /// cursor.
+    /// Acknowledge up to `cursor` in the spool, durably: the counts and this state land in
+    /// the same write as the cursor (Atlas: its server does not recognise a resend, so an
+    /// ack is durable before the next post).
     pub fn ack(&mut self, spool: &mut Spool, cursor: Cursor, counts: Acked) -> Step {
-        match spool.ack_counted(cursor, counts) {
+        self.state.sent_records += counts.delivered;
+        let result = self.stored().and_then(|value| {
+            spool.ack_counted_with(cursor, counts, value).map_err(|e| format!("acknowledging in the spool: {e}"))
+        });
+        match self.saved(result) {
+            Ok(()) => Step::Continue,
+            Err(e) => {
+                self.state.sent_records -= counts.delivered;
+                self.dirty = true;
+                self.local_failure(&e)
+            }
+        }
+    }
+
+    /// Acknowledge up to `cursor` in the spool's memory only: durable with the next state
+    /// write (v2's next in-flight batch, the lazy save, shutdown). For a protocol whose server
+    /// recognises a resend after a crash (v2: same seq, same records).
+    pub fn ack_later(&mut self, spool: &mut Spool, cursor: Cursor, counts: Acked) -> Step {
+        match spool.ack_later(cursor, counts) {
             Ok(()) => {
                 self.state.sent_records += counts.delivered;
                 self.dirty = true;

@@ -1,21 +1,27 @@
-//! The sender's persistent state, `<spool.dir>/sender.json`, and the in-flight v2 batch,
-//! `<spool.dir>/inflight.json`. Both are written atomically (temp, fsync, rename, fsync dir).
+//! The sender's persistent state, kept in the spool's state record (`<spool.dir>/state.bin`,
+//! docs/state-record.md) under `"sender"`, so an ack and the bookkeeping that goes with it
+//! are one durable write.
 //!
-//! `sender.json`: `{"next_seq":N,"last_success":T|null,"last_error":{"at":T,"message":S}|null,
-//! "retry_at":T|null,"consecutive_failures":N,"rejected":N,"sent_records":N,"seq_collisions":N,"kid":K|null,"key_source":S|null,"server":S|null,
-//! "protocol":S}`. `status` reads it; it holds no secret and no payload.
+//! `{"next_seq":N,"last_success":T|null,"last_error":{"at":T,"message":S}|null,
+//! "retry_at":T|null,"consecutive_failures":N,"rejected":N,"sent_records":N,"seq_collisions":N,
+//! "kid":K|null,"key_source":S|null,"server":S|null,"protocol":S,"inflight":{...}}`. `status`
+//! reads it; it holds no secret and no payload. Long texts (an error message, the server URL)
+//! are cut to [`MAX_TEXT`] bytes so the record fits its slot.
 //!
-//! `inflight.json`: `{"seq":N,"start":{"segment":S,"index":I},"end":{"segment":S,"index":I},
-//! "records":N,"kid":K|null,"body":S}` where `body` is the request body exactly as sent (the
-//! sealed v2 envelope), so a batch that was sent but not acknowledged is resent after a restart
-//! with the SAME seq and content, and the receiver stores it once. `start`, `records` and `end`
-//! pin down exactly which spool records the seq carries: when the body has to be rebuilt
-//! (without a transport key `body` is left empty on disk, since no plaintext record may land
-//! outside the encrypted spool; after a key change it is resealed), exactly `records` records
-//! are read from `start`, and they must end at `end`. Records appended since are never added
-//! to a seq that may already be stored (that lost them: issue 11, defect 1). A file written
-//! before `start` existed is read with `start` = the spool's ack cursor, which is where every
-//! in-flight batch starts (the cursor does not move while a batch is in flight).
+//! `inflight` (v2): `{"seq":N,"start":{"segment":S,"index":I},"end":{"segment":S,"index":I},
+//! "records":N,"kid":K|null}`, the batch that was built and maybe sent but not acknowledged,
+//! written before it is first sent. `start`, `records` and `end` pin down exactly which spool
+//! records the seq carries: after a restart the body is rebuilt from them (exactly `records`
+//! records read from `start`, which must end at `end`) and sealed again under the SAME seq, so
+//! the receiver recognises a batch it already stored (its identity is the records' digest,
+//! docs/v2-protocol.md) and stores it once. The body itself is never stored: it may be up to
+//! 1 MiB, and without a transport key it is plaintext, which must not land outside the
+//! encrypted spool. Records appended since are never added to a seq that may already be stored
+//! (that lost them: issue 11, defect 1). A batch written before `start` existed is read with
+//! `start` = the spool's ack cursor, which is where every in-flight batch starts.
+//!
+//! Older releases kept this in `sender.json` and `inflight.json` (with the body); the spool
+//! migrates them into `state.bin` when it opens (spool/cursor.rs).
 
 use std::path::{Path, PathBuf};
 
@@ -25,10 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::spool::fsio::{create_private_dir, write_atomic};
 use crate::spool::Cursor;
 
-/// File name of the sender state inside the spool directory.
-pub const STATE_FILE: &str = "sender.json";
-/// File name of the in-flight v2 batch inside the spool directory.
-pub const INFLIGHT_FILE: &str = "inflight.json";
+/// Longest error message or server URL kept in the state record (longer ones are cut at a
+/// character boundary; the log has them whole).
+pub const MAX_TEXT: usize = 1024;
 /// Folder (inside the spool directory) for payloads a server refused for good.
 pub const REJECTED_DIR: &str = "rejected";
 
@@ -69,6 +74,10 @@ pub struct SenderState {
     pub server: Option<String>,
     /// `atlas` or `v2`.
     pub protocol: String,
+    /// v2: the batch built and maybe sent but not acknowledged (or the last one acknowledged:
+    /// the spool's cursor past its end says so; it records the last seq used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inflight: Option<Inflight>,
 }
 
 impl Default for SenderState {
@@ -88,27 +97,54 @@ impl Default for SenderState {
             key_source: None,
             server: None,
             protocol: String::new(),
+            inflight: None,
         }
     }
 }
 
 impl SenderState {
-    /// Read the state from `spool_dir`; a missing file gives a fresh state, a corrupt one is
-    /// an error naming it (the seq must not silently restart).
+    /// Read the state from the spool's state record in `spool_dir` (or the files of an older
+    /// release); none stored gives a fresh state, an unreadable one is an error naming the
+    /// file (the seq must not silently restart).
     pub fn load(spool_dir: &Path) -> Result<Self, String> {
-        let path = spool_dir.join(STATE_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SenderState::default()),
-            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        Ok(Self::load_stored(spool_dir)?.unwrap_or_default())
+    }
+
+    /// The stored state, `None` if no sender has run with this spool.
+    pub fn load_stored(spool_dir: &Path) -> Result<Option<Self>, String> {
+        let stored = crate::spool::load_state(spool_dir).map_err(|e| e.to_string())?;
+        match stored.and_then(|state| state.sender) {
+            Some(value) => serde_json::from_value(value).map(Some).map_err(|e| {
+                format!("{}: the sender's state: {e}", spool_dir.join(crate::spool::state_file::STATE_FILE).display())
+            }),
+            None => Ok(None),
         }
     }
 
-    /// Persist durably.
-    pub fn save(&self, spool_dir: &Path) -> Result<(), String> {
-        let path = spool_dir.join(STATE_FILE);
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
-        write_atomic(&path, &bytes, true).map_err(|e| e.to_string())
+    /// What is written into the state record: this state with long texts cut to [`MAX_TEXT`]
+    /// bytes (never a body).
+    pub fn to_stored(&self) -> Result<serde_json::Value, String> {
+        let mut value = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        if let Some(error) = value.pointer_mut("/last_error/message") {
+            cut(error);
+        }
+        if let Some(server) = value.get_mut("server") {
+            cut(server);
+        }
+        Ok(value)
+    }
+}
+
+/// Cut a JSON string to at most [`MAX_TEXT`] bytes, at a character boundary.
+fn cut(value: &mut serde_json::Value) {
+    if let serde_json::Value::String(text) = value {
+        if text.len() > MAX_TEXT {
+            let mut end = MAX_TEXT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+        }
     }
 }
 
@@ -130,48 +166,21 @@ pub struct Inflight {
     /// the current one is resealed (same seq, same records) instead of resent.
     #[serde(default)]
     pub kid: Option<String>,
-    /// The exact request body.
+    /// The exact request body (in memory only: never written; rebuilt after a restart).
+    #[serde(default, skip_serializing)]
     pub body: String,
 }
 
 impl Inflight {
-    fn path(spool_dir: &Path) -> PathBuf {
-        spool_dir.join(INFLIGHT_FILE)
-    }
-
-    /// The in-flight batch, if any.
-    pub fn load(spool_dir: &Path) -> Result<Option<Self>, String> {
-        let path = Self::path(spool_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("reading {}: {e}", path.display())),
-        }
-    }
-
-    /// Persist durably (before the first send). An unsealed body (no transport key) is NOT
-    /// written: plaintext records never land outside the encrypted spool. Such a batch is
-    /// rebuilt from the spool after a restart, with the same seq.
-    pub fn save(&self, spool_dir: &Path) -> Result<(), String> {
-        let path = Self::path(spool_dir);
-        let unsealed;
-        let stored = match self.kid {
-            Some(_) => self,
-            None => {
-                unsealed = Inflight { body: String::new(), kid: None, ..*self };
-                &unsealed
-            }
-        };
-        let bytes = serde_json::to_vec(stored).map_err(|e| e.to_string())?;
-        write_atomic(&path, &bytes, true).map_err(|e| e.to_string())
-    }
-
-    /// Forget it (after the ack is durable).
-    pub fn clear(spool_dir: &Path) -> Result<(), String> {
-        match std::fs::remove_file(Self::path(spool_dir)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("removing {}: {e}", Self::path(spool_dir).display())),
+    /// The same batch without its body (what the state record holds).
+    pub fn describe(&self) -> Inflight {
+        Inflight {
+            seq: self.seq,
+            start: self.start,
+            end: self.end,
+            records: self.records,
+            kid: self.kid.clone(),
+            body: String::new(),
         }
     }
 }

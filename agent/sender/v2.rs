@@ -1,12 +1,19 @@
 //! The v2 protocol (`POST /api/v2/batches`, `docs/v2-protocol.md`): every spool record, in
 //! sealed batches of at most 500 records and 1 MiB, each with a persisted, strictly increasing
-//! `seq`. The batch is written to `inflight.json` before it is sent, so after a crash it is
-//! resent with the same seq and content. A seq always carries exactly the records it was first
-//! built with (its start cursor and record count are persisted), also when it is resealed under
-//! a new key or rebuilt because no key is configured. After the ack, `inflight.json` stays as
-//! the record of the last seq used (the spool's cursor, past its records, says it is done), so
-//! a send costs one durable sender write (`inflight.json`) besides the spool's cursor. This
-//! module owns that seq and in-flight state; it shares only the [`Link`] with other protocols.
+//! `seq`. The batch's description (seq, spool start and end, record count, key id) is written
+//! into the spool's state record before it is sent, so after a crash it is rebuilt from the
+//! spool and resent with the same seq and records (the receiver answers a duplicate). A seq
+//! always carries exactly the records it was first built with, also when it is resealed under
+//! a new key. This module owns that seq and in-flight state; it shares only the [`Link`] with
+//! other protocols.
+//!
+//! One durable state write per batch: the ack of batch N is made in memory
+//! ([`Link::ack_later`]) and becomes durable in the same write as the description of batch
+//! N+1, before N+1 is sent (or with the lazy save or at shutdown when no batch follows). If
+//! the agent dies before that write, N is resent under the SAME seq after the restart and the
+//! receiver answers it as a duplicate: nothing is lost, nothing is stored twice, and the spool
+//! deletes no segment before its ack is durable. After the ack the description stays as the
+//! record of the last seq used (the spool's cursor, past its records, says it is done).
 //!
 //! Sends are coalesced: a push round starts at most every `send_interval` (a retry after a
 //! failure comes when the backoff says), then drains the spool until the deadline; while a
@@ -25,6 +32,10 @@ use crate::spool::{Acked, Cursor, ReadBatch, Spool};
 use fleet_wire::envelope;
 use fleet_wire::record::{Dropped, Record};
 
+/// How long after a send round's interval an ack made in memory waits for the next batch
+/// to carry it before it is written on its own.
+const ACK_SLACK: Duration = Duration::from_secs(1);
+
 /// Pushes spool records as sealed, sequenced v2 batches.
 pub struct V2Sender {
     link: Link,
@@ -32,40 +43,43 @@ pub struct V2Sender {
     next_send: Instant,
     /// `409` answers since the last other answer.
     collisions_in_a_row: u32,
-    /// `inflight.json` was written this turn (the turn's one durable sender write).
-    wrote_inflight: bool,
-    /// `inflight.json` holds a batch this process saw acknowledged (not read back from disk).
-    finished: bool,
+    /// The batch in flight (or the last one), with its body when this process built it; its
+    /// description (no body) is `link.state.inflight`.
+    current: Option<Inflight>,
+    /// An ack made in memory is written on its own at this time if no batch carried it.
+    ack_deadline: Option<Instant>,
 }
 
 impl V2Sender {
     /// A v2 sender over `link`, starting a push round at most every `send_interval`.
-    pub fn new(link: Link, send_interval: Duration) -> Self {
-        V2Sender {
-            link,
-            send_interval,
-            next_send: Instant::now(),
-            collisions_in_a_row: 0,
-            wrote_inflight: false,
-            finished: false,
-        }
+    pub fn new(mut link: Link, send_interval: Duration) -> Self {
+        // A body read back from an older release's inflight.json is kept in memory only.
+        let current = link.state.inflight.take();
+        link.state.inflight = current.as_ref().map(Inflight::describe);
+        V2Sender { link, send_interval, next_send: Instant::now(), collisions_in_a_row: 0, current, ack_deadline: None }
     }
 
     fn send_batch(&mut self, spool: &mut Spool) -> Step {
-        // The file on disk is the batch this process just finished: no need to read it back.
-        let on_disk = if self.finished { Ok(None) } else { Inflight::load(&self.link.spool_dir) };
-        let inflight = match on_disk {
-            // The last batch, acknowledged (its file stays as the record of the last seq used).
-            Ok(Some(done)) if done.end <= spool.acked_cursor() => {
-                self.seq_used(done.seq);
-                match self.build_batch(spool) {
-                    Ok(Some(inflight)) => inflight,
-                    Ok(None) => return Step::Idle,
-                    Err(e) => return self.link.local_failure(&e),
-                }
+        enum Next {
+            Build,
+            Send,
+            Rebuild(Inflight),
+        }
+        let next = match &self.current {
+            // The last batch, acknowledged (its description stays as the record of the last seq).
+            Some(done) if done.end <= spool.acked_cursor() => {
+                let seq = done.seq;
+                self.seq_used(seq);
+                Next::Build
             }
-            Ok(Some(inflight)) if inflight.kid == self.link.kid && !inflight.body.is_empty() => inflight,
-            Ok(Some(stale)) => {
+            Some(inflight) if inflight.kid == self.link.kid && !inflight.body.is_empty() => Next::Send,
+            Some(stale) => Next::Rebuild(stale.describe()),
+            None => Next::Build,
+        };
+        let built = match next {
+            Next::Build => self.build_batch(spool),
+            Next::Send => Ok(true),
+            Next::Rebuild(stale) => {
                 if stale.kid != self.link.kid {
                     log::info!(
                         "in-flight batch {} was sealed with key id {}; resealing it with key id {}",
@@ -75,36 +89,38 @@ impl V2Sender {
                     );
                 }
                 match self.rebuild_batch(spool, &stale, stale.seq) {
-                    Ok(Some(inflight)) => inflight,
-                    Ok(None) => return self.finish(spool, &stale, 0),
-                    Err(e) => return self.link.local_failure(&e),
+                    Ok(true) => Ok(true),
+                    Ok(false) => return self.finish(spool, &stale, 0, true),
+                    Err(e) => Err(e),
                 }
             }
-            Ok(None) => match self.build_batch(spool) {
-                Ok(Some(inflight)) => inflight,
-                Ok(None) => return Step::Idle,
-                Err(e) => return self.link.local_failure(&e),
-            },
-            Err(e) => return self.link.local_failure(&e),
         };
+        match built {
+            Ok(true) => {}
+            Ok(false) => return Step::Idle,
+            Err(e) => return self.link.local_failure(&e),
+        }
+        let Some(inflight) = self.current.as_ref() else { return Step::Idle };
+        let sent = inflight.describe();
         let verdict = self.link.post("/api/v2/batches", inflight.body.as_bytes());
         if !matches!(verdict, Some(Verdict::Conflict { .. })) {
             self.collisions_in_a_row = 0;
         }
         match verdict {
-            Some(Verdict::Ack) => self.finish(spool, &inflight, inflight.records),
-            Some(Verdict::Conflict { reason }) => self.seq_collision(spool, &inflight, &reason),
+            // The receiver recognises a resend of this seq: the ack waits for the next write.
+            Some(Verdict::Ack) => self.finish(spool, &sent, sent.records, false),
+            Some(Verdict::Conflict { reason }) => self.seq_collision(spool, &sent, &reason),
             Some(Verdict::Reject { reason }) => {
-                let start = inflight.start.unwrap_or(spool.acked_cursor());
-                let records = match spool.read_from(start, inflight.records as usize, usize::MAX) {
+                let start = sent.start.unwrap_or(spool.acked_cursor());
+                let records = match spool.read_from(start, sent.records as usize, usize::MAX) {
                     Ok(batch) => batch.records,
                     Err(e) => return self.link.local_failure(&format!("reading the spool: {e}")),
                 };
-                let what = format!("batch-{}", inflight.seq);
+                let what = format!("batch-{}", sent.seq);
                 if let Step::Wait = self.link.set_aside(spool, start, &records, &what, &reason) {
                     return Step::Wait;
                 }
-                self.finish(spool, &inflight, 0)
+                self.finish(spool, &sent, 0, true)
             }
             _ => Step::Wait,
         }
@@ -112,7 +128,7 @@ impl V2Sender {
 
     /// `409`: the receiver stored other records under this `(machine_id, seq)`: another agent
     /// sends under our machine id with the same seq numbers (two machines with one id, a
-    /// cloned disk image with its `sender.json`, a restored backup). The records are ours and
+    /// cloned disk image with its `state.bin`, a restored backup). The records are ours and
     /// not stored: move to a fresh, random seq range and send the same records again under a
     /// new seq. Nothing is acked, nothing is lost, and nothing is stored twice (the receiver
     /// stored nothing of ours under the old seq).
@@ -129,35 +145,37 @@ impl V2Sender {
         self.link.record_error(&message);
         self.link.state.seq_collisions += 1;
         self.link.state.next_seq = fresh;
-        if let Err(e) = self.link.save_now() {
-            return self.link.local_failure(&e);
-        }
         let seq = self.link.state.next_seq;
         self.collisions_in_a_row += 1;
+        // The rebuilt batch's write carries the fresh range (one write).
         match self.rebuild_batch(spool, inflight, seq) {
             // A server that answers 409 to every fresh seq is not a collision: back off.
-            Ok(Some(_)) if self.collisions_in_a_row >= 3 => {
+            Ok(true) if self.collisions_in_a_row >= 3 => {
                 self.link.retry_at = Some(Instant::now() + self.link.backoff.next_delay(random_unit(), None));
                 Step::Wait
             }
-            Ok(Some(_)) => Step::Continue,
-            Ok(None) => self.finish(spool, inflight, 0),
+            Ok(true) => Step::Continue,
+            Ok(false) => match self.link.save_now(spool) {
+                Ok(()) => self.finish(spool, inflight, 0, true),
+                Err(e) => self.link.local_failure(&e),
+            },
             Err(e) => self.link.local_failure(&e),
         }
     }
 
     /// Build (and persist) the next batch from the spool under a new seq (from the records
-    /// the spool still holds in memory when it can: see [`Spool::read_raw_from`]).
-    fn build_batch(&mut self, spool: &mut Spool) -> Result<Option<Inflight>, String> {
+    /// the spool still holds in memory when it can: see [`Spool::read_raw_from`]). `Ok(false)`:
+    /// nothing to send.
+    fn build_batch(&mut self, spool: &mut Spool) -> Result<bool, String> {
         let start = spool.acked_cursor();
         let batch = spool
             .read_raw_from(start, MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT)
             .map_err(|e| format!("reading the spool: {e}"))?;
         if batch.records.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
         let seq = self.link.state.next_seq;
-        self.seal_batch(spool, seq, start, batch).map(Some)
+        self.seal_batch(spool, seq, start, batch).map(|()| true)
     }
 
     /// Rebuild `old` (resealing it, or rebuilding a body that was not kept) under `seq` with
@@ -165,18 +183,18 @@ impl V2Sender {
     /// end at its end cursor. If the spool no longer holds them all (a damaged segment was
     /// quarantined, the size cap dropped one; both counted as dropped), the seq cannot be sent
     /// again with other content: the batch is rebuilt from what is left under a NEW seq.
-    /// `Ok(None)`: nothing of it is left.
-    fn rebuild_batch(&mut self, spool: &mut Spool, old: &Inflight, seq: u64) -> Result<Option<Inflight>, String> {
+    /// `Ok(false)`: nothing of it is left.
+    fn rebuild_batch(&mut self, spool: &mut Spool, old: &Inflight, seq: u64) -> Result<bool, String> {
         let start = old.start.unwrap_or(spool.acked_cursor()).max(spool.acked_cursor());
         let batch = spool
             .read_raw_from(start, old.records as usize, usize::MAX)
             .map_err(|e| format!("reading the spool: {e}"))?;
         if batch.records.is_empty() {
             log::warn!("none of the records of in-flight batch {} is left in the spool", old.seq);
-            return Ok(None);
+            return Ok(false);
         }
         if batch.records.len() as u64 == old.records && batch.next == old.end {
-            return self.seal_batch(spool, seq, start, batch).map(Some);
+            return self.seal_batch(spool, seq, start, batch).map(|()| true);
         }
         self.link.state.next_seq = self.link.state.next_seq.max(seq + 1).max(old.seq + 1);
         let fresh = self.link.state.next_seq;
@@ -187,17 +205,19 @@ impl V2Sender {
             batch.records.len(),
             old.records
         );
-        self.seal_batch(spool, fresh, start, batch).map(Some)
+        self.seal_batch(spool, fresh, start, batch).map(|()| true)
     }
 
-    /// Seal `batch` (records read from `start`) as `seq` and persist it as the in-flight batch.
+    /// Seal `batch` (records read from `start`) as `seq` and persist its description as the
+    /// in-flight batch: one durable state write, which also carries the ack of the batch
+    /// before it.
     fn seal_batch(
         &mut self,
-        spool: &Spool,
+        spool: &mut Spool,
         seq: u64,
         start: Cursor,
         batch: ReadBatch<Vec<u8>>,
-    ) -> Result<Inflight, String> {
+    ) -> Result<(), String> {
         let records = batch.records.len() as u64;
         let sent_at = Timestamp::now().to_rfc3339();
         let plaintext = batch_plaintext(&self.link.machine_id, seq, &sent_at, &batch.records, &spool.stats().dropped)
@@ -208,23 +228,29 @@ impl V2Sender {
         };
         let body = String::from_utf8(sealed).map_err(|_| format!("batch {seq} body is not UTF-8"))?;
         let inflight = Inflight { seq, start: Some(start), end: batch.next, records, kid: self.link.kid.clone(), body };
-        inflight.save(&self.link.spool_dir)?;
-        self.wrote_inflight = true;
-        self.finished = false;
-        Ok(inflight)
+        self.link.state.inflight = Some(inflight.describe());
+        self.current = Some(inflight);
+        // Not sent before its description is durable (an error here: nothing is sent).
+        self.link.save_now(spool)
     }
 
-    /// Acknowledged (or set aside): ack the spool up to the batch's end. That one durable
-    /// write (the spool's own cursor) is the commit point: `inflight.json` stays as it is and,
-    /// its records now acknowledged, records the last seq used, so `next_seq` needs no durable
-    /// write of its own (`sender.json` may lag; the next batch, or a restart, takes
-    /// `max(next_seq, last seq + 1)`). A crash before the ack only causes a resend the receiver
-    /// recognises.
-    fn finish(&mut self, spool: &mut Spool, inflight: &Inflight, delivered: u64) -> Step {
+    /// Acknowledged (or set aside): ack the spool up to the batch's end. The description stays
+    /// as it is and, its records now acknowledged, records the last seq used, so `next_seq`
+    /// needs no write of its own (a restart takes `max(next_seq, last seq + 1)`). With
+    /// `durable` false the ack is made in memory and becomes durable with the next state write
+    /// (see the module docs); records set aside (`rejected/`) are acknowledged durably at once.
+    fn finish(&mut self, spool: &mut Spool, inflight: &Inflight, delivered: u64, durable: bool) -> Step {
         self.seq_used(inflight.seq);
-        let step = self.link.ack(spool, inflight.end, Acked { delivered, superseded: 0 });
-        self.finished = !matches!(step, Step::Wait);
-        step
+        let counts = Acked { delivered, superseded: 0 };
+        if durable {
+            self.link.ack(spool, inflight.end, counts)
+        } else {
+            // The next round (at most a send_interval away) carries it; a quiet agent writes it
+            // on its own a little after that.
+            // (An earlier ack was carried by this batch's own write: the deadline starts anew.)
+            self.ack_deadline = Some(Instant::now() + self.send_interval + ACK_SLACK);
+            self.link.ack_later(spool, inflight.end, counts)
+        }
     }
 
     /// `seq` was used (sent and acknowledged, or set aside): never use it again.
@@ -235,21 +261,23 @@ impl V2Sender {
         }
     }
 
-    fn push_round(&mut self, spool: &mut Spool, deadline: Instant) {
+    /// One push round; returns how many batches it delivered (or set aside).
+    fn push_round(&mut self, spool: &mut Spool, deadline: Instant) -> u32 {
         if self.link.backing_off() {
-            return;
+            return 0;
         }
         self.next_send = Instant::now() + self.send_interval;
+        let mut done = 0;
         // At least one request per round, even when collection overran its slot.
         loop {
             match self.send_batch(spool) {
-                Step::Continue if Instant::now() < deadline => continue,
+                Step::Continue if Instant::now() < deadline => done += 1,
                 // Cut by the deadline with more to send (a backlog): go on at the next cycle.
                 Step::Continue => {
                     self.next_send = Instant::now();
-                    break;
+                    return done + 1;
                 }
-                _ => break,
+                _ => return done,
             }
         }
     }
@@ -266,26 +294,38 @@ impl Sender for V2Sender {
             Some(at) => Instant::now() >= at,
             None => Instant::now() >= self.next_send,
         };
-        if due {
-            self.push_round(spool, deadline);
+        let saved = self.link.last_saved();
+        let delivered = if due { self.push_round(spool, deadline) } else { 0 };
+        if !spool.state_pending() {
+            self.ack_deadline = None;
         }
-        // At most one durable sender write per turn: bookkeeping waits for a turn without a
-        // new in-flight batch.
-        if !std::mem::take(&mut self.wrote_inflight) {
-            self.link.save_lazily();
+        // A round that drained a backlog (several batches, a write each) ends with its last ack
+        // written too: one more write for many, and `status` shows the drain at once.
+        let drained = delivered > 1;
+        if spool.state_pending() && (drained || self.ack_deadline.is_some_and(|at| Instant::now() >= at)) {
+            // No batch carried the ack (no new records): written on its own.
+            if self.link.save_now(spool).is_ok() {
+                self.ack_deadline = None;
+            }
+        } else if self.link.last_saved() == saved {
+            // At most one state write per turn: bookkeeping waits for a turn that wrote none.
+            self.link.save_lazily(spool);
         }
     }
 
     fn flush(&mut self, spool: &mut Spool, deadline: Instant) {
         self.push_round(spool, deadline);
-        self.wrote_inflight = false;
-        let _ = self.link.save_now();
+        let _ = self.link.save_now(spool);
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
         // New records arrive with a collection, which wakes the loop anyway: no extra wake-up
-        // for the coalescing interval, only for a retry.
-        self.link.retry_at
+        // for the coalescing interval, only for a retry, or for an ack that no batch carried
+        // (a quiet agent; a collection comes first in a steady cycle).
+        match (self.link.retry_at, self.ack_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn state(&self) -> &SenderState {
@@ -330,7 +370,7 @@ pub fn batch_plaintext(
 
 /// The start of a fresh seq range after a collision: at least `floor` and the clock (in ms,
 /// like a new agent's first seq), plus a random offset below 2^40, so two agents that collided
-/// (both holding the same `sender.json`) move to different ranges.
+/// (both holding the same state record) move to different ranges.
 pub fn fresh_seq_base(floor: u64) -> u64 {
     let offset = (random_unit() * (1u64 << 40) as f64) as u64;
     floor.max(Timestamp::now().0.max(1) as u64).saturating_add(1 + offset)
@@ -392,3 +432,7 @@ mod tests {
         assert!(fresh_seq_base(u64::MAX - 1) == u64::MAX);
     }
 }
+
+#[cfg(test)]
+#[path = "v2_crash_tests.rs"]
+mod crash_tests;

@@ -1,42 +1,66 @@
-//! Read positions and the two small state files: the ack cursor (`cursor.json`) and the
-//! dropped-records ledger (`dropped.json`).
+//! Read positions and the spool's state: the ack cursor with its record counters and the
+//! sender's state in one record updated in place (`state.bin`, see state_file.rs and
+//! docs/state-record.md), and the dropped-records ledger (`dropped.json`).
 //!
-//! Both are JSON with a `version` field, replaced atomically (write `.tmp`, fsync, rename,
-//! fsync the directory), mode 0600. Neither holds record content: positions, counts and
-//! timestamps as integers (milliseconds), so no byte sequence of a record's JSON is stored
-//! in clear.
+//! The record's payload is compact JSON; the ledger is JSON replaced atomically (write
+//! `.tmp`, fsync, rename, fsync the directory), mode 0600. It is written only when records are
+//! dropped (size cap, damage), which is rare, so it keeps its own file. Neither holds record
+//! content: positions, counts and timestamps as integers (milliseconds), so no byte sequence
+//! of a record's JSON is stored in clear.
 //!
 //! ```text
-//! cursor.json   {"version":1,"segment":12,"index":40,"appended":5000,"appended_through":{"segment":14,"index":7},
-//!                "delivered":4400,"superseded":0,"requeued":0}
+//! state.bin     slot payload {"segment":12,"index":40,"appended":5000,"appended_through":{"segment":14,"index":7},
+//!                "delivered":4400,"superseded":0,"requeued":0,"sender":{...the sender's state...}}
 //! dropped.json  {"version":1,"count":310,"oldest_ms":1763800000000,"newest_ms":1763803600000,"through_segment":9,
 //!                "unspooled":25,"rejected_through":0,"quarantined":4,"damaged_tail":{"segment":6,"index":99}}
 //! ```
 //!
-//! The counters (all added after version 1 shipped, absent = 0) make the record accounting
-//! of `status` crash-consistent: `delivered` is written in the same atomic replace as the ack
-//! that delivered the records; `appended` counts the records before `appended_through`, and
-//! the ones after it are counted from the segments on open, so an append needs no extra write.
-//! `appended_through` is brought up to date before any segment is deleted or quarantined.
-//! The ledger's `quarantined` / `damaged_tail` name the last loss counted before its segment
-//! was moved or its damaged last record cut, so a crash in between never counts it twice.
+//! `sender` is the sender's own state (sender/state.rs), opaque to the spool: it is written in
+//! the same slot write as the ack that goes with it, so an ack and its bookkeeping are one
+//! durable write.
+//!
+//! The counters (all added after version 1 of the old `cursor.json` shipped, absent = 0) make
+//! the record accounting of `status` crash-consistent: `delivered` is written in the same
+//! write as the ack that delivered the records; `appended` counts the records before
+//! `appended_through`, and the ones after it are counted from the segments on open, so an
+//! append needs no extra write. `appended_through` is brought up to date before any segment is
+//! deleted or quarantined. The ledger's `quarantined` / `damaged_tail` name the last loss
+//! counted before its segment was moved or its damaged last record cut, so a crash in between
+//! never counts it twice.
 //! Records ever accepted = `appended - requeued + unspooled`; at any moment that equals
 //! delivered + superseded + dropped (`count`) + rejected (records in `rejected/`) + backlog.
 //!
 //! `through_segment` is the newest segment the size cap has dropped: the ledger is written
 //! before the segment is deleted, so if the agent dies in between, recovery deletes leftover
 //! segments with an id at or below it without counting them twice.
+//!
+//! # Files of an older release
+//!
+//! `cursor.json` (`{"version":1,"segment":S,"index":I,` + the counters `}`), `sender.json`
+//! (the sender's state) and `inflight.json` (v2's in-flight batch) are read when present, and
+//! what they hold wins over `state.bin` (they are newer: `state.bin` never exists before them
+//! unless a migration was cut short, and then it holds the same values). Opening the spool
+//! writes the merged state into `state.bin` (durably), and only then removes the old files
+//! and syncs the directory: a crash anywhere in between migrates the same values again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fleet_widgets::Timestamp;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
+use super::state_file::{self, StateFile};
 use super::{fsio, SpoolError};
 use fleet_wire::record::Dropped;
 
-/// Name of the ack cursor file.
+/// Name of the ack cursor file of older releases (migrated into `state.bin`).
 pub const CURSOR_FILE: &str = "cursor.json";
+/// The sender's state file of older releases (migrated into `state.bin`).
+pub const LEGACY_SENDER_FILE: &str = "sender.json";
+/// v2's in-flight batch file of older releases (migrated into `state.bin`).
+pub const LEGACY_INFLIGHT_FILE: &str = "inflight.json";
+/// The key of the in-flight batch inside the sender's state.
+const INFLIGHT_KEY: &str = "inflight";
 /// Name of the dropped ledger file.
 pub const DROPPED_FILE: &str = "dropped.json";
 const STATE_VERSION: u64 = 1;
@@ -74,7 +98,7 @@ pub struct Counters {
     pub requeued: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CursorFile {
     version: u64,
@@ -84,37 +108,177 @@ struct CursorFile {
     counters: Counters,
 }
 
-/// Read `dir/cursor.json`: `Ok(None)` if absent. An unreadable file is reported (the caller
-/// restarts from the oldest record: duplicates are better than loss); an unknown version is
-/// an error.
-pub fn load_cursor(dir: &Path) -> Result<Option<Cursor>, SpoolError> {
-    Ok(load_state(dir)?.map(|(cursor, _)| cursor))
+/// The payload of a `state.bin` slot. Do not rename or reorder fields: they are the stored
+/// format. The counters are spelled out (not `#[serde(flatten)]`, which costs code size).
+#[derive(Serialize, Deserialize)]
+struct Payload<'a> {
+    segment: u64,
+    index: u64,
+    #[serde(default)]
+    appended: u64,
+    #[serde(default)]
+    appended_through: Cursor,
+    #[serde(default)]
+    delivered: u64,
+    #[serde(default)]
+    superseded: u64,
+    #[serde(default)]
+    requeued: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sender: Option<std::borrow::Cow<'a, Value>>,
 }
 
-/// Read `dir/cursor.json` with its counters (see [`load_cursor`]; files written before the
-/// counters existed read as zero counters).
-pub fn load_state(dir: &Path) -> Result<Option<(Cursor, Counters)>, SpoolError> {
-    let path = dir.join(CURSOR_FILE);
-    let Some(text) = read_optional(&path)? else {
-        return Ok(None);
+/// The spool's persisted state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    /// The ack cursor.
+    pub cursor: Cursor,
+    /// The record counters.
+    pub counters: Counters,
+    /// The sender's state (opaque to the spool; `None`: no sender has run).
+    pub sender: Option<Value>,
+}
+
+/// The state as found: `state.bin` merged with the files of an older release.
+pub struct Found {
+    /// The state (`None`: nothing stored yet).
+    pub state: Option<State>,
+    /// Old files present (to remove once their values are durable in `state.bin`).
+    pub legacy: Vec<PathBuf>,
+}
+
+/// Read `dir/cursor.json` (an older release's file) or `state.bin`: the ack cursor.
+pub fn load_cursor(dir: &Path) -> Result<Option<Cursor>, SpoolError> {
+    Ok(load_state(dir)?.map(|state| state.cursor))
+}
+
+/// Read the persisted state read-only (safe while the agent runs): `state.bin` with the files
+/// of an older release winning (see the module docs). `Ok(None)` if nothing is stored.
+pub fn load_state(dir: &Path) -> Result<Option<State>, SpoolError> {
+    let payload = state_file::read(dir)?.and_then(|loaded| loaded.payload);
+    Ok(merge(dir, payload)?.state)
+}
+
+/// Open `state.bin` for writing and read the state (merged with old files).
+pub fn open_state(dir: &Path) -> Result<(StateFile, Found), SpoolError> {
+    let (file, payload) = StateFile::open(dir)?;
+    let found = merge(dir, payload)?;
+    Ok((file, found))
+}
+
+/// Parse a slot payload and lay the old files over it.
+fn merge(dir: &Path, payload: Option<Vec<u8>>) -> Result<Found, SpoolError> {
+    let mut state = match payload {
+        Some(bytes) => {
+            let payload = serde_json::from_slice::<Payload>(&bytes).map_err(|e| SpoolError::StateUnreadable {
+                path: dir.join(state_file::STATE_FILE),
+                problem: format!("a whole slot holds no state record ({e})"),
+            })?;
+            Some(State {
+                cursor: Cursor { segment: payload.segment, index: payload.index },
+                counters: Counters {
+                    appended: payload.appended,
+                    appended_through: payload.appended_through,
+                    delivered: payload.delivered,
+                    superseded: payload.superseded,
+                    requeued: payload.requeued,
+                },
+                sender: payload.sender.map(std::borrow::Cow::into_owned),
+            })
+        }
+        None => None,
     };
-    match serde_json::from_slice::<CursorFile>(&text) {
-        Ok(file) if file.version == STATE_VERSION => {
-            Ok(Some((Cursor { segment: file.segment, index: file.index }, file.counters)))
+    let mut legacy = Vec::new();
+    let path = dir.join(CURSOR_FILE);
+    if let Some(text) = read_optional(&path)? {
+        legacy.push(path.clone());
+        match serde_json::from_slice::<CursorFile>(&text) {
+            Ok(file) if file.version == STATE_VERSION => {
+                let state = state.get_or_insert_with(State::default);
+                state.cursor = Cursor { segment: file.segment, index: file.index };
+                state.counters = file.counters;
+            }
+            Ok(file) => return Err(SpoolError::UnknownStateVersion { path, version: file.version }),
+            Err(e) => {
+                log::warn!("spool cursor {} is unreadable ({e}); resending from the oldest record", path.display());
+                if let Some(state) = state.as_mut() {
+                    state.cursor = Cursor::default();
+                }
+            }
         }
-        Ok(file) => Err(SpoolError::UnknownStateVersion { path, version: file.version }),
-        Err(e) => {
-            log::warn!("spool cursor {} is unreadable ({e}); resending from the oldest record", path.display());
-            Ok(None)
+    }
+    let path = dir.join(LEGACY_SENDER_FILE);
+    if let Some(text) = read_optional(&path)? {
+        let mut sender = parse_object(&path, &text)?;
+        legacy.push(path);
+        let state = state.get_or_insert_with(State::default);
+        if let Some(inflight) =
+            state.sender.as_mut().and_then(|s| s.as_object_mut()).and_then(|s| s.remove(INFLIGHT_KEY))
+        {
+            sender.insert(INFLIGHT_KEY.into(), inflight);
         }
+        state.sender = Some(Value::Object(sender));
+    }
+    let path = dir.join(LEGACY_INFLIGHT_FILE);
+    if let Some(text) = read_optional(&path)? {
+        let inflight = parse_object(&path, &text)?;
+        legacy.push(path);
+        let state = state.get_or_insert_with(State::default);
+        let sender = state.sender.get_or_insert_with(|| Value::Object(Default::default()));
+        if let Some(sender) = sender.as_object_mut() {
+            sender.insert(INFLIGHT_KEY.into(), Value::Object(inflight));
+        }
+    }
+    Ok(Found { state, legacy })
+}
+
+fn parse_object(path: &Path, text: &[u8]) -> Result<serde_json::Map<String, Value>, SpoolError> {
+    match serde_json::from_slice::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(SpoolError::StateUnreadable { path: path.to_path_buf(), problem: "not a JSON object".into() }),
+        Err(e) => Err(SpoolError::StateUnreadable { path: path.to_path_buf(), problem: e.to_string() }),
     }
 }
 
-/// Replace `dir/cursor.json` (durably unless the policy is `never`).
-pub fn store_cursor(dir: &Path, cursor: Cursor, counters: &Counters, durable: bool) -> Result<(), SpoolError> {
-    let file = CursorFile { version: STATE_VERSION, segment: cursor.segment, index: cursor.index, counters: *counters };
-    let bytes = serde_json::to_vec(&file).map_err(|e| SpoolError::Encode { index: 0, message: e.to_string() })?;
-    fsio::write_atomic(&dir.join(CURSOR_FILE), &bytes, durable)
+/// Write the state into the next slot of `file` (durably unless the policy is `never`).
+pub fn store(
+    file: &mut StateFile,
+    cursor: Cursor,
+    counters: &Counters,
+    sender: Option<&Value>,
+    durable: bool,
+) -> Result<(), SpoolError> {
+    let payload = Payload {
+        segment: cursor.segment,
+        index: cursor.index,
+        appended: counters.appended,
+        appended_through: counters.appended_through,
+        delivered: counters.delivered,
+        superseded: counters.superseded,
+        requeued: counters.requeued,
+        sender: sender.map(std::borrow::Cow::Borrowed),
+    };
+    let bytes = serde_json::to_vec(&payload).map_err(|e| SpoolError::Encode { index: 0, message: e.to_string() })?;
+    file.write(&bytes, durable)
+}
+
+/// Remove the files of an older release once `state.bin` holds their values durably, then
+/// sync the directory (if `durable`).
+pub fn remove_legacy(dir: &Path, legacy: &[PathBuf], durable: bool) -> Result<(), SpoolError> {
+    if legacy.is_empty() {
+        return Ok(());
+    }
+    for path in legacy {
+        match std::fs::remove_file(path) {
+            Ok(()) => log::info!("migrated {} into {}", path.display(), state_file::STATE_FILE),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SpoolError::io("removing migrated state file", path)(e)),
+        }
+    }
+    if durable {
+        fsio::sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// The persisted dropped-records ledger.
@@ -211,18 +375,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn state_files_round_trip_and_refuse_unknown_versions() {
+    fn the_state_round_trips_and_old_files_win_and_refuse_unknown_versions() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(matches!(load_cursor(dir.path()), Ok(None)));
-        store_cursor(dir.path(), Cursor { segment: 12, index: 40 }, &Counters::default(), true).expect("store");
-        let text = std::fs::read_to_string(dir.path().join(CURSOR_FILE)).expect("read");
-        assert!(text.starts_with(r#"{"version":1,"segment":12,"index":40,"appended":0,"#), "{text}");
-        std::fs::write(dir.path().join(CURSOR_FILE), r#"{"version":1,"segment":12,"index":40}"#).expect("old file");
-        assert_eq!(load_cursor(dir.path()).ok().flatten(), Some(Cursor { segment: 12, index: 40 }));
+        let (mut file, found) = open_state(dir.path()).expect("open");
+        assert!(found.state.is_none() && found.legacy.is_empty());
+        let sender = serde_json::json!({"next_seq": 5});
+        store(&mut file, Cursor { segment: 12, index: 40 }, &Counters::default(), Some(&sender), true).expect("store");
+        let state = load_state(dir.path()).expect("load").expect("stored");
+        assert_eq!((state.cursor, state.sender), (Cursor { segment: 12, index: 40 }, Some(sender.clone())));
+        // An older release's cursor.json wins (a cut migration, or a downgrade in between).
+        std::fs::write(dir.path().join(CURSOR_FILE), r#"{"version":1,"segment":13,"index":1}"#).expect("old file");
+        assert_eq!(load_cursor(dir.path()).ok().flatten(), Some(Cursor { segment: 13, index: 1 }));
         std::fs::write(dir.path().join(CURSOR_FILE), r#"{"version":2,"segment":1,"index":0}"#).expect("write");
         assert!(matches!(load_cursor(dir.path()), Err(SpoolError::UnknownStateVersion { version: 2, .. })));
         std::fs::write(dir.path().join(CURSOR_FILE), "garbage").expect("write");
-        assert!(matches!(load_cursor(dir.path()), Ok(None)));
+        assert!(matches!(load_cursor(dir.path()), Ok(Some(Cursor { segment: 0, index: 0 }))));
+        std::fs::remove_file(dir.path().join(CURSOR_FILE)).expect("rm");
+        // sender.json replaces the sender's state but keeps the in-flight batch of state.bin
+        // unless inflight.json is there too.
+        let with_inflight = serde_json::json!({"next_seq": 5, "inflight": {"seq": 4}});
+        store(&mut file, Cursor { segment: 12, index: 40 }, &Counters::default(), Some(&with_inflight), true)
+            .expect("store");
+        std::fs::write(dir.path().join(LEGACY_SENDER_FILE), r#"{"next_seq":9}"#).expect("write");
+        let state = load_state(dir.path()).expect("load").expect("stored");
+        assert_eq!(state.sender, Some(serde_json::json!({"next_seq": 9, "inflight": {"seq": 4}})));
+        std::fs::write(dir.path().join(LEGACY_INFLIGHT_FILE), r#"{"seq":8,"body":"x"}"#).expect("write");
+        let state = load_state(dir.path()).expect("load").expect("stored");
+        assert_eq!(state.sender, Some(serde_json::json!({"next_seq": 9, "inflight": {"seq": 8, "body": "x"}})));
+        std::fs::write(dir.path().join(LEGACY_SENDER_FILE), "garbage").expect("write");
+        let err = load_state(dir.path()).expect_err("unreadable sender.json");
+        assert!(err.to_string().contains("sender.json"), "{err}");
 
         let mut ledger = load_ledger(dir.path()).expect("empty");
         assert_eq!(ledger.to_dropped(), Dropped::default());

@@ -27,12 +27,37 @@ pub enum SpoolError {
         /// The version byte found.
         version: u8,
     },
-    /// A small state file (`cursor.json`, `dropped.json`) has a version this agent does not know.
+    /// A state file (`state.bin`, `dropped.json`, or a `cursor.json` left by an older release)
+    /// has a version this agent does not know.
     UnknownStateVersion {
         /// The file.
         path: PathBuf,
         /// The version found.
         version: u64,
+    },
+    /// Both slots of `state.bin` are damaged: the ack position is unknown. Never guessed (a
+    /// wrong guess resends or skips records); the operator decides (see the message).
+    StateDamaged {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// The state record does not fit its slot (a very long sender error message or URL).
+    StateTooLarge {
+        /// The state file.
+        path: PathBuf,
+        /// The payload size.
+        bytes: usize,
+        /// The most a slot holds.
+        max: usize,
+    },
+    /// A state file could not be understood: the payload of a whole `state.bin` slot, or a file
+    /// left by an older release (`cursor.json`, `sender.json`, `inflight.json`) that is read
+    /// for its migration into `state.bin`. It is left untouched.
+    StateUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
     },
     /// `master.key` exists but is not a valid key file. It is left untouched.
     MasterKey {
@@ -96,6 +121,20 @@ impl fmt::Display for SpoolError {
             ),
             SpoolError::UnknownStateVersion { path, version } => {
                 write!(f, "spool state file {} has unknown version {version}; left untouched", path.display())
+            }
+            SpoolError::StateDamaged { path } => write!(
+                f,
+                "both slots of the spool state {} are damaged, so the acknowledged position is unknown; \
+                 left untouched. Move it aside to start again from the oldest record still in the spool \
+                 (records the server already has are sent again: v2 receivers recognise them, Atlas stores \
+                 them twice), or restore it from a backup",
+                path.display()
+            ),
+            SpoolError::StateTooLarge { path, bytes, max } => {
+                write!(f, "spool state for {} is {bytes} bytes, more than a slot holds ({max})", path.display())
+            }
+            SpoolError::StateUnreadable { path, problem } => {
+                write!(f, "state file {}: {problem}; left untouched", path.display())
             }
             SpoolError::MasterKey { path, problem } => {
                 write!(f, "spool master key {}: {problem}; left untouched", path.display())

@@ -18,7 +18,7 @@ pub fn inspect(dir: &Path) -> Result<Option<SpoolStats>, SpoolError> {
         return Ok(None);
     }
     let master = MasterKey::load(dir)?;
-    let (acked, counters) = cursor::load_state(dir)?.unwrap_or_default();
+    let cursor::State { cursor: acked, counters, .. } = cursor::load_state(dir)?.unwrap_or_default();
     let mut ledger = cursor::load_ledger(dir)?;
     let mut appended_since = 0;
     let mut stats = SpoolStats::default();

@@ -15,7 +15,8 @@
 //!   spool.lock                      0600  empty; held with flock by the open Spool
 //!   00000000000000000001.seg        segments, append-only, oldest = lowest id
 //!   00000000000000000002.seg
-//!   cursor.json                     ack position and record counters   (see cursor.rs)
+//!   state.bin                       0600  ack position, record counters and the sender's
+//!                                         state: two slots updated in place (state_file.rs)
 //!   dropped.json                    dropped-records ledger
 //!   quarantine/                     unreadable segments, moved here, never deleted
 //!   rejected/                       records a server refused for good, sealed (see rejected.rs)
@@ -78,8 +79,19 @@
 //!   the last seconds of records; a process crash (kill -9) loses nothing, since the data is
 //!   in the page cache.
 //!
-//! New segment names, cursor and ledger replacements are fsynced (file and directory) under
-//! `always` and `batch`.
+//! New segment names and ledger replacements are fsynced (file and directory) under `always`
+//! and `batch`; a state write is one positioned write of a `state.bin` slot and an
+//! `fdatasync` (no rename, no directory sync).
+//!
+//! # One durable state write
+//!
+//! An ack, the counters it moves and the sender's bookkeeping are one write of `state.bin`
+//! ([`Spool::ack_counted_with`]). A sender whose server recognises a resend (v2: same seq,
+//! same records, answered as a duplicate) may acknowledge without a write
+//! ([`Spool::ack_later`]): the ack becomes durable with the next state write (v2 writes its
+//! next in-flight batch before sending it), and until then no segment it covers is deleted,
+//! so a crash only means that batch is sent again. `status` reads `state.bin`: it never shows
+//! as delivered what is not durably acknowledged.
 //!
 //! # Recovery on open
 //!
@@ -122,6 +134,7 @@ mod recent;
 mod recovery;
 pub mod rejected;
 mod segment;
+pub mod state_file;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -130,7 +143,7 @@ use std::path::{Path, PathBuf};
 
 use fleet_widgets::Timestamp;
 
-pub use cursor::{load_cursor, Cursor};
+pub use cursor::{load_cursor, load_state, Cursor, State};
 pub use error::SpoolError;
 pub use inspect::{backlog_by_widget, inspect, verify, visit_unacked, VerifyReport, WidgetBacklog};
 pub use recovery::{HeaderState, Problem, SegmentScan, QUARANTINE_DIR};
@@ -242,6 +255,15 @@ pub struct Spool {
     writer: Option<SegmentWriter>,
     next_id: u64,
     acked: Cursor,
+    /// The ack cursor `state.bin` holds (behind `acked` while an ack waits for the next write):
+    /// segments are deleted only once they are acknowledged durably.
+    durable_acked: Cursor,
+    /// The state record, written in place.
+    state_file: state_file::StateFile,
+    /// The sender's state last written (opaque; written again with every state write).
+    sender: Option<serde_json::Value>,
+    /// Files of an older release still to remove once `state.bin` holds their values.
+    legacy: Vec<PathBuf>,
     ledger: Ledger,
     /// Record counters (see cursor.rs); `appended` is exact for the records in memory.
     counters: Counters,
@@ -293,9 +315,31 @@ impl Spool {
             log::info!("created a new master key in {}", dir.join(keys::MASTER_KEY_FILE).display());
         }
         let mut ledger = cursor::load_ledger(&dir)?;
-        let (acked, mut counters) = cursor::load_state(&dir)?.unwrap_or_default();
+        let (mut state_file, found) = cursor::open_state(&dir)?;
+        let state = found.state.unwrap_or_default();
+        let (acked, mut counters, sender) = (state.cursor, state.counters, state.sender);
         let durable = config.fsync != FsyncPolicy::Never;
-        let recovered = recovery::recover(&dir, &master, &mut ledger, acked, &mut counters, durable)?;
+        let mut legacy = found.legacy;
+        if !legacy.is_empty() {
+            // Migration: the old files' values durable in state.bin first, then the files go.
+            // On a full disk (state.bin cannot be created) it waits for the next state write.
+            let migrated = cursor::store(&mut state_file, acked, &counters, sender.as_ref(), durable)
+                .and_then(|()| cursor::remove_legacy(&dir, &legacy, durable));
+            match migrated {
+                Ok(()) => legacy.clear(),
+                Err(e) if e.is_io_kind(std::io::ErrorKind::StorageFull) => {
+                    log::warn!("migrating the state files into state.bin: {e}; retried at the next state write")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut store = |at: Cursor, counters: &Counters| {
+            cursor::store(&mut state_file, at, counters, sender.as_ref(), durable)?;
+            cursor::remove_legacy(&dir, &legacy, durable)?;
+            legacy.clear();
+            Ok(())
+        };
+        let recovered = recovery::recover(&dir, &master, &mut ledger, acked, &mut counters, durable, &mut store)?;
         let (rejected, rejected_max_id) = rejected::recover(&dir, ledger.rejected_through)?;
         let mut spool = Spool {
             dir,
@@ -308,6 +352,10 @@ impl Spool {
             writer: None,
             next_id: recovered.max_id.max(rejected_max_id).saturating_add(1),
             acked,
+            durable_acked: acked,
+            state_file,
+            sender,
+            legacy,
             ledger,
             counters,
             rejected,
@@ -340,6 +388,31 @@ impl Spool {
         if on {
             self.writer = None;
         }
+    }
+
+    /// Test hook: the `writes_before + 1`-th state write from now is cut after `keep` bytes and
+    /// fails, like every state write after it (the process is dead; drop the spool).
+    #[cfg(test)]
+    pub(crate) fn crash_at_state_write(&mut self, writes_before: u64, keep: usize) {
+        self.state_file.crash = Some(state_file::CrashAt { writes_before, keep, crashed: false });
+    }
+
+    /// Test hook: whether the simulated crash of [`Spool::crash_at_state_write`] happened.
+    #[cfg(test)]
+    pub(crate) fn crashed(&self) -> bool {
+        self.state_file.crash.is_some_and(|c| c.crashed)
+    }
+
+    /// Test hook: state writes so far (the generation of `state.bin`).
+    #[cfg(test)]
+    pub(crate) fn state_generation(&self) -> u64 {
+        self.state_file.generation()
+    }
+
+    /// State slots found damaged (and ignored, logged) when the spool was opened: a write cut
+    /// short by a crash, or corruption.
+    pub fn damaged_state_slots(&self) -> usize {
+        self.state_file.damaged_on_open()
     }
 
     /// The spool directory.
@@ -526,15 +599,48 @@ impl Spool {
         Ok(batch)
     }
 
-    /// Acknowledge everything before `cursor` (durably: `cursor.json`), then delete segments
-    /// that are fully acknowledged. A cursor at or before the current ack is ignored.
+    /// Acknowledge everything before `cursor` (durably: one `state.bin` write), then delete
+    /// segments that are fully acknowledged. A cursor at or before the current ack is ignored.
     pub fn ack(&mut self, cursor: Cursor) -> Result<(), SpoolError> {
         self.ack_counted(cursor, Acked::default())
     }
 
     /// [`Spool::ack`], adding `counts` to the delivered / superseded counters in the SAME
-    /// atomic write as the new cursor: after a crash the counters match the ack exactly.
+    /// write as the new cursor: after a crash the counters match the ack exactly.
     pub fn ack_counted(&mut self, cursor: Cursor, counts: Acked) -> Result<(), SpoolError> {
+        self.ack_inner(cursor, counts, None, true)
+    }
+
+    /// [`Spool::ack_counted`] with the sender's state (opaque to the spool) in the same write:
+    /// an ack and its bookkeeping are one durable write. With a cursor at or before the
+    /// current ack, only the sender's state is written.
+    pub fn ack_counted_with(
+        &mut self,
+        cursor: Cursor,
+        counts: Acked,
+        sender: serde_json::Value,
+    ) -> Result<(), SpoolError> {
+        if cursor <= self.acked {
+            return self.store_sender(sender);
+        }
+        self.ack_inner(cursor, counts, Some(sender), true)
+    }
+
+    /// Acknowledge up to `cursor` and count `counts` in memory only: durable with the next
+    /// state write ([`Spool::store_sender`], [`Spool::sync_state`], any ack or a segment's
+    /// deletion). Until then no segment it covers is deleted, so after a crash its records are
+    /// read again: only for a protocol whose server recognises the resend (v2's seq).
+    pub fn ack_later(&mut self, cursor: Cursor, counts: Acked) -> Result<(), SpoolError> {
+        self.ack_inner(cursor, counts, None, false)
+    }
+
+    fn ack_inner(
+        &mut self,
+        cursor: Cursor,
+        counts: Acked,
+        sender: Option<serde_json::Value>,
+        write: bool,
+    ) -> Result<(), SpoolError> {
         if cursor <= self.acked {
             return Ok(());
         }
@@ -546,13 +652,65 @@ impl Spool {
         let mut counters = self.counters;
         counters.delivered += counts.delivered;
         counters.superseded += counts.superseded;
-        counters.appended_through = self.end_position();
-        cursor::store_cursor(&self.dir, cursor, &counters, self.durable())?;
+        if write {
+            counters.appended_through = self.end_position();
+            self.write_state(cursor, counters, sender)?;
+        }
         self.counters = counters;
         self.acked = cursor;
         self.recent.forget_before(cursor);
         self.collect_garbage()?;
         self.refresh_oldest();
+        Ok(())
+    }
+
+    /// Write the sender's state (opaque to the spool) durably now, with the spool's state as it
+    /// is in memory (an ack made with [`Spool::ack_later`] becomes durable with it).
+    pub fn store_sender(&mut self, sender: serde_json::Value) -> Result<(), SpoolError> {
+        let mut counters = self.counters;
+        counters.appended_through = self.end_position();
+        self.write_state(self.acked, counters, Some(sender))?;
+        self.counters = counters;
+        self.collect_garbage()
+    }
+
+    /// Make an ack made with [`Spool::ack_later`] durable now, if one is waiting.
+    pub fn sync_state(&mut self) -> Result<(), SpoolError> {
+        if self.acked == self.durable_acked {
+            return Ok(());
+        }
+        self.store_state()?;
+        self.collect_garbage()
+    }
+
+    /// True while an ack made with [`Spool::ack_later`] is not durable yet.
+    pub fn state_pending(&self) -> bool {
+        self.acked != self.durable_acked
+    }
+
+    /// The sender's state as last written (or read on open; `None`: none yet).
+    pub fn sender_state(&self) -> Option<&serde_json::Value> {
+        self.sender.as_ref()
+    }
+
+    /// The one place `state.bin` is written: `cursor` with `counters` and the sender's state
+    /// (`sender`, else the last one written), then the removal of files of an older release
+    /// if a migration is still due.
+    fn write_state(
+        &mut self,
+        cursor: Cursor,
+        counters: Counters,
+        sender: Option<serde_json::Value>,
+    ) -> Result<(), SpoolError> {
+        let durable = self.durable();
+        let sender_ref = sender.as_ref().or(self.sender.as_ref());
+        cursor::store(&mut self.state_file, cursor, &counters, sender_ref, durable)?;
+        if let Some(sender) = sender {
+            self.sender = Some(sender);
+        }
+        cursor::remove_legacy(&self.dir, &self.legacy, durable)?;
+        self.legacy.clear();
+        self.durable_acked = cursor;
         Ok(())
     }
 
@@ -605,11 +763,11 @@ impl Spool {
         }
     }
 
-    /// Write `cursor.json` with the counters brought up to date (before a segment is deleted
+    /// Write `state.bin` with the counters brought up to date (before a segment is deleted
     /// or moved aside, so the records it held stay counted as appended).
     fn store_state(&mut self) -> Result<(), SpoolError> {
         self.counters.appended_through = self.end_position();
-        cursor::store_cursor(&self.dir, self.acked, &self.counters, self.durable())
+        self.write_state(self.acked, self.counters, None)
     }
 
     /// fsync the live segment now (at shutdown, and under `never` when wanted).
@@ -696,7 +854,7 @@ impl Spool {
         let live = self.writer.as_ref().map(SegmentWriter::id);
         let mut removed = false;
         while let Some(seg) = self.segments.front() {
-            if Some(seg.id) == live || unacked_in(seg.id, seg.records, self.acked) > 0 {
+            if Some(seg.id) == live || unacked_in(seg.id, seg.records, self.durable_acked) > 0 {
                 break;
             }
             let path = self.dir.join(segment::file_name(seg.id));

@@ -277,7 +277,7 @@ pub struct Recovered {
 /// like any unreadable one: start-up goes on.
 ///
 /// Crash-safe accounting: every segment is scanned first; records appended since
-/// `counters.appended_through` are added to `counters.appended`, and `cursor.json` is written
+/// `counters.appended_through` are added to `counters.appended`, and the state is written
 /// (with `acked`) BEFORE any record leaves what a later recount would find (a quarantine, a
 /// damaged last record cut); each cut or move is preceded by its ledger write, which names the
 /// cut position or segment, so a crash in between never counts it twice or not at all. A
@@ -290,6 +290,7 @@ pub fn recover(
     acked: Cursor,
     counters: &mut super::cursor::Counters,
     durable: bool,
+    store_state: &mut dyn FnMut(Cursor, &super::cursor::Counters) -> Result<(), SpoolError>,
 ) -> Result<Recovered, SpoolError> {
     remove_temp_files(dir)?;
     let mut ids = list_segments(dir)?;
@@ -318,15 +319,15 @@ pub fn recover(
         }
         // Opening needs no write when nothing below changes what a recount would find (a
         // disk-full start must work): the counters in memory are then authoritative, and
-        // cursor.json is brought up to date by the next ack or before the next segment is
+        // state.bin is brought up to date by the next ack or before the next segment is
         // deleted or moved; until then a restart recounts the same segments. Written now
         // when a record is about to leave the recount (a quarantine, a damaged last record
-        // cut), and for a cursor.json older than the counters, whose acknowledged segments
+        // cut), and for a state older than the counters, whose acknowledged segments
         // are deleted just after this (see cursor.rs).
         let leaving =
             scans.iter().any(|scan| scan.damaged_tail() > 0 || (!repairable(scan) && scan.record_count() > 0));
         if leaving || acked > persisted_through {
-            super::cursor::store_cursor(dir, acked, counters, durable)?;
+            store_state(acked, counters)?;
         }
     }
     let mut segments = Vec::new();
@@ -422,15 +423,21 @@ fn truncate(path: &Path, len: u64) -> Result<(), SpoolError> {
     file.sync_all().map_err(SpoolError::io("syncing segment", path))
 }
 
-/// Remove our own leftover temp files (`<segment>.seg.tmp`, `master.key.tmp`, `cursor.json.tmp`,
-/// `dropped.json.tmp`) from an interrupted write. Nothing else is touched.
+/// Remove our own leftover temp files (`<segment>.seg.tmp`, `master.key.tmp`, `state.bin.tmp`,
+/// `cursor.json.tmp`, `dropped.json.tmp`) from an interrupted write. Nothing else is touched.
 fn remove_temp_files(dir: &Path) -> Result<(), SpoolError> {
     for entry in fs::read_dir(dir).map_err(SpoolError::io("listing", dir))?.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some(base) = name.strip_suffix(".tmp") else { continue };
         let ours = segment::parse_file_name(base).is_some()
-            || [super::keys::MASTER_KEY_FILE, super::cursor::CURSOR_FILE, super::cursor::DROPPED_FILE].contains(&base);
+            || [
+                super::keys::MASTER_KEY_FILE,
+                super::cursor::CURSOR_FILE,
+                super::cursor::DROPPED_FILE,
+                super::state_file::STATE_FILE,
+            ]
+            .contains(&base);
         if ours {
             let _ = fs::remove_file(entry.path());
         }

@@ -421,7 +421,7 @@ mod tests {
         for other in [
             "42.seg",
             "00000000000000000042.seg.tmp",
-            "sender.json",
+            "state.bin",
             "9999999999999999999x.seg",
             "99999999999999999999.seg",
         ] {

@@ -181,7 +181,7 @@ fn full_disk_keeps_what_was_stored_and_recovers() {
 fn a_second_open_is_refused_and_strangers_are_left_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), 4096, 1 << 20, FsyncPolicy::Always);
-    std::fs::write(dir.path().join("sender.json"), "{}").expect("write");
+    std::fs::write(dir.path().join("commands.json"), "{}").expect("write");
     std::fs::create_dir(dir.path().join("rejected")).expect("mkdir");
     let mut spool = Spool::open(&cfg).expect("open");
     assert!(matches!(Spool::open(&cfg), Err(SpoolError::Locked { .. })));
@@ -190,7 +190,7 @@ fn a_second_open_is_refused_and_strangers_are_left_alone() {
     spool.ack(all.next).expect("ack");
     drop(spool);
     let _spool = Spool::open(&cfg).expect("reopen after close");
-    assert!(dir.path().join("sender.json").exists());
+    assert!(dir.path().join("commands.json").exists());
     assert!(dir.path().join("rejected").is_dir());
 }
 
@@ -284,7 +284,7 @@ fn a_destroyed_frame_length_still_counts_every_frame_of_the_segment() {
 }
 
 /// Opening must not need a write (a start on a full disk): records appended since the last
-/// `cursor.json` write are counted from the segments in memory, the file is left as it was,
+/// state write are counted from the segments in memory, the file is left as it was,
 /// and the next ack writes the counters; no reopen in between counts anything twice.
 #[test]
 fn opening_a_clean_spool_writes_nothing_and_counts_stay_exact() {
@@ -296,20 +296,20 @@ fn opening_a_clean_spool_writes_nothing_and_counts_stay_exact() {
     spool.ack_counted(end, Acked { delivered: 10, superseded: 0 }).expect("ack");
     spool.append(&records(10..40)).expect("append");
     drop(spool);
-    let cursor_file = dir.path().join(cursor::CURSOR_FILE);
-    let before = std::fs::read(&cursor_file).expect("cursor.json");
+    let cursor_file = dir.path().join(super::state_file::STATE_FILE);
+    let before = std::fs::read(&cursor_file).expect("state.bin");
     let expected = RecordCounts { accepted: 40, delivered: 10, backlog: 30, ..RecordCounts::default() };
     for _ in 0..3 {
         let spool = Spool::open(&cfg).expect("reopen");
         assert_eq!(spool.stats().counts, expected);
-        assert_eq!(std::fs::read(&cursor_file).expect("cursor.json"), before, "open wrote cursor.json");
+        assert_eq!(std::fs::read(&cursor_file).expect("state.bin"), before, "open wrote state.bin");
         assert_eq!(inspect(dir.path()).expect("inspect").expect("a spool").counts, expected, "status agrees");
     }
     let mut spool = Spool::open(&cfg).expect("reopen");
     let (got, end) = read_unacked(&mut spool);
     assert_eq!(got, records(10..40));
     spool.ack_counted(end, Acked { delivered: 30, superseded: 0 }).expect("ack");
-    assert_ne!(std::fs::read(&cursor_file).expect("cursor.json"), before, "the ack wrote the counters");
+    assert_ne!(std::fs::read(&cursor_file).expect("state.bin"), before, "the ack wrote the counters");
     drop(spool);
     let spool = Spool::open(&cfg).expect("reopen");
     let drained = RecordCounts { accepted: 40, delivered: 40, ..RecordCounts::default() };
@@ -330,8 +330,8 @@ fn a_torn_partial_write_and_an_empty_segment_are_repaired_without_a_state_write(
     spool.ack(end).expect("ack");
     spool.append(&records(5..12)).expect("append");
     drop(spool);
-    let cursor_file = dir.path().join(cursor::CURSOR_FILE);
-    let before = std::fs::read(&cursor_file).expect("cursor.json");
+    let cursor_file = dir.path().join(super::state_file::STATE_FILE);
+    let before = std::fs::read(&cursor_file).expect("state.bin");
     // The next life's segment: its one record never reached the disk (a kill before the write
     // got there), only the header did.
     let mut spool = Spool::open(&cfg).expect("reopen");
@@ -346,11 +346,11 @@ fn a_torn_partial_write_and_an_empty_segment_are_repaired_without_a_state_write(
     bytes.extend_from_slice(&[0x30, 0, 0, 0, 0xcf, 0xff]); // a frame header cut short
     std::fs::write(&path, &bytes).expect("torn tail");
     // As that life left it: its open did not write the counters (records 5..12 uncounted).
-    std::fs::write(&cursor_file, &before).expect("cursor.json");
+    std::fs::write(&cursor_file, &before).expect("state.bin");
     let expected = RecordCounts { accepted: 12, backlog: 7, ..RecordCounts::default() };
     let spool = Spool::open(&cfg).expect("reopen");
     assert_eq!(spool.stats().counts, expected);
-    assert_eq!(std::fs::read(&cursor_file).expect("cursor.json"), before, "open wrote cursor.json");
+    assert_eq!(std::fs::read(&cursor_file).expect("state.bin"), before, "open wrote state.bin");
     assert_eq!(std::fs::metadata(&path).expect("segment").len(), bytes.len() as u64 - 6, "tail cut");
     assert!(!empty_path.exists(), "empty segment removed");
     assert!(!dir.path().join(QUARANTINE_DIR).exists(), "nothing quarantined");
@@ -359,4 +359,123 @@ fn a_torn_partial_write_and_an_empty_segment_are_repaired_without_a_state_write(
     assert_eq!(spool.stats().counts, expected);
     let (got, _) = read_unacked(&mut spool);
     assert_eq!(got, records(5..12));
+}
+
+/// Flip one byte inside the used part of slot `slot` of `state.bin`.
+fn damage_slot(dir: &Path, slot: usize) {
+    let path = dir.join(state_file::STATE_FILE);
+    let mut bytes = std::fs::read(&path).expect("state.bin");
+    bytes[slot * state_file::SLOT_LEN + 30] ^= 0x40;
+    std::fs::write(&path, bytes).expect("write");
+}
+
+/// A slot whose checksum fails (a write cut short, or corruption) is ignored, counted and
+/// logged: the other slot holds the state before it. The next write goes into the damaged
+/// slot. Both slots damaged: opening fails with an error naming the file and saying what the
+/// operator does; `inspect` (behind `status`) fails the same way, nothing guessed.
+#[test]
+fn a_damaged_state_slot_is_ignored_and_both_damaged_fail_closed_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20, 1 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..10)).expect("append");
+    let three = Cursor { segment: 1, index: 3 };
+    let six = Cursor { segment: 1, index: 6 };
+    spool.ack_counted(three, Acked { delivered: 3, superseded: 0 }).expect("ack 3"); // generation 1: slot B
+    spool.ack_counted(six, Acked { delivered: 3, superseded: 0 }).expect("ack 6"); // generation 2: slot A
+    drop(spool);
+    damage_slot(dir.path(), 0);
+    let mut spool = Spool::open(&cfg).expect("one damaged slot is no error");
+    assert_eq!((spool.acked_cursor(), spool.damaged_state_slots()), (three, 1));
+    assert_eq!(spool.stats().counts.delivered, 3, "the state before the damaged write, whole");
+    spool.ack_counted(six, Acked { delivered: 3, superseded: 0 }).expect("ack 6 again"); // into slot A
+    drop(spool);
+    let spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!((spool.acked_cursor(), spool.damaged_state_slots(), spool.stats().counts.delivered), (six, 0, 6));
+    drop(spool);
+    damage_slot(dir.path(), 0);
+    damage_slot(dir.path(), 1);
+    let err = Spool::open(&cfg).err().expect("both damaged: fail closed");
+    assert!(matches!(err, SpoolError::StateDamaged { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&dir.path().join("state.bin").display().to_string()) && text.contains("Move it aside"),
+        "{text}"
+    );
+    assert!(inspect(dir.path()).is_err(), "status does not guess either");
+    // The operator moves it aside: the spool opens and resends from the oldest record.
+    std::fs::rename(dir.path().join("state.bin"), dir.path().join("state.bin.damaged")).expect("aside");
+    let spool = Spool::open(&cfg).expect("reopen");
+    assert_eq!((spool.acked_cursor(), spool.stats().unacked_records), (Cursor::default(), 10));
+}
+
+/// An older release's files: every combination of `cursor.json`, `sender.json` and
+/// `inflight.json` is migrated into `state.bin` on open (values kept, old files removed), and
+/// a crash at each point of the migration (during the creation of `state.bin`, its first write
+/// cut short, after the write before any removal, after some removals) migrates the same values
+/// again.
+#[test]
+fn every_old_file_set_migrates_and_a_crash_at_every_step_migrates_again() {
+    let cursor_json = r#"{"version":1,"segment":1,"index":4,"appended":0,"appended_through":{"segment":0,"index":0},"delivered":4,"superseded":0,"requeued":0}"#;
+    let sender_json = r#"{"next_seq":77,"sent_records":4,"protocol":"v2"}"#;
+    let inflight_json =
+        r#"{"seq":76,"start":{"segment":1,"index":0},"end":{"segment":1,"index":4},"records":4,"kid":null,"body":""}"#;
+    let files = [(cursor::CURSOR_FILE, cursor_json), ("sender.json", sender_json), ("inflight.json", inflight_json)];
+    for set in 1u8..8 {
+        let chosen: Vec<(&str, &str)> =
+            files.iter().enumerate().filter(|(i, _)| set & (1 << i) != 0).map(|(_, f)| *f).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), 1 << 20, 1 << 20, FsyncPolicy::Batch);
+        let mut spool = Spool::open(&cfg).expect("open");
+        spool.append(&records(0..10)).expect("append");
+        drop(spool);
+        assert!(!dir.path().join("state.bin").exists());
+        let write_old = |which: &[(&str, &str)]| {
+            for (name, text) in which {
+                std::fs::write(dir.path().join(name), text).expect("old file");
+            }
+        };
+        let mut expected_sender = serde_json::Map::new();
+        if set & 2 != 0 {
+            expected_sender = serde_json::from_str(sender_json).expect("json");
+        }
+        if set & 4 != 0 {
+            expected_sender.insert("inflight".into(), serde_json::from_str(inflight_json).expect("json"));
+        }
+        let expected_sender = (set & 6 != 0).then_some(serde_json::Value::Object(expected_sender));
+        let expected_cursor = if set & 1 != 0 { Cursor { segment: 1, index: 4 } } else { Cursor::default() };
+        let check = |step: &str| {
+            let spool = Spool::open(&cfg).unwrap_or_else(|e| panic!("set {set}, {step}: {e}"));
+            assert_eq!(spool.acked_cursor(), expected_cursor, "set {set}, {step}");
+            assert_eq!(spool.sender_state(), expected_sender.as_ref(), "set {set}, {step}");
+            assert_eq!(spool.stats().counts.delivered, if set & 1 != 0 { 4 } else { 0 }, "set {set}, {step}");
+            assert_eq!(spool.stats().counts.accepted, 10, "set {set}, {step}");
+            for (name, _) in &files {
+                assert!(!dir.path().join(name).exists(), "set {set}, {step}: {name} removed");
+            }
+            drop(spool);
+            let state = load_state(dir.path()).expect("read-only").expect("state");
+            assert_eq!((state.cursor, state.sender.as_ref()), (expected_cursor, expected_sender.as_ref()));
+        };
+        // A crash while state.bin was being created (its temp file, never renamed).
+        write_old(&chosen);
+        std::fs::write(dir.path().join("state.bin.tmp"), [0u8; 100]).expect("tmp");
+        check("a crash while state.bin was created");
+        // A crash after the state write, before any removal; after some removals.
+        write_old(&chosen);
+        check("a crash before the old files were removed");
+        for keep in 0..chosen.len() {
+            write_old(&chosen[keep..keep + 1]);
+            check("a crash after some removals");
+        }
+        // A crash during the first write of a fresh state.bin (cut in the middle of the slot).
+        std::fs::remove_file(dir.path().join("state.bin")).expect("rm");
+        write_old(&chosen);
+        let payload = br#"{"segment":1,"index":4}"#;
+        let slot = state_file::encode_slot(1, payload).expect("slot");
+        let mut file = vec![0u8; 2 * state_file::SLOT_LEN];
+        file[state_file::SLOT_LEN..state_file::SLOT_LEN + 40].copy_from_slice(&slot[..40]);
+        std::fs::write(dir.path().join("state.bin"), file).expect("torn first write");
+        check("a crash during the first write");
+    }
 }

@@ -512,7 +512,7 @@ impl World {
             log.matches(" collected ").count() as u64 >= self.per_cycle()
         };
         let spool = self.spool.clone();
-        // Nothing unacknowledged is nothing in flight (an acknowledged inflight.json stays as
+        // Nothing unacknowledged is nothing in flight (an acknowledged in-flight batch stays as
         // the record of the last seq used).
         let drained = || backlog(&spool) == Some(0);
         let mut calm = 0;
