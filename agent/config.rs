@@ -545,11 +545,26 @@ fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<
         }
         row[b.len()]
     }
-    let mut scored: Vec<(usize, &str)> = candidates.map(|c| (distance(name, c), c)).filter(|(d, _)| *d <= 2).collect();
-    scored.sort();
-    match scored.as_slice() {
-        [(d, only)] => Some(*only).filter(|_| *d > 0),
-        [(d, first), (next, _), ..] if d < next => Some(*first),
+    // The candidates within two edits, the nearest one and how many share its distance: one
+    // pass, no sort (a sort of `(usize, &str)` linked its own 7 KB copy of the sort code).
+    let (mut within, mut nearest, mut at_nearest) = (0, None::<(usize, &str)>, 0);
+    for candidate in candidates {
+        let d = distance(name, candidate);
+        if d > 2 {
+            continue;
+        }
+        within += 1;
+        match nearest {
+            Some((best, _)) if best < d => {}
+            Some((best, _)) if best == d => at_nearest += 1,
+            _ => (nearest, at_nearest) = (Some((d, candidate)), 1),
+        }
+    }
+    match nearest? {
+        // The only one within reach: a suggestion unless it is the name itself.
+        (d, only) if within == 1 => Some(only).filter(|_| d > 0),
+        // Several: the nearest, if no other is as near.
+        (_, first) if at_nearest == 1 => Some(first),
         _ => None,
     }
 }
@@ -1030,6 +1045,15 @@ mod tests {
     fn typos_get_a_suggestion() {
         assert_eq!(closest("intervall", ["interval", "machine_id"].into_iter()), Some("interval"));
         assert_eq!(closest("zzz", ["interval"].into_iter()), None);
+        // Exactly one within reach: suggested unless it is the name itself.
+        assert_eq!(closest("interval", ["interval"].into_iter()), None);
+        assert_eq!(closest("interva", ["zzz", "interval"].into_iter()), Some("interval"));
+        // Several within reach: the nearest if it is the only one that near (an exact match too).
+        assert_eq!(closest("interval", ["intervals", "interval"].into_iter()), Some("interval"));
+        assert_eq!(closest("colour", ["colours", "color"].into_iter()), None);
+        assert_eq!(closest("colour", ["colour2", "color", "cilor"].into_iter()), None);
+        assert_eq!(closest("colour", ["cilor", "colour22", "colours"].into_iter()), Some("colours"));
+        assert_eq!(closest("ab", ["ab", "ab"].into_iter()), None);
         let (_, problems) = parse_raw(r#"{"sever_url":"https://x","widgets":{"pign":{}}}"#);
         assert!(problems[0].contains("did you mean `server_url`?"), "{problems:?}");
         let errors = resolve_json(r#"{"widgets":{"pign":{}}}"#, &MapEnv(vec![])).err().expect("unknown widget");

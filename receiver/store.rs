@@ -809,7 +809,12 @@ fn visit_committed(path: &Path, keys: &StoreKeys, mut visit: impl FnMut(u64, Str
                         let records: Vec<Record> = pending[pending.len().saturating_sub(count)..]
                             .iter()
                             .filter_map(|(n, raw)| open(raw, *n))
-                            .filter_map(|row| row.get("record").and_then(|r| serde_json::from_value(r.clone()).ok()))
+                            // Through its bytes, with the parser every batch goes through:
+                            // `from_value` linked a second copy of the record's deserializer.
+                            .filter_map(|row| {
+                                let record = serde_json::to_vec(row.get("record")?).ok()?;
+                                serde_json::from_slice(&record).ok()
+                            })
                             .collect();
                         records_digest(&records)
                     }

@@ -225,7 +225,7 @@ impl<'a> Report<'a> {
         let config = self.config;
         let path =
             config.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(built-in defaults)".into());
-        println!("health:      {}", self.verdict.to_uppercase());
+        println!("health:      {}", self.verdict.to_ascii_uppercase());
         for reason in &self.reasons {
             println!("  - {reason}");
         }
