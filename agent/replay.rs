@@ -23,8 +23,8 @@
 //! (lines starting with `# ` followed by one blank line, as in `shared/fixtures/`) is skipped.
 //! The replay host reports root (as the launchd/systemd service runs), so `wdutil info` is
 //! tried when listed, and allows no network: ICMP and HTTP measurements are off. Widgets that
-//! read through `sysinfo` (cpu, memory, disk, network, processes, system and part of
-//! machine_info) still describe the live machine.
+//! read the machine in process (cpu, memory, disk, network, processes, system and part of
+//! machine_info: `/proc` on Linux, `sysinfo` on macOS) still describe the live machine.
 //!
 //! Test vector: `tests/replay/linux-thinkpad/replay.json` replays a ThinkPad on battery
 //! (`metrics.battery.percent` 85.0, `time_left` 28955 s) associated on 5 GHz channel 60.

@@ -71,7 +71,7 @@ fn macos_laptop_replay() {
         })
     );
     assert_eq!(info["computer_name"], "Susam\u{2019}s MacBook Pro");
-    // sysinfo widgets still read the live machine.
+    // Widgets reading the machine in process still read the live machine.
     assert!(body["metrics"]["cpu"]["percent"].is_number());
 }
 

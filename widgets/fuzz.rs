@@ -12,6 +12,7 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use crate::battery::parse as battery;
+use crate::cpu::parse as cpu;
 use crate::disk::parse as disk;
 use crate::machine::parse as machine;
 use crate::network::parse as network;
@@ -20,6 +21,7 @@ use crate::ping::parse as ping;
 use crate::processes::parse as processes;
 use crate::security::parse as security;
 use crate::speedtest::parse as speedtest;
+use crate::system::parse as system;
 use crate::temperature::parse as temperature;
 use crate::users::parse as users;
 use crate::wifi::parse as wifi;
@@ -72,6 +74,8 @@ fn parse_all(widget: &str, text: &str) {
             let _ = machine::sysfs_if_running(Some(text), Some(text));
             let _ = machine::parse_sysfs_speed(text);
             let _ = machine::real_serial(text);
+            let _ = machine::parse_os_release(text);
+            let _ = machine::parse_lsb_release(text);
         }
         "processes" => {
             let _ = processes::parse_proc_pid_stat(text);
@@ -95,6 +99,17 @@ fn parse_all(widget: &str, text: &str) {
             let _ = temperature::parse_zone_temp(text);
             let _ = temperature::parse_zone_type(text).map(|t| temperature::cpu_zone_rank(&t));
         }
+        "cpu" => {
+            if let Ok(stat) = cpu::parse_proc_stat_cpus(text) {
+                let _ = crate::cpu::usage::per_core(&stat.cores, &stat.cores);
+                let _ = crate::cpu::usage::percent(Some(&stat.total), &stat.total);
+            }
+            let _ = cpu::parse_loadavg(text);
+            let _ = cpu::parse_cpuinfo_physical_cores(text);
+        }
+        "system" => {
+            let _ = system::parse_proc_stat_btime(text);
+        }
         "disk" => {
             let _ = disk::parse_diskstats(text, |name| name.len() % 2 == 0);
         }
@@ -102,8 +117,8 @@ fn parse_all(widget: &str, text: &str) {
     }
 }
 
-const WIDGETS: [&str; 9] =
-    ["battery", "wifi", "ping", "speedtest", "machine", "processes", "network", "disk", "security"];
+const WIDGETS: [&str; 11] =
+    ["battery", "wifi", "ping", "speedtest", "machine", "processes", "network", "disk", "security", "cpu", "system"];
 
 /// The fixture texts of every widget, as `(widget, text)` (read once).
 fn fixtures() -> &'static [(&'static str, String)] {

@@ -1,24 +1,29 @@
 //! Reading small kernel files (`/proc`, `/sys`) into a reused buffer: one `open`, a few
 //! `read`s and a `close`, no `fstat` and no allocation once the buffer has grown. The lean
-//! Linux readers (processes, network, disk) call this every cycle; their parsers are pure
-//! functions of the text.
+//! Linux readers (cpu, memory, processes, network, disk) call this every cycle; their parsers
+//! are pure functions of the text.
+//!
+//! The file is opened with `rustix` (a direct system call on Linux), not `std::fs::File`:
+//! musl's `open` follows every `O_CLOEXEC` open with an `fcntl(F_SETFD)` for kernels older
+//! than 2.6.23, one wasted system call per file, and the static build ships on musl.
 
-use std::io::Read;
 use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
 
 /// Replace `buf` with the content of `path` (lossy UTF-8 is not needed: kernel files are
 /// ASCII; invalid bytes make the read fail with `InvalidData`).
 pub fn read_into(path: impl AsRef<Path>, buf: &mut String) -> std::io::Result<()> {
     buf.clear();
-    let mut file = std::fs::File::open(path)?;
+    let file = rustix::fs::open(path.as_ref(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
     let mut chunk = [0u8; 4096];
     let mut bytes = std::mem::take(buf).into_bytes();
     let result = loop {
-        match file.read(&mut chunk) {
+        match rustix::io::read(&file, &mut chunk) {
             Ok(0) => break Ok(()),
             Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => break Err(e),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => break Err(std::io::Error::from(e)),
         }
     };
     match String::from_utf8(bytes) {
@@ -50,7 +55,11 @@ mod tests {
         std::fs::write(&path, "short").expect("write");
         read_into(&path, &mut buf).expect("read");
         assert_eq!(buf, "short");
-        assert!(read_into(dir.join("missing"), &mut buf).is_err());
+        let missing = read_into(dir.join("missing"), &mut buf).expect_err("no such file");
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound, "the OS error survives: {missing}");
+        std::fs::write(&path, [b'a', 0xff, b'\n']).expect("write");
+        let bad = read_into(&path, &mut buf).expect_err("not UTF-8");
+        assert_eq!((bad.kind(), buf.as_str()), (std::io::ErrorKind::InvalidData, ""));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -28,8 +28,9 @@ are skipped unless the config enables them explicitly (\"enabled\": true) or --n
   --network      also run the enabled network widgets (ping, speedtest) as `run` would
 
   --replay DIR   run the widgets against captured outputs: DIR/replay.json maps commands
-                 and files to files in DIR (see the README, \"Replay\"). sysinfo widgets
-                 still read this machine; no network measurement is made.
+                 and files to files in DIR (see the README, \"Replay\"). Widgets that
+                 read the machine in process still read this one; no network
+                 measurement is made.
 ",
     run,
 };
@@ -63,7 +64,7 @@ fn run(mut args: Args) -> u8 {
     }
     crate::log::init(common.log_level(config.log_level.min(log::LevelFilter::Warn)));
     // Under replay every widget (machine_info's serial, model and computer name included)
-    // reads the captured outputs; sysinfo widgets still read this machine.
+    // reads the captured outputs; in-process readings still describe this machine.
     let host: Box<dyn Host> = match replay {
         None => Box::new(SystemHost::new()),
         Some(dir) => match crate::replay::load(&dir) {

@@ -1,12 +1,19 @@
 //! `cpu`: utilisation over the interval since the previous collection, per core, load averages
 //! and counts. It never sleeps inside a cycle: the percentage is the difference between two
-//! refreshes one interval apart (the first reading after start covers the time since boot).
+//! readings one interval apart (the first reading after start covers the time since boot).
+//!
+//! Linux: a lean reader of `/proc/stat` and `/proc/loadavg` (pure parsers in [`parse`], the
+//! arithmetic of two readings in [`usage`]), `/proc/cpuinfo` once for the physical cores.
+//! Other OSes: `sysinfo`.
+
+pub mod parse;
+pub mod usage;
 
 use serde_json::json;
-use sysinfo::{CpuRefreshKind, RefreshKind, System};
 
-use crate::units::{round1, round2};
+use crate::units::round2;
 use crate::{no_options, CollectError, Host, Sample, Timestamp, Widget, WidgetSpec};
+use parse::LoadAvg;
 
 /// Registry entry.
 pub static SPEC: WidgetSpec = WidgetSpec {
@@ -19,22 +26,85 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     build: |_| Box::new(CpuWidget::default()),
 };
 
-/// Keeps the `sysinfo` state between cycles so usage is measured over the interval.
+/// One reading, whatever the OS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuReading {
+    /// Whole-machine utilisation, % with one decimal.
+    pub percent: f64,
+    /// Utilisation of each logical CPU, in order.
+    pub per_core: Vec<f64>,
+    /// Load averages, where the OS has them.
+    pub load: Option<LoadAvg>,
+    /// Logical CPUs.
+    pub threads: usize,
+}
+
+/// `metrics.cpu` from a reading, the physical core count and the seconds the reading covers.
+/// Atlas reads these names: do not rename.
+pub fn cpu_json(reading: &CpuReading, count: Option<usize>, interval_s: Option<f64>) -> serde_json::Value {
+    json!({
+        "percent": reading.percent,
+        "per_core": reading.per_core,
+        "count": count,
+        "threads": reading.threads,
+        "load_avg": reading.load.map(|l| json!([round2(l.one), round2(l.five), round2(l.fifteen)])),
+        "interval_s": interval_s,
+    })
+}
+
+/// Physical cores of this machine (`None` when unknown). Linux: distinct cores of
+/// `/proc/cpuinfo`; elsewhere `sysinfo`.
+pub fn physical_core_count() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut text = String::new();
+        crate::procfs::read_into("/proc/cpuinfo", &mut text).ok()?;
+        parse::parse_cpuinfo_physical_cores(&text).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        sysinfo::System::physical_core_count().ok()
+    }
+}
+
+/// Keeps the previous reading between cycles so usage is measured over the interval.
 #[derive(Default)]
 pub struct CpuWidget {
-    system: Option<System>,
+    /// Linux: the reused read buffer and the previous `/proc/stat` reading.
+    #[cfg(target_os = "linux")]
+    buf: String,
+    #[cfg(target_os = "linux")]
+    previous: Option<parse::CpuStat>,
+    #[cfg(not(target_os = "linux"))]
+    system: Option<sysinfo::System>,
     last: Option<Timestamp>,
     /// Physical cores, read once: on Linux it is a walk of `/proc/cpuinfo`, the costliest
     /// file of a cycle, for a number that does not change while the agent runs.
     physical_cores: Option<Option<usize>>,
 }
 
-impl Widget for CpuWidget {
-    fn name(&self) -> &'static str {
-        SPEC.name
+impl CpuWidget {
+    #[cfg(target_os = "linux")]
+    fn read(&mut self) -> Result<CpuReading, CollectError> {
+        use crate::procfs::read_into;
+        let path = "/proc/stat";
+        read_into(path, &mut self.buf).map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
+        let now = parse::parse_proc_stat_cpus(&self.buf)
+            .map_err(|error| CollectError::Parse { source: path.to_string(), error })?;
+        let previous = self.previous.as_ref();
+        let percent = usage::percent(previous.map(|p| &p.total), &now.total);
+        let per_core = usage::per_core(previous.map_or(&[][..], |p| &p.cores), &now.cores);
+        let threads = now.cores.len();
+        self.previous = Some(now);
+        // A missing or odd load file leaves `load_avg` null rather than failing the widget.
+        let load = read_into("/proc/loadavg", &mut self.buf).ok().and_then(|()| parse::parse_loadavg(&self.buf).ok());
+        Ok(CpuReading { percent, per_core, load, threads })
     }
 
-    fn collect(&mut self, _host: &dyn Host, now: Timestamp) -> Result<Vec<Sample>, CollectError> {
+    #[cfg(not(target_os = "linux"))]
+    fn read(&mut self) -> Result<CpuReading, CollectError> {
+        use crate::units::round1;
+        use sysinfo::{CpuRefreshKind, RefreshKind, System};
         let system = match &mut self.system {
             Some(system) => {
                 system.refresh_cpu_usage();
@@ -47,20 +117,26 @@ impl Widget for CpuWidget {
                 self.system.insert(system)
             }
         };
-        let per_core: Vec<f64> = system.cpus().iter().map(|c| round1(f64::from(c.usage()))).collect();
-        let load = System::load_average().ok();
-        let count = *self.physical_cores.get_or_insert_with(|| System::physical_core_count().ok());
+        Ok(CpuReading {
+            percent: round1(f64::from(system.global_cpu_usage())),
+            per_core: system.cpus().iter().map(|c| round1(f64::from(c.usage()))).collect(),
+            load: System::load_average().ok().map(|l| LoadAvg { one: l.one, five: l.five, fifteen: l.fifteen }),
+            threads: system.cpus().len(),
+        })
+    }
+}
+
+impl Widget for CpuWidget {
+    fn name(&self) -> &'static str {
+        SPEC.name
+    }
+
+    fn collect(&mut self, _host: &dyn Host, now: Timestamp) -> Result<Vec<Sample>, CollectError> {
+        let reading = self.read()?;
+        let count = *self.physical_cores.get_or_insert_with(physical_core_count);
         let interval_s = self.last.map(|last| round2((now.0 - last.0) as f64 / 1000.0));
         self.last = Some(now);
-        let data = json!({
-            "percent": round1(f64::from(system.global_cpu_usage())),
-            "per_core": per_core,
-            "count": count,
-            "threads": system.cpus().len(),
-            "load_avg": load.map(|l| json!([round2(l.one), round2(l.five), round2(l.fifteen)])),
-            "interval_s": interval_s,
-        });
-        Ok(vec![Sample::metric("cpu", data)])
+        Ok(vec![Sample::metric("cpu", cpu_json(&reading, count, interval_s))])
     }
 }
 
@@ -81,5 +157,26 @@ mod tests {
         let threads = data["threads"].as_u64().expect("threads");
         assert_eq!(data["per_core"].as_array().map(Vec::len), Some(threads as usize));
         assert_eq!(data["interval_s"], json!(1.5));
+        assert!(data["count"].as_u64().is_some_and(|c| c >= 1 && c <= threads), "{data}");
+        assert!(data["load_avg"].as_array().is_some_and(|l| l.len() == 3), "{data}");
+    }
+
+    #[test]
+    fn json_keeps_atlas_names_and_rounding() {
+        let reading = CpuReading {
+            percent: 12.3,
+            per_core: vec![10.0, 14.6],
+            load: Some(LoadAvg { one: 0.214, five: 0.375, fifteen: 1.0 }),
+            threads: 2,
+        };
+        assert_eq!(
+            cpu_json(&reading, Some(1), None),
+            json!({
+                "percent": 12.3, "per_core": [10.0, 14.6], "count": 1, "threads": 2,
+                "load_avg": [0.21, 0.38, 1.0], "interval_s": null,
+            })
+        );
+        let unknown = CpuReading { load: None, ..reading };
+        assert_eq!(cpu_json(&unknown, None, Some(1.0))["load_avg"], json!(null));
     }
 }

@@ -2,17 +2,18 @@
 //! boot time, local IP (found from the routing table and interface list: no packet is sent),
 //! mounted disks, and where the OS gives them, computer name, serial number and model.
 //!
-//! Sources: `sysinfo` on both OSes; on Linux `/proc/net/route` and `/sys/class/dmi/id/*`
+//! Sources: the OS in process ([`live`]: on Linux `uname`, `/etc/os-release`, `/proc`,
+//! `getifaddrs`; elsewhere `sysinfo`); on Linux `/proc/net/route` and `/sys/class/dmi/id/*`
 //! (the serial is readable by root only); on macOS `system_profiler SPHardwareDataType` and
 //! `scutil --get ComputerName`. Collected hourly by default: it rarely changes and
 //! `system_profiler` takes about a second.
 
+pub mod live;
 pub mod parse;
 
 use std::net::IpAddr;
 
 use serde_json::{json, Value};
-use sysinfo::{Disks, Networks, System};
 
 use crate::host::DEFAULT_COMMAND_TIMEOUT;
 use crate::network::is_loopback;
@@ -32,7 +33,7 @@ pub static SPEC: WidgetSpec = WidgetSpec {
 /// Stateless: everything is read fresh.
 pub struct MachineWidget;
 
-/// Identity fields that come from platform commands/files rather than `sysinfo`.
+/// Identity fields that come from platform commands/files through `Host`.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct PlatformIdentity {
     /// User-visible computer name (macOS), else the hostname.
@@ -74,31 +75,55 @@ pub fn platform_identity(host: &dyn Host) -> PlatformIdentity {
     id
 }
 
+/// Interface addresses grouped by interface: `(name, addresses)` in the order each name
+/// first appears, each address once.
+pub fn group_addresses(addresses: &[(String, IpAddr)]) -> Vec<(&str, Vec<IpAddr>)> {
+    let mut groups: Vec<(&str, Vec<IpAddr>)> = Vec::new();
+    for (name, ip) in addresses {
+        let position = match groups.iter().position(|(n, _)| n == name) {
+            Some(position) => position,
+            None => {
+                groups.push((name, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        let list = &mut groups[position].1;
+        if !list.contains(ip) {
+            list.push(*ip);
+        }
+    }
+    groups
+}
+
 /// The machine's LAN address: the first global IPv4 of the default-route interface (Linux,
 /// from `/proc/net/route`), else of any non-loopback interface, preferring `en0`/`eth0`.
-pub fn local_ip(host: &dyn Host, networks: &Networks) -> Option<IpAddr> {
+/// `addresses` are `(interface, address)` pairs ([`live::LiveFacts::addresses`]).
+pub fn local_ip(host: &dyn Host, addresses: &[(String, IpAddr)]) -> Option<IpAddr> {
     let default_iface = host
         .read_file("/proc/net/route")
         .ok()
         .and_then(|text| parse::parse_proc_net_route_default(&text).ok().flatten());
+    pick_local_ip(default_iface.as_deref(), addresses)
+}
+
+/// The choice [`local_ip`] makes, given the default-route interface.
+pub fn pick_local_ip(default_iface: Option<&str>, addresses: &[(String, IpAddr)]) -> Option<IpAddr> {
     let usable = |ip: &IpAddr| match ip {
         IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
         IpAddr::V6(_) => false,
     };
-    let mut candidates: Vec<(u8, String, IpAddr)> = networks
+    let mut candidates: Vec<(u8, &str, IpAddr)> = addresses
         .iter()
-        .filter(|(name, _)| !is_loopback(name))
-        .flat_map(|(name, data)| data.ip_networks().iter().map(move |net| (name.to_string_lossy(), net.addr)))
-        .filter(|(_, ip)| usable(ip))
+        .filter(|(name, ip)| !is_loopback(std::ffi::OsStr::new(name)) && usable(ip))
         .map(|(name, ip)| {
-            let rank = if Some(&*name) == default_iface.as_deref() {
+            let rank = if Some(name.as_str()) == default_iface {
                 0
             } else if name == "en0" || name == "eth0" {
                 1
             } else {
                 2
             };
-            (rank, name.into_owned(), ip)
+            (rank, name.as_str(), *ip)
         })
         .collect();
     candidates.sort();
@@ -119,46 +144,60 @@ impl Widget for MachineWidget {
     }
 
     fn collect(&mut self, host: &dyn Host, _now: Timestamp) -> Result<Vec<Sample>, CollectError> {
-        let system = System::new_with_specifics(
-            sysinfo::RefreshKind::nothing()
-                .with_memory(sysinfo::MemoryRefreshKind::nothing().with_ram())
-                .with_cpu(sysinfo::CpuRefreshKind::nothing()),
-        )
-        .map_err(|e| CollectError::Other(format!("reading system information: {e}")))?;
-        let networks = Networks::new_with_refreshed_list().ok();
+        let facts = live::LiveFacts::read();
         let identity = platform_identity(host);
-        let hostname = System::host_name().unwrap_or_default();
-        // Atlas: `platform.mac_ver()[0]` on macOS, the kernel elsewhere, so a page printing
-        // `os + " " + os_version` reads "Darwin 14.4.1" or "Linux 6.1.0-18-amd64".
-        let os_version = match host.os() {
-            Os::Macos => System::os_version().ok(),
-            _ => System::kernel_version().ok(),
-        };
-        let local_ip = networks.as_ref().and_then(|n| local_ip(host, n)).map(|ip| ip.to_string());
-        let data = json!({
-            "hostname": hostname,
-            "os": os_name(host.os()),
-            "os_version": os_version,
-            "os_name": System::long_os_version().ok(),
-            "kernel_version": System::kernel_version().ok(),
-            "architecture": System::cpu_arch(),
-            "processor": identity.chip.clone(),
-            "cpu_count": System::physical_core_count().ok(),
-            "cpu_threads": system.cpus().len(),
-            "total_memory": system.total_memory(),
-            "boot_time": System::boot_time().ok(),
-            // Atlas falls back to "localhost"; its pages build URLs from this field.
-            "local_ip": local_ip.unwrap_or_else(|| "localhost".to_string()),
-            "disks": disk_list(host),
-            "network_interfaces": networks.as_ref().map(|n| network_interfaces(host, n)).unwrap_or_default(),
-            "computer_name": identity.computer_name.unwrap_or(hostname),
-            "serial_number": identity.serial_number,
-            "model": identity.model,
-            "chip": identity.chip,
-            "gpu": gpu(host),
-        });
+        let local_ip = local_ip(host, &facts.addresses).map(|ip| ip.to_string());
+        let data = machine_json(
+            &facts,
+            identity,
+            host.os(),
+            local_ip,
+            disk_list(host),
+            network_interfaces(host, &facts.addresses),
+            gpu(host),
+        );
         Ok(vec![Sample::machine_info(data)])
     }
+}
+
+/// The `machine_info` object from what was read. Atlas reads these names: do not rename.
+pub fn machine_json(
+    facts: &live::LiveFacts,
+    identity: PlatformIdentity,
+    os: Os,
+    local_ip: Option<String>,
+    disks: Vec<Value>,
+    interfaces: Vec<Value>,
+    gpu: Option<Value>,
+) -> Value {
+    // Atlas: `platform.mac_ver()[0]` on macOS, the kernel elsewhere, so a page printing
+    // `os + " " + os_version` reads "Darwin 14.4.1" or "Linux 6.1.0-18-amd64".
+    let os_version = match os {
+        Os::Macos => facts.os_version.clone(),
+        _ => facts.kernel_release.clone(),
+    };
+    json!({
+        "hostname": facts.hostname,
+        "os": os_name(os),
+        "os_version": os_version,
+        "os_name": facts.long_os_name,
+        "kernel_version": facts.kernel_release,
+        "architecture": facts.architecture,
+        "processor": identity.chip.clone(),
+        "cpu_count": facts.physical_cores,
+        "cpu_threads": facts.logical_cpus,
+        "total_memory": facts.total_memory,
+        "boot_time": facts.boot_time,
+        // Atlas falls back to "localhost"; its pages build URLs from this field.
+        "local_ip": local_ip.unwrap_or_else(|| "localhost".to_string()),
+        "disks": disks,
+        "network_interfaces": interfaces,
+        "computer_name": identity.computer_name.unwrap_or_else(|| facts.hostname.clone()),
+        "serial_number": identity.serial_number,
+        "model": identity.model,
+        "chip": identity.chip,
+        "gpu": gpu,
+    })
 }
 
 /// The GPU as Atlas's agent reports it on macOS: `{name}` of the first `Chipset Model` of
@@ -195,20 +234,40 @@ pub fn disk_list(host: &dyn Host) -> Vec<Value> {
             }
         }
     }
-    Disks::new_with_refreshed_list()
-        .map(|disks| {
-            disks
-                .iter()
-                .filter_map(|d| {
-                    entry(
-                        &d.name().to_string_lossy(),
-                        &d.mount_point().to_string_lossy(),
-                        &d.file_system().to_string_lossy(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    other_disks(entry)
+}
+
+/// The live machine's disks when `Host` gave none (another OS replayed, or its
+/// `/proc/self/mountinfo` unreadable): on Linux the live `/proc/self/mountinfo`, elsewhere
+/// `sysinfo`'s list.
+fn other_disks(entry: impl Fn(&str, &str, &str) -> Option<Value>) -> Vec<Value> {
+    #[cfg(target_os = "linux")]
+    {
+        // Replaying another OS on Linux: the live machine's disks, as every live fact.
+        let mut text = String::new();
+        if crate::procfs::read_into("/proc/self/mountinfo", &mut text).is_err() {
+            return Vec::new();
+        }
+        let Ok(mounts) = parse::parse_mountinfo(&text) else { return Vec::new() };
+        parse::real_disks(&mounts).into_iter().filter_map(|m| entry(&m.source, &m.mount_point, &m.fstype)).collect()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        sysinfo::Disks::new_with_refreshed_list()
+            .map(|disks| {
+                disks
+                    .iter()
+                    .filter_map(|d| {
+                        entry(
+                            &d.name().to_string_lossy(),
+                            &d.mount_point().to_string_lossy(),
+                            &d.file_system().to_string_lossy(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// Interfaces with an address, as Atlas lists them: `{name, is_up, speed, addresses[{type,
@@ -216,18 +275,15 @@ pub fn disk_list(host: &dyn Host) -> Vec<Value> {
 /// `is_up` (up and running) and `speed` from `/sys/class/net/<if>/`; elsewhere an interface
 /// listed with an address is reported up, speed 0. Linux `is_up` is psutil's: `IFF_UP` in
 /// `flags` and a link (`carrier` = 1).
-pub fn network_interfaces(host: &dyn Host, networks: &Networks) -> Vec<Value> {
-    let mut list: Vec<(String, Value)> = networks
-        .iter()
-        .filter(|(_, data)| !data.ip_networks().is_empty())
-        .map(|(name, data)| {
-            let name = name.to_string_lossy().into_owned();
-            let addresses: Vec<Value> = data
-                .ip_networks()
+pub fn network_interfaces(host: &dyn Host, addresses: &[(String, IpAddr)]) -> Vec<Value> {
+    let mut list: Vec<(&str, Value)> = group_addresses(addresses)
+        .into_iter()
+        .map(|(name, ips)| {
+            let addresses: Vec<Value> = ips
                 .iter()
-                .map(|net| {
-                    let kind = if net.addr.is_ipv4() { "IPv4" } else { "IPv6" };
-                    json!({ "type": kind, "address": net.addr.to_string() })
+                .map(|ip| {
+                    let kind = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+                    json!({ "type": kind, "address": ip.to_string() })
                 })
                 .collect();
             let sys = |file: &str| host.read_file(&format!("/sys/class/net/{name}/{file}")).ok();
@@ -238,17 +294,16 @@ pub fn network_interfaces(host: &dyn Host, networks: &Networks) -> Vec<Value> {
                 ),
                 _ => (true, 0),
             };
-            let value = json!({ "name": name, "is_up": is_up, "speed": speed, "addresses": addresses });
-            (name, value)
+            (name, json!({ "name": name, "is_up": is_up, "speed": speed, "addresses": addresses }))
         })
         .collect();
-    list.sort_by(|a, b| a.0.cmp(&b.0));
+    list.sort_by(|a, b| a.0.cmp(b.0));
     list.into_iter().map(|(_, v)| v).collect()
 }
 
 /// The machine's hostname as the OS reports it (empty if unknown). The default `machine_id`.
 pub fn hostname() -> String {
-    System::host_name().unwrap_or_default()
+    live::hostname()
 }
 
 #[cfg(test)]
@@ -297,5 +352,79 @@ mod tests {
             assert!(d[key].is_u64(), "{key}");
         }
         assert!(d["disks"].is_array());
+    }
+
+    #[test]
+    fn addresses_group_by_interface_once_each() {
+        let v4 = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let list = vec![
+            ("lo".to_string(), v4("127.0.0.1")),
+            ("eth0".to_string(), v4("10.0.0.5")),
+            ("lo".to_string(), v4("::1")),
+            ("eth0".to_string(), v4("10.0.0.5")),
+        ];
+        assert_eq!(
+            group_addresses(&list),
+            vec![("lo", vec![v4("127.0.0.1"), v4("::1")]), ("eth0", vec![v4("10.0.0.5")])]
+        );
+        let host = FixtureHost::new(Os::Macos);
+        let interfaces = network_interfaces(&host, &list);
+        assert_eq!(
+            interfaces,
+            vec![
+                json!({"name": "eth0", "is_up": true, "speed": 0, "addresses": [{"type": "IPv4", "address": "10.0.0.5"}]}),
+                json!({"name": "lo", "is_up": true, "speed": 0, "addresses": [
+                    {"type": "IPv4", "address": "127.0.0.1"}, {"type": "IPv6", "address": "::1"}]}),
+            ]
+        );
+    }
+
+    #[test]
+    fn local_ip_prefers_the_default_route_then_en0_eth0() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let list: Vec<(String, IpAddr)> = [
+            ("lo", "127.0.0.1"),
+            ("docker0", "172.17.0.1"),
+            ("eth0", "169.254.1.1"),
+            ("eth0", "192.168.1.20"),
+            ("wlan0", "192.168.1.30"),
+            ("wlan0", "fe80::1"),
+        ]
+        .iter()
+        .map(|(n, a)| (n.to_string(), ip(a)))
+        .collect();
+        assert_eq!(pick_local_ip(Some("wlan0"), &list), Some(ip("192.168.1.30")));
+        assert_eq!(pick_local_ip(None, &list), Some(ip("192.168.1.20")), "eth0, its link-local skipped");
+        assert_eq!(pick_local_ip(None, &list[..1]), None, "loopback only");
+    }
+
+    #[test]
+    fn json_has_atlas_names_and_os_version_by_os() {
+        let facts = live::LiveFacts {
+            hostname: "box".to_string(),
+            kernel_release: Some("6.1.0-18-amd64".to_string()),
+            os_version: Some("12".to_string()),
+            long_os_name: Some("Linux (Debian GNU/Linux 12)".to_string()),
+            architecture: "x86_64".to_string(),
+            physical_cores: Some(4),
+            logical_cpus: Some(8),
+            total_memory: Some(16 << 30),
+            boot_time: Some(1_700_000_000),
+            addresses: Vec::new(),
+        };
+        let linux = machine_json(&facts, PlatformIdentity::default(), Os::Linux, None, vec![], vec![], None);
+        assert_eq!(
+            linux,
+            json!({
+                "hostname": "box", "os": "Linux", "os_version": "6.1.0-18-amd64",
+                "os_name": "Linux (Debian GNU/Linux 12)", "kernel_version": "6.1.0-18-amd64",
+                "architecture": "x86_64", "processor": null, "cpu_count": 4, "cpu_threads": 8,
+                "total_memory": 17_179_869_184u64, "boot_time": 1_700_000_000, "local_ip": "localhost",
+                "disks": [], "network_interfaces": [], "computer_name": "box", "serial_number": null,
+                "model": null, "chip": null, "gpu": null,
+            })
+        );
+        let mac = machine_json(&facts, PlatformIdentity::default(), Os::Macos, None, vec![], vec![], None);
+        assert_eq!((&mac["os"], &mac["os_version"]), (&json!("Darwin"), &json!("12")));
     }
 }

@@ -196,6 +196,79 @@ pub fn parse_cpuinfo_model(text: &str) -> Result<Option<String>, ParseError> {
     Ok(value("model name").or_else(|| value("Processor")).or_else(|| value("cpu model")))
 }
 
+/// The distribution's name and version, from `os-release(5)` or `/etc/lsb-release`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OsRelease {
+    /// `NAME` (`Debian GNU/Linux`) or `DISTRIB_ID`.
+    pub name: Option<String>,
+    /// `VERSION_ID` (`12`, `20.04`) or `DISTRIB_RELEASE`; rolling releases have none.
+    pub version_id: Option<String>,
+}
+
+/// One shell-style value of an `os-release` or `lsb-release` line: surrounding double or
+/// single quotes removed, backslash escapes inside double quotes resolved.
+fn release_value(raw: &str) -> String {
+    let raw = raw.trim();
+    let quoted = |q: char| raw.len() >= 2 && raw.starts_with(q) && raw.ends_with(q);
+    if quoted('\'') {
+        return raw[1..raw.len() - 1].to_string();
+    }
+    let inner = if quoted('"') { &raw[1..raw.len() - 1] } else { raw };
+    let mut value = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => value.extend(chars.next()),
+            c => value.push(c),
+        }
+    }
+    value
+}
+
+/// `KEY=value` lines: the value of the first `key` line, if not empty.
+fn release_field(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.trim_start().strip_prefix(key)?.strip_prefix('=').map(release_value))
+        .filter(|v| !v.is_empty())
+}
+
+/// Parse `/etc/os-release` (or `/usr/lib/os-release`): `NAME` and `VERSION_ID`. Lines that
+/// are not `KEY=value` (comments, blanks) are skipped; a file with neither key is an error.
+pub fn parse_os_release(text: &str) -> Result<OsRelease, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let release = OsRelease { name: release_field(text, "NAME"), version_id: release_field(text, "VERSION_ID") };
+    if release == OsRelease::default() {
+        return Err(ParseError::MissingField("NAME"));
+    }
+    Ok(release)
+}
+
+/// Parse `/etc/lsb-release`: `DISTRIB_ID` as the name, `DISTRIB_RELEASE` as the version.
+pub fn parse_lsb_release(text: &str) -> Result<OsRelease, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty);
+    }
+    let release =
+        OsRelease { name: release_field(text, "DISTRIB_ID"), version_id: release_field(text, "DISTRIB_RELEASE") };
+    if release == OsRelease::default() {
+        return Err(ParseError::MissingField("DISTRIB_ID"));
+    }
+    Ok(release)
+}
+
+/// `machine_info.os_name` on Linux, as `sysinfo` words it: `Linux (Debian GNU/Linux 12)`,
+/// `Linux (Arch Linux)` without a version, `Linux (unknown 12)` with a version and no name,
+/// `Linux` with neither.
+pub fn long_os_name(name: Option<&str>, version_id: Option<&str>) -> String {
+    match (name, version_id) {
+        (name, Some(version)) => format!("Linux ({} {version})", name.unwrap_or("unknown")),
+        (Some(name), None) => format!("Linux ({name})"),
+        (None, None) => "Linux".to_string(),
+    }
+}
+
 /// `IFF_UP` in `/sys/class/net/<if>/flags` (the kernel does not show `IFF_RUNNING` there).
 const IFF_UP: u64 = 0x1;
 
@@ -314,6 +387,11 @@ mod tests {
             Some(result_json(parse_sysfs_if_up(body)))
         } else if name.starts_with("sys-class-net-speed") {
             Some(result_json(parse_sysfs_speed(body)))
+        } else if name.starts_with("os-release") {
+            Some(result_json(parse_os_release(body).map(|r| {
+                let os_name = long_os_name(r.name.as_deref(), r.version_id.as_deref());
+                serde_json::json!({ "name": r.name, "version_id": r.version_id, "os_name": os_name })
+            })))
         } else {
             None
         }
@@ -335,6 +413,8 @@ mod tests {
                 let _ = parse_sysfs_if_up(text);
                 let _ = parse_sysfs_speed(text);
                 let _ = is_placeholder_serial(text);
+                let _ = parse_os_release(text);
+                let _ = parse_lsb_release(text);
             },
             render,
         );
@@ -495,5 +575,34 @@ mod tests {
         let no_default = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n";
         assert_eq!(parse_proc_net_route_default(no_default), Ok(None));
         assert!(parse_proc_net_route_default("garbage").is_err());
+    }
+
+    #[test]
+    fn os_release_names_as_sysinfo_words_them() {
+        let release = |name: &str| parse_os_release(&fixture(name)).expect("parses");
+        let debian = release("os-release--debian12-captured.txt");
+        assert_eq!(long_os_name(debian.name.as_deref(), debian.version_id.as_deref()), "Linux (Debian GNU/Linux 12)");
+        let ubuntu = release("os-release--ubuntu20.04-node_exporter.txt");
+        assert_eq!((ubuntu.name.as_deref(), ubuntu.version_id.as_deref()), (Some("Ubuntu"), Some("20.04")));
+        let arch = release("os-release--arch-rolling-no-version-id-ruyisdk.txt");
+        assert_eq!(arch, OsRelease { name: Some("Arch Linux".to_string()), version_id: None });
+        assert_eq!(long_os_name(arch.name.as_deref(), None), "Linux (Arch Linux)");
+        assert_eq!(long_os_name(None, Some("12")), "Linux (unknown 12)");
+        assert_eq!(long_os_name(None, None), "Linux");
+    }
+
+    #[test]
+    fn os_release_quoting_and_lsb_fallback() {
+        // os-release(5): shell quoting, single or double, with backslash escapes.
+        let text = "# comment\nNAME='Fancy \"OS\"'\nVERSION_ID=\"1.0 \\\"beta\\\"\"\nPRETTY_NAME=x\n";
+        let release = parse_os_release(text).expect("parses");
+        assert_eq!(release.name.as_deref(), Some("Fancy \"OS\""));
+        assert_eq!(release.version_id.as_deref(), Some("1.0 \"beta\""));
+        // PRETTY_NAME is not NAME.
+        assert_eq!(parse_os_release("PRETTY_NAME=\"X 1\"\n"), Err(ParseError::MissingField("NAME")));
+        // lsb-release's keys (Ubuntu's layout).
+        let lsb = parse_lsb_release("DISTRIB_ID=Ubuntu\nDISTRIB_RELEASE=22.04\nDISTRIB_CODENAME=jammy\n");
+        assert_eq!(lsb, Ok(OsRelease { name: Some("Ubuntu".to_string()), version_id: Some("22.04".to_string()) }));
+        assert_eq!(parse_lsb_release("\n"), Err(ParseError::Empty));
     }
 }
