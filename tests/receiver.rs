@@ -16,7 +16,7 @@ use fleet_wire::keys::SecretString;
 use fleet_wire::record::{BatchBody, Dropped, Record};
 use serde_json::{json, Value};
 
-use crate::support;
+use crate::support::{self, Rng};
 
 pub(crate) const API_KEY: &str = "test-api-key";
 pub(crate) const READ_TOKEN: &str = support::TEST_READ_TOKEN;
@@ -712,52 +712,36 @@ fn torn_tails_from_a_crash_are_cut_on_restart() {
     assert_eq!(reader(dir.path()).read_v1("m", Stream::Reports).expect("read").len(), 1);
 }
 
-/// A small deterministic PRNG (xorshift64*), so the fuzz test is reproducible from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     let mut body = seed.to_vec();
-    for _ in 0..=rng.below(4) {
-        match rng.below(6) {
+    for _ in 0..=rng.index(4) {
+        match rng.index(6) {
             0 if !body.is_empty() => {
-                let i = rng.below(body.len());
-                body[i] ^= 1 << rng.below(8);
+                let i = rng.index(body.len());
+                body[i] ^= 1 << rng.index(8);
             }
             1 if !body.is_empty() => {
-                let cut = rng.below(body.len());
+                let cut = rng.index(body.len());
                 body.truncate(cut);
             }
             2 => {
-                let i = rng.below(body.len() + 1);
-                let junk: Vec<u8> = (0..rng.below(16)).map(|_| rng.next() as u8).collect();
+                let i = rng.index(body.len() + 1);
+                let junk: Vec<u8> = (0..rng.index(16)).map(|_| rng.next() as u8).collect();
                 body.splice(i..i, junk);
             }
             3 if !body.is_empty() => {
-                let i = rng.below(body.len());
-                let j = i + rng.below(body.len() - i);
+                let i = rng.index(body.len());
+                let j = i + rng.index(body.len() - i);
                 body.drain(i..j);
             }
             4 => {
-                let i = rng.below(body.len() + 1);
+                let i = rng.index(body.len() + 1);
                 let token: &[u8] =
                     [&b"null"[..], b"1e999", b"-1", b"\"\\u0000\"", b"[[[[", b"{}", b"\xff", b"99999999999999999999"]
-                        [rng.below(8)];
+                        [rng.index(8)];
                 body.splice(i..i, token.iter().copied());
             }
-            _ => body = (0..rng.below(200)).map(|_| rng.next() as u8).collect(),
+            _ => body = (0..rng.index(200)).map(|_| rng.next() as u8).collect(),
         }
     }
     body
@@ -779,14 +763,14 @@ fn fuzzed_bodies_never_crash_it_or_damage_the_store() {
         assert_eq!(post(&url, path, body).status, 200);
     }
     let mut expected: std::collections::BTreeMap<String, usize> = check_store_intact(dir.path()).into_iter().collect();
-    let mut rng = Rng(0x5eed_f1ee_7a6e_0004);
+    let mut rng = Rng::seeded(0x5eed_f1ee_7a6e_0004);
     let agent = client();
     let started = std::time::Instant::now();
     let mut sent = 0;
     while sent < 2000 && started.elapsed() < Duration::from_secs(10) {
-        let (seed_path, seed) = &seeds[rng.below(seeds.len())];
+        let (seed_path, seed) = &seeds[rng.index(seeds.len())];
         // Mostly the seed's own endpoint, sometimes another one.
-        let path = if rng.below(4) == 0 { seeds[rng.below(3)].0 } else { seed_path };
+        let path = if rng.index(4) == 0 { seeds[rng.index(3)].0 } else { seed_path };
         let body = mutate(&mut rng, seed);
         let answer = post_with(&agent, &url, path, Some(API_KEY), &body);
         match answer.status {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::support::Rng;
 use fleet_receiver::storage::{BatchOutcome, Committed, LogFilter, RowQuery};
 use fleet_receiver::store::{FileReader, CURSOR_FILE, RECORDS_FILE};
 use fleet_receiver::{Receiver, Storage, StorageRead, StoreError, StoreKeys, StoreSource, Stream};
@@ -365,46 +366,34 @@ fn forwarding_is_at_least_once_never_skips_a_row_and_survives_a_restart() {
     }
 }
 
-/// xorshift64: a replayable schedule from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below.max(1)
-    }
-}
-
 /// One seeded schedule of appends (new batches, resends, widget logs), forwarding rounds whose
 /// push fails a third of the time, and restarts; then a final drain. The oracle: the rows
 /// handed to successful pushes are, per machine and stream, exactly the stored rows in commit
 /// order (none lost, none twice, none out of order).
 fn forwarding_schedule(store: &TestStore, seed: u64) {
     let name = store.name;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded(seed);
     let mut writer = store.open(keys());
     let mut next_seq = [0u64; 3];
     let mut delivered: Vec<Committed> = Vec::new();
     let mut logs = 0u64;
     for step in 0..80 {
-        let machine = rng.next(3) as usize;
+        let machine = rng.index(3);
         let id = format!("mac-{machine}");
-        match rng.next(20) {
+        match rng.below(20) {
             0..=7 => {
                 let seq = next_seq[machine];
                 next_seq[machine] += 1;
-                let outcome = writer.append_batch(&batch(&id, seq, 1 + rng.next(4), "s"), None);
+                let outcome = writer.append_batch(&batch(&id, seq, 1 + rng.below(4), "s"), None);
                 assert!(matches!(outcome, Ok(BatchOutcome::Stored(_))), "{name} seed {seed} step {step}: {outcome:?}");
             }
             8 if next_seq[machine] > 0 => {
-                let seq = rng.next(next_seq[machine]);
+                let seq = rng.below(next_seq[machine]);
                 let outcome = writer.append_batch(&batch(&id, seq, 1, "s"), None);
                 assert!(outcome.is_ok(), "{name} seed {seed} step {step}: resend {outcome:?}");
             }
             9..=11 => {
-                let entries: Vec<Value> = (0..1 + rng.next(3))
+                let entries: Vec<Value> = (0..1 + rng.below(3))
                     .map(|_| {
                         logs += 1;
                         widget_log("ping", &format!("log-{logs}"))
@@ -413,8 +402,8 @@ fn forwarding_schedule(store: &TestStore, seed: u64) {
                 writer.append_widget_logs(&id, &entries, true).expect("logs");
             }
             12..=18 => {
-                let fail = rng.next(3) == 0;
-                let max_rows = 1 + rng.next(8) as usize;
+                let fail = rng.below(3) == 0;
+                let max_rows = 1 + rng.below(8) as usize;
                 let mut got = Vec::new();
                 let result = writer.forward_pending(max_rows, &mut |units| {
                     if fail {

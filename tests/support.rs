@@ -262,3 +262,31 @@ pub fn fill_up(path: &Path) -> u64 {
     let _ = file.sync_all();
     written
 }
+
+/// xorshift64*: a small deterministic generator, so seeded tests replay from their seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (0 is mapped to 1: xorshift never leaves the zero state).
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// An index in `0..len` (0 when `len` is 0).
+    pub fn index(&mut self, len: usize) -> usize {
+        self.below(len as u64) as usize
+    }
+}

@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::sender::{assert_whole_cycles, unique_records};
 use crate::support::{
     agent, agent_config, fill_up, s, spool_unacked, start_agent, start_receiver, stored_records, wait_for,
-    write_config, TinyFs, CHEAP_WIDGETS, TEST_KEY_B64,
+    write_config, Rng, TinyFs, CHEAP_WIDGETS, TEST_KEY_B64,
 };
 
 const MACHINE: &str = "test-machine";
@@ -35,28 +35,13 @@ fn iterations() -> usize {
     std::env::var("FLEET_TORTURE_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(50)
 }
 
-/// xorshift64*, seeded from the clock (or `FLEET_TORTURE_SEED`) and printed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(test: &str) -> Rng {
-        let seed = std::env::var("FLEET_TORTURE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-        });
-        println!("{test}: FLEET_TORTURE_SEED={seed}");
-        Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+/// The test's generator, seeded from the clock (or `FLEET_TORTURE_SEED`), the seed printed.
+fn seeded_rng(test: &str) -> Rng {
+    let seed = std::env::var("FLEET_TORTURE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    println!("{test}: FLEET_TORTURE_SEED={seed}");
+    Rng::seeded(seed | 1)
 }
 
 fn free_port() -> u16 {
@@ -109,7 +94,7 @@ fn cycles_of(keys: &BTreeSet<(String, String)>) -> BTreeSet<String> {
 
 #[test]
 fn agent_kill_9_at_random_moments_keeps_every_completed_cycle_once() {
-    let mut rng = Rng::new("agent kill -9 loop");
+    let mut rng = seeded_rng("agent kill -9 loop");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let spool = dir.path().join("spool");
@@ -158,7 +143,7 @@ fn agent_kill_9_at_random_moments_keeps_every_completed_cycle_once() {
 
 #[test]
 fn receiver_kill_9_loop_stores_every_cycle_exactly_once() {
-    let mut rng = Rng::new("receiver kill -9 loop");
+    let mut rng = seeded_rng("receiver kill -9 loop");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let spool = dir.path().join("spool");
@@ -526,7 +511,7 @@ fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
 
 #[test]
 fn random_corruption_is_quarantined_reported_and_the_rest_delivered() {
-    let mut rng = Rng::new("corruption");
+    let mut rng = seeded_rng("corruption");
     let dir = tempfile::tempdir().expect("tempdir");
     let spool_dir = dir.path().join("spool");
     let spool_config =
