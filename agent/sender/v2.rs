@@ -284,7 +284,7 @@ impl V2Sender {
 }
 
 impl Sender for V2Sender {
-    fn accept(&mut self, records: Vec<Record>) -> Vec<Record> {
+    fn accept(&mut self, records: Vec<Record>, _backlog: u64) -> Vec<Record> {
         records
     }
 
