@@ -360,8 +360,12 @@ impl Agent {
                 if config.spool != self.config.spool {
                     log::warn!("SIGHUP: spool settings changed; they take effect at the next restart");
                 }
-                // The old sender's held records go to the spool before it is replaced.
+                // The old sender's held records go to the spool, and its state to state.bin,
+                // before it is replaced.
                 self.store_unsent();
+                if let (Some(sender), Some(spool)) = (self.sender.as_mut(), self.spool.as_mut()) {
+                    sender.save(spool);
+                }
                 let old = std::mem::replace(&mut self.config, config);
                 let spool_dir = self.spool.as_ref().map(|s| s.dir().to_path_buf()).unwrap_or(old.spool.dir.clone());
                 match self.build_sender(spool_dir) {
@@ -448,3 +452,7 @@ mod tests {
         assert_eq!((reopened.accepted, reopened.dropped, reopened.backlog), (total as u64, 25, 10_000), "persisted");
     }
 }
+
+#[cfg(test)]
+#[path = "run_atlas_direct_tests.rs"]
+mod atlas_direct_tests;

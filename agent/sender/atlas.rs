@@ -324,7 +324,9 @@ impl Sender for AtlasSender {
         if logs.is_empty() {
             return logs;
         }
-        if backlog == 0 && self.fresh.len() + logs.len() <= MAX_BATCH_RECORDS && self.widget_log_post_due(Instant::now())
+        if backlog == 0
+            && self.fresh.len() + logs.len() <= MAX_BATCH_RECORDS
+            && self.widget_log_post_due(Instant::now())
         {
             let bytes = logs.iter().map(plaintext_len).fold(self.fresh_bytes, usize::saturating_add);
             if bytes <= MAX_BATCH_PLAINTEXT {
@@ -373,6 +375,10 @@ impl Sender for AtlasSender {
             self.send_widget_logs(spool);
         }
         let _ = self.link.save_now(spool);
+    }
+
+    fn save(&mut self, spool: &mut Spool) {
+        let _ = self.link.save_now(spool); // logged inside
     }
 
     fn next_wakeup(&self) -> Option<Instant> {

@@ -132,6 +132,9 @@ pub trait Sender {
     fn push(&mut self, spool: &mut Spool, deadline: Instant);
     /// Shutdown: a last push regardless of the send schedule, and the state written.
     fn flush(&mut self, spool: &mut Spool, deadline: Instant);
+    /// Write the state now (a reload is about to replace this sender: what only its memory
+    /// holds, such as the count of records delivered since the last write, must not be lost).
+    fn save(&mut self, spool: &mut Spool);
     /// When this sender next wants to run (`None`: at the next collection).
     fn next_wakeup(&self) -> Option<Instant>;
     /// The persisted state (for tests and `status`).

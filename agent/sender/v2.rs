@@ -318,6 +318,10 @@ impl Sender for V2Sender {
         let _ = self.link.save_now(spool);
     }
 
+    fn save(&mut self, spool: &mut Spool) {
+        let _ = self.link.save_now(spool); // logged inside
+    }
+
     fn next_wakeup(&self) -> Option<Instant> {
         // New records arrive with a collection, which wakes the loop anyway: no extra wake-up
         // for the coalescing interval, only for a retry, or for an ack that no batch carried
