@@ -43,7 +43,7 @@ const MARKER: &str = "direct-post-plaintext-marker";
 
 /// How the stand-in answers the next widget-log post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
+enum Fault {
     Ok,
     Unavailable,
     TooMany,
@@ -66,7 +66,7 @@ struct Seen {
 
 struct StandIn {
     url: String,
-    plan: Arc<Mutex<VecDeque<Answer>>>,
+    plan: Arc<Mutex<VecDeque<Fault>>>,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -115,30 +115,30 @@ impl StandIn {
                     reply(&mut stream, "200 OK", r#"{"status":"ok"}"#);
                     continue;
                 }
-                let answer = plan_in.lock().expect("lock").pop_front().unwrap_or(Answer::Ok);
+                let answer = plan_in.lock().expect("lock").pop_front().unwrap_or(Fault::Ok);
                 let numbers = open_widget_logs(&body);
                 let mut seen = seen_in.lock().expect("lock");
                 seen.widget_log_posts += 1;
-                if matches!(answer, Answer::Ok | Answer::LostAnswer) {
+                if matches!(answer, Fault::Ok | Fault::LostAnswer) {
                     for n in numbers {
                         *seen.stored.entry(n).or_default() += 1;
                     }
                 }
                 drop(seen);
                 match answer {
-                    Answer::Ok => reply(&mut stream, "200 OK", r#"{"status":"ok"}"#),
-                    Answer::Unavailable => reply(&mut stream, "503 Service Unavailable", "{}"),
-                    Answer::TooMany => reply(&mut stream, "429 Too Many Requests", "{}"),
-                    Answer::Refuse => reply(&mut stream, "422 Unprocessable Entity", r#"{"error":"bad entry"}"#),
-                    Answer::LostAnswer | Answer::Dropped => {}
-                    Answer::Stall => std::thread::sleep(crate::sender::REQUEST_TIMEOUT + Duration::from_secs(1)),
+                    Fault::Ok => reply(&mut stream, "200 OK", r#"{"status":"ok"}"#),
+                    Fault::Unavailable => reply(&mut stream, "503 Service Unavailable", "{}"),
+                    Fault::TooMany => reply(&mut stream, "429 Too Many Requests", "{}"),
+                    Fault::Refuse => reply(&mut stream, "422 Unprocessable Entity", r#"{"error":"bad entry"}"#),
+                    Fault::LostAnswer | Fault::Dropped => {}
+                    Fault::Stall => std::thread::sleep(crate::sender::REQUEST_TIMEOUT + Duration::from_secs(1)),
                 }
             }
         });
         StandIn { url, plan, seen }
     }
 
-    fn plan(&self, answers: &[Answer]) {
+    fn plan(&self, answers: &[Fault]) {
         self.plan.lock().expect("lock").extend(answers.iter().copied());
     }
 
@@ -301,7 +301,7 @@ fn a_timed_out_direct_post_is_spooled_then_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = StandIn::start();
     let mut agent = open_agent(config(dir.path(), &server.url));
-    server.plan(&[Answer::Stall]);
+    server.plan(&[Fault::Stall]);
     cycle(&mut agent, (0..3).map(log_record).collect());
     assert_eq!(spool(&agent).unacked_records(), 3);
     rebuild_sender(&mut agent);
@@ -312,7 +312,7 @@ fn a_timed_out_direct_post_is_spooled_then_delivered() {
 
 #[test]
 fn sigterm_with_held_records_stores_them_before_the_last_push() {
-    for last_push in [Answer::Unavailable, Answer::Ok] {
+    for last_push in [Fault::Unavailable, Fault::Ok] {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = StandIn::start();
         let mut agent = open_agent(config(dir.path(), &server.url));
@@ -325,7 +325,7 @@ fn sigterm_with_held_records_stores_them_before_the_last_push() {
         let persisted = inspect(&dir.path().join("spool")).expect("inspect").expect("spool").counts;
         assert!(adds_up(&persisted), "{persisted:?}");
         match last_push {
-            Answer::Ok => {
+            Fault::Ok => {
                 assert_eq!(server.stored(), (0..4).map(|n| (n, 1)).collect());
                 assert_eq!((persisted.accepted, persisted.delivered, persisted.backlog), (4, 4, 0));
             }
@@ -359,7 +359,7 @@ fn run_seed(seed: u64) {
     cycle(&mut agent, Vec::new());
     let (mut next, mut refused, mut lost) = (0u64, Vec::new(), 0usize);
     let faults =
-        [Answer::Unavailable, Answer::TooMany, Answer::Refuse, Answer::LostAnswer, Answer::Dropped, Answer::Ok];
+        [Fault::Unavailable, Fault::TooMany, Fault::Refuse, Fault::LostAnswer, Fault::Dropped, Fault::Ok];
     for step in 0..8 {
         let answer = faults[rng.below(faults.len() as u64) as usize];
         let count = 1 + rng.below(12);
@@ -376,18 +376,18 @@ fn run_seed(seed: u64) {
         let step_context = format!("{context}, step {step}: {answer:?} with {count} records");
         assert_eq!(server.posts(), posts + 1, "one widget-log post this cycle: {step_context}");
         assert!(agent.sender.as_mut().expect("sender").take_unsent().is_empty(), "held past the cycle");
-        if answer == Answer::Ok && backlog_before == 0 {
+        if answer == Fault::Ok && backlog_before == 0 {
             assert_eq!(spool(&agent).state_generation(), generation, "direct: no state write: {step_context}");
             assert_eq!(spool(&agent).stats().bytes, bytes, "direct: no segment write: {step_context}");
         }
-        if answer != Answer::Ok {
+        if answer != Fault::Ok {
             assert_eq!(spool(&agent).unacked_records(), backlog_before + count, "spooled: {step_context}");
         }
-        lost += usize::from(answer == Answer::LostAnswer);
+        lost += usize::from(answer == Fault::LostAnswer);
         assert!(adds_up(&spool(&agent).stats().counts), "{step_context}");
         // The spool path takes over: a permanent refusal is refused again and set aside.
-        if answer == Answer::Refuse {
-            server.plan(&[Answer::Refuse]);
+        if answer == Fault::Refuse {
+            server.plan(&[Fault::Refuse]);
             refused.extend(next - count..next);
         }
         rebuild_sender(&mut agent);
