@@ -274,6 +274,40 @@ fn an_acknowledged_direct_post_writes_no_segment_and_no_state() {
     assert_eq!((persisted.accepted, persisted.delivered, persisted.backlog), (8, 8, 0), "{persisted:?}");
 }
 
+/// The `laptop` trace before this change: the ping window was appended at the cycle it arrived
+/// and posted a cycle later, because a slot with nothing to send moved the next slot a whole
+/// `widget_log_interval` past that push, a few milliseconds after the next window's cycle. A
+/// slot with nothing to send now stays open: the next records go in the cycle they arrive.
+#[test]
+fn records_arriving_after_an_empty_slot_are_posted_in_the_cycle_they_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = StandIn::start();
+    let mut config = config(dir.path(), &server.url);
+    config.widget_log_interval = Duration::from_millis(400);
+    let mut agent = open_agent(config);
+    cycle(&mut agent, vec![log_record(0)]);
+    assert_eq!(server.posts(), 1);
+    // Cycles with nothing to send, past the next slot.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(100));
+        cycle(&mut agent, Vec::new());
+    }
+    assert_eq!(server.posts(), 1, "no request without records");
+    let (generation, bytes) = (spool(&agent).state_generation(), spool(&agent).stats().bytes);
+    cycle(&mut agent, vec![log_record(1)]);
+    assert_eq!(server.posts(), 2, "posted in the cycle it arrived");
+    assert_eq!(server.stored(), [(0, 1), (1, 1)].into_iter().collect());
+    assert_eq!((spool(&agent).state_generation(), spool(&agent).stats().bytes), (generation, bytes), "no write");
+    // Within the interval a new record waits for the slot (in the spool: never in memory
+    // across a sleep), and goes with it.
+    cycle(&mut agent, vec![log_record(2)]);
+    assert_eq!((server.posts(), spool(&agent).unacked_records()), (2, 1), "not before the slot");
+    std::thread::sleep(Duration::from_millis(450));
+    cycle(&mut agent, Vec::new());
+    assert_eq!((server.posts(), spool(&agent).unacked_records()), (3, 0));
+    assert_eq!(server.stored(), [(0, 1), (1, 1), (2, 1)].into_iter().collect());
+}
+
 #[test]
 fn a_refused_connection_hands_the_held_records_to_the_spool_in_the_same_cycle() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -358,8 +392,7 @@ fn run_seed(seed: u64) {
     let mut agent = open_agent(config(dir.path(), &server.url));
     cycle(&mut agent, Vec::new());
     let (mut next, mut refused, mut lost) = (0u64, Vec::new(), 0usize);
-    let faults =
-        [Fault::Unavailable, Fault::TooMany, Fault::Refuse, Fault::LostAnswer, Fault::Dropped, Fault::Ok];
+    let faults = [Fault::Unavailable, Fault::TooMany, Fault::Refuse, Fault::LostAnswer, Fault::Dropped, Fault::Ok];
     for step in 0..8 {
         let answer = faults[rng.below(faults.len() as u64) as usize];
         let count = 1 + rng.below(12);
