@@ -80,7 +80,8 @@ fn one_segment(dir: &Path, n: u64) -> (PathBuf, u64) {
     let mut spool = Spool::open(&config(dir, 1 << 20)).expect("open");
     spool.append(&records(0..n - 1)).expect("append");
     let segment = segments(dir).pop().expect("a segment");
-    let last_start = fs::metadata(&segment).expect("meta").len();
+    // The records' length (while the spool is open the file is longer: its zeroed horizon).
+    let last_start = spool.stats().bytes;
     spool.append(&records(n - 1..n)).expect("append");
     (segment, last_start)
 }
@@ -139,7 +140,7 @@ fn torn_tail_at_every_byte_of_the_last_record() {
 }
 
 #[test]
-fn a_zero_filled_tail_is_torn_not_corrupt() {
+fn a_zero_filled_tail_is_a_clean_end_cut_back_not_corruption() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (segment, _) = one_segment(dir.path(), 2);
     let len = fs::metadata(&segment).expect("meta").len();
@@ -394,8 +395,12 @@ fn run_model(ops: &[Op]) {
                 model.read = 0;
             }
             Op::CrashDuringAppend(n, per_mille) => {
-                let newest_before = segments(dir.path()).pop();
-                let len_before = newest_before.as_ref().map_or(0, |p| fs::metadata(p).expect("meta").len());
+                let mut files = segments(dir.path());
+                let newest_before = files.pop();
+                // The newest segment's records' length: its file is longer while the spool is
+                // open (the zeroed horizon); the closed ones are exact.
+                let closed: u64 = files.iter().map(|p| fs::metadata(p).expect("meta").len()).sum();
+                let len_before = newest_before.as_ref().map_or(0, |_| live.stats().bytes - closed);
                 let batch = records(model.next_n..model.next_n + u64::from(*n));
                 model.next_n += u64::from(*n);
                 live.append(&batch).expect("append");
@@ -412,7 +417,12 @@ fn run_model(ops: &[Op]) {
                 }
                 assert_eq!(size, len_after - base, "frame sizes add up");
                 let cut = base + (len_after - base) * u64::from(*per_mille) / 1000;
-                fs::OpenOptions::new().write(true).open(&newest).expect("open").set_len(cut).expect("cut");
+                let file = fs::OpenOptions::new().write(true).open(&newest).expect("open");
+                file.set_len(cut).expect("cut");
+                if per_mille % 2 == 1 {
+                    // The write was cut inside a zeroed horizon: zeros follow the cut.
+                    file.set_len(cut + 1 + u64::from(*per_mille) * 64).expect("zeros after the cut");
+                }
                 let mut survive = batch.len() - in_newest;
                 let mut end = base;
                 for record in &batch[batch.len() - in_newest..] {
@@ -779,4 +789,197 @@ fn a_crash_between_counting_and_cutting_or_moving_counts_once() {
     let again = Spool::open(&config(dir.path(), 1 << 20)).expect("reopen").stats().counts;
     assert_eq!(again, counts, "counted once");
     assert!(!segment.exists(), "moved aside again");
+}
+
+// ---------------------------------------------------------------------------------------
+// The zeroed horizon (docs/spool-format.md, "Zeroed horizon")
+
+/// The horizon's chunk (`segment::HORIZON_CHUNK`): the live segment's file is extended with
+/// zeros to the next multiple of it.
+const HORIZON: u64 = 64 * 1024;
+
+/// A live spool's files copied while its writer is open (so the newest segment ends in its
+/// zeroed horizon): `before` records, then one append of `batch` more. Returns the copy, the
+/// segment's name, and where that last append starts and ends in it.
+fn live_snapshot(before: u64, batch: u64) -> (tempfile::TempDir, std::ffi::OsString, u64, u64) {
+    let origin = tempfile::tempdir().expect("tempdir");
+    let mut spool = Spool::open(&config(origin.path(), 1 << 20)).expect("open");
+    for chunk in (0..before).collect::<Vec<_>>().chunks(50) {
+        spool.append(&records(chunk[0]..chunk[chunk.len() - 1] + 1)).expect("append");
+    }
+    let start = spool.stats().bytes;
+    spool.append(&records(before..before + batch)).expect("append");
+    let end = spool.stats().bytes;
+    let snapshot = copy_dir(origin.path());
+    drop(spool);
+    let segment = segments(snapshot.path()).pop().expect("a segment");
+    assert_eq!(segments(snapshot.path()).len(), 1, "one segment");
+    let size = fs::metadata(&segment).expect("meta").len();
+    assert_eq!(size, end.next_multiple_of(HORIZON), "the live segment ends in a zeroed horizon");
+    assert_eq!(fs::metadata(segments(origin.path()).pop().expect("seg")).expect("meta").len(), end, "closed: exact");
+    (snapshot, segment.file_name().expect("name").to_owned(), start, end)
+}
+
+/// Overwrite `from..to` of `path` with zeros (what a write cut short inside the horizon leaves).
+fn zero_range(path: &Path, from: u64, to: u64) {
+    let mut bytes = fs::read(path).expect("read");
+    bytes[from as usize..to as usize].fill(0);
+    fs::write(path, bytes).expect("write");
+}
+
+/// Records from `first` whose frames end at or before `cut`, starting at `start`.
+fn whole_before(first: u64, count: u64, start: u64, cut: u64) -> u64 {
+    let mut end = start;
+    (first..first + count)
+        .take_while(|&n| {
+            end += frame_len(&record(n));
+            end <= cut
+        })
+        .count() as u64
+}
+
+/// The spool in `dir` after a write cut at `cut` (zeros from there to `end`): nothing is
+/// quarantined or dropped, the whole frames before the cut are read, the file is cut back to
+/// them, and appending goes on.
+fn assert_torn_in_horizon(dir: &Path, name: &std::ffi::OsString, before: u64, batch: u64, start: u64, cut: u64) {
+    let seg = dir.join(name);
+    let mut spool = Spool::open(&config(dir, 1 << 20)).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+    let kept = before + whole_before(before, batch, start, cut);
+    assert_eq!(read_all(&mut spool), records(0..kept), "cut at {cut}");
+    assert!(quarantined(dir).is_empty(), "a write cut short in the horizon is not corruption (cut {cut})");
+    let stats = spool.stats();
+    assert_eq!(stats.dropped.count, 0, "cut {cut}: a write never accepted is not a loss");
+    assert_eq!(stats.counts.accepted, kept, "cut {cut}");
+    let exact = start + (before..kept).map(|n| frame_len(&record(n))).sum::<u64>();
+    assert_eq!(fs::metadata(&seg).expect("meta").len(), exact, "cut {cut}: cut back to the whole frames");
+    spool.append(&records(1000..1001)).expect("append after recovery");
+    assert_eq!(read_all(&mut spool), [records(0..kept), records(1000..1001)].concat(), "cut {cut}");
+}
+
+#[test]
+fn a_write_cut_short_inside_the_zeroed_horizon_is_a_torn_tail_at_every_byte() {
+    // One record, then three records in one append (a multi-frame write cut anywhere).
+    for (before, batch) in [(2, 1), (2, 3)] {
+        let (origin, name, start, end) = live_snapshot(before, batch);
+        for cut in start..end {
+            let dir = copy_dir(origin.path());
+            zero_range(&dir.path().join(&name), cut, end);
+            assert_torn_in_horizon(dir.path(), &name, before, batch, start, cut);
+        }
+    }
+}
+
+#[test]
+fn an_append_that_extends_the_horizon_cut_at_every_byte_and_a_torn_horizon_chunk() {
+    // The append that crosses the first chunk's end: it wrote a new zero chunk and its frames;
+    // a crash between the two leaves zeros where its frames go (cut = start).
+    let mut before = 0;
+    let size = |n: u64| 88 + (0..n).map(|i| frame_len(&record(i))).sum::<u64>();
+    while size(before + 3) <= HORIZON {
+        before += 1;
+    }
+    assert!(size(before) < HORIZON);
+    let (origin, name, start, end) = live_snapshot(before, 3);
+    assert!(start < HORIZON && end > HORIZON);
+    for cut in start..end {
+        let dir = copy_dir(origin.path());
+        zero_range(&dir.path().join(&name), cut, end);
+        assert_torn_in_horizon(dir.path(), &name, before, 3, start, cut);
+    }
+    // The zero chunk itself torn: the file ends anywhere in it (not a multiple of anything).
+    for size in [end + 1, end + 7, end + 4095, 2 * HORIZON - 1] {
+        let dir = copy_dir(origin.path());
+        let seg = dir.path().join(&name);
+        fs::OpenOptions::new().write(true).open(&seg).expect("open").set_len(size).expect("cut");
+        let report = fleet_agent::spool::verify(dir.path()).expect("verify");
+        assert!(report.all_good(), "size {size}: zeros after the last record are a clean end");
+        assert_torn_in_horizon(dir.path(), &name, before, 3, start, end);
+    }
+}
+
+#[test]
+fn zeros_after_the_last_record_are_a_clean_end_and_a_zero_body_an_empty_segment() {
+    let (origin, name, start, end) = live_snapshot(2, 1);
+    let report = fleet_agent::spool::verify(origin.path()).expect("verify");
+    assert!(report.all_good(), "a live segment's horizon is not a problem: {report}");
+    assert_eq!(report.segments[0].zero_tail, HORIZON - end);
+    let status = fleet_agent::spool::inspect(origin.path()).expect("inspect").expect("a spool");
+    assert_eq!(status.bytes, end, "status counts the records' bytes, not the horizon");
+    assert_torn_in_horizon(origin.path(), &name, 2, 1, start, end);
+
+    // A segment whose body is all zeros (a crash after the first zero chunk, before any
+    // record reached the disk): an empty segment, removed; nothing counted.
+    let (origin, name, _, end) = live_snapshot(2, 1);
+    zero_range(&origin.path().join(&name), 88, end);
+    let mut spool = Spool::open(&config(origin.path(), 1 << 20)).expect("open");
+    assert!(read_all(&mut spool).is_empty());
+    assert!(quarantined(origin.path()).is_empty());
+    assert_eq!(spool.stats().dropped.count, 0);
+    assert!(!origin.path().join(&name).exists(), "an empty segment is removed");
+}
+
+#[test]
+fn a_flipped_bit_with_a_zeroed_horizon_after_it_is_still_detected() {
+    let (origin, name, last_start, end) = live_snapshot(2, 1);
+    let original = fs::read(origin.path().join(&name)).expect("read");
+    for at in 0..end as usize {
+        let dir = copy_dir(origin.path());
+        let mut bytes = original.clone();
+        bytes[at] ^= 1 << (at % 8);
+        fs::write(dir.path().join(&name), &bytes).expect("write");
+        let mut spool = Spool::open(&config_never(dir.path(), 1 << 20)).unwrap_or_else(|e| panic!("byte {at}: {e}"));
+        let got = read_all(&mut spool);
+        let moved = quarantined(dir.path());
+        let stats = spool.stats();
+        assert_eq!(stats.counts.accepted, stats.counts.dropped + stats.counts.backlog, "byte {at}");
+        if (at as u64) < last_start + 20 {
+            // The header, a middle frame, the last frame's header: corruption, quarantined
+            // as before, its records counted.
+            assert_eq!(moved.len(), 1, "byte {at}: damage before the last body must quarantine");
+            assert!(got.is_empty(), "byte {at}");
+            assert_eq!(fs::read(&moved[0]).expect("read"), bytes, "byte {at}: quarantined as found");
+            assert!((1..=3).contains(&stats.dropped.count), "byte {at}: dropped {}", stats.dropped.count);
+            assert_eq!(got.len() as u64 + stats.dropped.count, 3, "byte {at}: a record lost uncounted");
+        } else {
+            // The last frame's body: a whole frame (its last byte is not zero) is a damaged
+            // record, cut and counted; one ending in zero is read as a write cut short.
+            assert!(moved.is_empty(), "byte {at}");
+            assert_eq!(got, records(0..2), "byte {at}");
+            let damaged = u64::from(bytes[end as usize - 1] != 0);
+            assert_eq!(stats.dropped.count, damaged, "byte {at}");
+            assert_eq!(stats.counts.accepted, 2 + damaged, "byte {at}");
+        }
+    }
+}
+
+#[test]
+fn every_fsync_policy_keeps_a_horizon_within_segment_bytes_and_the_cap() {
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::Batch, FsyncPolicy::Never] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = SpoolConfig { fsync, ..config(dir.path(), 1 << 20) };
+        let mut spool = Spool::open(&cfg).expect("open");
+        spool.append(&records(0..3)).expect("append");
+        let seg = segments(dir.path()).pop().expect("segment");
+        assert_eq!(fs::metadata(&seg).expect("meta").len(), HORIZON, "{fsync:?}");
+        let bytes = spool.stats().bytes;
+        drop(spool);
+        assert_eq!(fs::metadata(&seg).expect("meta").len(), bytes, "{fsync:?}: closed segments are exact");
+    }
+    // Small segments: the horizon stops at `segment_bytes`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spool = Spool::open(&config(dir.path(), 4096)).expect("open");
+    spool.append(&records(0..2)).expect("append");
+    assert_eq!(fs::metadata(segments(dir.path()).pop().expect("seg")).expect("meta").len(), 4096);
+    drop(spool);
+    // A small cap: files on disk (horizon included) never pass it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = SpoolConfig { max_bytes: 20_000, ..config(dir.path(), 8192) };
+    let mut spool = Spool::open(&cfg).expect("open");
+    for n in 0..200 {
+        spool.append(&records(n * 3..n * 3 + 3)).expect("append");
+        let on_disk: u64 = segments(dir.path()).iter().map(|p| fs::metadata(p).expect("meta").len()).sum();
+        assert!(on_disk <= cfg.max_bytes, "append {n}: {on_disk} bytes on disk > cap");
+    }
+    let stats = spool.stats();
+    assert_eq!(stats.dropped.count + stats.unacked_records, 600, "every record kept or counted");
 }

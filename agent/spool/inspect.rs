@@ -30,7 +30,9 @@ pub fn inspect(dir: &Path) -> Result<Option<SpoolStats>, SpoolError> {
             Err(_) if !path.exists() => continue,
             Err(e) => return Err(e),
         };
-        stats.bytes += scan.file_bytes;
+        // As the spool counts them: without a zeroed horizon (the live segment's, or a crashed
+        // writer's that the next open cuts).
+        stats.bytes += scan.file_bytes - scan.zero_tail;
         stats.segments += 1;
         if id <= ledger.through_segment {
             continue; // already counted as dropped; the next open deletes it

@@ -179,7 +179,8 @@ pub struct ReadBatch<T = Record> {
 /// What the spool holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpoolStats {
-    /// Bytes in segment files.
+    /// Bytes of the segments' headers and records (the live segment's file is up to one
+    /// zeroed horizon longer; the cap counts that too).
     pub bytes: u64,
     /// Segment files.
     pub segments: u64,
@@ -807,13 +808,15 @@ impl Spool {
             return Ok(0);
         }
         let count = pending.count;
+        // The zeroed horizon may only take disk the cap still allows.
+        let room = self.max_bytes.saturating_sub(self.disk_bytes());
         let Some(writer) = self.writer.as_mut() else {
             return Err(SpoolError::Seal);
         };
         let (len, next_index) = (writer.len(), writer.next_index());
         let sync = self.fsync != FsyncPolicy::Never;
         let result =
-            writer.write(&pending.bytes, pending.count).and_then(|()| if sync { writer.sync() } else { Ok(()) });
+            writer.write(&pending.bytes, pending.count, room).and_then(|()| if sync { writer.sync() } else { Ok(()) });
         if let Err(e) = result {
             if let Err(undo) = writer.roll_back(len, next_index) {
                 log::error!("undoing a failed write: {undo}");
@@ -848,7 +851,8 @@ impl Spool {
             let path = self.dir.join(segment::file_name(id));
             return Err(SpoolError::io("creating segment", &path)(std::io::ErrorKind::StorageFull.into()));
         }
-        let writer = SegmentWriter::create(&self.dir, id, &self.master, self.fsync != FsyncPolicy::Never)?;
+        let writer =
+            SegmentWriter::create(&self.dir, id, &self.master, self.fsync != FsyncPolicy::Never, self.segment_bytes)?;
         self.next_id += 1;
         self.segments.push_back(SegmentInfo {
             id,
@@ -887,12 +891,19 @@ impl Spool {
         Ok(())
     }
 
+    /// Disk the cap counts: the segments' records, the live segment's zeroed horizon and
+    /// `rejected/`.
+    fn disk_bytes(&self) -> u64 {
+        let slack = self.writer.as_ref().map_or(0, SegmentWriter::slack);
+        self.segments.iter().map(|s| s.bytes).sum::<u64>() + slack + self.rejected_bytes()
+    }
+
     /// While over the cap (segments plus `rejected/`): drop the oldest rejected batches, then
     /// the oldest closed segments, counting their records.
     fn enforce_cap(&mut self) -> Result<(), SpoolError> {
         let live = self.writer.as_ref().map(SegmentWriter::id);
         let mut dropped_any = false;
-        while self.segments.iter().map(|s| s.bytes).sum::<u64>() + self.rejected_bytes() > self.max_bytes {
+        while self.disk_bytes() > self.max_bytes {
             if self.drop_oldest_rejected()? {
                 continue;
             }
@@ -1010,7 +1021,7 @@ impl Spool {
             self.reader = Some(ReadState { segment: seg.id, frames });
         }
         let Some(state) = self.reader.as_mut() else { return Ok(false) };
-        state.frames.set_end(seg.bytes);
+        state.frames.set_end(seg.bytes)?;
         let skip = index - state.frames.index();
         Ok(state.frames.skip(skip)? == Step::Record)
     }

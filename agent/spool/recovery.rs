@@ -99,6 +99,9 @@ pub struct SegmentScan {
     pub good_after_bad: u64,
     /// Frames found without a key to check them (header not readable with the master key).
     pub unchecked: u64,
+    /// Zero bytes after the last good record, when the segment ends cleanly: the zeroed
+    /// horizon of a writer that did not close it (a crash), not a problem. Recovery cuts them.
+    pub zero_tail: u64,
 }
 
 impl SegmentScan {
@@ -152,6 +155,7 @@ pub fn scan(path: &Path, id: u64, master: Option<&MasterKey>) -> Result<SegmentS
         bad: 0,
         good_after_bad: 0,
         unchecked: 0,
+        zero_tail: 0,
     };
     let state = match header {
         Ok(h) if h.segment_id != id => {
@@ -193,7 +197,12 @@ pub fn scan(path: &Path, id: u64, master: Option<&MasterKey>) -> Result<SegmentS
                     scan.good_after_bad += 1;
                 }
             }
-            Step::End => break,
+            Step::End => {
+                if scan.problem.is_none() {
+                    scan.zero_tail = reader.end() - reader.offset();
+                }
+                break;
+            }
             Step::Torn(reason) => {
                 if scan.problem.is_none() {
                     let damaged = u64::from(reader.torn_was_complete());
@@ -382,6 +391,12 @@ pub fn recover(
                 super::cursor::store_ledger(dir, ledger, durable)?;
             }
             truncate(&scan.path, *offset)?;
+        } else if scan.zero_tail > 0 && scan.good > 0 {
+            // The zeroed horizon of a segment that was live when the agent stopped without
+            // closing it: a clean end. It is never appended to again, so its size is made its
+            // records' length (the cap and `status` count exact sizes).
+            log::debug!("segment {}: cutting a zeroed horizon of {} bytes", scan.path.display(), scan.zero_tail);
+            truncate(&scan.path, scan.good_end)?;
         }
         if scan.good == 0 {
             // A header and nothing else: no records to keep.

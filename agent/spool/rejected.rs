@@ -157,13 +157,14 @@ impl Spool {
         let durable = self.durable();
         let id = self.next_id;
         self.next_id += 1;
-        let mut writer = SegmentWriter::create(&dir, id, &self.master, durable)?;
+        // Written once and closed: no zeroed horizon (size limit 0).
+        let mut writer = SegmentWriter::create(&dir, id, &self.master, durable, 0)?;
         let mut frames = Vec::new();
         for (index, record) in records.iter().enumerate() {
             let json = serde_json::to_vec(record).map_err(|e| SpoolError::Encode { index, message: e.to_string() })?;
             writer.cipher().seal_frame(index as u64, &json, &mut frames)?;
         }
-        let written = writer.write(&frames, records.len() as u64).and_then(|()| writer.sync());
+        let written = writer.write(&frames, records.len() as u64, 0).and_then(|()| writer.sync());
         if let Err(e) = written {
             let _ = fs::remove_file(seg_path(&self.dir, id));
             return Err(e);

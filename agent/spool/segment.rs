@@ -4,9 +4,16 @@
 //! memory is bounded by the largest frame, never by the segment or the spool. It classifies
 //! every position as a good record, the clean end, a torn tail (a crash mid-write: safe to
 //! truncate) or a bad frame (corruption with data after it: the segment is quarantined).
+//!
+//! The writer keeps a *zeroed horizon*: zero bytes written ahead of the last record (up to
+//! [`HORIZON_CHUNK`] at a time), so most appends overwrite blocks inside the file's size and
+//! their `fdatasync` has no inode (size) to write. The walker treats zeros after the last
+//! record as the clean end, and a partial frame followed only by zeros as a torn tail (see
+//! "Zeroed horizon" in docs/spool-format.md).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, FrameHeaderError, HeaderError, SegmentHeader, FRAME_HEADER_LEN, HEADER_LEN};
@@ -31,6 +38,14 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// How far the zeroed horizon reaches: the file is extended with zeros to the next multiple
+/// of this size (never past `spool.segment_bytes`, nor past what `spool.max_bytes` leaves).
+/// Measured in BENCHMARKS.md, "Branch zerotail".
+pub const HORIZON_CHUNK: u64 = 64 * 1024;
+
+/// Zeros for extending the horizon (one write per extension).
+static ZEROS: [u8; HORIZON_CHUNK as usize] = [0; HORIZON_CHUNK as usize];
+
 /// The open, appendable newest segment. Only ever written by the process that created it
 /// (see "Nonces" in the module docs).
 pub struct SegmentWriter {
@@ -39,6 +54,10 @@ pub struct SegmentWriter {
     id: u64,
     cipher: SegmentCipher,
     len: u64,
+    /// The file's size: `len` plus the zeroed horizon.
+    size: u64,
+    /// The horizon never reaches past this (`spool.segment_bytes`).
+    size_limit: u64,
     next_index: u64,
     /// Test hook: fail a write after this many more bytes (simulates ENOSPC).
     #[cfg(test)]
@@ -48,8 +67,14 @@ pub struct SegmentWriter {
 impl SegmentWriter {
     /// Create segment `id` in `dir`: the header is written to `<name>.tmp`, fsynced and renamed
     /// into place, so a `.seg` file always starts with a whole header. `sync_dir` makes the
-    /// new name durable.
-    pub fn create(dir: &Path, id: u64, master: &MasterKey, sync_dir: bool) -> Result<SegmentWriter, SpoolError> {
+    /// new name durable. `size_limit` bounds the zeroed horizon (`spool.segment_bytes`).
+    pub fn create(
+        dir: &Path,
+        id: u64,
+        master: &MasterKey,
+        sync_dir: bool,
+        size_limit: u64,
+    ) -> Result<SegmentWriter, SpoolError> {
         let path = dir.join(file_name(id));
         let tmp = fsio::tmp_path(&path);
         let (header, cipher) = master.new_segment(id)?;
@@ -62,13 +87,15 @@ impl SegmentWriter {
         if sync_dir {
             fsio::sync_dir(dir)?;
         }
-        let file = OpenOptions::new().append(true).open(&path).map_err(SpoolError::io("opening segment", &path))?;
+        let file = OpenOptions::new().write(true).open(&path).map_err(SpoolError::io("opening segment", &path))?;
         Ok(SegmentWriter {
             file,
             path,
             id,
             cipher,
             len: HEADER_LEN as u64,
+            size: HEADER_LEN as u64,
+            size_limit,
             next_index: 0,
             #[cfg(test)]
             fail_after: None,
@@ -85,6 +112,12 @@ impl SegmentWriter {
         self.len
     }
 
+    /// Zero bytes written past [`SegmentWriter::len`] (the horizon): disk use beyond the
+    /// records.
+    pub fn slack(&self) -> u64 {
+        self.size - self.len
+    }
+
     /// Index the next record gets.
     pub fn next_index(&self) -> u64 {
         self.next_index
@@ -95,12 +128,34 @@ impl SegmentWriter {
         &self.cipher
     }
 
-    /// Append already sealed frames holding `records` records.
-    pub fn write(&mut self, frames: &[u8], records: u64) -> Result<(), SpoolError> {
+    /// Append already sealed frames holding `records` records, at the logical end (inside the
+    /// zeroed horizon when it reaches that far). When the frames reach past the horizon, the
+    /// file is first extended with zeros to the next [`HORIZON_CHUNK`] boundary (bounded by
+    /// `size_limit` and by `room`, the bytes of disk the spool's cap still allows), in one
+    /// write; the next `fdatasync` makes both durable.
+    pub fn write(&mut self, frames: &[u8], records: u64, room: u64) -> Result<(), SpoolError> {
+        let end = self.len + frames.len() as u64;
+        if end > self.size {
+            let want = end.next_multiple_of(HORIZON_CHUNK).min(self.size_limit).min(self.size.saturating_add(room));
+            if want > end {
+                // The zeros from the larger of the old size and the frames' end: a crash after
+                // this write and before the frames leaves zeros, a clean end.
+                // Best effort: on a nearly full disk the records may still fit where the
+                // zeros do not; then cut the zeros back and append as without a horizon.
+                let zeros = &ZEROS[..(want - end) as usize];
+                match self.file.write_all_at(zeros, end) {
+                    Ok(()) => self.size = want,
+                    Err(e) => {
+                        log::debug!("extending segment {} with zeros: {e}", self.path.display());
+                        self.file.set_len(self.size).map_err(SpoolError::io("truncating segment", &self.path))?;
+                    }
+                }
+            }
+        }
         #[cfg(test)]
         if let Some(budget) = self.fail_after {
             if frames.len() > budget {
-                let _ = self.file.write_all(&frames[..budget]);
+                let _ = self.file.write_all_at(&frames[..budget], self.len);
                 self.fail_after = Some(0);
                 return Err(SpoolError::io("writing segment", &self.path)(std::io::Error::from(
                     std::io::ErrorKind::StorageFull,
@@ -108,8 +163,9 @@ impl SegmentWriter {
             }
             self.fail_after = Some(budget - frames.len());
         }
-        self.file.write_all(frames).map_err(SpoolError::io("writing segment", &self.path))?;
-        self.len += frames.len() as u64;
+        self.file.write_all_at(frames, self.len).map_err(SpoolError::io("writing segment", &self.path))?;
+        self.len = end;
+        self.size = self.size.max(end);
         self.next_index += records;
         Ok(())
     }
@@ -123,9 +179,20 @@ impl SegmentWriter {
     /// sync). The writer must not be used for new records afterwards (see "Nonces").
     pub fn roll_back(&mut self, len: u64, next_index: u64) -> Result<(), SpoolError> {
         self.len = len;
+        self.size = len;
         self.next_index = next_index;
         self.file.set_len(len).map_err(SpoolError::io("truncating segment", &self.path))?;
         self.file.sync_all().map_err(SpoolError::io("syncing segment", &self.path))
+    }
+}
+
+impl Drop for SegmentWriter {
+    /// A closed segment keeps no horizon: its size is its records' length again (best effort,
+    /// not synced; a crash before or after leaves zeros, which recovery cuts).
+    fn drop(&mut self) {
+        if self.size > self.len {
+            let _ = self.file.set_len(self.len);
+        }
     }
 }
 
@@ -214,9 +281,14 @@ impl FrameReader {
         self.end
     }
 
-    /// Extend the walk limit (the live segment grew).
-    pub fn set_end(&mut self, end: u64) {
+    /// Extend the walk limit (the live segment grew). The buffer is dropped then: it may hold
+    /// zeros of the horizon read ahead past the old end, since overwritten by records.
+    pub fn set_end(&mut self, end: u64) -> Result<(), SpoolError> {
+        if end > self.end {
+            self.seek_to(self.offset)?;
+        }
         self.end = end;
+        Ok(())
     }
 
     /// Read the next frame. With `decrypt` (and a cipher set) the body is authenticated and
@@ -227,14 +299,23 @@ impl FrameReader {
             return Ok(Step::End);
         }
         if remaining < FRAME_HEADER_LEN as u64 {
+            if self.rest_is_zero(remaining)? {
+                return Ok(Step::End);
+            }
             return Ok(Step::Torn(format!("short frame header ({remaining} bytes)")));
         }
         let mut head = [0u8; FRAME_HEADER_LEN];
         self.read_exact(&mut head)?;
         let body_len = match format::decode_frame_header(&head, self.index) {
             Ok(len) => u64::from(len),
-            Err(FrameHeaderError::LengthCheck) if self.rest_is_zero(remaining - FRAME_HEADER_LEN as u64)? => {
-                return Ok(Step::Torn("zero-filled tail".into()));
+            // Zeros from here on: the zeroed horizon (or a file extended by a crash), the
+            // clean end. A header begun and followed only by zeros: a write cut short.
+            Err(_) if self.rest_is_zero(remaining - FRAME_HEADER_LEN as u64)? => {
+                return Ok(if head == [0; FRAME_HEADER_LEN] {
+                    Step::End
+                } else {
+                    Step::Torn("partial frame header followed by zeros".into())
+                });
             }
             Err(e) => {
                 let skip = match e {
@@ -261,14 +342,27 @@ impl FrameReader {
         read?;
         if decrypt {
             if let Some(cipher) = &self.cipher {
+                let last_byte = self.buf.last().copied();
                 if cipher.open_body(self.index, &mut self.buf).is_err() {
-                    self.unread(frame_len)?;
-                    return Ok(if frame_len == remaining {
+                    let step = if frame_len == remaining {
                         self.torn_complete = true;
                         Step::Torn("last frame does not authenticate".into())
+                    } else if self.rest_is_zero(remaining - frame_len)? {
+                        // The last frame before the zeroed horizon. A write cut short inside
+                        // the horizon leaves the frame's end zero; a whole frame (its tag's
+                        // last byte is not zero) that fails is damage to a stored record.
+                        if last_byte == Some(0) {
+                            Step::Torn("partial frame followed by zeros".into())
+                        } else {
+                            self.torn_complete = true;
+                            Step::Torn("last frame does not authenticate".into())
+                        }
                     } else {
                         Step::Bad { reason: "frame does not authenticate".into(), skip: Some(frame_len) }
-                    });
+                    };
+                    // Back to the frame's start (`rest_is_zero` may have moved the position).
+                    self.seek_to(self.offset)?;
+                    return Ok(step);
                 }
             }
         }
