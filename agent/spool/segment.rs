@@ -138,10 +138,10 @@ impl SegmentWriter {
         if end > self.size {
             let want = end.next_multiple_of(HORIZON_CHUNK).min(self.size_limit).min(self.size.saturating_add(room));
             if want > end {
-                // The zeros from the larger of the old size and the frames' end: a crash after
-                // this write and before the frames leaves zeros, a clean end.
-                // Best effort: on a nearly full disk the records may still fit where the
-                // zeros do not; then cut the zeros back and append as without a horizon.
+                // Zeros from the frames' end to the boundary; a crash between this write and
+                // the frames' leaves zeros where the frames go: a clean end. Best effort: on a
+                // nearly full disk the records may still fit where the zeros do not; then the
+                // zeros are cut back and the frames appended as without a horizon.
                 let zeros = &ZEROS[..(want - end) as usize];
                 match self.file.write_all_at(zeros, end) {
                     Ok(()) => self.size = want,
