@@ -62,6 +62,9 @@ pub struct SegmentWriter {
     /// Test hook: fail a write after this many more bytes (simulates ENOSPC).
     #[cfg(test)]
     pub fail_after: Option<usize>,
+    /// Test hook: writing the horizon's zeros fails halfway (ENOSPC).
+    #[cfg(test)]
+    pub fail_zeros: bool,
 }
 
 impl SegmentWriter {
@@ -99,6 +102,8 @@ impl SegmentWriter {
             next_index: 0,
             #[cfg(test)]
             fail_after: None,
+            #[cfg(test)]
+            fail_zeros: false,
         })
     }
 
@@ -143,7 +148,16 @@ impl SegmentWriter {
                 // nearly full disk the records may still fit where the zeros do not; then the
                 // zeros are cut back and the frames appended as without a horizon.
                 let zeros = &ZEROS[..(want - end) as usize];
-                match self.file.write_all_at(zeros, end) {
+                #[cfg(test)]
+                let extended = if self.fail_zeros {
+                    let _ = self.file.write_all_at(&zeros[..zeros.len() / 2], end);
+                    Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+                } else {
+                    self.file.write_all_at(zeros, end)
+                };
+                #[cfg(not(test))]
+                let extended = self.file.write_all_at(zeros, end);
+                match extended {
                     Ok(()) => self.size = want,
                     Err(e) => {
                         log::debug!("extending segment {} with zeros: {e}", self.path.display());

@@ -178,6 +178,34 @@ fn full_disk_keeps_what_was_stored_and_recovers() {
 }
 
 #[test]
+fn a_horizon_that_does_not_fit_on_the_disk_is_cut_and_the_records_still_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), 1 << 20, 4 << 20, FsyncPolicy::Batch);
+    let mut spool = Spool::open(&cfg).expect("open");
+    spool.append(&records(0..5)).expect("append");
+    let path = dir.path().join(segment::file_name(spool.writer.as_ref().expect("writer").id()));
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), segment::HORIZON_CHUNK, "a horizon");
+    if let Some(w) = spool.writer.as_mut() {
+        w.fail_zeros = true;
+    }
+    // Past the first chunk: every extension fails halfway; the records are appended anyway.
+    let mut n = 5;
+    while spool.stats().bytes < 2 * segment::HORIZON_CHUNK {
+        spool.append(&records(n..n + 10)).expect("records are stored without a horizon");
+        n += 10;
+        let size = std::fs::metadata(&path).expect("meta").len();
+        assert_eq!(size, spool.stats().bytes.max(segment::HORIZON_CHUNK), "half-written zeros are cut");
+    }
+    let (got, _) = read_all(&mut spool, Cursor::default());
+    assert_eq!(got, records(0..n));
+    drop(spool);
+    let mut spool = Spool::open(&cfg).expect("reopen");
+    let (got, _) = read_all(&mut spool, Cursor::default());
+    assert_eq!(got, records(0..n));
+    assert_eq!(spool.stats().dropped.count, 0);
+}
+
+#[test]
 fn a_second_open_is_refused_and_strangers_are_left_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), 4096, 1 << 20, FsyncPolicy::Always);
