@@ -96,8 +96,11 @@
 //! # Recovery on open
 //!
 //! Every segment is walked frame by frame and authenticated (one frame in memory at a time):
-//! - a torn tail (short frame, a zero-filled tail, or a last frame that does not
-//!   authenticate) is truncated back to the last good record and logged with the bytes cut;
+//! - zeros after the last good record (the live segment's zeroed horizon: zeros written ahead
+//!   of the records so an append's `fdatasync` has no size change to write, see segment.rs
+//!   and docs/spool-format.md) are the clean end, cut quietly;
+//! - a torn tail (short frame, a partial frame followed by zeros, or a last frame that does
+//!   not authenticate) is truncated back to the last good record and logged with the bytes cut;
 //!   a last frame that is whole but does not authenticate was stored once and is damaged, so
 //!   it is also counted as dropped (a write cut short never returned, so it is not);
 //! - a bad frame with data after it, a bad header, or a segment written under another (or a
