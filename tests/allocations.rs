@@ -31,8 +31,8 @@ const SEND_EVERY: u64 = 20;
 /// Bounds over the measured cycles. Measured on this branch (Linux, 2 cores): collection (the
 /// widgets' JSON values and the records) 34 a cycle, bounded at 50 for another machine's
 /// `/proc` (more cores are more lines, not more allocations); the spool's append and a send
-/// round's read-back, seal and ack 0 (about 12 a cycle before, with 4 copies of every batch),
-/// bounded at one in ten cycles.
+/// round's read-back, seal, ack and state write 0 (about 12 a cycle before, with 4 copies of
+/// every batch), bounded at one in ten cycles.
 const MAX_COLLECT: u64 = 50 * CYCLES;
 const MAX_SPOOL_AND_SEND: u64 = CYCLES / 10;
 
@@ -83,13 +83,15 @@ fn a_steady_cycle_of_the_system_set_allocates_little_and_the_spool_and_send_path
         drop(batch);
         if n % SEND_EVERY == SEND_EVERY - 1 {
             // The v2 sender's round without the HTTP request: the batch read back from memory
-            // into a kept buffer, sealed into another, acknowledged in memory.
+            // into a kept buffer, sealed into another, acknowledged, the state written.
             plaintext.clear();
             let (count, next) =
                 spool.read_raw_joined(spool.acked_cursor(), 500, 700 * 1024, &mut plaintext).expect("read back");
             assert_eq!(count as u64, SEND_EVERY * 3, "cycle {n}: the round's records, from memory");
             envelope::seal_v2_into(&key, "m-1", n, &mut plaintext, &mut body).expect("seal");
             spool.ack_later(next, Acked { delivered: count as u64, superseded: 0 }).expect("ack");
+            // The round's one state write (v2 writes it with the next batch's description).
+            spool.sync_state().expect("state write");
         }
         if counted {
             spool_allocs += region.change().allocations as u64;
