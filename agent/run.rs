@@ -6,9 +6,11 @@
 //! SIGUSR1 runs every widget now.
 //!
 //! Records pass through the sender ([`crate::sender::Sender::accept`]: Atlas keeps metrics in
-//! memory for its report), the rest go to the spool (durable), then the sender pushes within a
-//! deadline: the time until the next widget is due, so sending never delays collection by
-//! more than one request's timeout. When the spool cannot take records (disk full), they are
+//! memory for its report, and holds fresh widget logs for a direct post when it is due this
+//! cycle), the rest go to the spool (durable), then the sender pushes within a deadline: the
+//! time until the next widget is due, so sending never delays collection by more than one
+//! request's timeout. What the sender held and did not deliver
+//! ([`crate::sender::Sender::take_unsent`]) is stored in the spool before the loop sleeps. When the spool cannot take records (disk full), they are
 //! held in memory up to [`PENDING_MAX_RECORDS`] (oldest dropped past that, counted and logged)
 //! and written as soon as the disk accepts them again. On SIGTERM the loop stops, the spool is
 //! fsynced and one last push is tried for at most [`FINAL_PUSH`].
@@ -172,6 +174,7 @@ impl Agent {
             let next_collection = self.collector.next_due().unwrap_or_else(|| Instant::now() + MAX_SLEEP);
             let deadline = limit.map_or(next_collection, |at| at.min(next_collection));
             self.push(deadline);
+            self.store_unsent();
             if self.sender.as_ref().is_some_and(|s| s.restart_requested()) {
                 log::info!("restart_agent: stopping to start again");
                 self.shutdown();
@@ -238,6 +241,7 @@ impl Agent {
         // What widgets hold back (open ping windows) is stored, not lost.
         let held = self.collector.flush(Timestamp::now());
         self.store(held);
+        self.store_unsent();
         if let Some(Err(e)) = self.spool.as_mut().map(Spool::sync) {
             log::error!("spool: final sync: {e}");
         }
@@ -261,11 +265,29 @@ impl Agent {
         for record in &records {
             log::debug!("collected {} ({} bytes of data)", record.widget, record.data.to_string().len());
         }
-        // The sender keeps what it needs only in memory (Atlas: metrics, in its report).
+        // The sender keeps what it needs only in memory (Atlas: metrics, in its report; fresh
+        // widget logs until its post this cycle, when nothing waits before them).
         let records = match self.sender.as_mut() {
-            Some(sender) => sender.accept(records),
+            Some(sender) => {
+                let backlog = self.pending.len() as u64 + self.spool.as_ref().map_or(0, Spool::unacked_records);
+                sender.accept(records, backlog)
+            }
             None => records,
         };
+        self.keep(records);
+    }
+
+    /// What the sender held for a direct post and did not deliver: into the spool, now.
+    fn store_unsent(&mut self) {
+        let unsent = self.sender.as_mut().map(|s| s.take_unsent()).unwrap_or_default();
+        if !unsent.is_empty() {
+            log::debug!("{} widget-log records not posted directly: storing them in the spool", unsent.len());
+            self.keep(unsent);
+        }
+    }
+
+    /// Append `records` (already past the sender) to the spool, behind any held in memory.
+    fn keep(&mut self, records: Vec<Record>) {
         self.pending.extend(records);
         while self.pending.len() > PENDING_MAX_RECORDS {
             if let Some(dropped) = self.pending.pop_front() {
@@ -355,6 +377,12 @@ impl Agent {
                 if config.spool != self.config.spool {
                     log::warn!("SIGHUP: spool settings changed; they take effect at the next restart");
                 }
+                // The old sender's held records go to the spool, and its state to state.bin,
+                // before it is replaced.
+                self.store_unsent();
+                if let (Some(sender), Some(spool)) = (self.sender.as_mut(), self.spool.as_mut()) {
+                    sender.save(spool);
+                }
                 let old = std::mem::replace(&mut self.config, config);
                 let spool_dir = self.spool.as_ref().map(|s| s.dir().to_path_buf()).unwrap_or(old.spool.dir.clone());
                 match self.build_sender(spool_dir) {
@@ -441,3 +469,7 @@ mod tests {
         assert_eq!((reopened.accepted, reopened.dropped, reopened.backlog), (total as u64, 25, 10_000), "persisted");
     }
 }
+
+#[cfg(test)]
+#[path = "run_atlas_direct_tests.rs"]
+mod atlas_direct_tests;

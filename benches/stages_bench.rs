@@ -160,7 +160,7 @@ pub fn run(iterations: usize, dir: &Path, url: &str, key: &Key32) -> Result<(), 
     let mut push_cpu = 0u64;
     let mut push_wall = Duration::ZERO;
     for round in 0..=iterations {
-        let to_spool = sender.accept(records.clone());
+        let to_spool = sender.accept(records.clone(), spool.stats().unacked_records);
         spool.append(&to_spool).map_err(|e| format!("spool append: {e}"))?;
         let (cpu0, wall0) = (thread_cpu_ns()?, Instant::now());
         sender.flush(&mut spool, Instant::now() + Duration::from_secs(5));

@@ -7,11 +7,18 @@
 //!   no history of metrics, so metric and machine-info records are folded into the report in
 //!   memory and never written to the spool; a report that could not be sent is replaced by the
 //!   next one, not queued.
-//! - **Widget logs**: Atlas stores them, so they go through the encrypted spool and leave it in
-//!   `POST /api/fleet/widget-logs` batches (at most 500 entries, 1 MiB), one batch with a report
-//!   at most every `widget_log_interval` (with every n-th report), one per report while a
-//!   backlog drains. Metric records that an older version left in the spool are acknowledged
-//!   without being sent (the report represents them).
+//! - **Widget logs**: Atlas stores them, in `POST /api/fleet/widget-logs` batches (at most 500
+//!   entries, 1 MiB), one batch at most every `widget_log_interval`, one per report while a
+//!   backlog drains. Fresh records that arrive in a cycle whose post is due, with nothing
+//!   unacknowledged before them and within one batch's limits, are held in memory and posted
+//!   directly in that cycle ([`AtlasSender::accept`]): acknowledged, they are counted as
+//!   delivered without a segment write or an ack write; otherwise (any failure, no budget,
+//!   shutdown, a reload) `run` stores them in the spool before it sleeps
+//!   ([`Sender::take_unsent`]) and the spool path takes over exactly as for records that were
+//!   stored at once. Everything else goes through the encrypted spool. A slot with nothing to
+//!   send makes no request and stays open, so the next records go when they arrive. Metric
+//!   records that an older version left in the spool are acknowledged without being sent
+//!   (the report represents them).
 //! - **Commands**: polled at start and every 30 s ([`super::commands`]).
 //! - **Request budget**: never more than [`ATLAS_REQUESTS_PER_MINUTE`] requests in any 60 s
 //!   (polls, reports and widget-log batches; acks of the rare commands come on top, as for
@@ -109,6 +116,11 @@ pub struct AtlasSender {
     widget_log_interval: Duration,
     next_report: Instant,
     next_widget_logs: Instant,
+    /// Fresh widget logs held for a direct post this cycle (at most one batch; see
+    /// [`AtlasSender::accept`]); handed back by [`Sender::take_unsent`] if not delivered.
+    fresh: Vec<Record>,
+    /// Plaintext bytes of `fresh` as the spool would count them.
+    fresh_bytes: usize,
     restart_requested: bool,
 }
 
@@ -126,6 +138,8 @@ impl AtlasSender {
             widget_log_interval,
             next_report: now,
             next_widget_logs: now,
+            fresh: Vec::new(),
+            fresh_bytes: 0,
             restart_requested: false,
         }
     }
@@ -209,15 +223,67 @@ impl AtlasSender {
         }
     }
 
+    /// The held fresh widget logs in one post. Acknowledged: counted as delivered (the spool's
+    /// counters in memory, durable with the next state write that happens anyway), and
+    /// forgotten. Anything else leaves them held, for [`Sender::take_unsent`] to hand back to
+    /// the spool: a permanent refusal included, so the spool path posts them again and sets
+    /// them aside in `rejected/` exactly as it does for stored records.
+    fn send_fresh(&mut self, spool: &mut Spool) -> Step {
+        let logs: Vec<_> = self.fresh.iter().map(widget_log_entry).collect();
+        let plaintext = json!({ "machine_id": self.link.machine_id, "logs": logs }).to_string();
+        drop(logs);
+        let body = match self.link.seal_v1(plaintext.as_bytes()) {
+            Ok(body) => body,
+            Err(e) => return self.link.local_failure(&format!("sealing widget logs: {e}")),
+        };
+        drop(plaintext);
+        let now = Instant::now();
+        if !self.widget_log_budget.try_take(now) || !self.budget.try_take(now) {
+            return Step::Wait;
+        }
+        match self.link.post("/api/fleet/widget-logs", &body) {
+            Some(Verdict::Ack) => {
+                let count = self.fresh.len() as u64;
+                self.fresh.clear();
+                self.fresh_bytes = 0;
+                self.link.state.sent_records += count;
+                self.link.touch();
+                spool.count_delivered_unspooled(count);
+                Step::Idle
+            }
+            _ => Step::Wait,
+        }
+    }
+
+    /// True when a widget-log post may go in this cycle: its slot has come (within
+    /// [`super::DUE_SLACK`]), no backoff is running, and both budgets have room.
+    fn widget_log_post_due(&self, now: Instant) -> bool {
+        !self.link.backing_off()
+            && super::due(now, self.next_widget_logs, self.widget_log_interval)
+            && self.widget_log_budget.available(now) > 0
+            && self.budget.available(now) > 0
+    }
+
     /// Widget logs when their slot has come and their share of the budget allows (reports and
-    /// polls keep theirs); a full batch (a backlog) brings the next slot forward to the next
-    /// report.
+    /// polls keep theirs): the held fresh records when the spool holds nothing before them,
+    /// else a batch from the spool. A full batch (a backlog) brings the next slot forward to
+    /// the next report; with nothing to send no request is made and the slot stays open.
     fn widget_logs_if_due(&mut self, spool: &mut Spool) {
         let now = Instant::now();
-        if now < self.next_widget_logs || self.widget_log_budget.available(now) == 0 {
+        if !super::due(now, self.next_widget_logs, self.widget_log_interval)
+            || self.widget_log_budget.available(now) == 0
+        {
             return;
         }
-        self.next_widget_logs = match self.send_widget_logs(spool) {
+        let backlog = spool.unacked_records();
+        let step = if backlog == 0 && !self.fresh.is_empty() {
+            self.send_fresh(spool)
+        } else if backlog > 0 {
+            self.send_widget_logs(spool)
+        } else {
+            return;
+        };
+        self.next_widget_logs = match step {
             Step::Continue => now + self.send_interval.saturating_sub(Duration::from_millis(500)),
             Step::Idle => now + self.widget_log_interval,
             Step::Wait => self.widget_log_budget.next_free(now).max(now),
@@ -225,12 +291,58 @@ impl AtlasSender {
     }
 }
 
+/// Plaintext bytes of `record` as the spool counts them for a batch's limit (its JSON).
+fn plaintext_len(record: &Record) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A record that cannot be serialized is not held (usize::MAX exceeds every limit).
+    match serde_json::to_writer(&mut count, record) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 impl Sender for AtlasSender {
-    fn accept(&mut self, records: Vec<Record>) -> Vec<Record> {
+    /// Metrics and machine info go into the report; widget logs are held for a direct post
+    /// when the post is due this cycle, nothing waits before them (`backlog` 0) and what is
+    /// held stays within one batch ([`MAX_BATCH_RECORDS`], [`MAX_BATCH_PLAINTEXT`]); else
+    /// they (with anything already held, so the spool keeps their order) go to the spool.
+    fn accept(&mut self, records: Vec<Record>, backlog: u64) -> Vec<Record> {
         for record in &records {
             self.report.update(record);
         }
-        records.into_iter().filter(|r| r.kind == SampleKind::Log).collect()
+        let logs: Vec<Record> = records.into_iter().filter(|r| r.kind == SampleKind::Log).collect();
+        if logs.is_empty() {
+            return logs;
+        }
+        if backlog == 0
+            && self.fresh.len() + logs.len() <= MAX_BATCH_RECORDS
+            && self.widget_log_post_due(Instant::now())
+        {
+            let bytes = logs.iter().map(plaintext_len).fold(self.fresh_bytes, usize::saturating_add);
+            if bytes <= MAX_BATCH_PLAINTEXT {
+                self.fresh.extend(logs);
+                self.fresh_bytes = bytes;
+                return Vec::new();
+            }
+        }
+        let mut to_spool = self.take_unsent();
+        to_spool.extend(logs);
+        to_spool
+    }
+
+    fn take_unsent(&mut self) -> Vec<Record> {
+        self.fresh_bytes = 0;
+        std::mem::take(&mut self.fresh)
     }
 
     fn push(&mut self, spool: &mut Spool, _deadline: Instant) {
@@ -256,12 +368,17 @@ impl Sender for AtlasSender {
     }
 
     fn flush(&mut self, spool: &mut Spool, _deadline: Instant) {
-        // Shutdown: one more widget-log batch if the budget allows; the rest stays spooled.
+        // Shutdown: one more widget-log batch if the budget allows; the rest stays spooled
+        // (`run` has stored what `accept` held, see `take_unsent`).
         let now = Instant::now();
         if !self.link.backing_off() && self.widget_log_budget.available(now) > 0 && self.budget.available(now) > 0 {
             self.send_widget_logs(spool);
         }
         let _ = self.link.save_now(spool);
+    }
+
+    fn save(&mut self, spool: &mut Spool) {
+        let _ = self.link.save_now(spool); // logged inside
     }
 
     fn next_wakeup(&self) -> Option<Instant> {

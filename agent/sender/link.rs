@@ -30,8 +30,9 @@ use fleet_wire::record::Record;
 
 /// Longest time bookkeeping changes that no ack carries stay unwritten: `status` may show a
 /// last success or error this much older after a crash (never an ack that is not durable).
-/// Five minutes: an Atlas laptop acknowledges widget logs every 2 minutes (carrying the
-/// bookkeeping), so only a quiet agent writes for bookkeeping alone, once in 5 minutes.
+/// Five minutes: once in 5 minutes is what a quiet agent writes for bookkeeping alone, and
+/// what an Atlas laptop writes in its steady state (its ping window is posted straight from
+/// memory, with no ack to write; this write also makes the delivered counts durable).
 pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// One server, the key, answers and backoff, and the persisted state.

@@ -114,14 +114,27 @@ pub enum Step {
 
 /// One wire protocol: owns its state, takes the records of each cycle, pushes.
 pub trait Sender {
-    /// This cycle's records; returns those that must be stored in the spool (a protocol may
-    /// keep some in memory only: Atlas folds metrics into its report).
-    fn accept(&mut self, records: Vec<Record>) -> Vec<Record>;
+    /// This cycle's records; returns those that must be stored in the spool now (a protocol
+    /// may keep some in memory only: Atlas folds metrics into its report, and holds fresh
+    /// widget logs for a direct post this cycle). `backlog` is how many records wait to be
+    /// stored or sent before them (unacknowledged in the spool, or held by `run` while the
+    /// disk is full): with a backlog nothing is held, so records leave in order.
+    fn accept(&mut self, records: Vec<Record>, backlog: u64) -> Vec<Record>;
+    /// Records [`Sender::accept`] held in memory that [`Sender::push`] did not deliver (the
+    /// post failed, was refused, or was not made this cycle). The loop stores them in the
+    /// spool before it sleeps, before a reload replaces the sender and before shutdown's
+    /// [`Sender::flush`]: held records never outlive the cycle they arrived in.
+    fn take_unsent(&mut self) -> Vec<Record> {
+        Vec::new()
+    }
     /// Send what is due before `deadline`. Errors are logged and recorded in the state, never
     /// returned: the loop goes on collecting whatever happens here.
     fn push(&mut self, spool: &mut Spool, deadline: Instant);
     /// Shutdown: a last push regardless of the send schedule, and the state written.
     fn flush(&mut self, spool: &mut Spool, deadline: Instant);
+    /// Write the state now (a reload is about to replace this sender: what only its memory
+    /// holds, such as the count of records delivered since the last write, must not be lost).
+    fn save(&mut self, spool: &mut Spool);
     /// When this sender next wants to run (`None`: at the next collection).
     fn next_wakeup(&self) -> Option<Instant>;
     /// The persisted state (for tests and `status`).

@@ -350,7 +350,7 @@ impl V2Sender {
 }
 
 impl Sender for V2Sender {
-    fn accept(&mut self, records: Vec<Record>) -> Vec<Record> {
+    fn accept(&mut self, records: Vec<Record>, _backlog: u64) -> Vec<Record> {
         records
     }
 
@@ -382,6 +382,10 @@ impl Sender for V2Sender {
     fn flush(&mut self, spool: &mut Spool, deadline: Instant) {
         self.push_round(spool, deadline);
         let _ = self.link.save_now(spool);
+    }
+
+    fn save(&mut self, spool: &mut Spool) {
+        let _ = self.link.save_now(spool); // logged inside
     }
 
     fn next_wakeup(&self) -> Option<Instant> {

@@ -768,9 +768,26 @@ impl Spool {
         self.acked
     }
 
+    /// Records not yet acknowledged (what [`Spool::stats`] calls `unacked_records`, without
+    /// the rest of the stats).
+    pub fn unacked_records(&self) -> u64 {
+        self.segments.iter().map(|s| unacked_in(s.id, s.records, self.acked)).sum()
+    }
+
+    /// Count `count` records a server acknowledged that never reached a segment (Atlas's
+    /// fresh widget logs posted straight from memory, docs/architecture.md): added to the
+    /// accepted (`appended`) and `delivered` counters together, in memory, durable with the
+    /// next state write. A crash before it forgets both (the records were only in memory), so
+    /// the accounting adds up after any crash and never counts a record delivered that was
+    /// not.
+    pub fn count_delivered_unspooled(&mut self, count: u64) {
+        self.counters.appended += count;
+        self.counters.delivered += count;
+    }
+
     /// Sizes, counts and times.
     pub fn stats(&self) -> SpoolStats {
-        let unacked_records = self.segments.iter().map(|s| unacked_in(s.id, s.records, self.acked)).sum();
+        let unacked_records = self.unacked_records();
         let newest =
             self.segments.iter().rev().find(|s| unacked_in(s.id, s.records, self.acked) > 0).and_then(|s| s.last_ts);
         SpoolStats {

@@ -2,8 +2,9 @@
 //! and counts. It never sleeps inside a cycle: the percentage is the difference between two
 //! readings one interval apart (the first reading after start covers the time since boot).
 //!
-//! Linux: a lean reader of `/proc/stat` and `/proc/loadavg` (pure parsers in [`parse`], the
-//! arithmetic of two readings in [`usage`]), `/proc/cpuinfo` once for the physical cores.
+//! Linux: a lean reader of `/proc/stat` and `/proc/loadavg`, both kept open between cycles
+//! ([`crate::procfs::ProcFile`]; pure parsers in [`parse`], the arithmetic of two readings in
+//! [`usage`]), `/proc/cpuinfo` once for the physical cores.
 //! Other OSes: `sysinfo`.
 
 pub mod parse;
@@ -68,11 +69,15 @@ pub fn physical_core_count() -> Option<usize> {
 }
 
 /// Keeps the previous reading between cycles so usage is measured over the interval.
-#[derive(Default)]
 pub struct CpuWidget {
-    /// Linux: the reused read buffer and the previous `/proc/stat` reading.
+    /// Linux: the reused read buffer, `/proc/stat` and `/proc/loadavg` kept open, and the
+    /// previous `/proc/stat` reading.
     #[cfg(target_os = "linux")]
     buf: String,
+    #[cfg(target_os = "linux")]
+    stat: crate::procfs::ProcFile,
+    #[cfg(target_os = "linux")]
+    loadavg: crate::procfs::ProcFile,
     #[cfg(target_os = "linux")]
     previous: Option<parse::CpuStat>,
     #[cfg(not(target_os = "linux"))]
@@ -83,12 +88,34 @@ pub struct CpuWidget {
     physical_cores: Option<Option<usize>>,
 }
 
+#[cfg_attr(
+    not(target_os = "linux"),
+    expect(clippy::derivable_impls, reason = "derivable without the Linux kept files")
+)]
+impl Default for CpuWidget {
+    fn default() -> Self {
+        CpuWidget {
+            #[cfg(target_os = "linux")]
+            buf: String::new(),
+            #[cfg(target_os = "linux")]
+            stat: crate::procfs::ProcFile::new("/proc/stat"),
+            #[cfg(target_os = "linux")]
+            loadavg: crate::procfs::ProcFile::new("/proc/loadavg"),
+            #[cfg(target_os = "linux")]
+            previous: None,
+            #[cfg(not(target_os = "linux"))]
+            system: None,
+            last: None,
+            physical_cores: None,
+        }
+    }
+}
+
 impl CpuWidget {
     #[cfg(target_os = "linux")]
     fn read(&mut self) -> Result<CpuReading, CollectError> {
-        use crate::procfs::read_into;
         let path = "/proc/stat";
-        read_into(path, &mut self.buf).map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
+        self.stat.read_into(&mut self.buf).map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
         let now = parse::parse_proc_stat_cpus(&self.buf)
             .map_err(|error| CollectError::Parse { source: path.to_string(), error })?;
         let previous = self.previous.as_ref();
@@ -97,7 +124,7 @@ impl CpuWidget {
         let threads = now.cores.len();
         self.previous = Some(now);
         // A missing or odd load file leaves `load_avg` null rather than failing the widget.
-        let load = read_into("/proc/loadavg", &mut self.buf).ok().and_then(|()| parse::parse_loadavg(&self.buf).ok());
+        let load = self.loadavg.read_into(&mut self.buf).ok().and_then(|()| parse::parse_loadavg(&self.buf).ok());
         Ok(CpuReading { percent, per_core, load, threads })
     }
 

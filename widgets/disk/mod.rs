@@ -3,8 +3,9 @@
 //! counters since boot (`read_count`, `write_count`, `read_bytes`, `write_bytes`) summed over
 //! whole disks.
 //!
-//! Usage: `statvfs("/")` on every Unix. Counters: Linux `/proc/diskstats` for the disks
-//! listed in `/sys/block` (pure parser in [`parse`]); macOS `sysinfo` (bytes only).
+//! Usage: `statvfs("/")` on every Unix. Counters: Linux `/proc/diskstats`, kept open between
+//! cycles ([`crate::procfs::ProcFile`]), for the disks listed in `/sys/block` (listed again only
+//! when the number of rows changes; pure parser in [`parse`]); macOS `sysinfo` (bytes only).
 
 pub mod parse;
 
@@ -30,22 +31,41 @@ pub fn filesystem_usage(path: &str) -> Result<DiskUsage, CollectError> {
     Ok(usage_from_statvfs(st.f_blocks, st.f_bfree, st.f_bavail, st.f_frsize))
 }
 
-/// State between cycles: the read buffer and the whole-disk names of `/sys/block`.
-#[derive(Default)]
+/// State between cycles: the read buffer, `/proc/diskstats` kept open (Linux) and the
+/// whole-disk names of `/sys/block`.
 pub struct DiskWidget {
     buf: String,
+    #[cfg(target_os = "linux")]
+    diskstats: crate::procfs::ProcFile,
     whole_disks: Vec<String>,
     rows_seen: u32,
     #[cfg(not(target_os = "linux"))]
     disks: Option<sysinfo::Disks>,
 }
 
+#[cfg_attr(
+    not(target_os = "linux"),
+    expect(clippy::derivable_impls, reason = "derivable without the Linux kept files")
+)]
+impl Default for DiskWidget {
+    fn default() -> Self {
+        DiskWidget {
+            buf: String::new(),
+            #[cfg(target_os = "linux")]
+            diskstats: crate::procfs::ProcFile::new("/proc/diskstats"),
+            whole_disks: Vec::new(),
+            rows_seen: 0,
+            #[cfg(not(target_os = "linux"))]
+            disks: None,
+        }
+    }
+}
+
 impl DiskWidget {
     #[cfg(target_os = "linux")]
     fn io(&mut self) -> Result<DiskIo, CollectError> {
         let path = "/proc/diskstats";
-        crate::procfs::read_into(path, &mut self.buf)
-            .map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
+        self.diskstats.read_into(&mut self.buf).map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
         let parse = |disks: &[String], text: &str| {
             parse::parse_diskstats(text, |name| disks.iter().any(|d| d == name))
                 .map_err(|error| CollectError::Parse { source: path.to_string(), error })

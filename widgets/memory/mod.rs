@@ -1,6 +1,6 @@
 //! `memory`: physical memory and swap, in bytes, with percentages 0..100 (`swap_total`,
-//! `swap_used`, `swap_percent` flat, as Atlas's agent sends them). Linux: `/proc/meminfo`
-//! (parser in `parse.rs`); elsewhere `sysinfo`.
+//! `swap_used`, `swap_percent` flat, as Atlas's agent sends them). Linux: `/proc/meminfo`, kept
+//! open between cycles ([`crate::procfs::ProcFile`]; parser in `parse.rs`); elsewhere `sysinfo`.
 
 pub mod parse;
 
@@ -21,21 +21,38 @@ pub static SPEC: WidgetSpec = WidgetSpec {
     build: |_| Box::new(MemoryWidget::default()),
 };
 
-/// Linux: the reused read buffer of `/proc/meminfo`; elsewhere the `sysinfo` handle.
-#[derive(Default)]
+/// Linux: `/proc/meminfo` kept open and the reused read buffer; elsewhere the `sysinfo` handle.
 pub struct MemoryWidget {
+    #[cfg(target_os = "linux")]
+    meminfo: crate::procfs::ProcFile,
     #[cfg(target_os = "linux")]
     buf: String,
     #[cfg(not(target_os = "linux"))]
     system: Option<sysinfo::System>,
 }
 
+#[cfg_attr(
+    not(target_os = "linux"),
+    expect(clippy::derivable_impls, reason = "derivable without the Linux kept files")
+)]
+impl Default for MemoryWidget {
+    fn default() -> Self {
+        MemoryWidget {
+            #[cfg(target_os = "linux")]
+            meminfo: crate::procfs::ProcFile::new("/proc/meminfo"),
+            #[cfg(target_os = "linux")]
+            buf: String::new(),
+            #[cfg(not(target_os = "linux"))]
+            system: None,
+        }
+    }
+}
+
 impl MemoryWidget {
     #[cfg(target_os = "linux")]
     fn read(&mut self) -> Result<MemInfo, CollectError> {
         let path = "/proc/meminfo";
-        crate::procfs::read_into(path, &mut self.buf)
-            .map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
+        self.meminfo.read_into(&mut self.buf).map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
         parse::parse_meminfo(&self.buf).map_err(|error| CollectError::Parse { source: path.to_string(), error })
     }
 

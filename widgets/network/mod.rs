@@ -4,8 +4,10 @@
 //! `metrics.vpn` (`{connected, vpn_client, interface_count, interfaces}`) from the tunnel
 //! interfaces that are up (WireGuard, Tailscale, `tun`/`utun`, …).
 //!
-//! Linux: a lean reader of `/proc/net/dev` and `/proc/net/{tcp,tcp6,udp,udp6}` (pure
-//! parsers in [`parse`]). Other OSes: `sysinfo` counters (no drops, no socket count: those
+//! Linux: a lean reader of `/proc/net/dev` and `/proc/net/sockstat{,6}`, kept open between
+//! cycles ([`crate::procfs::ProcFile`]; pure parsers in [`parse`]), and of the `flags` and
+//! `carrier` of `/sys/class/net/NAME` for tunnel interfaces only (opened each time: the names
+//! come and go). Other OSes: `sysinfo` counters (no drops, no socket count: those
 //! fields are left out rather than guessed).
 
 pub mod parse;
@@ -70,12 +72,36 @@ pub fn vpn_json(up_tunnels: &[String]) -> Value {
     data
 }
 
-/// Holds the reader's buffer (Linux) or interface list (elsewhere) between cycles.
-#[derive(Default)]
+/// Holds the reader's buffer and kept-open files (Linux) or interface list (elsewhere)
+/// between cycles.
 pub struct NetworkWidget {
     buf: String,
+    /// `/proc/net/dev`.
+    #[cfg(target_os = "linux")]
+    dev: crate::procfs::ProcFile,
+    /// [`SOCKSTAT_FILES`], in order.
+    #[cfg(target_os = "linux")]
+    sockstat: [crate::procfs::ProcFile; 2],
     #[cfg(not(target_os = "linux"))]
     networks: Option<sysinfo::Networks>,
+}
+
+#[cfg_attr(
+    not(target_os = "linux"),
+    expect(clippy::derivable_impls, reason = "derivable without the Linux kept files")
+)]
+impl Default for NetworkWidget {
+    fn default() -> Self {
+        NetworkWidget {
+            buf: String::new(),
+            #[cfg(target_os = "linux")]
+            dev: crate::procfs::ProcFile::new("/proc/net/dev"),
+            #[cfg(target_os = "linux")]
+            sockstat: SOCKSTAT_FILES.map(crate::procfs::ProcFile::new),
+            #[cfg(not(target_os = "linux"))]
+            networks: None,
+        }
+    }
 }
 
 /// The socket counters that add up to what psutil's `net_connections(kind="inet")` lists.
@@ -84,9 +110,8 @@ pub const SOCKSTAT_FILES: [&str; 2] = ["/proc/net/sockstat", "/proc/net/sockstat
 impl NetworkWidget {
     #[cfg(target_os = "linux")]
     fn read(&mut self) -> Result<(Value, Value), CollectError> {
-        use crate::procfs::read_into;
         let path = "/proc/net/dev";
-        read_into(path, &mut self.buf).map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
+        self.dev.read_into(&mut self.buf).map_err(|e| CollectError::Other(format!("reading {path}: {e}")))?;
         let totals = parse::parse_proc_net_dev(&self.buf)
             .map_err(|error| CollectError::Parse { source: path.to_string(), error })?;
         // Tunnels are rare: only their names cost a read of their flags.
@@ -100,8 +125,8 @@ impl NetworkWidget {
             .collect();
         // A file that cannot be read (IPv6 disabled) counts as empty; none readable: unknown.
         let mut connections = None;
-        for file in SOCKSTAT_FILES {
-            if read_into(file, &mut self.buf).is_ok() {
+        for file in &mut self.sockstat {
+            if file.read_into(&mut self.buf).is_ok() {
                 if let Ok(count) = parse::parse_sockstat(&self.buf) {
                     *connections.get_or_insert(0) += count;
                 }
