@@ -37,6 +37,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 pub const PENDING_MAX_RECORDS: usize = 10_000;
 /// Time allowed for the last push at shutdown.
 pub const FINAL_PUSH: Duration = Duration::from_secs(3);
+/// Most stored records kept until the next store (a cycle of every widget is a few dozen;
+/// the flush of a hold after a full disk is dropped at once).
+const RETIRED_KEEP: usize = 256;
 
 /// Why the loop could not start or had to stop.
 #[derive(Debug)]
@@ -94,6 +97,12 @@ pub struct Agent {
     spool: Option<Spool>,
     sender: Option<Box<dyn Sender>>,
     pending: VecDeque<Record>,
+    /// The records the last store wrote, dropped at the next store, once the next cycle's
+    /// records exist: the allocator's pages that hold a cycle's values (the widgets' JSON
+    /// maps) then never empty between two cycles. musl's allocator gives an empty page group
+    /// back to the OS and maps it again next cycle: an `mmap`/`munmap` pair, page faults and
+    /// a TLB flush every cycle (BENCHMARKS.md, "Branch alloc"). At most [`RETIRED_KEEP`].
+    retired: Vec<Record>,
     pending_dropped: u64,
     /// Oldest and newest time of the records in `pending_dropped`.
     pending_dropped_span: Option<(Timestamp, Timestamp)>,
@@ -114,6 +123,7 @@ impl Agent {
             spool: None,
             sender: None,
             pending: VecDeque::new(),
+            retired: Vec::new(),
             pending_dropped: 0,
             pending_dropped_span: None,
             spool_error: None,
@@ -294,7 +304,14 @@ impl Agent {
         // A failed append may have stored a prefix (a segment rollover before the disk filled
         // up): forget exactly that prefix, so the retry does not store it twice.
         let (stored, result) = spool.append_counted(self.pending.make_contiguous());
-        self.pending.drain(..stored.min(self.pending.len()));
+        let stored = stored.min(self.pending.len());
+        self.retired.clear();
+        if stored <= RETIRED_KEEP {
+            self.retired.extend(self.pending.drain(..stored));
+        } else {
+            self.retired = Vec::new();
+            self.pending.drain(..stored);
+        }
         match result {
             Ok(()) => {
                 self.pending.clear();

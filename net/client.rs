@@ -85,15 +85,8 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(stream: Stream, origin: String) -> Self {
-        Connection {
-            stream,
-            buf: vec![0u8; MAX_HEAD].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            origin,
-            idle_since: Instant::now(),
-        }
+    fn new(stream: Stream, origin: String, buf: Box<[u8]>) -> Self {
+        Connection { stream, buf, start: 0, end: 0, origin, idle_since: Instant::now() }
     }
 
     /// Read more bytes into the buffer (compacting it first); 0 at end of stream.
@@ -145,12 +138,16 @@ enum BodyState {
 pub struct Client {
     config: Config,
     idle: Mutex<Option<Connection>>,
+    /// The buffer of the last connection closed, for the next one: a sender that opens a
+    /// connection per send round (the server closed the idle one) does not allocate (and, with
+    /// musl, map and unmap) 16 KiB each time.
+    spare: Mutex<Option<Box<[u8]>>>,
 }
 
 impl Client {
     /// A client with `config`.
     pub fn new(config: Config) -> Self {
-        Client { config, idle: Mutex::new(None) }
+        Client { config, idle: Mutex::new(None), spare: Mutex::new(None) }
     }
 
     /// Send `request` and read the answer's head; its body is read through the [`Response`].
@@ -199,9 +196,25 @@ impl Client {
         let mut conn = self.idle.lock().ok()?.take()?;
         if conn.origin != origin || conn.idle_since.elapsed() > self.config.max_idle || conn.stream.is_stale() {
             log::debug!("the idle connection is not reused (closed by the server, too old, or another origin)");
+            self.close(conn);
             return None;
         }
         Some(conn)
+    }
+
+    /// Close `conn`, keeping its buffer for the next connection.
+    fn close(&self, conn: Connection) {
+        let Connection { buf, .. } = conn;
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = Some(buf);
+        }
+    }
+
+    /// A buffer for a new connection: the last closed one's (its old bytes are never read:
+    /// only `start..end` holds data), else a new one.
+    fn buffer(&self) -> Box<[u8]> {
+        let spare = self.spare.lock().ok().and_then(|mut spare| spare.take());
+        spare.unwrap_or_else(|| vec![0u8; MAX_HEAD].into_boxed_slice())
     }
 
     fn keep(&self, mut conn: Connection) {
@@ -235,7 +248,7 @@ impl Client {
             Stream::Plain(socket)
         };
         log::debug!("connected to {origin}{}", if proxy.is_some() { " through the proxy" } else { "" });
-        Ok(Connection::new(stream, origin))
+        Ok(Connection::new(stream, origin, self.buffer()))
     }
 }
 
@@ -485,6 +498,8 @@ impl Response<'_> {
         if let Some(conn) = self.conn.take() {
             if self.reusable && conn.start == conn.end {
                 self.client.keep(conn);
+            } else {
+                self.client.close(conn);
             }
         }
     }

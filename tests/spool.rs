@@ -366,12 +366,30 @@ fn run_model(ops: &[Op]) {
                 let n_max = usize::from(*n);
                 let from_memory =
                     [live.read_raw_from(cursor, n_max, 150), live.read_raw_from(cursor, n_max, usize::MAX)];
+                let mut joined_memory = b"x".to_vec();
+                let joined_memory_read =
+                    live.read_raw_joined(cursor, n_max, 150, &mut joined_memory).expect("joined read");
                 live.forget_recent();
                 let from_disk = [live.read_raw_from(cursor, n_max, 150), live.read_raw_from(cursor, n_max, usize::MAX)];
+                let mut joined_disk = b"x".to_vec();
+                let joined_disk_read = live.read_raw_joined(cursor, n_max, 150, &mut joined_disk).expect("joined read");
                 let [memory_limited, memory] = from_memory.map(|b| b.expect("raw read"));
                 let [disk_limited, disk] = from_disk.map(|b| b.expect("raw read"));
                 assert_eq!(memory_limited, disk_limited, "a byte limit cuts both at the same record");
                 assert_eq!(memory, disk, "memory and segments give the same bytes");
+                // The sender's form: the same records, appended to what the buffer held, joined by commas.
+                let expected_joined = [b"x".to_vec(), memory_limited.records.join(&b","[..])].concat();
+                let expected_read = (memory_limited.records.len(), memory_limited.next);
+                assert_eq!(
+                    (joined_memory_read, &joined_memory),
+                    (expected_read, &expected_joined),
+                    "joined, from memory"
+                );
+                assert_eq!(
+                    (joined_disk_read, &joined_disk),
+                    (expected_read, &expected_joined),
+                    "joined, from the segments"
+                );
                 let batch = live.read_from(cursor, n_max, usize::MAX).expect("read");
                 let expected: Vec<Record> =
                     model.queue.iter().skip(model.read).take(usize::from(*n)).cloned().collect();

@@ -51,7 +51,7 @@
 use std::fmt;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key};
+use aes_gcm::{AeadInOut, Aes256Gcm, Key};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hkdf::Hkdf;
@@ -144,6 +144,9 @@ struct V1Body<'a> {
     ciphertext: &'a str,
 }
 
+/// The v2 body as serde writes it: the reference the hand-written body of
+/// `seal_v2_into_with_nonce` is tested against.
+#[cfg(test)]
 #[derive(Serialize)]
 struct V2Body<'a> {
     encrypted: bool,
@@ -184,20 +187,30 @@ pub fn open_v1_value(key: &Key32, body: &Map<String, Value>) -> Result<Vec<u8>, 
 
 /// The key id of a fleet key: 16 lowercase hex digits of SHA-256(`fleet-agent/kid` ‖ key).
 pub fn kid(key: &Key32) -> String {
+    kid_hex(key).iter().map(|&b| char::from(b)).collect()
+}
+
+/// [`kid`] as ASCII bytes, without allocating.
+fn kid_hex(key: &Key32) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hasher = Sha256::new();
     hasher.update(KID_LABEL);
     hasher.update(key.as_bytes());
     let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = [0u8; 16];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(&digest[..8]) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
+    }
+    hex
 }
 
 /// The v2 batch key of `machine_id`: HKDF-SHA256(fleet key, salt `fleet-agent/v2`, info `batch:`+id).
 pub fn batch_key(key: &Key32, machine_id: &str) -> Key32 {
     let hk = Hkdf::<Sha256>::new(Some(V2_LABEL.as_bytes()), key.as_bytes());
     let mut okm = Zeroizing::new([0u8; 32]);
-    let info = [b"batch:".as_slice(), machine_id.as_bytes()].concat();
     // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
-    let _ = hk.expand(&info, okm.as_mut());
+    let _ = hk.expand_multi_info(&[b"batch:".as_slice(), machine_id.as_bytes()], okm.as_mut());
     Key32::from_bytes(*okm)
 }
 
@@ -219,13 +232,91 @@ pub fn seal_v2_with_nonce(
     nonce: [u8; NONCE_LEN],
     plaintext: &[u8],
 ) -> Vec<u8> {
-    let kid = kid(key);
-    let ciphertext = encrypt(&batch_key(key, machine_id), &nonce, plaintext, &v2_aad(&kid, machine_id, seq));
-    let ciphertext = STANDARD.encode(ciphertext);
-    let nonce = STANDARD.encode(nonce);
-    let body =
-        V2Body { encrypted: true, version: "2", kid: &kid, machine_id, seq, nonce: &nonce, ciphertext: &ciphertext };
-    serde_json::to_vec(&body).unwrap_or_default()
+    let mut buf = plaintext.to_vec();
+    let mut out = Vec::new();
+    seal_v2_into_with_nonce(key, machine_id, seq, nonce, &mut buf, &mut out);
+    out
+}
+
+/// [`seal_v2`] into buffers the caller keeps: `out` is cleared and receives the body, byte for
+/// byte what [`seal_v2`] returns; `plaintext` is encrypted in place (it is left holding the
+/// ciphertext and tag). A sender that seals a batch every few seconds reuses both buffers
+/// instead of allocating four copies of the batch (ciphertext, base64, JSON) each time.
+pub fn seal_v2_into(
+    key: &Key32,
+    machine_id: &str,
+    seq: u64,
+    plaintext: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<(), EnvelopeError> {
+    seal_v2_into_with_nonce(key, machine_id, seq, random_nonce()?, plaintext, out);
+    Ok(())
+}
+
+/// The body of [`seal_v2_with_nonce`], written field by field in `V2Body`'s order (what
+/// `serde_json::to_vec(&V2Body { .. })` gives: base64 and hex need no escaping).
+fn seal_v2_into_with_nonce(
+    key: &Key32,
+    machine_id: &str,
+    seq: u64,
+    nonce: [u8; NONCE_LEN],
+    plaintext: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
+    let kid = kid_hex(key);
+    out.clear();
+    // The AAD is built in `out` first (same bytes as `v2_aad`), then replaced by the body.
+    out.extend_from_slice(V2_LABEL.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(&kid);
+    out.push(b'\n');
+    out.extend_from_slice(machine_id.as_bytes());
+    out.push(b'\n');
+    push_u64(out, seq);
+    let cipher = cipher(&batch_key(key, machine_id));
+    match cipher.encrypt_inout_detached(&nonce.into(), out.as_slice(), plaintext.as_mut_slice().into()) {
+        Ok(tag) => plaintext.extend_from_slice(&tag),
+        // Only for inputs over 64 GiB (see `encrypt`): an empty ciphertext fails authentication.
+        Err(_) => plaintext.clear(),
+    }
+    out.clear();
+    out.extend_from_slice(b"{\"encrypted\":true,\"version\":\"2\",\"kid\":\"");
+    out.extend_from_slice(&kid);
+    out.extend_from_slice(b"\",\"machine_id\":");
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, machine_id);
+    out.extend_from_slice(b",\"seq\":");
+    push_u64(out, seq);
+    out.extend_from_slice(b",\"nonce\":\"");
+    push_base64(out, &nonce);
+    out.extend_from_slice(b"\",\"ciphertext\":\"");
+    push_base64(out, plaintext);
+    out.extend_from_slice(b"\"}");
+}
+
+/// Append `value` in decimal.
+fn push_u64(out: &mut Vec<u8>, value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Append `bytes` in standard base64 (with padding).
+fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    let Some(len) = base64::encoded_len(bytes.len(), true) else { return };
+    let at = out.len();
+    out.resize(at + len, 0);
+    // The slice is exactly the encoded length, so encoding cannot fail.
+    let _ = STANDARD.encode_slice(bytes, &mut out[at..]);
 }
 
 /// An opened v2 envelope: the authenticated header fields and the plaintext.
@@ -347,6 +438,48 @@ mod tests {
     }
 
     const NONCE: [u8; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+
+    /// The body as it was built before it was written by hand: serde over `V2Body`.
+    fn serde_v2_body(key: &Key32, machine_id: &str, seq: u64, nonce: [u8; NONCE_LEN], plaintext: &[u8]) -> Vec<u8> {
+        let kid = kid(key);
+        let ciphertext = encrypt(&batch_key(key, machine_id), &nonce, plaintext, &v2_aad(&kid, machine_id, seq));
+        let ciphertext = STANDARD.encode(ciphertext);
+        let nonce = STANDARD.encode(nonce);
+        let body = V2Body {
+            encrypted: true,
+            version: "2",
+            kid: &kid,
+            machine_id,
+            seq,
+            nonce: &nonce,
+            ciphertext: &ciphertext,
+        };
+        serde_json::to_vec(&body).expect("body")
+    }
+
+    #[test]
+    fn the_hand_written_v2_body_is_byte_for_byte_the_serde_body_and_buffers_are_reused() {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        for (machine_id, seq, plaintext) in [
+            ("m-1", 0u64, &b""[..]),
+            ("m \"q\" \\ \u{e9}\u{1f4f6}\n\u{1}", u64::MAX, &b"{\"records\":[]}"[..]),
+            ("host.example", 1_764_000_000_123, &[7u8; 1000][..]),
+        ] {
+            let expected = serde_v2_body(&key(3), machine_id, seq, NONCE, plaintext);
+            assert_eq!(
+                String::from_utf8_lossy(&seal_v2_with_nonce(&key(3), machine_id, seq, NONCE, plaintext)),
+                String::from_utf8_lossy(&expected)
+            );
+            buf.clear();
+            buf.extend_from_slice(plaintext);
+            seal_v2_into_with_nonce(&key(3), machine_id, seq, NONCE, &mut buf, &mut out);
+            assert_eq!(out, expected, "{machine_id}");
+            let opened = open_v2(&[key(3)], &out).expect("opens");
+            assert_eq!((opened.machine_id.as_str(), opened.seq, &opened.plaintext[..]), (machine_id, seq, plaintext));
+        }
+        assert_eq!(kid(&key(3)).len(), 16);
+    }
 
     #[test]
     fn design_v1_vector() {

@@ -39,7 +39,8 @@ impl Timestamp {
                 value /= 10;
             }
         }
-        text.iter().map(|&b| char::from(b)).collect()
+        // ASCII digits and separators: one allocation of the exact size.
+        std::str::from_utf8(&text).map(str::to_owned).unwrap_or_default()
     }
 
     /// Parse the output of [`Timestamp::to_rfc3339`] (also accepts no fraction). Returns `None`
@@ -62,8 +63,18 @@ impl Timestamp {
         if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 || frac.len() > 9 {
             return None;
         }
-        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
-        let ms: i64 = digits.parse().ok()?;
+        // The first three characters of the fraction, padded with zeros (on the stack: a record's
+        // time is parsed on every append).
+        let mut digits = *b"000";
+        let mut chars = frac.chars();
+        for digit in &mut digits {
+            match chars.next() {
+                Some(c) if c.is_ascii() => *digit = c as u8,
+                Some(_) => return None,
+                None => break,
+            }
+        }
+        let ms: i64 = std::str::from_utf8(&digits).ok()?.parse().ok()?;
         let days = days_from_civil(y, m, d);
         Some(Timestamp(((days * 86_400) + h * 3600 + mi * 60 + s) * 1000 + ms))
     }

@@ -28,7 +28,7 @@ use super::state::{Inflight, SenderState};
 use super::verdict::Verdict;
 use super::{Sender, Step, MAX_BATCH_PLAINTEXT, MAX_BATCH_RECORDS};
 use crate::random::random_unit;
-use crate::spool::{Acked, Cursor, ReadBatch, Spool};
+use crate::spool::{Acked, Cursor, Spool};
 use fleet_wire::envelope;
 use fleet_wire::record::{Dropped, Record};
 
@@ -48,6 +48,25 @@ pub struct V2Sender {
     current: Option<Inflight>,
     /// An ack made in memory is written on its own at this time if no batch carried it.
     ack_deadline: Option<Instant>,
+    /// The last batch's plaintext buffer (then its ciphertext), kept for the next batch when
+    /// it is at most [`BUFFER_KEEP`] bytes.
+    plaintext: Vec<u8>,
+}
+
+/// Largest buffer (batch plaintext, sealed body) kept from one batch to the next: a batch of
+/// 20 s of the system widgets at interval 1 s is about 8 KiB sealed, of every default widget
+/// about 120 KiB. Kept buffers spare the allocator its page-sized churn (BENCHMARKS.md,
+/// "Branch alloc"); larger ones (a backlog drain) are given back, as resident memory is a
+/// budget too.
+const BUFFER_KEEP: usize = 64 * 1024;
+
+/// `buf` emptied for reuse, or a new buffer in place of one grown past [`BUFFER_KEEP`].
+fn reuse(mut buf: Vec<u8>) -> Vec<u8> {
+    if buf.capacity() > BUFFER_KEEP {
+        return Vec::new();
+    }
+    buf.clear();
+    buf
 }
 
 impl V2Sender {
@@ -56,7 +75,15 @@ impl V2Sender {
         // A body read back from an older release's inflight.json is kept in memory only.
         let current = link.state.inflight.take();
         link.state.inflight = current.as_ref().map(Inflight::describe);
-        V2Sender { link, send_interval, next_send: Instant::now(), collisions_in_a_row: 0, current, ack_deadline: None }
+        V2Sender {
+            link,
+            send_interval,
+            next_send: Instant::now(),
+            collisions_in_a_row: 0,
+            current,
+            ack_deadline: None,
+            plaintext: Vec::new(),
+        }
     }
 
     fn send_batch(&mut self, spool: &mut Spool) -> Step {
@@ -168,14 +195,15 @@ impl V2Sender {
     /// nothing to send.
     fn build_batch(&mut self, spool: &mut Spool) -> Result<bool, String> {
         let start = spool.acked_cursor();
-        let batch = spool
-            .read_raw_from(start, MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT)
-            .map_err(|e| format!("reading the spool: {e}"))?;
-        if batch.records.is_empty() {
-            return Ok(false);
-        }
         let seq = self.link.state.next_seq;
-        self.seal_batch(spool, seq, start, batch).map(|()| true)
+        let mut plaintext = reuse(std::mem::take(&mut self.plaintext));
+        let result = match self.read_into(spool, &mut plaintext, seq, start, MAX_BATCH_RECORDS, MAX_BATCH_PLAINTEXT) {
+            Ok((0, _)) => Ok(false),
+            Ok((records, next)) => self.seal_batch(spool, seq, start, records, next, &mut plaintext).map(|()| true),
+            Err(e) => Err(e),
+        };
+        self.plaintext = plaintext;
+        result
     }
 
     /// Rebuild `old` (resealing it, or rebuilding a body that was not kept) under `seq` with
@@ -186,48 +214,86 @@ impl V2Sender {
     /// `Ok(false)`: nothing of it is left.
     fn rebuild_batch(&mut self, spool: &mut Spool, old: &Inflight, seq: u64) -> Result<bool, String> {
         let start = old.start.unwrap_or(spool.acked_cursor()).max(spool.acked_cursor());
-        let batch = spool
-            .read_raw_from(start, old.records as usize, usize::MAX)
-            .map_err(|e| format!("reading the spool: {e}"))?;
-        if batch.records.is_empty() {
+        let mut plaintext = reuse(std::mem::take(&mut self.plaintext));
+        let result = self.rebuild_into(spool, old, seq, start, &mut plaintext);
+        self.plaintext = plaintext;
+        result
+    }
+
+    fn rebuild_into(
+        &mut self,
+        spool: &mut Spool,
+        old: &Inflight,
+        seq: u64,
+        start: Cursor,
+        plaintext: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        let (records, next) = self.read_into(spool, plaintext, seq, start, old.records as usize, usize::MAX)?;
+        if records == 0 {
             log::warn!("none of the records of in-flight batch {} is left in the spool", old.seq);
             return Ok(false);
         }
-        if batch.records.len() as u64 == old.records && batch.next == old.end {
-            return self.seal_batch(spool, seq, start, batch).map(|()| true);
+        if records as u64 == old.records && next == old.end {
+            return self.seal_batch(spool, seq, start, records, next, plaintext).map(|()| true);
         }
         self.link.state.next_seq = self.link.state.next_seq.max(seq + 1).max(old.seq + 1);
         let fresh = self.link.state.next_seq;
         log::warn!(
-            "in-flight batch {} cannot be rebuilt as sent ({} of {} records left in the spool, the rest counted \
-             as dropped); sending what is left as batch {fresh}",
+            "in-flight batch {} cannot be rebuilt as sent ({records} of {} records left in the spool, the rest \
+             counted as dropped); sending what is left as batch {fresh}",
             old.seq,
-            batch.records.len(),
             old.records
         );
-        self.seal_batch(spool, fresh, start, batch).map(|()| true)
+        // The plaintext names its seq: read again under the fresh one (a rare path).
+        plaintext.clear();
+        let (records, next) = self.read_into(spool, plaintext, fresh, start, records, usize::MAX)?;
+        self.seal_batch(spool, fresh, start, records, next, plaintext).map(|()| true)
     }
 
-    /// Seal `batch` (records read from `start`) as `seq` and persist its description as the
-    /// in-flight batch: one durable state write, which also carries the ack of the batch
-    /// before it.
+    /// Write the plaintext of batch `seq` into `plaintext` (empty): up to `max_records` records
+    /// from `start`, at most `max_bytes` of them (see [`Spool::read_raw_joined`]). Returns how
+    /// many records it holds and the position after them.
+    fn read_into(
+        &self,
+        spool: &mut Spool,
+        plaintext: &mut Vec<u8>,
+        seq: u64,
+        start: Cursor,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<(usize, Cursor), String> {
+        let sent_at = Timestamp::now().to_rfc3339();
+        batch_head(plaintext, &self.link.machine_id, seq, &sent_at)
+            .map_err(|e| format!("encoding batch {seq}: {e}"))?;
+        let read = spool.read_raw_joined(start, max_records, max_bytes, plaintext);
+        let read = read.map_err(|e| format!("reading the spool: {e}"))?;
+        batch_tail(plaintext, &spool.stats().dropped).map_err(|e| format!("encoding batch {seq}: {e}"))?;
+        Ok(read)
+    }
+
+    /// Seal the batch `plaintext` (`records` records read from `start`, up to `next`) as `seq`
+    /// and persist its description as the in-flight batch: one durable state write, which
+    /// also carries the ack of the batch before it. The body is sealed into the buffer of the
+    /// batch it replaces.
     fn seal_batch(
         &mut self,
         spool: &mut Spool,
         seq: u64,
         start: Cursor,
-        batch: ReadBatch<Vec<u8>>,
+        records: usize,
+        next: Cursor,
+        plaintext: &mut Vec<u8>,
     ) -> Result<(), String> {
-        let records = batch.records.len() as u64;
-        let sent_at = Timestamp::now().to_rfc3339();
-        let plaintext = batch_plaintext(&self.link.machine_id, seq, &sent_at, &batch.records, &spool.stats().dropped)
-            .map_err(|e| format!("encoding batch {seq}: {e}"))?;
-        let sealed = match &self.link.key {
-            Some(key) => envelope::seal_v2(key, &self.link.machine_id, seq, &plaintext).map_err(|e| e.to_string())?,
-            None => plaintext,
-        };
-        let body = String::from_utf8(sealed).map_err(|_| format!("batch {seq} body is not UTF-8"))?;
-        let inflight = Inflight { seq, start: Some(start), end: batch.next, records, kid: self.link.kid.clone(), body };
+        let old_body = self.current.as_mut().map(|c| std::mem::take(&mut c.body).into_bytes());
+        let mut body = reuse(old_body.unwrap_or_default());
+        match &self.link.key {
+            Some(key) => envelope::seal_v2_into(key, &self.link.machine_id, seq, plaintext, &mut body)
+                .map_err(|e| e.to_string())?,
+            None => body.extend_from_slice(plaintext),
+        }
+        let body = String::from_utf8(body).map_err(|_| format!("batch {seq} body is not UTF-8"))?;
+        let inflight =
+            Inflight { seq, start: Some(start), end: next, records: records as u64, kid: self.link.kid.clone(), body };
         self.link.state.inflight = Some(inflight.describe());
         self.current = Some(inflight);
         // Not sent before its description is durable (an error here: nothing is sent).
@@ -344,7 +410,8 @@ impl Sender for V2Sender {
 /// The plaintext of a v2 batch from its records' JSON as the spool stores it: byte for byte
 /// `serde_json::to_vec(&BatchBody { .. })` of the same records (field order and form are
 /// [`fleet_wire::record::BatchBody`]'s; a test holds the two side by side), without parsing and serializing every
-/// record again.
+/// record again. The sender writes the same bytes in place: `batch_head`, the records
+/// joined by commas ([`Spool::read_raw_joined`]), `batch_tail`.
 pub fn batch_plaintext(
     machine_id: &str,
     seq: u64,
@@ -353,23 +420,35 @@ pub fn batch_plaintext(
     dropped: &Dropped,
 ) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 256);
-    out.extend_from_slice(b"{\"machine_id\":");
-    serde_json::to_writer(&mut out, machine_id)?;
-    out.extend_from_slice(b",\"seq\":");
-    serde_json::to_writer(&mut out, &seq)?;
-    out.extend_from_slice(b",\"sent_at\":");
-    serde_json::to_writer(&mut out, sent_at)?;
-    out.extend_from_slice(b",\"records\":[");
+    batch_head(&mut out, machine_id, seq, sent_at)?;
     for (i, record) in records.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(record);
     }
-    out.extend_from_slice(b"],\"dropped\":");
-    serde_json::to_writer(&mut out, dropped)?;
-    out.push(b'}');
+    batch_tail(&mut out, dropped)?;
     Ok(out)
+}
+
+/// The start of a batch's plaintext, up to the opening `[` of its records.
+fn batch_head(out: &mut Vec<u8>, machine_id: &str, seq: u64, sent_at: &str) -> Result<(), serde_json::Error> {
+    out.extend_from_slice(b"{\"machine_id\":");
+    serde_json::to_writer(&mut *out, machine_id)?;
+    out.extend_from_slice(b",\"seq\":");
+    serde_json::to_writer(&mut *out, &seq)?;
+    out.extend_from_slice(b",\"sent_at\":");
+    serde_json::to_writer(&mut *out, sent_at)?;
+    out.extend_from_slice(b",\"records\":[");
+    Ok(())
+}
+
+/// The end of a batch's plaintext, from the closing `]` of its records.
+fn batch_tail(out: &mut Vec<u8>, dropped: &Dropped) -> Result<(), serde_json::Error> {
+    out.extend_from_slice(b"],\"dropped\":");
+    serde_json::to_writer(&mut *out, dropped)?;
+    out.push(b'}');
+    Ok(())
 }
 
 /// The start of a fresh seq range after a collision: at least `floor` and the clock (in ms,

@@ -258,8 +258,9 @@ pub fn store(
         requeued: counters.requeued,
         sender: sender.map(std::borrow::Cow::Borrowed),
     };
-    let bytes = serde_json::to_vec(&payload).map_err(|e| SpoolError::Encode { index: 0, message: e.to_string() })?;
-    file.write(&bytes, durable)
+    file.write_with(durable, |buf| {
+        serde_json::to_writer(buf, &payload).map_err(|e| SpoolError::Encode { index: 0, message: e.to_string() })
+    })
 }
 
 /// Remove the files of an older release once `state.bin` holds their values durably, then

@@ -97,10 +97,10 @@ pub enum SpoolError {
 }
 
 impl SpoolError {
-    /// An [`SpoolError::Io`] for `path`.
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SpoolError {
-        let path = path.into();
-        move |error| SpoolError::Io { action, path, error }
+    /// An [`SpoolError::Io`] for `path`. The path is copied only when an error happens (a
+    /// segment write every cycle must not allocate to say where it would fail).
+    pub(crate) fn io<P: Into<PathBuf>>(action: &'static str, path: P) -> impl FnOnce(std::io::Error) -> SpoolError {
+        move |error| SpoolError::Io { action, path: path.into(), error }
     }
 
     /// True if this is an I/O error with the given kind (e.g. `StorageFull`).

@@ -164,8 +164,6 @@ use segment::{FrameReader, SegmentWriter, Step};
 pub const LOCK_FILE: &str = "spool.lock";
 /// Extra attempts (10 ms apart) to take the lock before reporting [`SpoolError::Locked`].
 const LOCK_TRIES: u32 = 30;
-/// First capacity of a record's JSON buffer: most records fit, so it is not grown step by step.
-const JSON_CAPACITY: usize = 512;
 
 /// Records read by [`Spool::read_from`] (or, as their JSON, by [`Spool::read_raw_from`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -276,6 +274,8 @@ pub struct Spool {
     reader: Option<ReadState>,
     /// The JSON of the newest committed records (see recent.rs).
     recent: recent::Recent,
+    /// The buffers of [`Spool::append`], kept between calls.
+    scratch: Scratch,
     oldest_unacked: Option<Timestamp>,
     /// Undecodable records before this position have been counted as dropped.
     undecodable_counted: Cursor,
@@ -365,6 +365,7 @@ impl Spool {
             rejected,
             reader: None,
             recent: recent::Recent::default(),
+            scratch: Scratch::default(),
             oldest_unacked: None,
             undecodable_counted: Cursor::default(),
             #[cfg(test)]
@@ -445,31 +446,41 @@ impl Spool {
     }
 
     fn append_inner(&mut self, records: &[Record], stored: &mut u64) -> Result<(), SpoolError> {
-        let mut encoded = Vec::with_capacity(records.len());
+        // The buffers of the last call, kept across calls (see `Scratch`).
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.append_with(records, stored, &mut scratch);
+        scratch.reset();
+        self.scratch = scratch;
+        result
+    }
+
+    fn append_with(&mut self, records: &[Record], stored: &mut u64, scratch: &mut Scratch) -> Result<(), SpoolError> {
+        // Every record is serialized before anything is written: one that cannot be stores none.
         // The records of one cycle share their time: parse its text once.
         let mut last_ts: Option<(&str, Option<Timestamp>)> = None;
         for (index, record) in records.iter().enumerate() {
-            let mut json = Vec::with_capacity(JSON_CAPACITY);
-            serde_json::to_writer(&mut json, record)
+            let from = scratch.json.len();
+            serde_json::to_writer(&mut scratch.json, record)
                 .map_err(|e| SpoolError::Encode { index, message: e.to_string() })?;
-            if json.len() > MAX_RECORD_BYTES {
-                return Err(SpoolError::RecordTooLarge { index, bytes: json.len() });
+            let len = scratch.json.len() - from;
+            if len > MAX_RECORD_BYTES {
+                return Err(SpoolError::RecordTooLarge { index, bytes: len });
             }
             let ts = match last_ts {
                 Some((text, ts)) if text == record.ts => ts,
                 _ => record.timestamp(),
             };
             last_ts = Some((&record.ts, ts));
-            encoded.push((json, ts));
+            scratch.records.push((from..from + len, ts));
         }
-        let mut pending = Pending::default();
-        for (json, ts) in encoded {
-            let frame_len = (FRAME_OVERHEAD + json.len()) as u64;
+        let Scratch { json, records: encoded, pending } = scratch;
+        for (range, ts) in encoded.iter() {
+            let frame_len = (FRAME_OVERHEAD + range.len()) as u64;
             if let Some(writer) = &self.writer {
                 let used = writer.len() + pending.bytes.len() as u64;
                 let has_records = writer.next_index() + pending.count > 0;
                 if has_records && used + frame_len > self.segment_bytes {
-                    *stored += self.commit(&mut pending)?;
+                    *stored += self.commit(pending, json)?;
                     self.close_writer()?;
                 }
             }
@@ -479,16 +490,20 @@ impl Spool {
             let Some(writer) = &self.writer else {
                 return Err(SpoolError::Seal);
             };
-            writer.cipher().seal_frame(writer.next_index() + pending.count, &json, &mut pending.bytes)?;
+            writer.cipher().seal_frame(
+                writer.next_index() + pending.count,
+                &json[range.clone()],
+                &mut pending.bytes,
+            )?;
             pending.count += 1;
-            pending.first_ts = pending.first_ts.or(ts);
+            pending.first_ts = pending.first_ts.or(*ts);
             pending.last_ts = ts.or(pending.last_ts);
-            pending.plain.push(json);
+            pending.plain.push(range.clone());
             if self.fsync == FsyncPolicy::Always {
-                *stored += self.commit(&mut pending)?;
+                *stored += self.commit(pending, json)?;
             }
         }
-        *stored += self.commit(&mut pending)?;
+        *stored += self.commit(pending, json)?;
         if let Err(e) = self.enforce_cap() {
             // The records are stored; the cap is retried on the next append.
             log::error!("enforcing the size cap: {e}");
@@ -504,7 +519,11 @@ impl Spool {
     /// segment that no longer exists continues at the next existing record. Streams frame by
     /// frame: only the returned batch is held in memory.
     pub fn read_from(&mut self, cursor: Cursor, max_records: usize, max_bytes: usize) -> Result<ReadBatch, SpoolError> {
-        self.read_batch(cursor, max_records, max_bytes, None, |json| serde_json::from_slice::<Record>(json))
+        let mut records = Vec::new();
+        let next = self.read_batch(cursor, max_records, max_bytes, false, |json, _| {
+            serde_json::from_slice::<Record>(json).map(|record| records.push(record))
+        })?;
+        Ok(ReadBatch { records, next })
     }
 
     /// [`Spool::read_from`], each record as the JSON stored in its frame, byte for byte (what a
@@ -518,9 +537,35 @@ impl Spool {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<ReadBatch<Vec<u8>>, SpoolError> {
-        self.read_batch(cursor, max_records, max_bytes, Some(<[u8]>::to_vec), |json| {
-            serde_json::from_slice::<Record>(json).map(|_| json.to_vec())
-        })
+        let mut records = Vec::new();
+        let next = self.read_batch(cursor, max_records, max_bytes, true, |json, trusted| {
+            check_record(json, trusted).map(|()| records.push(json.to_vec()))
+        })?;
+        Ok(ReadBatch { records, next })
+    }
+
+    /// [`Spool::read_raw_from`] into `out`: the records' JSON appended one after the other,
+    /// separated by commas (the inside of a v2 batch's `records` array), with no allocation per
+    /// record. Returns how many records were appended and the position after the last one
+    /// (the `next` of [`ReadBatch`]).
+    pub fn read_raw_joined(
+        &mut self,
+        cursor: Cursor,
+        max_records: usize,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, Cursor), SpoolError> {
+        let mut count = 0;
+        let next = self.read_batch(cursor, max_records, max_bytes, true, |json, trusted| {
+            check_record(json, trusted)?;
+            if count > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(json);
+            count += 1;
+            Ok::<(), serde_json::Error>(())
+        })?;
+        Ok((count, next))
     }
 
     /// Test hook: forget the records held in memory, so reads go to the segments.
@@ -529,44 +574,48 @@ impl Spool {
         self.recent.clear();
     }
 
-    /// The walk behind [`Spool::read_from`] and [`Spool::read_raw_from`]: `decode` turns a
-    /// frame's JSON into an item (an error: the record is skipped and counted as dropped); with
-    /// `from_memory`, records held in `recent` are turned into items by it, unread and unchecked
-    /// (this process serialized them).
-    fn read_batch<T, E: std::fmt::Display>(
+    /// The walk behind [`Spool::read_from`] and its raw forms: `add` takes each record's JSON
+    /// (an error: the record is skipped and counted as dropped), with `true` when it comes from
+    /// `recent` (this process serialized it: unread and unchecked), which `from_memory` allows.
+    /// Returns the position after the last record added (see [`ReadBatch::next`]).
+    fn read_batch<E: std::fmt::Display>(
         &mut self,
         cursor: Cursor,
         max_records: usize,
         max_bytes: usize,
-        from_memory: Option<fn(&[u8]) -> T>,
-        decode: impl Fn(&[u8]) -> Result<T, E>,
-    ) -> Result<ReadBatch<T>, SpoolError> {
-        let mut batch = ReadBatch { records: Vec::new(), next: cursor };
+        from_memory: bool,
+        mut add: impl FnMut(&[u8], bool) -> Result<(), E>,
+    ) -> Result<Cursor, SpoolError> {
+        let mut next = cursor;
+        let mut count = 0usize;
         let mut bytes = 0usize;
         let mut pos = cursor;
-        while batch.records.len() < max_records {
+        while count < max_records {
             let Some(at) = self.locate(pos) else { break };
-            if let Some((json, take)) = from_memory.and_then(|take| self.recent.get(at).map(|json| (json, take))) {
-                if !batch.records.is_empty() && bytes + json.len() > max_bytes {
+            if let Some(json) = self.recent.get(at).filter(|_| from_memory) {
+                if count > 0 && bytes + json.len() > max_bytes {
                     break;
                 }
                 bytes += json.len();
-                batch.records.push(take(json));
+                // Serialized by this process: a record.
+                if add(json, true).is_ok() {
+                    count += 1;
+                }
                 pos = Cursor { segment: at.segment, index: at.index + 1 };
-                batch.next = pos;
+                next = pos;
                 continue;
             }
             let Some(seg) = self.segments.iter().find(|s| s.id == at.segment).cloned() else { break };
             let ready = self.position_reader(&seg, at.index)?;
             let Some(state) = self.reader.as_mut().filter(|_| ready) else {
-                if !batch.records.is_empty() {
+                if count > 0 {
                     break;
                 }
                 self.quarantine_live(seg.id, at.index, "segment header is no longer readable")?;
                 continue;
             };
             if let Some(len) = state.frames.peek_plaintext_len()? {
-                if !batch.records.is_empty() && bytes + len as usize > max_bytes {
+                if count > 0 && bytes + len as usize > max_bytes {
                     break;
                 }
             }
@@ -574,8 +623,8 @@ impl Spool {
                 Step::Record => {
                     bytes += state.frames.buf.len();
                     pos = Cursor { segment: at.segment, index: at.index + 1 };
-                    match decode(&state.frames.buf) {
-                        Ok(record) => batch.records.push(record),
+                    match add(&state.frames.buf, false) {
+                        Ok(()) => count += 1,
                         Err(e) if at >= self.undecodable_counted => {
                             // Authentic but not a record this version understands (written by
                             // another version?): skipped and counted once per process.
@@ -586,10 +635,10 @@ impl Spool {
                         }
                         Err(_) => {}
                     }
-                    batch.next = pos;
+                    next = pos;
                 }
                 other => {
-                    if !batch.records.is_empty() {
+                    if count > 0 {
                         break;
                     }
                     let why = match other {
@@ -600,7 +649,7 @@ impl Spool {
                 }
             }
         }
-        Ok(batch)
+        Ok(next)
     }
 
     /// Acknowledge everything before `cursor` (durably: one `state.bin` write), then delete
@@ -806,7 +855,7 @@ impl Spool {
 
     /// Write `pending` to the live segment (and fsync unless `never`); returns how many
     /// records that stored. On failure the segment is cut back and closed for good.
-    fn commit(&mut self, pending: &mut Pending) -> Result<u64, SpoolError> {
+    fn commit(&mut self, pending: &mut Pending, json: &[u8]) -> Result<u64, SpoolError> {
         if pending.count == 0 {
             return Ok(0);
         }
@@ -829,12 +878,12 @@ impl Spool {
             if next_index == 0 {
                 self.remove_segment(id);
             }
-            *pending = Pending::default();
+            pending.clear();
             return Err(e);
         }
         let (id, bytes, records) = (writer.id(), writer.len(), writer.next_index());
-        for (index, json) in (next_index..).zip(pending.plain.drain(..)) {
-            self.recent.push(Cursor { segment: id, index }, json);
+        for (index, range) in (next_index..).zip(pending.plain.drain(..)) {
+            self.recent.push(Cursor { segment: id, index }, &json[range]);
         }
         self.counters.appended += count;
         if let Some(seg) = self.segments.iter_mut().find(|s| s.id == id) {
@@ -843,7 +892,7 @@ impl Spool {
             seg.first_ts = seg.first_ts.or(pending.first_ts);
             seg.last_ts = pending.last_ts.or(seg.last_ts);
         }
-        *pending = Pending::default();
+        pending.clear();
         Ok(count)
     }
 
@@ -1054,15 +1103,65 @@ impl Spool {
     }
 }
 
+/// Whether a frame's JSON is a record this version understands (`trusted`: serialized by
+/// this process, not checked again).
+fn check_record(json: &[u8], trusted: bool) -> Result<(), serde_json::Error> {
+    if trusted {
+        return Ok(());
+    }
+    serde_json::from_slice::<Record>(json).map(|_| ())
+}
+
 /// Sealed frames not yet written.
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
     count: u64,
-    /// The JSON sealed into each frame, in order (kept in `recent` once committed).
-    plain: Vec<Vec<u8>>,
+    /// Where the JSON sealed into each frame is in [`Scratch::json`], in order (kept in
+    /// `recent` once committed).
+    plain: Vec<std::ops::Range<usize>>,
     first_ts: Option<Timestamp>,
     last_ts: Option<Timestamp>,
+}
+
+impl Pending {
+    /// Empty, keeping the buffers.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.plain.clear();
+        self.count = 0;
+        self.first_ts = None;
+        self.last_ts = None;
+    }
+}
+
+/// The buffers of an append, kept by the spool from one call to the next: a steady agent
+/// serializes and seals every cycle's records without allocating (BENCHMARKS.md, "Branch
+/// alloc"). Bounded: past [`SCRATCH_KEEP`] bytes (a large batch, such as records held while
+/// the disk was full) they are given back after the call.
+#[derive(Default)]
+struct Scratch {
+    /// The JSON of the call's records, one after the other.
+    json: Vec<u8>,
+    /// Where each record's JSON is in `json`, and its time.
+    records: Vec<(std::ops::Range<usize>, Option<Timestamp>)>,
+    pending: Pending,
+}
+
+/// Most bytes of buffer [`Scratch`] keeps between appends (a 1 s cycle of every default
+/// widget is about 4.5 KiB of JSON).
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+impl Scratch {
+    /// Empty for the next call; buffers grown past [`SCRATCH_KEEP`] are given back.
+    fn reset(&mut self) {
+        self.json.clear();
+        self.records.clear();
+        self.pending.clear();
+        if self.json.capacity() > SCRATCH_KEEP || self.pending.bytes.capacity() > SCRATCH_KEEP {
+            *self = Scratch::default();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -73,19 +73,25 @@ pub enum Slot {
 /// The bytes of a slot holding `payload` at `generation`: header, payload and checksum (the
 /// rest of the slot is left as it is on disk). `None` if the payload does not fit.
 pub fn encode_slot(generation: u64, payload: &[u8]) -> Option<Vec<u8>> {
-    if payload.len() > MAX_PAYLOAD {
-        return None;
-    }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + SUM_LEN);
+    encode_slot_into(&mut out, generation, payload).then_some(out)
+}
+
+/// [`encode_slot`] into `out` (emptied first); false if the payload does not fit.
+fn encode_slot_into(out: &mut Vec<u8>, generation: u64, payload: &[u8]) -> bool {
+    out.clear();
+    if payload.len() > MAX_PAYLOAD {
+        return false;
+    }
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&[0; 3]);
     out.extend_from_slice(&generation.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(payload);
-    let sum: [u8; SUM_LEN] = Sha256::digest(&out).into();
+    let sum: [u8; SUM_LEN] = Sha256::digest(&out[..]).into();
     out.extend_from_slice(&sum);
-    Some(out)
+    true
 }
 
 /// Classify the bytes of one slot (shorter than [`SLOT_LEN`] if the file is short).
@@ -197,6 +203,9 @@ pub struct StateFile {
     generation: u64,
     /// Damaged slots found on open (logged; [`StateFile::damaged_on_open`]).
     damaged_on_open: usize,
+    /// The buffers of the last write (payload, slot), kept for the next: at most a slot each.
+    payload: Vec<u8>,
+    slot: Vec<u8>,
     /// Test hook: the crash of [`StateFile::crash_at_write`].
     #[cfg(test)]
     pub(crate) crash: Option<CrashAt>,
@@ -236,6 +245,8 @@ impl StateFile {
             file,
             generation,
             damaged_on_open: damaged,
+            payload: Vec::new(),
+            slot: Vec::new(),
             #[cfg(test)]
             crash: None,
         };
@@ -261,12 +272,34 @@ impl StateFile {
     /// then (if `durable`) `fdatasync`. The first write creates the file at its full size
     /// (temp file, fsync, rename, directory fsync: once in the spool's life).
     pub fn write(&mut self, payload: &[u8], durable: bool) -> Result<(), SpoolError> {
+        let mut slot = std::mem::take(&mut self.slot);
+        let result = self.write_slot(&mut slot, payload, durable);
+        self.slot = slot;
+        result
+    }
+
+    /// [`StateFile::write`] of the payload that `fill` writes into an empty buffer (kept from
+    /// one write to the next: a state write every send round allocates nothing).
+    pub fn write_with(
+        &mut self,
+        durable: bool,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), SpoolError>,
+    ) -> Result<(), SpoolError> {
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        let result = fill(&mut payload).and_then(|()| self.write(&payload, durable));
+        if payload.capacity() <= SLOT_LEN {
+            self.payload = payload;
+        }
+        result
+    }
+
+    fn write_slot(&mut self, bytes: &mut Vec<u8>, payload: &[u8], durable: bool) -> Result<(), SpoolError> {
         let generation = self.generation + 1;
-        let bytes = encode_slot(generation, payload).ok_or(SpoolError::StateTooLarge {
-            path: self.path.clone(),
-            bytes: payload.len(),
-            max: MAX_PAYLOAD,
-        })?;
+        if !encode_slot_into(bytes, generation, payload) {
+            return Err(SpoolError::StateTooLarge { path: self.path.clone(), bytes: payload.len(), max: MAX_PAYLOAD });
+        }
+        let bytes = &bytes[..];
         let file = match self.file.take() {
             Some(file) => file,
             None => self.create(durable)?,
@@ -289,7 +322,7 @@ impl StateFile {
             }
             crash.writes_before -= 1;
         }
-        let written = file.write_all_at(&bytes, (slot * SLOT_LEN) as u64).and_then(|()| {
+        let written = file.write_all_at(bytes, (slot * SLOT_LEN) as u64).and_then(|()| {
             if durable {
                 file.sync_data()
             } else {
