@@ -43,8 +43,32 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
 /// Measured in BENCHMARKS.md, "Branch zerotail".
 pub const HORIZON_CHUNK: u64 = 64 * 1024;
 
-/// Zeros for extending the horizon (one write per extension).
-static ZEROS: [u8; HORIZON_CHUNK as usize] = [0; HORIZON_CHUNK as usize];
+/// Zeros for extending the horizon: one page, written as many times as the extension needs in
+/// one `pwritev` (a 64 KiB array would be 64 KiB of the binary: issue 16's size budget).
+static ZEROS: [u8; 4096] = [0; 4096];
+
+/// Write `len` zero bytes at `offset` (one `pwritev` per 64 KiB, repeated on a short write).
+fn write_zeros_at(file: &File, mut offset: u64, mut len: u64) -> std::io::Result<()> {
+    const SLICES: usize = (HORIZON_CHUNK as usize).div_ceil(ZEROS.len());
+    while len > 0 {
+        let mut slices = [std::io::IoSlice::new(&[]); SLICES];
+        let mut left = len;
+        for slice in &mut slices {
+            let take = left.min(ZEROS.len() as u64) as usize;
+            *slice = std::io::IoSlice::new(&ZEROS[..take]);
+            left -= take as u64;
+        }
+        let written = match rustix::io::pwritev(file, &slices, offset) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+            Ok(n) => n as u64,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        offset += written;
+        len -= written;
+    }
+    Ok(())
+}
 
 /// The open, appendable newest segment. Only ever written by the process that created it
 /// (see "Nonces" in the module docs).
@@ -147,16 +171,16 @@ impl SegmentWriter {
                 // the frames' leaves zeros where the frames go: a clean end. Best effort: on a
                 // nearly full disk the records may still fit where the zeros do not; then the
                 // zeros are cut back and the frames appended as without a horizon.
-                let zeros = &ZEROS[..(want - end) as usize];
+                let zeros = want - end;
                 #[cfg(test)]
                 let extended = if self.fail_zeros {
-                    let _ = self.file.write_all_at(&zeros[..zeros.len() / 2], end);
+                    let _ = write_zeros_at(&self.file, end, zeros / 2);
                     Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
                 } else {
-                    self.file.write_all_at(zeros, end)
+                    write_zeros_at(&self.file, end, zeros)
                 };
                 #[cfg(not(test))]
-                let extended = self.file.write_all_at(zeros, end);
+                let extended = write_zeros_at(&self.file, end, zeros);
                 match extended {
                     Ok(()) => self.size = want,
                     Err(e) => {
