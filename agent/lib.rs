@@ -32,3 +32,6 @@ pub mod sender;
 pub mod signals;
 pub mod spool;
 pub mod transport_key;
+
+#[cfg(test)]
+mod test_http;

@@ -14,7 +14,7 @@
 //! `state.bin`. A failing seed is printed and replays with `FLEET_DIRECT_SEED=N`.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -81,25 +81,11 @@ impl StandIn {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let (mut request_line, mut length) = (String::new(), 0usize);
-                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                let Some(crate::test_http::Request { line: request_line, body }) =
+                    crate::test_http::read_request(&mut reader)
+                else {
                     continue;
-                }
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some((name, value)) = line.split_once(':') {
-                        if name.eq_ignore_ascii_case("content-length") {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_err() {
-                    continue;
-                }
+                };
                 let reply = |stream: &mut std::net::TcpStream, status: &str, body: &str| {
                     let _ = write!(
                         stream,

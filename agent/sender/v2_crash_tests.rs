@@ -7,7 +7,7 @@
 //! record was delivered. A failing seed is printed and replays exactly (`FLEET_CRASH_SEED`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,22 +62,9 @@ fn receiver(stored: Arc<Mutex<Stored>>, lose: Arc<Mutex<Rng>>, lossy: bool) -> S
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':') {
-                    if name.eq_ignore_ascii_case("content-length") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
+            let Some(crate::test_http::Request { body, .. }) = crate::test_http::read_request(&mut reader) else {
                 continue;
-            }
+            };
             let batch: serde_json::Value = serde_json::from_slice(&body).expect("an unsealed v2 batch");
             let seq = batch["seq"].as_u64().expect("seq");
             let numbers: Vec<u64> = batch["records"]
