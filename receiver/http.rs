@@ -239,8 +239,20 @@ impl Request {
     }
 }
 
-/// Decode `%XX` and `+`; `None` if the result is not UTF-8 or an escape is malformed.
+/// Decode a query string's `%XX` and `+` (a space in form encoding); `None` if the result is
+/// not UTF-8 or an escape is malformed.
 pub fn percent_decode(text: &str) -> Option<String> {
+    decode(text, true)
+}
+
+/// Decode a path segment's `%XX`; a `+` stays a `+` there (RFC 3986: only a query string's form
+/// encoding makes it a space). An API key in the speedtest path (base64 keys hold `+`) is
+/// compared as written.
+pub fn percent_decode_path(text: &str) -> Option<String> {
+    decode(text, false)
+}
+
+fn decode(text: &str, plus_is_space: bool) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -252,7 +264,7 @@ pub fn percent_decode(text: &str) -> Option<String> {
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -568,6 +580,7 @@ mod tests {
     #[test]
     fn percent_decoding_and_query_params() {
         assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode_path("a%20b+c%2Fd").as_deref(), Some("a b+c/d"));
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(percent_decode("%ff"), None);

@@ -37,7 +37,8 @@
 //! The speedtest endpoints (the `__down`/`__up` names are Cloudflare's, which the speedtest
 //! widget appends to its base URL) need the API key: as `X-API-Key`, or, for clients that
 //! cannot set a header (the speedtest widget), in the path: base URL
-//! `http(s)://HOST/speedtest/key/API_KEY`, i.e. `/speedtest/key/API_KEY/__down`. Credentials
+//! `http(s)://HOST/speedtest/key/API_KEY`, i.e. `/speedtest/key/API_KEY/__down` (the key as
+//! written, or percent-encoded; a `+` there is a `+`, as RFC 3986 has it for paths). Credentials
 //! are described in [`auth`]: the API key writes, the read token reads (the API key gets 403
 //! there).
 //!

@@ -157,7 +157,7 @@ fn route(conn: &mut Conn, request: &mut Request, shared: &Shared) -> Option<Resp
         if method != expected {
             return Some(Response::error(405, &format!("{path} accepts {expected}")));
         }
-        let path_key = path_key.and_then(http::percent_decode);
+        let path_key = path_key.and_then(http::percent_decode_path);
         if shared.credentials.write(request, path_key.as_deref()) != Access::Allowed {
             return Some(Response::error(401, "missing or wrong X-API-Key"));
         }

@@ -590,6 +590,40 @@ fn csv_and_json_export_with_filters_and_quoting() {
     rx.shutdown();
 }
 
+/// The demo's API key is base64 (it holds `+` and `/`); in the speedtest path a `+` is a `+`,
+/// not a form-encoded space: `cargo run -- demo` got 401 from its own receiver about half the
+/// time before.
+#[test]
+fn a_speedtest_key_in_the_path_may_hold_plus_and_slash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let api_key = "a+b/c+d=";
+    let mut config = config(dir.path(), vec![key(0)]);
+    config.api_key = Some(SecretString::new(api_key.to_string()));
+    let rx = Receiver::start_with_limits(config, fast_limits()).expect("receiver starts");
+    let get = |path: &str| {
+        let url = format!("{}{path}", rx.url());
+        let request = fleet_http::Request {
+            method: "GET",
+            url: &url,
+            headers: &[],
+            body: fleet_http::Body::Empty,
+            resendable: false,
+        };
+        let agent = client();
+        let response = agent.send(request).expect("download");
+        let status = response.status();
+        (status, response.read_to_vec(10_000).expect("body").len())
+    };
+    assert_eq!(get(&format!("/speedtest/key/{api_key}/__down?bytes=1000")), (200, 1000), "as written");
+    assert_eq!(get("/speedtest/key/a%2Bb%2Fc%2Bd%3D/__down?bytes=1000"), (200, 1000), "percent-encoded");
+    assert_eq!(
+        get("/speedtest/key/a b/c d=/__down?bytes=1000".replace(' ', "%20").as_str()).0,
+        401,
+        "spaces are not pluses"
+    );
+    rx.shutdown();
+}
+
 #[test]
 fn speedtest_endpoints_stream_and_count() {
     let dir = tempfile::tempdir().expect("tempdir");
